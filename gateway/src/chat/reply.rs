@@ -1,0 +1,77 @@
+//! The unary REST reply, built by draining the same event stream every other transport sends.
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::chat::{ChatEvent, ChatStream, Usage};
+use crate::error::{Error, ErrorBody};
+
+/// `{"request_id","conversation_id","model","message":{"role","content"},"stop_reason","usage","latency_ms","cached"}`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatReply {
+    pub request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    pub model: String,
+    pub message: ReplyMessage,
+    pub stop_reason: String,
+    pub usage: Usage,
+    pub latency_ms: u64,
+    pub cached: bool,
+}
+
+/// The assistant's message in a [`ChatReply`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplyMessage {
+    pub role: &'static str,
+    pub content: String,
+}
+
+impl ChatReply {
+    /// Drains `stream`; an `error` event becomes the `Err`.
+    pub async fn collect(mut stream: ChatStream) -> Result<Self, ErrorBody> {
+        let mut reply = ChatReply {
+            request_id: String::new(),
+            conversation_id: None,
+            model: String::new(),
+            message: ReplyMessage {
+                role: "assistant",
+                content: String::new(),
+            },
+            stop_reason: String::new(),
+            usage: Usage::default(),
+            latency_ms: 0,
+            cached: false,
+        };
+        while let Some(event) = stream.next().await {
+            match event {
+                ChatEvent::Start {
+                    request_id,
+                    conversation_id,
+                    model,
+                    ..
+                } => {
+                    reply.request_id = request_id.to_string();
+                    reply.conversation_id = conversation_id;
+                    reply.model = model;
+                }
+                ChatEvent::Delta { text, .. } => reply.message.content.push_str(&text),
+                ChatEvent::Done {
+                    stop_reason,
+                    usage,
+                    latency_ms,
+                    cached,
+                    ..
+                } => {
+                    reply.stop_reason = stop_reason;
+                    reply.usage = usage;
+                    reply.latency_ms = latency_ms;
+                    reply.cached = cached;
+                    return Ok(reply);
+                }
+                ChatEvent::Error { error, .. } => return Err(error),
+            }
+        }
+        Err(Error::Internal("chat stream ended without done".into()).body())
+    }
+}

@@ -1,0 +1,407 @@
+//! Configuration: defaults, then an optional TOML file, then `NAGARE__SECTION__KEY` environment
+//! variables, then command-line flags; validated once at start-up with messages naming the key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::chat::{ModelCatalog, PipelineOptions, RequestLimits};
+use crate::error::StartupError;
+use crate::provider::{BedrockSettings, MockSettings};
+
+const ENV_PREFIX: &str = "NAGARE__";
+
+/// Where environment variables come from; tests pass a map instead of touching the process.
+pub trait EnvSource {
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars().collect()
+    }
+}
+
+impl EnvSource for BTreeMap<String, String> {
+    fn vars(&self) -> Vec<(String, String)> {
+        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// `nagare.toml` as written, every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    server: ServerSection,
+    provider: ProviderSection,
+    models: ModelsSection,
+    limits: LimitsSection,
+    log: LogSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ServerSection {
+    listen: String,
+    body_limit_bytes: usize,
+    shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            body_limit_bytes: 256 * 1024,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// Which model provider serves requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    #[default]
+    Mock,
+    Bedrock,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ProviderSection {
+    kind: ProviderKind,
+    mock: MockSettings,
+    bedrock: BedrockSettings,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ModelsSection {
+    default: Option<String>,
+    aliases: BTreeMap<String, String>,
+    allow: BTreeSet<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsSection {
+    max_tokens: u32,
+    max_stop_sequences: usize,
+    max_stop_chars: usize,
+    stream_buffer_events: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let r = RequestLimits::default();
+        Self {
+            max_tokens: r.max_tokens,
+            max_stop_sequences: r.max_stop_sequences,
+            max_stop_chars: r.max_stop_chars,
+            stream_buffer_events: PipelineOptions::default().channel_capacity,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON unless stdout is a terminal.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LogSection {
+    format: LogFormat,
+    prompts: bool,
+}
+
+/// Command-line flags, which win over the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub provider: Option<String>,
+}
+
+/// The validated configuration `nagare serve` runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub body_limit: usize,
+    pub shutdown_grace: Duration,
+    pub provider: ProviderKind,
+    pub mock: MockSettings,
+    pub bedrock: BedrockSettings,
+    pub models: ModelCatalog,
+    pub pipeline: PipelineOptions,
+    pub log_format: LogFormat,
+}
+
+/// Reads, layers and validates the configuration.
+pub fn load(
+    file: Option<&Path>,
+    env: &dyn EnvSource,
+    flags: &Overrides,
+) -> Result<Config, StartupError> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| StartupError::Io {
+                context: format!("reading config file {}", path.display()),
+                source,
+            })?;
+            toml::from_str::<toml::Table>(&text)
+                .map_err(|e| StartupError::Config(format!("{}: {e}", path.display())))?
+        }
+        None => toml::Table::new(),
+    };
+    for (name, value) in env.vars() {
+        if let Some(key) = name.strip_prefix(ENV_PREFIX) {
+            let path: Vec<String> = key.split("__").map(str::to_lowercase).collect();
+            set(&mut table, &path, env_value(&value), &name)?;
+        }
+    }
+    if let Some(listen) = &flags.listen {
+        set(
+            &mut table,
+            &["server".into(), "listen".into()],
+            listen.clone().into(),
+            "--listen",
+        )?;
+    }
+    if let Some(provider) = &flags.provider {
+        set(
+            &mut table,
+            &["provider".into(), "kind".into()],
+            provider.clone().into(),
+            "--provider",
+        )?;
+    }
+    let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|e| StartupError::Config(format!("{}: {}", e.path(), e.inner())))?;
+    raw.validate()
+}
+
+/// An environment value as TOML when it parses as one (`8`, `true`, `["a"]`), else a string.
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set(
+    table: &mut toml::Table,
+    path: &[String],
+    value: toml::Value,
+    source: &str,
+) -> Result<(), StartupError> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err(StartupError::Config(format!("{source}: empty key")));
+    };
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry.as_table_mut().ok_or_else(|| {
+            StartupError::Config(format!("{source}: `{part}` is a value, not a section"))
+        })?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, StartupError> {
+        let bad = |key: &str, why: &str| StartupError::Config(format!("{key}: {why}"));
+        let listen: SocketAddr = self.server.listen.parse().map_err(|_| {
+            bad(
+                "server.listen",
+                &format!(
+                    "'{}' is not an IP:port address, e.g. 127.0.0.1:8080",
+                    self.server.listen
+                ),
+            )
+        })?;
+        if self.server.body_limit_bytes < 1024 {
+            return Err(bad("server.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.limits.max_tokens == 0 {
+            return Err(bad("limits.max_tokens", "must be at least 1"));
+        }
+        if self.limits.stream_buffer_events == 0 {
+            return Err(bad("limits.stream_buffer_events", "must be at least 1"));
+        }
+        if let Some((alias, _)) = self
+            .models
+            .aliases
+            .iter()
+            .find(|(_, id)| id.trim().is_empty())
+        {
+            return Err(bad(
+                &format!("models.aliases.{alias}"),
+                "must name a model id",
+            ));
+        }
+        let models = models_for(self.provider.kind, self.models);
+        Ok(Config {
+            listen,
+            body_limit: self.server.body_limit_bytes,
+            shutdown_grace: Duration::from_secs(self.server.shutdown_grace_secs),
+            provider: self.provider.kind,
+            mock: self.provider.mock,
+            bedrock: self.provider.bedrock,
+            models,
+            pipeline: PipelineOptions {
+                limits: RequestLimits {
+                    max_tokens: self.limits.max_tokens,
+                    max_stop_sequences: self.limits.max_stop_sequences,
+                    max_stop_chars: self.limits.max_stop_chars,
+                },
+                channel_capacity: self.limits.stream_buffer_events,
+                log_prompts: self.log.prompts,
+            },
+            log_format: self.log.format,
+        })
+    }
+}
+
+/// The routing table, with aliases `fast` and `smart` filled in for whichever provider runs.
+fn models_for(kind: ProviderKind, section: ModelsSection) -> ModelCatalog {
+    let (fast, smart) = match kind {
+        ProviderKind::Mock => ("mock", "mock.slow"),
+        ProviderKind::Bedrock => (
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        ),
+    };
+    let mut aliases = section.aliases;
+    if aliases.is_empty() {
+        aliases.insert("fast".into(), fast.into());
+        aliases.insert("smart".into(), smart.into());
+    }
+    ModelCatalog {
+        default: section.default.unwrap_or_else(|| "fast".into()),
+        aliases,
+        allow: section.allow,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn err_of(r: Result<Config, StartupError>) -> String {
+        match r {
+            Err(e) => e.to_string(),
+            Ok(c) => panic!("expected an error, got {c:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_run_the_mock_on_loopback() {
+        let c = load(None, &env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.provider, ProviderKind::Mock);
+        assert_eq!(c.body_limit, 262_144);
+        assert_eq!(c.models.aliases["fast"], "mock");
+        assert!(!c.pipeline.log_prompts);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = std::env::temp_dir().join(format!("nagare-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nagare.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"127.0.0.1:1\"\nbody_limit_bytes = 4096\n[provider.mock]\nttft_ms = 5\n",
+        )
+        .unwrap();
+        let vars = env(&[
+            ("NAGARE__SERVER__LISTEN", "127.0.0.1:2"),
+            ("NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND", "0"),
+            ("NAGARE__LOG__PROMPTS", "true"),
+            ("UNRELATED", "x"),
+        ]);
+        let flags = Overrides {
+            listen: Some("127.0.0.1:3".into()),
+            provider: None,
+        };
+        let c = load(Some(&path), &vars, &flags).unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.body_limit, 4096);
+        assert_eq!(
+            c.mock,
+            MockSettings {
+                ttft_ms: 5,
+                tokens_per_second: 0
+            }
+        );
+        assert!(c.pipeline.log_prompts);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let e = err_of(load(
+            None,
+            &env(&[("NAGARE__SERVER__LISTN", "x")]),
+            &Overrides::default(),
+        ));
+        assert!(e.contains("listn"), "{e}");
+        let e = err_of(load(
+            None,
+            &env(&[("NAGARE__SERVER__LISTEN", "nowhere")]),
+            &Overrides::default(),
+        ));
+        assert!(e.contains("server.listen"), "{e}");
+        let flags = Overrides {
+            provider: Some("openai".into()),
+            ..Default::default()
+        };
+        let e = err_of(load(None, &env(&[]), &flags));
+        assert!(e.contains("provider.kind"), "{e}");
+        let e = err_of(load(
+            None,
+            &env(&[("NAGARE__LIMITS__MAX_TOKENS", "-1")]),
+            &Overrides::default(),
+        ));
+        assert!(e.contains("limits.max_tokens"), "{e}");
+        let e = err_of(load(
+            Some(Path::new("/nonexistent/nagare.toml")),
+            &env(&[]),
+            &Overrides::default(),
+        ));
+        assert!(e.contains("/nonexistent/nagare.toml"), "{e}");
+    }
+
+    #[test]
+    fn bedrock_gets_claude_aliases() {
+        let flags = Overrides {
+            provider: Some("bedrock".into()),
+            ..Default::default()
+        };
+        let c = load(None, &env(&[]), &flags).unwrap();
+        assert!(c.models.aliases["fast"].contains("haiku"));
+        assert_eq!(c.models.default, "fast");
+    }
+}

@@ -1,0 +1,276 @@
+//! The one error table (DESIGN.md): every failure a client can see is an [`Error`], and
+//! [`ErrorCode`] gives it the same code, HTTP status and retry hint on every transport.
+
+use std::time::Duration;
+
+/// Everything that can end a request, classified by [`Error::code`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
+    #[error("the model is throttling requests: {message}")]
+    UpstreamThrottled {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("the model service is unavailable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("the model did not answer in time: {0}")]
+    UpstreamTimeout(String),
+    #[error("the model failed: {message}")]
+    UpstreamError { message: String, retryable: bool },
+    #[error("the request was cancelled")]
+    Cancelled,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The stable, low-cardinality code of an error: the `code` field of every error body and frame,
+/// and the label of error metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InvalidRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    UpstreamThrottled,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    UpstreamError,
+    Cancelled,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire name, e.g. `upstream_throttled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::UpstreamThrottled => "upstream_throttled",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamError => "upstream_error",
+            Self::Cancelled => "cancelled",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status of the error table. 499 is nginx's "client closed request".
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidRequest => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::PayloadTooLarge => 413,
+            Self::RateLimited => 429,
+            Self::UpstreamThrottled | Self::UpstreamUnavailable => 503,
+            Self::UpstreamTimeout => 504,
+            Self::UpstreamError => 502,
+            Self::Cancelled => 499,
+            Self::Internal => 500,
+        }
+    }
+
+    /// Server errors whose details stay in the log (CONVENTIONS.md §9).
+    pub fn is_server_fault(self) -> bool {
+        matches!(self, Self::Internal)
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Error {
+    /// The row of the error table this error belongs to.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::UpstreamThrottled { .. } => ErrorCode::UpstreamThrottled,
+            Self::UpstreamUnavailable(_) => ErrorCode::UpstreamUnavailable,
+            Self::UpstreamTimeout(_) => ErrorCode::UpstreamTimeout,
+            Self::UpstreamError { .. } => ErrorCode::UpstreamError,
+            Self::Cancelled => ErrorCode::Cancelled,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Whether the same request may succeed if sent again later.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::RateLimited { .. }
+            | Self::UpstreamThrottled { .. }
+            | Self::UpstreamUnavailable(_)
+            | Self::UpstreamTimeout(_) => true,
+            Self::UpstreamError { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    /// How long a client should wait before retrying, when we know.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::UpstreamThrottled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The message a client may see. Internal details are replaced by a generic text;
+    /// the caller logs the full error.
+    pub fn public_message(&self) -> String {
+        if self.code().is_server_fault() {
+            "internal error".to_owned()
+        } else {
+            self.to_string()
+        }
+    }
+
+    /// The wire form shared by REST error bodies, SSE/WebSocket `error` events and task results.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code(),
+            message: self.public_message(),
+            retryable: self.retryable(),
+            retry_after_ms: self.retry_after().map(|d| d.as_millis() as u64),
+        }
+    }
+}
+
+/// `{"code","message","retryable","retry_after_ms"?}` — the error object of every transport.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+    pub retryable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Why `nagare serve` (or a Lambda function) could not start; printed once and fatal.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("config: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Provider(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_rows_match_design() {
+        let rows = [
+            (
+                Error::InvalidRequest("x".into()),
+                "invalid_request",
+                400,
+                false,
+            ),
+            (
+                Error::PayloadTooLarge { limit: 1 },
+                "payload_too_large",
+                413,
+                false,
+            ),
+            (
+                Error::RateLimited {
+                    message: "x".into(),
+                    retry_after: Duration::from_millis(1500),
+                },
+                "rate_limited",
+                429,
+                true,
+            ),
+            (
+                Error::UpstreamThrottled {
+                    message: "x".into(),
+                    retry_after: None,
+                },
+                "upstream_throttled",
+                503,
+                true,
+            ),
+            (
+                Error::UpstreamTimeout("x".into()),
+                "upstream_timeout",
+                504,
+                true,
+            ),
+            (
+                Error::UpstreamError {
+                    message: "x".into(),
+                    retryable: false,
+                },
+                "upstream_error",
+                502,
+                false,
+            ),
+            (Error::Cancelled, "cancelled", 499, false),
+            (
+                Error::Internal("db password=x".into()),
+                "internal",
+                500,
+                false,
+            ),
+        ];
+        for (err, code, status, retryable) in rows {
+            assert_eq!(err.code().as_str(), code);
+            assert_eq!(err.code().http_status(), status, "{code}");
+            assert_eq!(err.retryable(), retryable, "{code}");
+        }
+    }
+
+    #[test]
+    fn internal_details_never_reach_the_client() {
+        let body = Error::Internal("db password=hunter2".into()).body();
+        assert_eq!(body.message, "internal error");
+        let json = serde_json::to_string(&body).unwrap_or_default();
+        assert!(!json.contains("hunter2"));
+    }
+
+    #[test]
+    fn retry_hint_is_in_milliseconds() {
+        let body = Error::RateLimited {
+            message: "slow down".into(),
+            retry_after: Duration::from_millis(1500),
+        }
+        .body();
+        assert_eq!(body.retry_after_ms, Some(1500));
+    }
+}

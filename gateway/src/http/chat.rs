@@ -1,0 +1,147 @@
+//! `POST /v1/chat` (one JSON reply) and `POST /v1/chat/stream` (server-sent events): two sinks of
+//! the same pipeline.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+
+use crate::chat::{ChatEvent, ChatReply, ChatRequest, parse_chat_request};
+use crate::error::Error;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+
+/// `POST /v1/chat`: the whole reply as one JSON object.
+pub async fn unary(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let request = match read_request(&state, &headers, body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let request_id = request.id().to_owned();
+    let stream = match state.pipeline.start(request, started).await {
+        Ok(s) => s,
+        Err(e) => return ApiError::new(&e, request_id).into_response(),
+    };
+    match ChatReply::collect(stream).await {
+        Ok(reply) => with_request_id(Json(reply).into_response(), &request_id),
+        Err(body) => ApiError::from_body(body, request_id).into_response(),
+    }
+}
+
+/// `POST /v1/chat/stream`: `text/event-stream`, one SSE event per [`ChatEvent`], `event:` = its type.
+/// Failures before the model starts are plain JSON errors with their HTTP status.
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let request = match read_request(&state, &headers, body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let request_id = request.id().to_owned();
+    let events = match state.pipeline.start(request, started).await {
+        Ok(s) => s,
+        Err(e) => return ApiError::new(&e, request_id).into_response(),
+    };
+    let sse = events.map(|event| Ok::<_, Infallible>(sse_event(&event)));
+    let mut response = Sse::new(sse)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    // Reverse proxies such as nginx buffer responses unless told not to, which would hold every delta back.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    with_request_id(response, &request_id)
+}
+
+/// One SSE event: `event: <type>` and the event's JSON as `data:`.
+pub fn sse_event(event: &ChatEvent) -> Event {
+    match serde_json::to_string(event) {
+        Ok(json) => Event::default().event(event.kind()).data(json),
+        Err(e) => {
+            tracing::error!(error = %e, "serializing a chat event");
+            Event::default().event("error").data(r#"{"type":"error","code":"internal","message":"internal error","retryable":false}"#)
+        }
+    }
+}
+
+/// Body → validated request, or the error response, which echoes the best request id we have.
+fn read_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ChatRequest, ApiError> {
+    let header_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned);
+    let fallback = || {
+        header_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    };
+    let reject = |e: Error| {
+        tracing::debug!(code = e.code().as_str(), error = %e, "rejected chat request");
+        ApiError::new(&e, fallback())
+    };
+    check_content_type(headers).map_err(reject)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            reject(Error::PayloadTooLarge {
+                limit: state.body_limit,
+            })
+        } else {
+            reject(Error::InvalidRequest(format!(
+                "could not read the body: {rejection}"
+            )))
+        }
+    })?;
+    parse_chat_request(&body)
+        .and_then(|r| r.validate(state.pipeline.limits(), fallback))
+        .map_err(reject)
+}
+
+/// Accepts JSON, or no content type at all; anything else is a client mistake worth naming.
+fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let mime = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    let json = mime.eq_ignore_ascii_case("application/json")
+        || mime.to_ascii_lowercase().ends_with("+json");
+    if json {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "content-type must be application/json, not '{mime}'"
+        )))
+    }
+}
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}

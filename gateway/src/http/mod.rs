@@ -1,0 +1,111 @@
+//! The axum HTTP server: REST and SSE chat, health and readiness.
+
+mod chat;
+mod error;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::chat::ChatPipeline;
+use crate::error::Error;
+
+pub use chat::sse_event;
+pub use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pipeline: Arc<ChatPipeline>,
+    pub body_limit: usize,
+    /// False once shutdown has begun, so load balancers stop sending new work.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(pipeline: Arc<ChatPipeline>, body_limit: usize) -> Self {
+        Self {
+            pipeline,
+            body_limit,
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+/// All routes.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.body_limit;
+    Router::new()
+        .route("/v1/chat", post(chat::unary))
+        .route("/v1/chat/stream", post(chat::stream))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let provider = state.pipeline.provider_name();
+    if state.ready.load(Ordering::Relaxed) {
+        Json(json!({ "status": "ready", "provider": provider })).into_response()
+    } else {
+        let body = json!({ "status": "shutting_down", "provider": provider });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        &Error::NotFound("no such route".into()),
+        uuid::Uuid::new_v4().to_string(),
+    )
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests and streams
+/// finish for at most `grace` before returning.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = began_tx.send(());
+    });
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        _ = began_rx => {}
+    }
+    tracing::info!(
+        grace_secs = grace.as_secs_f64(),
+        "shutting down; letting in-flight requests finish"
+    );
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("shutdown grace period over; closing the remaining connections");
+            Ok(())
+        }
+    }
+}

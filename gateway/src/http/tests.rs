@@ -1,0 +1,324 @@
+//! Router tests through `tower::ServiceExt::oneshot`: the whole HTTP surface without a socket.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::{AppState, router};
+use crate::chat::{ChatPipeline, ModelCatalog, PipelineOptions};
+use crate::provider::{MockProvider, MockSettings};
+
+fn state() -> AppState {
+    let models = ModelCatalog {
+        default: "mock".into(),
+        ..Default::default()
+    };
+    let provider = Arc::new(MockProvider::new(MockSettings::unpaced()));
+    AppState::new(
+        Arc::new(ChatPipeline::new(
+            provider,
+            models,
+            PipelineOptions::default(),
+        )),
+        256 * 1024,
+    )
+}
+
+async fn send(
+    state: &AppState,
+    path: &str,
+    content_type: Option<&str>,
+    body: impl Into<Body>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut req = Request::post(path);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let response = router(state.clone())
+        .oneshot(req.body(body.into()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+async fn post_json(
+    state: &AppState,
+    path: &str,
+    body: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    send(state, path, Some("application/json"), body.to_owned()).await
+}
+
+/// `(event name, JSON data)` of each SSE event in a complete body.
+fn sse_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            (name, serde_json::from_str(&data).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn chat_replies_with_text_usage_and_stop_reason() {
+    let (status, headers, body) = post_json(
+        &state(),
+        "/v1/chat",
+        r#"{"message":"hello","request_id":"r1"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["x-request-id"], "r1");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["request_id"], "r1");
+    assert_eq!(v["model"], "mock");
+    assert_eq!(v["message"]["role"], "assistant");
+    assert!(
+        v["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("You said: hello.")
+    );
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert!(v["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(v["cached"], false);
+}
+
+#[tokio::test]
+async fn stream_sends_start_deltas_done_in_order() {
+    let (status, headers, body) =
+        post_json(&state(), "/v1/chat/stream", r#"{"message":"hello"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events = sse_events(&body);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"start"));
+    assert_eq!(names.last(), Some(&"done"));
+    assert!(names[1..names.len() - 1].iter().all(|n| *n == "delta"));
+    assert!(names.len() >= 4, "{names:?}");
+    for (name, data) in &events {
+        assert_eq!(data["type"], name.as_str());
+        assert_eq!(data["request_id"], events[0].1["request_id"]);
+    }
+    let text: String = events
+        .iter()
+        .filter_map(|(_, d)| d["text"].as_str())
+        .collect();
+    let (_, _, unary) = post_json(&state(), "/v1/chat", r#"{"message":"hello"}"#).await;
+    let unary: Value = serde_json::from_str(&unary).unwrap();
+    assert_eq!(text, unary["message"]["content"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_documented_error() {
+    let s = state();
+    let big = format!(r#"{{"message":"{}"}}"#, "x".repeat(300 * 1024));
+    let cases: Vec<(Option<&str>, String, u16, &str, &str)> = vec![
+        (
+            Some("application/json"),
+            r#"{}"#.into(),
+            400,
+            "invalid_request",
+            "message",
+        ),
+        (
+            Some("application/json"),
+            r#"{"message":""}"#.into(),
+            400,
+            "invalid_request",
+            "message",
+        ),
+        (
+            Some("application/json"),
+            r#"{"message":"   "}"#.into(),
+            400,
+            "invalid_request",
+            "message",
+        ),
+        (
+            Some("application/json"),
+            r#"{"message":"#.into(),
+            400,
+            "invalid_request",
+            "JSON",
+        ),
+        (
+            Some("application/json"),
+            r#"{"message":["a"]}"#.into(),
+            400,
+            "invalid_request",
+            "message",
+        ),
+        (
+            Some("application/json"),
+            r#"{"message":"hi","prompt":"x"}"#.into(),
+            400,
+            "invalid_request",
+            "prompt",
+        ),
+        (
+            Some("application/json"),
+            r#"{"message":"hi","model":"nope"}"#.into(),
+            400,
+            "invalid_request",
+            "nope",
+        ),
+        (
+            Some("application/json"),
+            r#"{"message":"hi","inference":{"max_tokens":0}}"#.into(),
+            400,
+            "invalid_request",
+            "max_tokens",
+        ),
+        (
+            Some("application/json"),
+            r#"{"message":"hi","inference":{"temperature":2}}"#.into(),
+            400,
+            "invalid_request",
+            "temperature",
+        ),
+        (
+            Some("application/json"),
+            r#"{"message":"hi","inference":{"top_p":1.01}}"#.into(),
+            400,
+            "invalid_request",
+            "top_p",
+        ),
+        (
+            Some("application/json"),
+            r#"{"message":"hi","inference":{"stop":"x"}}"#.into(),
+            400,
+            "invalid_request",
+            "stop",
+        ),
+        (
+            Some("text/plain"),
+            r#"{"message":"hi"}"#.into(),
+            400,
+            "invalid_request",
+            "content-type",
+        ),
+        (
+            Some("application/json"),
+            big,
+            413,
+            "payload_too_large",
+            "limit",
+        ),
+    ];
+    for path in ["/v1/chat", "/v1/chat/stream"] {
+        for (ct, body, status, code, needle) in &cases {
+            let (got, headers, text) = send(&s, path, *ct, body.clone()).await;
+            let preview: String = body.chars().take(60).collect();
+            assert_eq!(got.as_u16(), *status, "{path} {preview}: {text}");
+            assert!(
+                headers["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("application/json")
+            );
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["error"]["code"], *code, "{preview}");
+            assert_eq!(v["error"]["retryable"], false);
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains(needle),
+                "{preview}: {text}"
+            );
+            assert!(v["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_the_error_table() {
+    let s = state();
+    let (status, headers, body) = post_json(
+        &s,
+        "/v1/chat",
+        r#"{"message":"x","model":"mock.throttle-5"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_throttled");
+    assert_eq!(v["error"]["retryable"], true);
+    assert_eq!(v["error"]["retry_after_ms"], 100);
+
+    let (status, _, body) = post_json(
+        &s,
+        "/v1/chat",
+        r#"{"message":"x","model":"mock.error-midstream"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+
+    let (status, _, body) = post_json(
+        &s,
+        "/v1/chat/stream",
+        r#"{"message":"x","model":"mock.error-midstream"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let events = sse_events(&body);
+    let last = &events.last().unwrap().1;
+    assert_eq!(last["type"], "error");
+    assert_eq!(last["code"], "upstream_error");
+    assert_eq!(events.iter().filter(|(n, _)| n == "error").count(), 1);
+}
+
+#[tokio::test]
+async fn health_readiness_and_unknown_routes() {
+    let s = state();
+    let get = |path: &'static str| {
+        let s = s.clone();
+        async move {
+            let r = router(s)
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            r.status()
+        }
+    };
+    assert_eq!(get("/healthz").await, StatusCode::OK);
+    assert_eq!(get("/readyz").await, StatusCode::OK);
+    assert_eq!(get("/nope").await, StatusCode::NOT_FOUND);
+    s.ready.store(false, Ordering::Relaxed);
+    assert_eq!(get("/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get("/healthz").await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn request_id_comes_from_body_then_header_then_is_generated() {
+    let s = state();
+    let req = Request::post("/v1/chat")
+        .header("x-request-id", "from-header")
+        .body(Body::from(r#"{"message":"hi"}"#))
+        .unwrap();
+    let r = router(s.clone()).oneshot(req).await.unwrap();
+    assert_eq!(r.headers()["x-request-id"], "from-header");
+    let (_, headers, _) = post_json(&s, "/v1/chat", r#"{"message":"hi"}"#).await;
+    assert_eq!(headers["x-request-id"].len(), 36);
+}

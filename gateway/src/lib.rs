@@ -1,0 +1,12 @@
+//! Nagare: a streaming gateway for generative AI. This crate holds the chat pipeline, the model
+//! providers, the HTTP server and the configuration; the binaries in `src/bin` are thin wrappers.
+
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod provider;
+pub mod server;
+pub mod telemetry;
+
+pub use error::{Error, ErrorCode, StartupError};

@@ -1,0 +1,234 @@
+//! Amazon Bedrock through the real aws-sdk-bedrockruntime: `ConverseStream` and `Converse`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::config::retry::RetryConfig;
+use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
+use aws_sdk_bedrockruntime::types::{
+    self as bt, ContentBlock, ContentBlockDelta, ConversationRole, ConverseOutput,
+    ConverseStreamOutput, InferenceConfiguration, SystemContentBlock, TokenUsage,
+};
+use futures::StreamExt;
+use futures::stream;
+
+use crate::chat::Usage;
+use crate::error::{Error, StartupError};
+use crate::provider::bedrock_errors::map_sdk_error;
+use crate::provider::{
+    Completion, ModelProvider, ProviderEvent, ProviderRequest, ProviderStream, Role,
+};
+
+/// `[provider.bedrock]`: where and how to reach Bedrock. Credentials come from the standard
+/// AWS chain (environment, profile, SSO, container or instance role).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BedrockSettings {
+    /// Overrides `AWS_REGION` and the profile's region.
+    pub region: Option<String>,
+    /// Sends requests here instead of the regional endpoint (VPC endpoints, tests).
+    pub endpoint_url: Option<String>,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for BedrockSettings {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            connect_timeout_ms: 3_000,
+        }
+    }
+}
+
+/// Bedrock Runtime as a [`ModelProvider`].
+#[derive(Debug, Clone)]
+pub struct BedrockProvider {
+    client: Client,
+}
+
+impl BedrockProvider {
+    /// Loads region and credentials from the standard AWS chain and fails fast, naming the fix,
+    /// when either is missing.
+    pub async fn from_environment(settings: &BedrockSettings) -> Result<Self, StartupError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(StartupError::Provider(
+                "provider bedrock: no AWS region; set AWS_REGION or [provider.bedrock] region"
+                    .into(),
+            ));
+        }
+        let creds = sdk.credentials_provider().ok_or_else(|| {
+            StartupError::Provider("provider bedrock: no AWS credentials provider".into())
+        })?;
+        let found =
+            tokio::time::timeout(Duration::from_secs(10), creds.provide_credentials()).await;
+        match found {
+            Ok(Ok(_)) => Ok(Self::new(&sdk, settings)),
+            Ok(Err(e)) => Err(StartupError::Provider(format!(
+                "provider bedrock: no AWS credentials found ({e}); set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run where a role is attached"
+            ))),
+            Err(_) => Err(StartupError::Provider(
+                "provider bedrock: looking up AWS credentials timed out after 10 s".into(),
+            )),
+        }
+    }
+
+    /// Builds the client from an already loaded AWS config.
+    pub fn new(sdk: &SdkConfig, settings: &BedrockSettings) -> Self {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .build();
+        // Retries belong to the gateway, which knows whether a delta already reached the client.
+        let mut config = aws_sdk_bedrockruntime::config::Builder::from(sdk)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts);
+        if let Some(url) = &settings.endpoint_url {
+            config = config.endpoint_url(url);
+        }
+        Self {
+            client: Client::from_conf(config.build()),
+        }
+    }
+}
+
+#[async_trait]
+impl ModelProvider for BedrockProvider {
+    fn name(&self) -> &'static str {
+        "bedrock"
+    }
+
+    #[tracing::instrument(skip_all, fields(model = %request.model_id))]
+    async fn converse_stream(&self, request: ProviderRequest) -> Result<ProviderStream, Error> {
+        let (system, messages, inference) = to_bedrock(&request)?;
+        let output = self
+            .client
+            .converse_stream()
+            .model_id(&request.model_id)
+            .set_system(system)
+            .set_messages(Some(messages))
+            .inference_config(inference)
+            .send()
+            .await
+            .map_err(map_sdk_error)?;
+        // `None` once the stream has ended or failed: nothing is read after an exception.
+        let events = stream::unfold(Some(output.stream), |receiver| async move {
+            let mut receiver = receiver?;
+            loop {
+                match receiver.recv().await {
+                    Ok(Some(event)) => {
+                        if let Some(mapped) = from_stream_event(event) {
+                            return Some((Ok(mapped), Some(receiver)));
+                        }
+                    }
+                    Ok(None) => return None,
+                    Err(e) => return Some((Err(map_sdk_error(e)), None)),
+                }
+            }
+        });
+        Ok(events.boxed())
+    }
+
+    #[tracing::instrument(skip_all, fields(model = %request.model_id))]
+    async fn converse(&self, request: ProviderRequest) -> Result<Completion, Error> {
+        let (system, messages, inference) = to_bedrock(&request)?;
+        let output = self
+            .client
+            .converse()
+            .model_id(&request.model_id)
+            .set_system(system)
+            .set_messages(Some(messages))
+            .inference_config(inference)
+            .send()
+            .await
+            .map_err(map_sdk_error)?;
+        let text = match &output.output {
+            Some(ConverseOutput::Message(message)) => message
+                .content()
+                .iter()
+                .filter_map(|block| block.as_text().ok().map(String::as_str))
+                .collect(),
+            _ => String::new(),
+        };
+        let usage = output
+            .usage
+            .as_ref()
+            .map(to_usage)
+            .ok_or_else(|| Error::UpstreamError {
+                message: "Converse returned no usage".into(),
+                retryable: true,
+            })?;
+        Ok(Completion {
+            text,
+            stop_reason: output.stop_reason.as_str().to_owned(),
+            usage,
+        })
+    }
+}
+
+type BedrockInput = (
+    Option<Vec<SystemContentBlock>>,
+    Vec<bt::Message>,
+    InferenceConfiguration,
+);
+
+fn to_bedrock(request: &ProviderRequest) -> Result<BedrockInput, Error> {
+    let system = request
+        .system
+        .as_ref()
+        .map(|s| vec![SystemContentBlock::Text(s.clone())]);
+    let messages = request
+        .messages
+        .iter()
+        .map(|m| {
+            bt::Message::builder()
+                .role(match m.role {
+                    Role::User => ConversationRole::User,
+                    Role::Assistant => ConversationRole::Assistant,
+                })
+                .content(ContentBlock::Text(m.content.clone()))
+                .build()
+                .map_err(|e| Error::Internal(format!("building a Bedrock message: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let p = &request.inference;
+    let inference = InferenceConfiguration::builder()
+        .set_max_tokens(p.max_tokens.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
+        .set_temperature(p.temperature)
+        .set_top_p(p.top_p)
+        .set_stop_sequences(p.stop.clone())
+        .build();
+    Ok((system, messages, inference))
+}
+
+fn from_stream_event(event: ConverseStreamOutput) -> Option<ProviderEvent> {
+    match event {
+        ConverseStreamOutput::ContentBlockDelta(d) => match d.delta {
+            Some(ContentBlockDelta::Text(text)) => Some(ProviderEvent::Delta(text)),
+            _ => None,
+        },
+        ConverseStreamOutput::MessageStop(stop) => Some(ProviderEvent::Stop {
+            stop_reason: stop.stop_reason.as_str().to_owned(),
+        }),
+        ConverseStreamOutput::Metadata(meta) => meta
+            .usage
+            .as_ref()
+            .map(|u| ProviderEvent::Usage(to_usage(u))),
+        _ => None,
+    }
+}
+
+fn to_usage(u: &TokenUsage) -> Usage {
+    Usage {
+        input_tokens: u64::try_from(u.input_tokens).unwrap_or(0),
+        output_tokens: u64::try_from(u.output_tokens).unwrap_or(0),
+    }
+}

@@ -1,0 +1,378 @@
+//! The embedded model: deterministic, paced like a real one, with failure scenarios chosen by
+//! model id so every error path of every transport is reachable without AWS.
+//!
+//! | model id | behaviour |
+//! |---|---|
+//! | `mock` | a reply derived from the prompt, paced by `[provider.mock]` |
+//! | `mock.slow` | 800 ms to the first token, then 15 tokens/s |
+//! | `mock.long` | about 1,500 words |
+//! | `mock.throttle-N` | the first N calls are throttled, later ones succeed |
+//! | `mock.error-midstream` | three deltas, then an `upstream_error` |
+//! | `mock.stall` | never produces a token |
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream;
+
+use crate::chat::Usage;
+use crate::error::Error;
+use crate::provider::mock_text::{default_word_count, input_tokens, reply_tokens};
+use crate::provider::{ModelProvider, ProviderEvent, ProviderRequest, ProviderStream};
+
+/// Pacing of the plain `mock` model; zero means as fast as possible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MockSettings {
+    pub ttft_ms: u64,
+    pub tokens_per_second: u64,
+}
+
+impl Default for MockSettings {
+    fn default() -> Self {
+        Self {
+            ttft_ms: 200,
+            tokens_per_second: 50,
+        }
+    }
+}
+
+impl MockSettings {
+    /// No pacing at all: for benchmarks and tests.
+    pub fn unpaced() -> Self {
+        Self {
+            ttft_ms: 0,
+            tokens_per_second: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Normal,
+    Slow,
+    Long,
+    Throttle(u64),
+    ErrorMidstream,
+    Stall,
+}
+
+impl Scenario {
+    fn parse(model_id: &str) -> Option<Self> {
+        match model_id {
+            "mock" => Some(Self::Normal),
+            "mock.slow" => Some(Self::Slow),
+            "mock.long" => Some(Self::Long),
+            "mock.error-midstream" => Some(Self::ErrorMidstream),
+            "mock.stall" => Some(Self::Stall),
+            other => other
+                .strip_prefix("mock.throttle-")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Throttle),
+        }
+    }
+}
+
+/// The embedded mock model provider.
+#[derive(Debug, Default)]
+pub struct MockProvider {
+    settings: MockSettings,
+    calls: Mutex<HashMap<String, u64>>,
+}
+
+impl MockProvider {
+    pub fn new(settings: MockSettings) -> Self {
+        Self {
+            settings,
+            calls: Mutex::default(),
+        }
+    }
+
+    /// Counts a call to `model_id` and returns how many there have been, this one included.
+    fn count_call(&self, model_id: &str) -> u64 {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let n = calls.entry(model_id.to_owned()).or_default();
+        *n += 1;
+        *n
+    }
+}
+
+struct Plan {
+    tokens: Vec<String>,
+    stop_reason: &'static str,
+    usage: Usage,
+    ttft: Duration,
+    gap: Duration,
+    fail_after: Option<usize>,
+    stall: bool,
+}
+
+#[async_trait]
+impl ModelProvider for MockProvider {
+    fn name(&self) -> &'static str {
+        "mock"
+    }
+
+    fn recognizes(&self, model_id: &str) -> bool {
+        Scenario::parse(model_id).is_some()
+    }
+
+    async fn converse_stream(&self, request: ProviderRequest) -> Result<ProviderStream, Error> {
+        let scenario = Scenario::parse(&request.model_id).ok_or_else(|| {
+            Error::InvalidRequest(format!("model: unknown model '{}'", request.model_id))
+        })?;
+        let call = self.count_call(&request.model_id);
+        if let Scenario::Throttle(n) = scenario
+            && call <= n
+        {
+            return Err(Error::UpstreamThrottled {
+                message: format!("mock throttle {call} of {n}"),
+                retry_after: Some(Duration::from_millis(100)),
+            });
+        }
+        Ok(play(self.plan(scenario, &request)))
+    }
+}
+
+impl MockProvider {
+    fn plan(&self, scenario: Scenario, request: &ProviderRequest) -> Plan {
+        let words = match scenario {
+            Scenario::Long => 1500,
+            _ => default_word_count(request),
+        };
+        let (tokens, stop_reason) = cut(reply_tokens(request, words), request);
+        let (ttft_ms, tps) = match scenario {
+            Scenario::Slow => (800, 15),
+            _ => (self.settings.ttft_ms, self.settings.tokens_per_second),
+        };
+        Plan {
+            usage: Usage {
+                input_tokens: input_tokens(request),
+                output_tokens: tokens.len() as u64,
+            },
+            tokens,
+            stop_reason,
+            ttft: Duration::from_millis(ttft_ms),
+            gap: match tps {
+                0 => Duration::ZERO,
+                n => Duration::from_micros(1_000_000 / n),
+            },
+            fail_after: (scenario == Scenario::ErrorMidstream).then_some(3),
+            stall: scenario == Scenario::Stall,
+        }
+    }
+}
+
+/// Applies `max_tokens` and stop sequences the way a model does.
+fn cut(tokens: Vec<String>, request: &ProviderRequest) -> (Vec<String>, &'static str) {
+    let max = request
+        .inference
+        .max_tokens
+        .map_or(usize::MAX, |n| n as usize);
+    let stops = request.inference.stop.as_deref().unwrap_or_default();
+    let mut text = String::new();
+    let mut out = Vec::new();
+    for token in tokens {
+        if out.len() == max {
+            return (out, "max_tokens");
+        }
+        text.push_str(&token);
+        out.push(token);
+        if let Some(at) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+            // The stop sequence may span tokens: keep exactly the text before it.
+            return (truncate_tokens(out, at), "stop_sequence");
+        }
+    }
+    (out, "end_turn")
+}
+
+/// The shortest prefix of `tokens` holding the first `len` bytes of their concatenation.
+fn truncate_tokens(tokens: Vec<String>, len: usize) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut total = 0;
+    for token in tokens {
+        if total + token.len() <= len {
+            total += token.len();
+            kept.push(token);
+        } else {
+            if total < len {
+                kept.push(token[..len - total].to_owned());
+            }
+            break;
+        }
+    }
+    kept
+}
+
+fn play(plan: Plan) -> ProviderStream {
+    let Plan {
+        tokens,
+        stop_reason,
+        usage,
+        ttft,
+        gap,
+        fail_after,
+        stall,
+    } = plan;
+    let first_wait = async move {
+        if !ttft.is_zero() {
+            tokio::time::sleep(ttft).await;
+        }
+        if stall {
+            futures::future::pending::<()>().await;
+        }
+    };
+    let deltas = stream::iter(tokens.into_iter().enumerate()).then(move |(i, token)| async move {
+        if i > 0 && !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
+        if fail_after == Some(i) {
+            return Err(Error::UpstreamError {
+                message: "the mock model failed mid-stream".into(),
+                retryable: false,
+            });
+        }
+        Ok(ProviderEvent::Delta(token))
+    });
+    let tail = stream::iter([
+        Ok(ProviderEvent::Stop {
+            stop_reason: stop_reason.to_owned(),
+        }),
+        Ok(ProviderEvent::Usage(usage)),
+    ]);
+    stream::once(first_wait)
+        .filter_map(|()| async { None })
+        .chain(deltas)
+        .chain(tail)
+        .scan(false, |failed, item| {
+            // Nothing follows an error, as with a real model stream.
+            let out = if *failed { None } else { Some(item) };
+            *failed = matches!(out, Some(Err(_)));
+            async move { out }
+        })
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::InferenceParams;
+    use crate::provider::{Message, Role};
+
+    fn req(model: &str, text: &str, inference: InferenceParams) -> ProviderRequest {
+        ProviderRequest {
+            model_id: model.into(),
+            system: None,
+            messages: vec![Message {
+                role: Role::User,
+                content: text.into(),
+            }],
+            inference,
+        }
+    }
+
+    fn provider() -> MockProvider {
+        MockProvider::new(MockSettings::unpaced())
+    }
+
+    #[tokio::test]
+    async fn reply_is_complete_and_counted() {
+        let c = provider()
+            .converse(req("mock", "hello there", InferenceParams::default()))
+            .await
+            .unwrap();
+        assert!(c.text.starts_with("You said: hello there."));
+        assert_eq!(c.stop_reason, "end_turn");
+        assert_eq!(c.usage.input_tokens, 3);
+        assert!(c.usage.output_tokens > 16);
+    }
+
+    #[tokio::test]
+    async fn max_tokens_and_stop_sequences_cut_the_reply() {
+        let p = provider();
+        let short = InferenceParams {
+            max_tokens: Some(2),
+            ..Default::default()
+        };
+        let c = p.converse(req("mock", "hello", short)).await.unwrap();
+        assert_eq!(
+            (c.text.as_str(), c.stop_reason.as_str()),
+            ("You said", "max_tokens")
+        );
+        assert_eq!(c.usage.output_tokens, 2);
+        let stop = InferenceParams {
+            stop: Some(vec!["id: he".into()]),
+            ..Default::default()
+        };
+        let c = p.converse(req("mock", "hello", stop)).await.unwrap();
+        assert_eq!(
+            (c.text.as_str(), c.stop_reason.as_str()),
+            ("You sa", "stop_sequence")
+        );
+    }
+
+    #[tokio::test]
+    async fn throttle_n_throttles_the_first_n_calls() {
+        let p = provider();
+        for _ in 0..2 {
+            let err = p
+                .converse(req("mock.throttle-2", "x", InferenceParams::default()))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code().as_str(), "upstream_throttled");
+        }
+        p.converse(req("mock.throttle-2", "x", InferenceParams::default()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn error_midstream_ends_the_stream_after_three_deltas() {
+        let mut s = provider()
+            .converse_stream(req("mock.error-midstream", "x", InferenceParams::default()))
+            .await
+            .unwrap();
+        let mut deltas = 0;
+        let mut last = None;
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(ProviderEvent::Delta(_)) => deltas += 1,
+                other => last = Some(other),
+            }
+        }
+        assert_eq!(deltas, 3);
+        assert!(matches!(last, Some(Err(Error::UpstreamError { .. }))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stall_never_yields_and_unknown_models_are_rejected() {
+        let p = provider();
+        let mut s = p
+            .converse_stream(req("mock.stall", "x", InferenceParams::default()))
+            .await
+            .unwrap();
+        let waited = tokio::time::timeout(Duration::from_secs(3600), s.next()).await;
+        assert!(waited.is_err(), "stall produced an event");
+        assert!(!p.recognizes("mock.nope"));
+        assert!(p.recognizes("mock.throttle-3"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_follows_settings() {
+        let p = MockProvider::new(MockSettings {
+            ttft_ms: 100,
+            tokens_per_second: 10,
+        });
+        let start = tokio::time::Instant::now();
+        let c = p
+            .converse(req("mock", "hello", InferenceParams::default()))
+            .await
+            .unwrap();
+        // Paused time advances exactly by the sleeps: ttft plus one gap per later token.
+        let expected = Duration::from_millis(100 + 100 * (c.usage.output_tokens - 1));
+        assert_eq!(start.elapsed(), expected);
+    }
+}

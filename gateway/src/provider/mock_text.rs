@@ -1,0 +1,136 @@
+//! The mock model's text: a deterministic reply derived from the prompt, cut into tokens.
+
+use crate::provider::{Message, ProviderRequest};
+
+const WORDS: &[&str] = &[
+    "stream", "river", "token", "gateway", "model", "answer", "quickly", "gently", "current",
+    "flows", "through", "the", "a", "bright", "quiet", "signal", "carries", "every", "small",
+    "piece", "of", "meaning", "toward", "its", "reader", "while", "latency", "stays", "low", "and",
+    "costs", "remain", "honest", "clear", "water", "moves", "stone", "light", "path", "nagare",
+    "listens", "replies", "with", "care", "steady", "rhythm", "each", "word", "arrives", "in",
+    "order", "so", "nothing", "is", "lost", "along", "way", "from", "source", "sea", "patient",
+    "bridge", "lantern", "morning",
+];
+
+/// Rough input token count: about four characters a token, the usual estimate for English text.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4).max(1)
+}
+
+/// Input tokens of a whole request: the system prompt and every message.
+pub fn input_tokens(request: &ProviderRequest) -> u64 {
+    request.system.as_deref().map(estimate_tokens).unwrap_or(0)
+        + request
+            .messages
+            .iter()
+            .map(|m| estimate_tokens(&m.content))
+            .sum::<u64>()
+}
+
+/// The reply as tokens (each piece one token), `words` long after the echo prefix.
+pub fn reply_tokens(request: &ProviderRequest, words: usize) -> Vec<String> {
+    let mut seed = fnv1a(request);
+    let last = request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == crate::provider::Role::User)
+        .map(|m| m.content.as_str())
+        .unwrap_or_default();
+    let echo: String = last
+        .split_whitespace()
+        .take(8)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut tokens = vec!["You".to_owned(), " said".to_owned(), ":".to_owned()];
+    tokens.extend(echo.split(' ').map(|w| format!(" {w}")));
+    tokens.push(".".to_owned());
+    for i in 0..words {
+        seed = xorshift(seed);
+        let word = WORDS[(seed % WORDS.len() as u64) as usize];
+        let capital = i == 0 || (seed >> 20) % 9 == 0;
+        let word = if capital {
+            capitalize(word)
+        } else {
+            word.to_owned()
+        };
+        tokens.push(format!(" {word}"));
+        if (seed >> 32) % 11 == 0 || i + 1 == words {
+            tokens.push(".".to_owned());
+        }
+    }
+    tokens
+}
+
+/// A word count between 16 and 47 chosen by the prompt, so replies differ but repeat exactly.
+pub fn default_word_count(request: &ProviderRequest) -> usize {
+    16 + (fnv1a(request) % 32) as usize
+}
+
+fn capitalize(word: &str) -> String {
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn fnv1a(request: &ProviderRequest) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash ^= 0xff;
+    };
+    feed(request.system.as_deref().unwrap_or_default().as_bytes());
+    for Message { content, .. } in &request.messages {
+        feed(content.as_bytes());
+    }
+    hash
+}
+
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::InferenceParams;
+    use crate::provider::Role;
+
+    fn req(text: &str) -> ProviderRequest {
+        ProviderRequest {
+            model_id: "mock".into(),
+            system: None,
+            messages: vec![Message {
+                role: Role::User,
+                content: text.into(),
+            }],
+            inference: InferenceParams::default(),
+        }
+    }
+
+    #[test]
+    fn same_prompt_same_reply_other_prompt_other_reply() {
+        let a = reply_tokens(&req("hello"), default_word_count(&req("hello")));
+        let b = reply_tokens(&req("hello"), default_word_count(&req("hello")));
+        let c = reply_tokens(&req("goodbye"), default_word_count(&req("goodbye")));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a.concat().starts_with("You said: hello."));
+    }
+
+    #[test]
+    fn token_estimate_rounds_up() {
+        assert_eq!(estimate_tokens("abcd"), 1);
+        assert_eq!(estimate_tokens("abcde"), 2);
+        assert_eq!(estimate_tokens(""), 1);
+        assert_eq!(estimate_tokens("日本語の文"), 2);
+    }
+}

@@ -1,0 +1,110 @@
+//! Model providers: one object-safe trait, the real Amazon Bedrock client and the embedded mock.
+
+mod bedrock;
+mod bedrock_errors;
+mod mock;
+mod mock_text;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use crate::chat::{InferenceParams, Usage};
+use crate::error::Error;
+
+pub use bedrock::{BedrockProvider, BedrockSettings};
+pub use mock::{MockProvider, MockSettings};
+
+/// Who said a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One message of the conversation sent to the model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+/// The final request to a model, after routing (and, later, history): what the cache key hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderRequest {
+    pub model_id: String,
+    pub system: Option<String>,
+    pub messages: Vec<Message>,
+    pub inference: InferenceParams,
+}
+
+/// What a model stream yields. A stream is complete only once it has yielded both
+/// [`ProviderEvent::Stop`] and [`ProviderEvent::Usage`] (Bedrock's `messageStop`, then `metadata`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderEvent {
+    Delta(String),
+    Stop { stop_reason: String },
+    Usage(Usage),
+}
+
+/// A model's answer as a stream; dropping it aborts the upstream call.
+pub type ProviderStream = BoxStream<'static, Result<ProviderEvent, Error>>;
+
+/// A whole (non-streamed) answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub stop_reason: String,
+    pub usage: Usage,
+}
+
+/// A source of model completions.
+#[async_trait]
+pub trait ModelProvider: Send + Sync + 'static {
+    /// Short name for logs and `/readyz`: `mock`, `bedrock`.
+    fn name(&self) -> &'static str;
+
+    /// Whether this provider serves `model_id` without it being configured.
+    fn recognizes(&self, _model_id: &str) -> bool {
+        false
+    }
+
+    /// Starts a streamed completion. Errors before the first event are returned here;
+    /// later ones arrive in the stream.
+    async fn converse_stream(&self, request: ProviderRequest) -> Result<ProviderStream, Error>;
+
+    /// A whole completion. The default collects [`ModelProvider::converse_stream`].
+    async fn converse(&self, request: ProviderRequest) -> Result<Completion, Error> {
+        collect(self.converse_stream(request).await?).await
+    }
+}
+
+/// Drains a stream into a [`Completion`], failing if it ends before `Stop` and `Usage`.
+pub async fn collect(mut stream: ProviderStream) -> Result<Completion, Error> {
+    let mut text = String::new();
+    let mut stop_reason = None;
+    let mut usage = None;
+    while let Some(event) = stream.next().await {
+        match event? {
+            ProviderEvent::Delta(t) => text.push_str(&t),
+            ProviderEvent::Stop { stop_reason: r } => stop_reason = Some(r),
+            ProviderEvent::Usage(u) => usage = Some(u),
+        }
+    }
+    match (stop_reason, usage) {
+        (Some(stop_reason), Some(usage)) => Ok(Completion {
+            text,
+            stop_reason,
+            usage,
+        }),
+        _ => Err(incomplete_stream()),
+    }
+}
+
+/// The error for a stream that ended without `messageStop` and `metadata`.
+pub fn incomplete_stream() -> Error {
+    Error::UpstreamError {
+        message: "the model stream ended before it was complete".into(),
+        retryable: true,
+    }
+}

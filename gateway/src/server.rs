@@ -1,0 +1,116 @@
+//! `nagare serve`: build everything from the config once, bind, serve until a signal.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::net::TcpListener;
+
+use crate::chat::ChatPipeline;
+use crate::config::{Config, ProviderKind};
+use crate::error::StartupError;
+use crate::http::{self, AppState};
+use crate::provider::{BedrockProvider, MockProvider, ModelProvider};
+
+/// Builds the provider the config names, failing fast when it cannot work.
+pub async fn build_provider(config: &Config) -> Result<Arc<dyn ModelProvider>, StartupError> {
+    Ok(match config.provider {
+        ProviderKind::Mock => {
+            tracing::info!(
+                ttft_ms = config.mock.ttft_ms,
+                tokens_per_second = config.mock.tokens_per_second,
+                "model provider: mock (embedded, deterministic; use --provider bedrock for Amazon Bedrock)"
+            );
+            Arc::new(MockProvider::new(config.mock))
+        }
+        ProviderKind::Bedrock => {
+            let provider = BedrockProvider::from_environment(&config.bedrock).await?;
+            tracing::info!(
+                endpoint = config
+                    .bedrock
+                    .endpoint_url
+                    .as_deref()
+                    .unwrap_or("regional default"),
+                "model provider: bedrock (Amazon Bedrock ConverseStream)"
+            );
+            Arc::new(provider)
+        }
+    })
+}
+
+/// Builds the pipeline and checks that the default model routes somewhere.
+pub fn build_pipeline(
+    config: &Config,
+    provider: Arc<dyn ModelProvider>,
+) -> Result<ChatPipeline, StartupError> {
+    config
+        .models
+        .resolve(None, provider.as_ref())
+        .map_err(|e| StartupError::Config(format!("models.default: {e}")))?;
+    Ok(ChatPipeline::new(
+        provider,
+        config.models.clone(),
+        config.pipeline.clone(),
+    ))
+}
+
+/// Runs `nagare serve` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    let provider = build_provider(&config).await?;
+    let pipeline = Arc::new(build_pipeline(&config, provider)?);
+    let state = AppState::new(pipeline, config.body_limit);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartupError::Io {
+            context: format!("binding {} (server.listen / --listen)", config.listen),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartupError::Io {
+        context: "reading the bound address".into(),
+        source,
+    })?;
+    tracing::info!("listening on http://{addr}");
+    let ready = state.ready.clone();
+    let shutdown = async move {
+        shutdown.await;
+        ready.store(false, Ordering::Relaxed);
+    };
+    http::serve(
+        listener,
+        http::router(state),
+        shutdown,
+        config.shutdown_grace,
+    )
+    .await
+    .map_err(|source| StartupError::Io {
+        context: "serving HTTP".into(),
+        source,
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}
