@@ -26,7 +26,11 @@ pub fn init(format: LogFormat) -> WorkerGuard {
         .with_writer(writer);
     // `try_init` fails only if a subscriber is already set (tests); that one keeps working.
     let _ = if json {
-        builder.json().flatten_event(true).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         builder.try_init()
     };

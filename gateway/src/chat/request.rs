@@ -80,7 +80,10 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Erro
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        let syntax = matches!(inner.classify(), Category::Syntax | Category::Eof | Category::Io);
+        let syntax = matches!(
+            inner.classify(),
+            Category::Syntax | Category::Eof | Category::Io
+        );
         if syntax || matches!(path.as_str(), "." | "?" | "") {
             Error::InvalidRequest(format!("invalid JSON body: {inner}"))
         } else {

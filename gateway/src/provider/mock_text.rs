@@ -45,17 +45,18 @@ pub fn reply_tokens(request: &ProviderRequest, words: usize) -> Vec<String> {
     let mut tokens = vec!["You".to_owned(), " said".to_owned(), ":".to_owned()];
     tokens.extend(echo.split(' ').map(|w| format!(" {w}")));
     tokens.push(".".to_owned());
+    let mut sentence_start = true;
     for i in 0..words {
         seed = xorshift(seed);
         let word = WORDS[(seed % WORDS.len() as u64) as usize];
-        let capital = i == 0 || (seed >> 20) % 9 == 0;
-        let word = if capital {
+        let word = if sentence_start {
             capitalize(word)
         } else {
             word.to_owned()
         };
         tokens.push(format!(" {word}"));
-        if (seed >> 32) % 11 == 0 || i + 1 == words {
+        sentence_start = (seed >> 32) % 9 == 0 || i + 1 == words;
+        if sentence_start {
             tokens.push(".".to_owned());
         }
     }
