@@ -1,1 +1,8 @@
-pub fn _x() {}
+//! Nagare's test infrastructure: wire-level fakes of the services Nagare talks to, harnesses that
+//! start Nagare in-process, and the load generator. The end-to-end tests live in `tests/tests/`.
+
+pub mod fake_bedrock;
+pub mod harness;
+
+pub use fake_bedrock::FakeBedrock;
+pub use harness::{Gateway, bedrock_provider, test_sdk_config};

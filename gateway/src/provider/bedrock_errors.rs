@@ -2,14 +2,49 @@
 //! error table.
 
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::operation::converse::ConverseError;
+use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
+use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 
 use crate::error::Error;
 
+/// The Bedrock error code (`ThrottlingException`, ...) of a modeled error.
+pub trait BedrockErrorCode {
+    fn bedrock_code(&self) -> Option<&str>;
+}
+
+impl BedrockErrorCode for ConverseStreamError {
+    fn bedrock_code(&self) -> Option<&str> {
+        self.code()
+    }
+}
+
+impl BedrockErrorCode for ConverseError {
+    fn bedrock_code(&self) -> Option<&str> {
+        self.code()
+    }
+}
+
+/// In-stream exceptions carry their type in the frame's `:exception-type` header, which the SDK
+/// turns into a variant but not into error metadata, so the code comes from the variant.
+impl BedrockErrorCode for ConverseStreamOutputError {
+    fn bedrock_code(&self) -> Option<&str> {
+        Some(match self {
+            Self::InternalServerException(_) => "InternalServerException",
+            Self::ModelStreamErrorException(_) => "ModelStreamErrorException",
+            Self::ValidationException(_) => "ValidationException",
+            Self::ThrottlingException(_) => "ThrottlingException",
+            Self::ServiceUnavailableException(_) => "ServiceUnavailableException",
+            other => return other.code(),
+        })
+    }
+}
+
 /// Maps any Bedrock SDK error onto the error table. Service errors are classified by their
-/// modeled code, so the initial response and in-stream exceptions share one mapping.
+/// code, so the initial response and in-stream exceptions share one mapping.
 pub fn map_sdk_error<E, R>(err: SdkError<E, R>) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: BedrockErrorCode + ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
     match &err {
@@ -32,7 +67,10 @@ where
         },
         SdkError::ServiceError(service) => {
             let e = service.err();
-            classify(e.code().unwrap_or("Unknown"), e.message().unwrap_or(""))
+            classify(
+                e.bedrock_code().unwrap_or("Unknown"),
+                e.message().unwrap_or(""),
+            )
         }
         _ => Error::UpstreamError {
             message: describe(&err),

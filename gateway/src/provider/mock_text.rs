@@ -55,7 +55,7 @@ pub fn reply_tokens(request: &ProviderRequest, words: usize) -> Vec<String> {
             word.to_owned()
         };
         tokens.push(format!(" {word}"));
-        sentence_start = (seed >> 32) % 9 == 0 || i + 1 == words;
+        sentence_start = (seed >> 32).is_multiple_of(9) || i + 1 == words;
         if sentence_start {
             tokens.push(".".to_owned());
         }

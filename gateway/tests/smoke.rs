@@ -1,0 +1,151 @@
+//! Spawns the real `nagare` binary as a user would and talks to it over HTTP.
+
+// Test helpers outside #[test] functions may panic too: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nagare");
+
+/// A `Command` with no AWS settings from the developer's machine, and the instance metadata
+/// service off so nothing probes the network.
+fn nagare(home: &PathBuf) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", home.join("aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("aws-credentials"));
+    cmd
+}
+
+fn temp_home(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nagare-smoke-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts `nagare serve` on port 0 and returns it with the address from its `listening on` line
+/// and every line it printed before.
+fn serve(mut cmd: Command) -> (Child, String, Vec<String>) {
+    let mut child = cmd
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("nagare printed no `listening on` line: {lines:?}, {status:?}");
+        };
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr: String = rest
+                .chars()
+                .take_while(|c| *c != '"' && !c.is_whitespace())
+                .collect();
+            lines.push(line);
+            return (child, addr, lines);
+        }
+        lines.push(line);
+    }
+}
+
+#[tokio::test]
+async fn serve_answers_chat_and_stops_on_sigterm() {
+    let home = temp_home("serve");
+    let (mut child, addr, lines) = serve(nagare(&home));
+    assert!(
+        lines.iter().any(|l| l.contains("model provider: mock")),
+        "startup should say the mock serves: {lines:?}"
+    );
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let reply = client
+        .post(format!("http://{addr}/v1/chat"))
+        .header("content-type", "application/json")
+        .body(r#"{"message":"hello","inference":{"max_tokens":8}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let v: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(v["usage"]["output_tokens"], 8);
+    assert_eq!(v["stop_reason"], "max_tokens");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+    let _ = std::fs::remove_dir_all(home);
+}
+
+fn fails_fast(extra_env: &[(&str, &str)], expect: &str) {
+    let home = temp_home(&expect.replace(' ', "-"));
+    let mut cmd = nagare(&home);
+    cmd.envs(extra_env.iter().copied()).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--provider",
+        "bedrock",
+    ]);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should have failed: {stderr}");
+    assert!(
+        stderr.contains(expect),
+        "stderr should mention {expect:?}: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(home);
+}
+
+#[test]
+fn bedrock_without_a_region_fails_fast() {
+    fails_fast(&[], "AWS_REGION");
+}
+
+#[test]
+fn bedrock_without_credentials_fails_fast() {
+    fails_fast(&[("AWS_REGION", "us-east-1")], "no AWS credentials");
+}
+
+#[test]
+fn a_bad_config_key_is_named() {
+    let home = temp_home("badkey");
+    let out = nagare(&home)
+        .env("NAGARE__SERVER__LISTN", "x")
+        .args(["serve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listn"));
+    let _ = std::fs::remove_dir_all(home);
+}
