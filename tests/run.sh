@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what cargo does not, then runs every check and test of the workspace.
+# Idempotent: a second run installs nothing. Usage: tests/run.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+# Python tools the tests start as servers (moto's DynamoDB/SQS server), in a venv of their own.
+venv=tests/.venv
+stamp="$venv/.requirements"
+if [ ! -x "$venv/bin/python" ] || ! cmp -s tests/requirements.txt "$stamp"; then
+  say "installing Python test servers into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+  cp tests/requirements.txt "$stamp"
+fi
+"$venv/bin/moto_server" --help >/dev/null || {
+  echo "moto_server does not run; delete $venv and run tests/run.sh again" >&2
+  exit 1
+}
+export PATH="$PWD/$venv/bin:$PATH"
+
+for tool in "cargo fmt" "cargo clippy"; do
+  $tool --version >/dev/null 2>&1 || { echo "$tool is missing: rustup component add ${tool#cargo }" >&2; exit 1; }
+done
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "cargo test"
+cargo test --workspace --locked "$@"
