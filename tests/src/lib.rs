@@ -3,6 +3,7 @@
 
 pub mod fake_bedrock;
 pub mod harness;
+pub mod load;
 
 pub use fake_bedrock::FakeBedrock;
 pub use harness::{Gateway, bedrock_provider, test_sdk_config};

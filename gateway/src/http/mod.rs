@@ -16,6 +16,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -87,6 +88,13 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
+    // Streams are many small writes; without TCP_NODELAY, Nagle's algorithm holds each one back
+    // until the client's delayed ACK (40 ms on Linux) arrives.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = began_tx.send(());

@@ -1,0 +1,53 @@
+//! The load generator against an in-process gateway: it counts successes, first deltas and errors
+//! by code. Tiny runs, to keep the benchmark tooling working; no figure is asserted.
+
+// Test helpers outside #[test] functions may panic too: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nagare_gateway::provider::{MockProvider, MockSettings};
+use nagare_tests::Gateway;
+use nagare_tests::load::{self, LoadSpec, Mode};
+
+async fn gateway() -> Gateway {
+    Gateway::start(Arc::new(MockProvider::new(MockSettings::unpaced())), "mock", &[])
+        .await
+        .unwrap()
+}
+
+fn spec(gw: &Gateway, path: &str, body: &str, mode: Mode, rate: Option<f64>) -> LoadSpec {
+    LoadSpec {
+        url: gw.url(path).parse().unwrap(),
+        body: body.to_owned().into(),
+        headers: vec![],
+        connections: 4,
+        duration: Duration::from_millis(300),
+        warmup: Duration::from_millis(50),
+        rate,
+        mode,
+    }
+}
+
+#[tokio::test]
+async fn closed_loop_counts_requests_and_first_deltas() {
+    let gw = gateway().await;
+    let report = load::run(spec(&gw, "/v1/chat/stream", r#"{"message":"hi"}"#, Mode::Sse, None))
+        .await
+        .unwrap();
+    assert!(report.requests > 0);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let first = report.first_delta_ms.unwrap();
+    assert!(first.p50 > 0.0 && first.p50 <= report.latency_ms.max);
+}
+
+#[tokio::test]
+async fn open_loop_sends_at_the_rate_and_reports_error_codes() {
+    let gw = gateway().await;
+    let body = r#"{"message":"hi","model":"mock.throttle-1000000"}"#;
+    let report = load::run(spec(&gw, "/v1/chat", body, Mode::Unary, Some(200.0))).await.unwrap();
+    // 200 req/s for 0.3 s: about 60 requests, all throttled by the mock.
+    assert!((40..=80).contains(&report.requests), "{}", report.requests);
+    assert_eq!(report.errors.get("upstream_throttled"), Some(&report.requests));
+}
