@@ -3,9 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nagare_authorizer::AuthSettings;
 use serde::Deserialize;
 
 use crate::chat::{ModelCatalog, PipelineOptions, RequestLimits};
@@ -39,6 +40,7 @@ impl EnvSource for BTreeMap<String, String> {
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
     server: ServerSection,
+    auth: AuthSettings,
     provider: ProviderSection,
     models: ModelsSection,
     limits: LimitsSection,
@@ -49,6 +51,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 struct ServerSection {
     listen: String,
+    data_dir: PathBuf,
     body_limit_bytes: usize,
     shutdown_grace_secs: u64,
 }
@@ -57,6 +60,7 @@ impl Default for ServerSection {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
             body_limit_bytes: 256 * 1024,
             shutdown_grace_secs: 10,
         }
@@ -132,12 +136,16 @@ struct LogSection {
 pub struct Overrides {
     pub listen: Option<String>,
     pub provider: Option<String>,
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The validated configuration `nagare serve` runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where embedded state lives: the dev-mode secret, and later SQLite.
+    pub data_dir: PathBuf,
+    pub auth: AuthSettings,
     pub body_limit: usize,
     pub shutdown_grace: Duration,
     pub provider: ProviderKind,
@@ -177,6 +185,15 @@ pub fn load(
             &["server".into(), "listen".into()],
             listen.clone().into(),
             "--listen",
+        )?;
+    }
+    if let Some(dir) = &flags.data_dir {
+        let dir = dir.to_string_lossy().into_owned();
+        set(
+            &mut table,
+            &["server".into(), "data_dir".into()],
+            dir.into(),
+            "--data-dir",
         )?;
     }
     if let Some(provider) = &flags.provider {
@@ -254,9 +271,26 @@ impl RawConfig {
                 "must name a model id",
             ));
         }
+        for issuer in &self.auth.issuers {
+            issuer
+                .validate()
+                .map_err(|e| StartupError::Config(format!("auth.issuers: {e}")))?;
+        }
+        let dev_mode = self.auth.issuers.is_empty();
+        if dev_mode && !listen.ip().is_loopback() && !self.auth.dev_allow_non_loopback {
+            return Err(bad(
+                "server.listen",
+                &format!(
+                    "{listen} is not a loopback address, and auth is in dev mode (no [[auth.issuers]]); \
+                     configure an issuer, or set auth.dev_allow_non_loopback = true if you mean it"
+                ),
+            ));
+        }
         let models = models_for(self.provider.kind, self.models);
         Ok(Config {
             listen,
+            data_dir: self.server.data_dir,
+            auth: self.auth,
             body_limit: self.server.body_limit_bytes,
             shutdown_grace: Duration::from_secs(self.server.shutdown_grace_secs),
             provider: self.provider.kind,
@@ -344,7 +378,7 @@ mod tests {
         ]);
         let flags = Overrides {
             listen: Some("127.0.0.1:3".into()),
-            provider: None,
+            ..Default::default()
         };
         let c = load(Some(&path), &vars, &flags).unwrap();
         assert_eq!(c.listen.port(), 3);
@@ -392,6 +426,24 @@ mod tests {
             &Overrides::default(),
         ));
         assert!(e.contains("/nonexistent/nagare.toml"), "{e}");
+    }
+
+    #[test]
+    fn dev_mode_stays_on_loopback_unless_told() {
+        let public = Overrides {
+            listen: Some("0.0.0.0:8080".into()),
+            ..Default::default()
+        };
+        let e = err_of(load(None, &env(&[]), &public));
+        assert!(e.contains("auth.dev_allow_non_loopback"), "{e}");
+        let vars = env(&[("NAGARE__AUTH__DEV_ALLOW_NON_LOOPBACK", "true")]);
+        assert!(load(None, &vars, &public).is_ok());
+        let issuer = r#"[{issuer = "https://idp.example.com", audiences = ["app"]}]"#;
+        let c = load(None, &env(&[("NAGARE__AUTH__ISSUERS", issuer)]), &public).unwrap();
+        assert_eq!(c.auth.issuers[0].audiences, ["app"]);
+        let bad = r#"[{issuer = "https://idp.example.com", audiences = ["app"], algorithms = ["HS256"]}]"#;
+        let e = err_of(load(None, &env(&[("NAGARE__AUTH__ISSUERS", bad)]), &public));
+        assert!(e.contains("HS256"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use nagare_authorizer::{Verifier, dev};
 use tokio::net::TcpListener;
 
 use crate::chat::ChatPipeline;
@@ -53,6 +54,38 @@ pub fn build_pipeline(
     ))
 }
 
+/// Builds the token verifier: the configured issuers, or dev mode with the secret in the data dir.
+pub fn build_verifier(config: &Config) -> Result<Arc<Verifier>, StartupError> {
+    let dev_secret = if config.auth.issuers.is_empty() {
+        let secret =
+            dev::load_or_create_secret(&config.data_dir).map_err(|source| StartupError::Io {
+                context: format!(
+                    "reading or creating {}",
+                    dev::secret_path(&config.data_dir).display()
+                ),
+                source,
+            })?;
+        tracing::info!(
+            secret = %dev::secret_path(&config.data_dir).display(),
+            "auth: dev mode (HS256); mint a token with `nagare token --sub alice --data-dir {}`",
+            config.data_dir.display()
+        );
+        Some(secret)
+    } else {
+        let issuers: Vec<&str> = config
+            .auth
+            .issuers
+            .iter()
+            .map(|i| i.issuer.as_str())
+            .collect();
+        tracing::info!(?issuers, "auth: JWT from the configured issuers (JWKS)");
+        None
+    };
+    let verifier = Verifier::new(&config.auth, dev_secret.as_deref())
+        .map_err(|e| StartupError::Config(e.to_string()))?;
+    Ok(Arc::new(verifier))
+}
+
 /// Runs `nagare serve` until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -60,7 +93,13 @@ pub async fn run(
 ) -> Result<(), StartupError> {
     let provider = build_provider(&config).await?;
     let pipeline = Arc::new(build_pipeline(&config, provider)?);
-    let state = AppState::new(pipeline, config.body_limit);
+    let verifier = build_verifier(&config)?;
+    let state = AppState::new(
+        pipeline,
+        verifier,
+        config.auth.chat_scope.clone(),
+        config.body_limit,
+    );
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartupError::Io {

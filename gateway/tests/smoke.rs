@@ -30,11 +30,11 @@ fn temp_home(name: &str) -> PathBuf {
     dir
 }
 
-/// Starts `nagare serve` on port 0 and returns it with the address from its `listening on` line
+/// Starts `cmd` (a `nagare serve` command) on port 0 and returns it with the address from its `listening on` line
 /// and every line it printed before.
 fn serve(mut cmd: Command) -> (Child, String, Vec<String>) {
     let mut child = cmd
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -68,9 +68,12 @@ fn serve(mut cmd: Command) -> (Child, String, Vec<String>) {
 }
 
 #[tokio::test]
-async fn serve_answers_chat_and_stops_on_sigterm() {
+async fn serve_answers_chat_with_a_minted_token_and_stops_on_sigterm() {
     let home = temp_home("serve");
-    let (mut child, addr, lines) = serve(nagare(&home));
+    let data_dir = home.join("data");
+    let mut cmd = nagare(&home);
+    cmd.arg("serve").arg("--data-dir").arg(&data_dir);
+    let (mut child, addr, lines) = serve(cmd);
     assert!(
         lines.iter().any(|l| l.contains("model provider: mock")),
         "startup should say the mock serves: {lines:?}"
@@ -82,17 +85,48 @@ async fn serve_answers_chat_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let reply = client
-        .post(format!("http://{addr}/v1/chat"))
-        .header("content-type", "application/json")
-        .body(r#"{"message":"hello","inference":{"max_tokens":8}}"#)
-        .send()
-        .await
+    let chat = |token: Option<String>| {
+        let mut req = client
+            .post(format!("http://{addr}/v1/chat"))
+            .header("content-type", "application/json")
+            .body(r#"{"message":"hello","inference":{"max_tokens":8}}"#);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+
+    let refused = chat(None).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers().contains_key("www-authenticate"));
+    let v: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unauthorized");
+
+    let minted = nagare(&home)
+        .args(["token", "--sub", "alice", "--ttl", "5m", "--data-dir"])
+        .arg(&data_dir)
+        .output()
         .unwrap();
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let reply = chat(Some(token)).await.unwrap();
     assert_eq!(reply.status(), 200);
     let v: serde_json::Value = reply.json().await.unwrap();
     assert_eq!(v["usage"]["output_tokens"], 8);
     assert_eq!(v["stop_reason"], "max_tokens");
+
+    // A token from another data dir (another secret) is refused.
+    let other = nagare(&home)
+        .args(["token", "--sub", "mallory", "--data-dir"])
+        .arg(home.join("other-data"))
+        .output()
+        .unwrap();
+    let other = String::from_utf8(other.stdout).unwrap().trim().to_owned();
+    assert_eq!(chat(Some(other)).await.unwrap().status(), 401);
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -104,6 +138,38 @@ async fn serve_answers_chat_and_stops_on_sigterm() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "exit after SIGTERM: {status:?}");
+    let _ = std::fs::remove_dir_all(home);
+}
+
+#[test]
+fn token_rejects_bad_arguments() {
+    let home = temp_home("token-args");
+    for args in [
+        &["token", "--sub", ""][..],
+        &["token", "--sub", "a", "--ttl", "forever"][..],
+    ] {
+        let out = nagare(&home)
+            .args(args)
+            .arg("--data-dir")
+            .arg(home.join("d"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+    let _ = std::fs::remove_dir_all(home);
+}
+
+#[test]
+fn dev_mode_refuses_a_public_address() {
+    let home = temp_home("public");
+    let out = nagare(&home)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(home.join("d"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dev_allow_non_loopback"));
     let _ = std::fs::remove_dir_all(home);
 }
 

@@ -7,9 +7,38 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
+use nagare_authorizer::dev::{self, DevClaims};
+use nagare_authorizer::{AuthSettings, Verifier};
 use nagare_gateway::chat::{ChatPipeline, ModelCatalog, PipelineOptions};
 use nagare_gateway::http::{self, AppState};
 use nagare_gateway::provider::{BedrockProvider, BedrockSettings, ModelProvider};
+
+/// The dev-mode secret of test gateways.
+pub const DEV_SECRET: &[u8] = b"nagare-tests-dev-secret-32-bytes";
+
+/// A dev-mode token for `sub`, valid for ten minutes.
+pub fn dev_token(sub: &str, scopes: &[&str]) -> String {
+    let claims = DevClaims {
+        sub: sub.to_owned(),
+        tenant: None,
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        ttl: Duration::from_secs(600),
+    };
+    // Signing with an HMAC key cannot fail.
+    dev::mint(DEV_SECRET, &claims).unwrap_or_default()
+}
+
+/// A client that sends `Authorization: Bearer {token}` on every request.
+pub fn authed_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap_or_default()
+}
 
 /// How long a test gateway lets in-flight requests finish after [`Gateway::shutdown`].
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -48,12 +77,24 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts `nagare serve`'s router on `127.0.0.1:0` with `provider`; every model id the
-    /// provider recognises or `allow` lists can be requested.
+    /// Starts `nagare serve`'s router on `127.0.0.1:0` with `provider` and dev-mode auth
+    /// ([`dev_token`] mints tokens for it); every model id the provider recognises or `allow`
+    /// lists can be requested.
     pub async fn start(
         provider: Arc<dyn ModelProvider>,
         default_model: &str,
         allow: &[&str],
+    ) -> anyhow::Result<Self> {
+        let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET))?;
+        Self::start_with(provider, default_model, allow, verifier).await
+    }
+
+    /// [`Gateway::start`] with a verifier of the test's own.
+    pub async fn start_with(
+        provider: Arc<dyn ModelProvider>,
+        default_model: &str,
+        allow: &[&str],
+        verifier: Verifier,
     ) -> anyhow::Result<Self> {
         let models = ModelCatalog {
             default: default_model.to_owned(),
@@ -69,7 +110,7 @@ impl Gateway {
             models,
             PipelineOptions::default(),
         ));
-        let state = AppState::new(pipeline, 256 * 1024);
+        let state = AppState::new(pipeline, Arc::new(verifier), "chat", 256 * 1024);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -99,5 +140,10 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// An HTTP client that sends a dev token for `alice` with the `chat` scope.
+    pub fn client(&self) -> reqwest::Client {
+        authed_client(&dev_token("alice", &["chat"]))
     }
 }

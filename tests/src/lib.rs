@@ -6,4 +6,4 @@ pub mod harness;
 pub mod load;
 
 pub use fake_bedrock::FakeBedrock;
-pub use harness::{Gateway, bedrock_provider, test_sdk_config};
+pub use harness::{Gateway, authed_client, bedrock_provider, dev_token, test_sdk_config};

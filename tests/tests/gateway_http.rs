@@ -44,7 +44,8 @@ fn drain_events(buf: &mut String) -> Vec<Value> {
 }
 
 async fn sse(gateway: &Gateway, body: Value) -> Vec<Value> {
-    let response = reqwest::Client::new()
+    let response = gateway
+        .client()
         .post(gateway.url("/v1/chat/stream"))
         .json(&body)
         .send()
@@ -59,7 +60,8 @@ async fn sse(gateway: &Gateway, body: Value) -> Vec<Value> {
 #[tokio::test]
 async fn unary_chat_through_bedrock() {
     let (fake, gateway) = setup().await;
-    let response = reqwest::Client::new()
+    let response = gateway
+        .client()
         .post(gateway.url("/v1/chat"))
         .json(&json!({ "message": "hello", "system": "terse" }))
         .send()
@@ -93,7 +95,7 @@ async fn sse_chat_through_bedrock_streams_in_order() {
 #[tokio::test]
 async fn upstream_errors_reach_the_client_in_the_table_form() {
     let (_fake, gateway) = setup().await;
-    let client = reqwest::Client::new();
+    let client = gateway.client();
     let response = client
         .post(gateway.url("/v1/chat/stream"))
         .json(&json!({ "message": "hi", "model": "fake.throttle-1" }))
@@ -127,7 +129,8 @@ async fn upstream_errors_reach_the_client_in_the_table_form() {
 #[tokio::test]
 async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     let (fake, gateway) = setup().await;
-    let response = reqwest::Client::new()
+    let response = gateway
+        .client()
         .post(gateway.url("/v1/chat/stream"))
         .json(&json!({ "message": "hi", "model": "fake.slow" }))
         .send()
@@ -154,7 +157,8 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
 #[tokio::test]
 async fn a_stalled_model_is_cancelled_when_the_client_leaves() {
     let (fake, gateway) = setup().await;
-    let request = reqwest::Client::new()
+    let request = gateway
+        .client()
         .post(gateway.url("/v1/chat/stream"))
         .json(&json!({ "message": "hi", "model": "fake.stall" }))
         .send();
@@ -177,8 +181,9 @@ async fn a_stalled_model_is_cancelled_when_the_client_leaves() {
 async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
     let (fake, mut gateway) = setup().await;
     let url = gateway.url("/v1/chat/stream");
+    let client = gateway.client();
     let in_flight = tokio::spawn(async move {
-        let response = reqwest::Client::new()
+        let response = client
             .post(url)
             .json(&json!({ "message": "hi", "model": "fake.slow" }))
             .send()
@@ -197,9 +202,6 @@ async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
     assert_eq!(events.len(), 42);
     gateway.stopped.take().unwrap().await.unwrap();
     // Once stopped, the port no longer accepts connections.
-    let refused = reqwest::Client::new()
-        .get(gateway.url("/healthz"))
-        .send()
-        .await;
+    let refused = gateway.client().get(gateway.url("/healthz")).send().await;
     assert!(refused.is_err());
 }

@@ -8,20 +8,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nagare_gateway::provider::{MockProvider, MockSettings};
-use nagare_tests::Gateway;
 use nagare_tests::load::{self, LoadSpec, Mode};
+use nagare_tests::{Gateway, dev_token};
 
 async fn gateway() -> Gateway {
-    Gateway::start(Arc::new(MockProvider::new(MockSettings::unpaced())), "mock", &[])
-        .await
-        .unwrap()
+    Gateway::start(
+        Arc::new(MockProvider::new(MockSettings::unpaced())),
+        "mock",
+        &[],
+    )
+    .await
+    .unwrap()
 }
 
 fn spec(gw: &Gateway, path: &str, body: &str, mode: Mode, rate: Option<f64>) -> LoadSpec {
     LoadSpec {
         url: gw.url(path).parse().unwrap(),
         body: body.to_owned().into(),
-        headers: vec![],
+        headers: vec![(
+            "authorization".into(),
+            format!("Bearer {}", dev_token("load", &["chat"])),
+        )],
         connections: 4,
         duration: Duration::from_millis(300),
         warmup: Duration::from_millis(50),
@@ -33,9 +40,15 @@ fn spec(gw: &Gateway, path: &str, body: &str, mode: Mode, rate: Option<f64>) -> 
 #[tokio::test]
 async fn closed_loop_counts_requests_and_first_deltas() {
     let gw = gateway().await;
-    let report = load::run(spec(&gw, "/v1/chat/stream", r#"{"message":"hi"}"#, Mode::Sse, None))
-        .await
-        .unwrap();
+    let report = load::run(spec(
+        &gw,
+        "/v1/chat/stream",
+        r#"{"message":"hi"}"#,
+        Mode::Sse,
+        None,
+    ))
+    .await
+    .unwrap();
     assert!(report.requests > 0);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let first = report.first_delta_ms.unwrap();
@@ -46,8 +59,13 @@ async fn closed_loop_counts_requests_and_first_deltas() {
 async fn open_loop_sends_at_the_rate_and_reports_error_codes() {
     let gw = gateway().await;
     let body = r#"{"message":"hi","model":"mock.throttle-1000000"}"#;
-    let report = load::run(spec(&gw, "/v1/chat", body, Mode::Unary, Some(200.0))).await.unwrap();
+    let report = load::run(spec(&gw, "/v1/chat", body, Mode::Unary, Some(200.0)))
+        .await
+        .unwrap();
     // 200 req/s for 0.3 s: about 60 requests, all throttled by the mock.
     assert!((40..=80).contains(&report.requests), "{}", report.requests);
-    assert_eq!(report.errors.get("upstream_throttled"), Some(&report.requests));
+    assert_eq!(
+        report.errors.get("upstream_throttled"),
+        Some(&report.requests)
+    );
 }

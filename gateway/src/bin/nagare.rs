@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use nagare_authorizer::dev::{self, DevClaims};
 use nagare_gateway::config::{self, Overrides, ProcessEnv};
 use nagare_gateway::{server, telemetry};
 
@@ -31,40 +32,111 @@ enum Command {
         /// Model provider: mock (embedded, the default) or bedrock.
         #[arg(long)]
         provider: Option<String>,
+        /// Where embedded state lives (the dev-mode token secret).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Mint a dev-mode token for a server using the same --data-dir.
+    Token {
+        /// The user the token speaks for.
+        #[arg(long)]
+        sub: String,
+        /// Scopes to grant; repeatable.
+        #[arg(long = "scope", default_value = "chat")]
+        scopes: Vec<String>,
+        /// Tenant for cache and limit isolation; defaults to the sub.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Lifetime: 90s, 15m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
     },
 }
 
 fn main() -> ExitCode {
-    let Command::Serve {
-        config: file,
-        listen,
-        provider,
-    } = Cli::parse().command;
-    let config = match config::load(
-        file.as_deref(),
-        &ProcessEnv,
-        &Overrides { listen, provider },
-    ) {
+    match Cli::parse().command {
+        Command::Serve {
+            config: file,
+            listen,
+            provider,
+            data_dir,
+        } => serve(
+            file,
+            Overrides {
+                listen,
+                provider,
+                data_dir,
+            },
+        ),
+        Command::Token {
+            sub,
+            scopes,
+            tenant,
+            ttl,
+            data_dir,
+        } => token(sub, scopes, tenant, &ttl, &data_dir),
+    }
+}
+
+fn serve(file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
+    let config = match config::load(file.as_deref(), &ProcessEnv, &overrides) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("nagare: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(&e.to_string(), 2),
     };
     let _log_guard = telemetry::init(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("nagare: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(&format!("starting the async runtime: {e}"), 1),
     };
     match runtime.block_on(server::run(config, server::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "nagare serve failed");
-            eprintln!("nagare: {e}");
-            ExitCode::FAILURE
+            fail(&e.to_string(), 1)
         }
     }
+}
+
+fn token(
+    sub: String,
+    scopes: Vec<String>,
+    tenant: Option<String>,
+    ttl: &str,
+    data_dir: &std::path::Path,
+) -> ExitCode {
+    if sub.trim().is_empty() {
+        return fail("--sub must not be empty", 2);
+    }
+    let Some(ttl) = dev::parse_ttl(ttl) else {
+        return fail(
+            &format!("--ttl {ttl:?}: use a number with s, m, h or d, e.g. 1h"),
+            2,
+        );
+    };
+    let secret = match dev::load_or_create_secret(data_dir) {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("dev secret in {}: {e}", data_dir.display()), 1),
+    };
+    match dev::mint(
+        &secret,
+        &DevClaims {
+            sub,
+            tenant,
+            scopes,
+            ttl,
+        },
+    ) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("signing the token: {e}"), 1),
+    }
+}
+
+fn fail(message: &str, code: u8) -> ExitCode {
+    eprintln!("nagare: {message}");
+    ExitCode::from(code)
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
+use nagare_authorizer::Principal;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, field};
@@ -71,11 +72,21 @@ impl ChatPipeline {
     /// Starts a chat. Failures before the model accepted the request (unknown model, throttled,
     /// unreachable) are returned here so a transport can still answer with an HTTP status;
     /// everything after is an event in the stream, which always ends with `done` or `error`.
-    pub async fn start(&self, request: ChatRequest, started: Instant) -> Result<ChatStream, Error> {
+    pub async fn start(
+        &self,
+        principal: &Principal,
+        request: ChatRequest,
+        started: Instant,
+    ) -> Result<ChatStream, Error> {
         let request_id: Arc<str> = Arc::from(request.id());
-        let span = tracing::info_span!("chat", request_id = %request_id, model = field::Empty);
+        let span = tracing::info_span!(
+            "chat",
+            request_id = %request_id,
+            tenant = %principal.tenant,
+            model = field::Empty
+        );
 
-        // Seam, authentication: the transport authenticated the caller before it got here.
+        // The transport verified `principal` before it got here.
         // Seam, limits: per-principal and global limits admit or refuse the request here.
         let model_id = self
             .models
@@ -241,9 +252,19 @@ mod tests {
             .unwrap()
     }
 
+    fn alice() -> Principal {
+        Principal {
+            sub: "alice".into(),
+            tenant: "alice".into(),
+            scopes: vec!["chat".into()],
+            groups: vec![],
+            expires_at: u64::MAX,
+        }
+    }
+
     async fn events(body: &str) -> Vec<ChatEvent> {
         pipeline()
-            .start(request(body), Instant::now())
+            .start(&alice(), request(body), Instant::now())
             .await
             .unwrap()
             .collect()
@@ -275,6 +296,7 @@ mod tests {
         let p = pipeline();
         let err = p
             .start(
+                &alice(),
                 request(r#"{"message":"x","model":"mock.throttle-1"}"#),
                 Instant::now(),
             )
@@ -282,12 +304,17 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code().as_str(), "upstream_throttled");
         let err = p
-            .start(request(r#"{"message":"x","model":"nope"}"#), Instant::now())
+            .start(
+                &alice(),
+                request(r#"{"message":"x","model":"nope"}"#),
+                Instant::now(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.code().as_str(), "invalid_request");
         let err = p
             .start(
+                &alice(),
                 request(r#"{"message":"x","conversation_id":"c1"}"#),
                 Instant::now(),
             )

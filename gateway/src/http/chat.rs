@@ -4,14 +4,15 @@
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures::StreamExt;
+use nagare_authorizer::Principal;
 
 use crate::chat::{ChatEvent, ChatReply, ChatRequest, parse_chat_request};
 use crate::error::Error;
@@ -21,6 +22,7 @@ use crate::http::error::ApiError;
 /// `POST /v1/chat`: the whole reply as one JSON object.
 pub async fn unary(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -30,7 +32,7 @@ pub async fn unary(
         Err(e) => return e.into_response(),
     };
     let request_id = request.id().to_owned();
-    let stream = match state.pipeline.start(request, started).await {
+    let stream = match state.pipeline.start(&principal, request, started).await {
         Ok(s) => s,
         Err(e) => return ApiError::new(&e, request_id).into_response(),
     };
@@ -44,6 +46,7 @@ pub async fn unary(
 /// Failures before the model starts are plain JSON errors with their HTTP status.
 pub async fn stream(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -53,7 +56,7 @@ pub async fn stream(
         Err(e) => return e.into_response(),
     };
     let request_id = request.id().to_owned();
-    let events = match state.pipeline.start(request, started).await {
+    let events = match state.pipeline.start(&principal, request, started).await {
         Ok(s) => s,
         Err(e) => return ApiError::new(&e, request_id).into_response(),
     };

@@ -1,5 +1,6 @@
 //! The axum HTTP server: REST and SSE chat, health and readiness.
 
+mod auth;
 mod chat;
 mod error;
 #[cfg(test)]
@@ -14,9 +15,11 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
+use nagare_authorizer::Verifier;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -30,15 +33,25 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub pipeline: Arc<ChatPipeline>,
+    pub verifier: Arc<Verifier>,
+    /// The scope a token needs for the chat routes.
+    pub chat_scope: String,
     pub body_limit: usize,
     /// False once shutdown has begun, so load balancers stop sending new work.
     pub ready: Arc<AtomicBool>,
 }
 
 impl AppState {
-    pub fn new(pipeline: Arc<ChatPipeline>, body_limit: usize) -> Self {
+    pub fn new(
+        pipeline: Arc<ChatPipeline>,
+        verifier: Arc<Verifier>,
+        chat_scope: impl Into<String>,
+        body_limit: usize,
+    ) -> Self {
         Self {
             pipeline,
+            verifier,
+            chat_scope: chat_scope.into(),
             body_limit,
             ready: Arc::new(AtomicBool::new(true)),
         }
@@ -52,6 +65,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat", post(chat::unary))
         .route("/v1/chat/stream", post(chat::stream))
         .layer(DefaultBodyLimit::max(body_limit))
+        // Authentication runs before the body is read: strangers cannot make us parse JSON.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_chat_scope,
+        ))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use nagare_authorizer::dev::{self, DevClaims};
+use nagare_authorizer::{AuthSettings, Verifier};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -13,20 +16,27 @@ use super::{AppState, router};
 use crate::chat::{ChatPipeline, ModelCatalog, PipelineOptions};
 use crate::provider::{MockProvider, MockSettings};
 
+const SECRET: &[u8] = b"router-test-secret-of-32-bytes!!";
+
 fn state() -> AppState {
     let models = ModelCatalog {
         default: "mock".into(),
         ..Default::default()
     };
     let provider = Arc::new(MockProvider::new(MockSettings::unpaced()));
-    AppState::new(
-        Arc::new(ChatPipeline::new(
-            provider,
-            models,
-            PipelineOptions::default(),
-        )),
-        256 * 1024,
-    )
+    let verifier = Verifier::new(&AuthSettings::default(), Some(SECRET)).unwrap();
+    let pipeline = ChatPipeline::new(provider, models, PipelineOptions::default());
+    AppState::new(Arc::new(pipeline), Arc::new(verifier), "chat", 256 * 1024)
+}
+
+fn token(scopes: &[&str]) -> String {
+    let claims = DevClaims {
+        sub: "alice".into(),
+        tenant: None,
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        ttl: Duration::from_secs(600),
+    };
+    dev::mint(SECRET, &claims).unwrap()
 }
 
 async fn send(
@@ -35,7 +45,8 @@ async fn send(
     content_type: Option<&str>,
     body: impl Into<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, String) {
-    let mut req = Request::post(path);
+    let mut req =
+        Request::post(path).header("authorization", format!("Bearer {}", token(&["chat"])));
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
     }
@@ -314,6 +325,7 @@ async fn health_readiness_and_unknown_routes() {
 async fn request_id_comes_from_body_then_header_then_is_generated() {
     let s = state();
     let req = Request::post("/v1/chat")
+        .header("authorization", format!("Bearer {}", token(&["chat"])))
         .header("x-request-id", "from-header")
         .body(Body::from(r#"{"message":"hi"}"#))
         .unwrap();
@@ -321,4 +333,61 @@ async fn request_id_comes_from_body_then_header_then_is_generated() {
     assert_eq!(r.headers()["x-request-id"], "from-header");
     let (_, headers, _) = post_json(&s, "/v1/chat", r#"{"message":"hi"}"#).await;
     assert_eq!(headers["x-request-id"].len(), 36);
+}
+
+#[tokio::test]
+async fn chat_needs_a_valid_token_with_the_chat_scope() {
+    let s = state();
+    let body = r#"{"message":"hi"}"#;
+    let cases: [(Option<String>, u16, &str, Option<&str>); 5] = [
+        (None, 401, "unauthorized", Some(r#"Bearer realm="nagare""#)),
+        (
+            Some("Bearer not-a-jwt".into()),
+            401,
+            "unauthorized",
+            Some("invalid_token"),
+        ),
+        (
+            Some("Basic YWxpY2U6eA==".into()),
+            401,
+            "unauthorized",
+            Some("Bearer"),
+        ),
+        (
+            Some(format!("Bearer {}", token(&["other"]))),
+            403,
+            "forbidden",
+            Some("insufficient_scope"),
+        ),
+        (Some(format!("Bearer {}", token(&["chat"]))), 200, "", None),
+    ];
+    for path in ["/v1/chat", "/v1/chat/stream"] {
+        for (auth, status, code, challenge) in &cases {
+            let mut req = Request::post(path).header("content-type", "application/json");
+            if let Some(a) = auth {
+                req = req.header("authorization", a.as_str());
+            }
+            let r = router(s.clone())
+                .oneshot(req.body(Body::from(body)).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), *status, "{path} {auth:?}");
+            if let Some(c) = challenge {
+                let got = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+                assert!(got.contains(c), "{got}");
+            }
+            if !code.is_empty() {
+                let bytes = r.into_body().collect().await.unwrap().to_bytes();
+                let v: Value = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(v["error"]["code"], *code);
+            }
+        }
+    }
+    // A browser-style token in the query string works too.
+    let uri = format!("/v1/chat?token={}", token(&["chat"]));
+    let req = Request::post(uri).body(Body::from(body)).unwrap();
+    assert_eq!(
+        router(s).oneshot(req).await.unwrap().status(),
+        StatusCode::OK
+    );
 }

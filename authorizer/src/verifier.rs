@@ -1,0 +1,293 @@
+//! Verifies a JWT into a [`Principal`] against the configured issuers.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::dev::{DEV_AUDIENCE, DEV_ISSUER};
+use crate::error::{AuthConfigError, AuthError};
+use crate::jwks::JwksCache;
+use crate::principal::Principal;
+use crate::settings::AuthSettings;
+
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+enum Keys {
+    Jwks(JwksCache),
+    Secret(DecodingKey),
+}
+
+struct Issuer {
+    iss: String,
+    audiences: Vec<String>,
+    token_use: Option<String>,
+    algorithms: Vec<Algorithm>,
+    tenant_claim: String,
+    groups_claim: String,
+    keys: Keys,
+}
+
+/// Checks tokens. Cheap to share: hold it in an `Arc`.
+pub struct Verifier {
+    issuers: Vec<Issuer>,
+    leeway: u64,
+}
+
+#[derive(Deserialize)]
+struct UnverifiedIssuer {
+    iss: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let slice: &[String] = match self {
+            Self::One(s) => std::slice::from_ref(s),
+            Self::Many(v) => v,
+        };
+        slice.iter().map(String::as_str)
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: Option<String>,
+    exp: u64,
+    #[serde(default)]
+    iat: Option<u64>,
+    #[serde(default)]
+    aud: Option<OneOrMany>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    token_use: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<OneOrMany>,
+    #[serde(flatten)]
+    extra: serde_json::Map<String, Value>,
+}
+
+impl Verifier {
+    /// Builds the verifier. With no issuers configured, `dev_secret` makes it accept dev-mode
+    /// HS256 tokens; without one either, nothing could ever be verified, which is a config error.
+    pub fn new(
+        settings: &AuthSettings,
+        dev_secret: Option<&[u8]>,
+    ) -> Result<Self, AuthConfigError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| AuthConfigError(format!("building the JWKS HTTP client: {e}")))?;
+        let mut issuers = Vec::new();
+        for s in &settings.issuers {
+            s.validate()?;
+            issuers.push(Issuer {
+                iss: s.issuer.clone(),
+                audiences: s.audiences.clone(),
+                token_use: s.token_use.clone(),
+                algorithms: s.algorithms()?,
+                tenant_claim: s.tenant_claim.clone(),
+                groups_claim: s.groups_claim.clone(),
+                keys: Keys::Jwks(JwksCache::new(
+                    s.jwks_url()?,
+                    http.clone(),
+                    Duration::from_secs(settings.jwks_ttl_secs.max(1)),
+                    Duration::from_secs(settings.jwks_refetch_interval_secs),
+                )),
+            });
+        }
+        if issuers.is_empty() {
+            let secret = dev_secret.ok_or_else(|| {
+                AuthConfigError("no issuers are configured and there is no dev secret".into())
+            })?;
+            issuers.push(Issuer {
+                iss: DEV_ISSUER.into(),
+                audiences: vec![DEV_AUDIENCE.into()],
+                token_use: None,
+                algorithms: vec![Algorithm::HS256],
+                tenant_claim: "tenant".into(),
+                groups_claim: "groups".into(),
+                keys: Keys::Secret(DecodingKey::from_secret(secret)),
+            });
+        }
+        Ok(Self {
+            issuers,
+            leeway: settings.leeway_secs,
+        })
+    }
+
+    /// True when the verifier trusts only the local dev secret.
+    pub fn is_dev(&self) -> bool {
+        self.issuers
+            .iter()
+            .all(|i| matches!(i.keys, Keys::Secret(_)))
+    }
+
+    /// JWKS fetches so far, over all issuers.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.issuers
+            .iter()
+            .map(|i| match &i.keys {
+                Keys::Jwks(c) => c.fetches(),
+                Keys::Secret(_) => 0,
+            })
+            .sum()
+    }
+
+    /// Verifies `token` and returns who it speaks for.
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Malformed(format!(
+                "longer than {MAX_TOKEN_BYTES} bytes"
+            )));
+        }
+        if token.split('.').count() != 3 {
+            return Err(AuthError::Malformed(
+                "expected three dot-separated segments".into(),
+            ));
+        }
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        // The issuer picks the keys, so `iss` is read before the signature is checked; it is
+        // checked again, signed, by the validation below.
+        let unverified: UnverifiedIssuer = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let iss = unverified.iss.ok_or(AuthError::MissingClaim("iss"))?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.iss == iss)
+            .ok_or(AuthError::UnknownIssuer)?;
+        if !issuer.algorithms.contains(&header.alg) {
+            return Err(AuthError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
+        }
+        let jwk_key;
+        let key = match &issuer.keys {
+            Keys::Secret(key) => key,
+            Keys::Jwks(cache) => {
+                let kid = header
+                    .kid
+                    .as_deref()
+                    .ok_or_else(|| AuthError::Malformed("no kid in the header".into()))?;
+                jwk_key = cache.key(kid).await?;
+                if jwk_key.alg.is_some_and(|alg| alg != header.alg) {
+                    return Err(AuthError::KeyMismatch(format!(
+                        "the key is for {:?}, the token says {:?}",
+                        jwk_key.alg, header.alg
+                    )));
+                }
+                &jwk_key.key
+            }
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&issuer.iss]);
+        validation.set_required_spec_claims(&["exp", "iss"]);
+        validation.validate_aud = false;
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map_err(|e| map_jwt_error(e.kind()))?
+            .claims;
+        issuer.principal(claims, self.leeway)
+    }
+}
+
+impl Issuer {
+    fn principal(&self, claims: Claims, leeway: u64) -> Result<Principal, AuthError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if claims.iat.is_some_and(|iat| iat > now + leeway) {
+            return Err(AuthError::NotYetValid);
+        }
+        let audience_ok = match (&claims.aud, &claims.client_id) {
+            (Some(aud), _) => aud.iter().any(|a| self.audiences.iter().any(|x| x == a)),
+            // Cognito access tokens carry the app client in `client_id` instead of `aud`.
+            (None, Some(client)) => self.audiences.iter().any(|x| x == client),
+            (None, None) => return Err(AuthError::MissingClaim("aud")),
+        };
+        if !audience_ok {
+            return Err(AuthError::WrongAudience);
+        }
+        if let Some(wanted) = &self.token_use
+            && claims.token_use.as_deref() != Some(wanted.as_str())
+        {
+            return Err(AuthError::WrongTokenUse(wanted.clone()));
+        }
+        let sub = claims
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or(AuthError::MissingClaim("sub"))?;
+        let mut scopes: Vec<String> = claims
+            .scope
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if let Some(scp) = &claims.scp {
+            scopes.extend(
+                scp.iter()
+                    .flat_map(str::split_whitespace)
+                    .map(str::to_owned),
+            );
+        }
+        let tenant = match claims.extra.get(&self.tenant_claim) {
+            Some(Value::String(t)) if !t.is_empty() => t.clone(),
+            _ => sub.clone(),
+        };
+        let groups = match claims.extra.get(&self.groups_claim) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Principal {
+            sub,
+            tenant,
+            scopes,
+            groups,
+            expires_at: claims.exp,
+        })
+    }
+}
+
+fn map_jwt_error(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidIssuer => AuthError::UnknownIssuer,
+        ErrorKind::MissingRequiredClaim(name) => match name.as_str() {
+            "exp" => AuthError::MissingClaim("exp"),
+            "iss" => AuthError::MissingClaim("iss"),
+            _ => AuthError::Malformed(format!("missing claim {name}")),
+        },
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidKeyFormat
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidEcdsaKey => {
+            AuthError::KeyMismatch("the key cannot verify this token's algorithm".into())
+        }
+        ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_)
+        | ErrorKind::InvalidToken => AuthError::Malformed(format!("{kind:?}")),
+        _ => AuthError::BadSignature,
+    }
+}

@@ -1,0 +1,78 @@
+//! Authentication of HTTP requests: a bearer token verified by the shared [`Verifier`], and the
+//! chat scope. 401 carries `WWW-Authenticate: Bearer …` (RFC 6750) and the usual error JSON.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use nagare_authorizer::{AuthError, AuthFailure, token};
+
+use crate::error::Error;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+
+/// Verifies the caller and puts its [`nagare_authorizer::Principal`] into the request's extensions.
+pub async fn require_chat_scope(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let query_token = request
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    let found = token::find(
+        value(header::AUTHORIZATION),
+        value(header::SEC_WEBSOCKET_PROTOCOL),
+        query_token,
+    );
+    let result = match found {
+        None => Err(AuthError::MissingToken),
+        Some(raw) => match state.verifier.verify(raw).await {
+            Ok(principal) => principal
+                .require_scope(&state.chat_scope)
+                .map(|()| principal),
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) => refuse(&e, headers),
+    }
+}
+
+fn refuse(e: &AuthError, headers: &axum::http::HeaderMap) -> Response {
+    tracing::info!(reason = e.kind(), "request refused by authentication");
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let (error, challenge) = match e.failure() {
+        AuthFailure::Unauthenticated if *e == AuthError::MissingToken => (
+            Error::Unauthorized(e.to_string()),
+            Some(r#"Bearer realm="nagare""#.to_owned()),
+        ),
+        AuthFailure::Unauthenticated => (
+            Error::Unauthorized(e.to_string()),
+            Some(r#"Bearer realm="nagare", error="invalid_token""#.to_owned()),
+        ),
+        AuthFailure::Forbidden => (
+            Error::Forbidden(e.to_string()),
+            Some(r#"Bearer realm="nagare", error="insufficient_scope""#.to_owned()),
+        ),
+        AuthFailure::Unavailable => (Error::UpstreamUnavailable(e.to_string()), None),
+    };
+    let mut response = ApiError::new(&error, request_id).into_response();
+    if let Some(challenge) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    response
+}
