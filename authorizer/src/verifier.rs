@@ -63,7 +63,9 @@ impl OneOrMany {
 struct Claims {
     #[serde(default)]
     sub: Option<String>,
-    exp: u64,
+    // Required; optional here so its absence gets a clear error rather than a JSON one.
+    #[serde(default)]
+    exp: Option<u64>,
     #[serde(default)]
     iat: Option<u64>,
     #[serde(default)]
@@ -211,6 +213,7 @@ impl Issuer {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
+        let expires_at = claims.exp.ok_or(AuthError::MissingClaim("exp"))?;
         if claims.iat.is_some_and(|iat| iat > now + leeway) {
             return Err(AuthError::NotYetValid);
         }
@@ -262,7 +265,7 @@ impl Issuer {
             tenant,
             scopes,
             groups,
-            expires_at: claims.exp,
+            expires_at,
         })
     }
 }

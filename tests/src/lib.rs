@@ -2,8 +2,10 @@
 //! start Nagare in-process, and the load generator. The end-to-end tests live in `tests/tests/`.
 
 pub mod fake_bedrock;
+pub mod fake_issuer;
 pub mod harness;
 pub mod load;
 
 pub use fake_bedrock::FakeBedrock;
+pub use fake_issuer::{FakeIssuer, TestKey};
 pub use harness::{Gateway, authed_client, bedrock_provider, dev_token, test_sdk_config};
