@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Nagare's benchmarks against release builds and writes docs/benchmarks.md.
 # Everything runs on loopback. BENCH_SECONDS (default 10) sets each run's measured length;
-# CI may run it with BENCH_SECONDS=1 just to keep it working. Figures are never asserted.
+# CI runs it with BENCH_QUICK=1 (and tiny sizes) just to keep it working. Figures are never asserted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +14,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-cargo build --release --locked --bin nagare --bin nagare-load --bin fake-bedrock >&2
+cargo build --release --locked --bin nagare --bin nagare-load --bin fake-bedrock \
+  --bin lambda-coldstart --bin nagare-authorizer >&2
 bin=target/release
 
 # start VAR LOG CMD...: runs CMD in the background and sets VAR to the URL of its `listening on` line.
@@ -45,21 +46,31 @@ start gw "$work/gw.log" env AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench 
   "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data" --provider bedrock
 
 direct_body='{"messages":[{"role":"user","content":[{"text":"hello"}]}]}'
-echo "1/5 /v1/chat closed loop, unpaced mock, 64 connections" >&2
+echo "1/6 /v1/chat closed loop, unpaced mock, 64 connections" >&2
 load --url "$mock/v1/chat" --connections 64 >"$work/mock64.json"
-echo "2/5 /v1/chat/stream closed loop, unpaced mock, 64 connections" >&2
+echo "2/6 /v1/chat/stream closed loop, unpaced mock, 64 connections" >&2
 load --url "$mock/v1/chat/stream" --connections 64 --mode sse >"$work/mocksse.json"
-echo "3/5 fake Bedrock direct, open loop at $rate req/s" >&2
+echo "3/6 fake Bedrock direct, open loop at $rate req/s" >&2
 load --url "$fake/model/bench.model/converse-stream" --body "$direct_body" --connections 32 --rate "$rate" >"$work/direct.json"
-echo "4/5 through Nagare to the fake, open loop at $rate req/s" >&2
+echo "4/6 through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat" --connections 32 --rate "$rate" >"$work/via.json"
-echo "5/5 SSE through Nagare to the fake, open loop at $rate req/s" >&2
+echo "5/6 SSE through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat/stream" --connections 32 --rate "$rate" --mode sse >"$work/viasse.json"
+echo "6/7 Lambda cold starts under the fake Runtime API" >&2
+"$bin/lambda-coldstart" --function authorizer --binary "$bin/nagare-authorizer" --runs "${BENCH_COLD_RUNS:-20}" \
+  >"$work/cold-authorizer.json"
+echo "7/7 criterion micro-benchmarks" >&2
+crit="${CARGO_TARGET_DIR:-target}/criterion"
+rm -rf "$crit"
+crit_args=(-- --warm-up-time 1 --measurement-time "${BENCH_CRITERION_SECONDS:-3}")
+[ "${BENCH_QUICK:-}" = 1 ] && crit_args=(-- --quick --warm-up-time 0.1 --measurement-time 0.1)
+cargo bench --locked -p nagare-gateway --bench hot_paths "${crit_args[@]}" >&2
+cargo bench --locked -p nagare-authorizer --bench verify "${crit_args[@]}" >&2
 
 mkdir -p "$(dirname "$out")"
-python3 - "$work" "$out" "$seconds" "$rate" <<'PY'
-import json, os, platform, subprocess, sys, datetime
-work, out, seconds, rate = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+python3 - "$work" "$out" "$seconds" "$rate" "$crit" <<'PY'
+import glob, json, os, platform, subprocess, sys, datetime
+work, out, seconds, rate, crit = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 r = {n: json.load(open(os.path.join(work, n + ".json"))) for n in ["mock64", "mocksse", "direct", "via", "viasse"]}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
@@ -93,7 +104,22 @@ if s:
 m = r["mocksse"].get("first_delta_ms")
 if m:
     lines += [f"SSE on the unpaced mock, 64 connections: time to first delta p50 {m['p50']:.3f} ms, p99 {m['p99']:.3f} ms."]
-lines += ["", "Reproduce: `tests/bench.sh` (`BENCH_SECONDS`, `BENCH_RATE` to change the run length and rate).", ""]
+lines += ["", "Lambda binaries under the fake Lambda Runtime API (`lambda-coldstart`): time from exec to the first",
+          "response posted, and peak RSS (VmHWM). The authorizer's first invocation includes fetching the JWKS from a",
+          "local issuer.", "",
+          "| function | runs | cold start p50 ms | min ms | max ms | peak RSS MB |", "|---|---|---|---|---|---|"]
+for f in ["authorizer"]:
+    c = json.load(open(os.path.join(work, f"cold-{f}.json")))
+    cs = c["cold_start_ms"]
+    lines.append(f"| nagare-{f} | {c['runs']} | {cs['p50']:.1f} | {cs['min']:.1f} | {cs['max']:.1f} | {c['peak_rss_mb']:.1f} |")
+lines += ["", "Micro-benchmarks (criterion, median of the measured iterations; `cargo bench -p nagare-gateway` and",
+          "`cargo bench -p nagare-authorizer`):", "", "| hot path | median | per second per core |", "|---|---|---|"]
+for path in sorted(glob.glob(os.path.join(crit, "*", "new", "estimates.json"))):
+    name = json.load(open(os.path.join(os.path.dirname(path), "benchmark.json")))["full_id"]
+    ns = json.load(open(path))["median"]["point_estimate"]
+    shown = f"{ns / 1000:.2f} µs" if ns >= 1000 else f"{ns:.0f} ns"
+    lines.append(f"| {name} | {shown} | {1e9 / ns:,.0f} |")
+lines += ["", "Reproduce: `tests/bench.sh` (`BENCH_SECONDS`, `BENCH_RATE`, `BENCH_COLD_RUNS` to change the run length, rate and cold-start runs).", ""]
 open(out, "w").write("\n".join(lines))
 print("\n".join(lines))
 PY

@@ -3,9 +3,11 @@
 
 pub mod fake_bedrock;
 pub mod fake_issuer;
+pub mod fake_lambda;
 pub mod harness;
 pub mod load;
 
 pub use fake_bedrock::FakeBedrock;
 pub use fake_issuer::{FakeIssuer, TestKey};
+pub use fake_lambda::FakeLambdaRuntime;
 pub use harness::{Gateway, authed_client, bedrock_provider, dev_token, test_sdk_config};

@@ -14,7 +14,7 @@ use axum::{Extension, Json};
 use futures::StreamExt;
 use nagare_authorizer::Principal;
 
-use crate::chat::{ChatEvent, ChatReply, ChatRequest, parse_chat_request};
+use crate::chat::{ChatEvent, ChatReply, ChatRequest, ChatStream, parse_chat_request};
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::error::ApiError;
@@ -26,15 +26,9 @@ pub async fn unary(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let request = match read_request(&state, &headers, body) {
-        Ok(r) => r,
+    let (request_id, stream) = match start(&state, &principal, &headers, body).await {
+        Ok(started) => started,
         Err(e) => return e.into_response(),
-    };
-    let request_id = request.id().to_owned();
-    let stream = match state.pipeline.start(&principal, request, started).await {
-        Ok(s) => s,
-        Err(e) => return ApiError::new(&e, request_id).into_response(),
     };
     match ChatReply::collect(stream).await {
         Ok(reply) => with_request_id(Json(reply).into_response(), &request_id),
@@ -50,15 +44,9 @@ pub async fn stream(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let request = match read_request(&state, &headers, body) {
-        Ok(r) => r,
+    let (request_id, events) = match start(&state, &principal, &headers, body).await {
+        Ok(started) => started,
         Err(e) => return e.into_response(),
-    };
-    let request_id = request.id().to_owned();
-    let events = match state.pipeline.start(&principal, request, started).await {
-        Ok(s) => s,
-        Err(e) => return ApiError::new(&e, request_id).into_response(),
     };
     let sse = events.map(|event| Ok::<_, Infallible>(sse_event(&event)));
     let mut response = Sse::new(sse)
@@ -71,8 +59,24 @@ pub async fn stream(
     with_request_id(response, &request_id)
 }
 
+/// Reads and validates the body and starts the pipeline; returns the request id and the events.
+async fn start(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(String, ChatStream), ApiError> {
+    let started = Instant::now();
+    let request = read_request(state, headers, body)?;
+    let request_id = request.id().to_owned();
+    match state.pipeline.start(principal, request, started).await {
+        Ok(events) => Ok((request_id, events)),
+        Err(e) => Err(ApiError::new(&e, request_id)),
+    }
+}
+
 /// One SSE event: `event: <type>` and the event's JSON as `data:`.
-pub fn sse_event(event: &ChatEvent) -> Event {
+fn sse_event(event: &ChatEvent) -> Event {
     match serde_json::to_string(event) {
         Ok(json) => Event::default().event(event.kind()).data(json),
         Err(e) => {

@@ -26,7 +26,6 @@ use tokio::net::TcpListener;
 use crate::chat::ChatPipeline;
 use crate::error::Error;
 
-pub use chat::sse_event;
 pub use error::ApiError;
 
 /// What every handler shares.

@@ -1,0 +1,126 @@
+//! Micro-benchmarks of the per-request hot paths. Run: `cargo bench -p nagare-gateway --bench hot_paths`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_smithy_eventstream::frame::{read_message_from, write_message_to};
+use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures::StreamExt;
+use nagare_authorizer::Principal;
+use nagare_gateway::chat::{
+    ChatEvent, ChatPipeline, ChatReply, ModelCatalog, PipelineOptions, RequestLimits,
+    parse_chat_request,
+};
+use nagare_gateway::error::Error;
+use nagare_gateway::provider::{MockProvider, MockSettings};
+
+const BODY: &[u8] = br#"{"message":"What is the capital of Japan, and why did it move there?","request_id":"bench-1",
+"model":"fast","system":"Answer briefly.","inference":{"max_tokens":256,"temperature":0.2,"stop":["END"]}}"#;
+
+fn delta_frame() -> Vec<u8> {
+    let headers = vec![
+        Header::new(":message-type", HeaderValue::String("event".into())),
+        Header::new(
+            ":event-type",
+            HeaderValue::String("contentBlockDelta".into()),
+        ),
+        Header::new(
+            ":content-type",
+            HeaderValue::String("application/json".into()),
+        ),
+    ];
+    let payload = r#"{"contentBlockIndex":0,"delta":{"text":" Tokyo"}}"#;
+    let mut out = Vec::new();
+    write_message_to(&Message::new_from_parts(headers, payload), &mut out).unwrap();
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let limits = RequestLimits::default();
+    c.bench_function("request: parse + validate", |b| {
+        b.iter(|| {
+            parse_chat_request(BODY)
+                .unwrap()
+                .validate(&limits, || "gen".into())
+                .unwrap()
+        })
+    });
+
+    let delta = ChatEvent::Delta {
+        request_id: Arc::from("bench-1"),
+        text: " Tokyo".into(),
+    };
+    c.bench_function("event: delta to JSON (SSE data / WebSocket frame)", |b| {
+        b.iter(|| serde_json::to_string(&delta).unwrap())
+    });
+    let error = Error::UpstreamThrottled {
+        message: "slow down".into(),
+        retry_after: None,
+    };
+    c.bench_function("event: error body to JSON", |b| {
+        b.iter(|| serde_json::to_string(&error.body()).unwrap())
+    });
+
+    let frame = delta_frame();
+    c.bench_function(
+        "Bedrock event-stream frame decode (contentBlockDelta)",
+        |b| b.iter(|| read_message_from(frame.as_slice()).unwrap()),
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pipeline = ChatPipeline::new(
+        Arc::new(MockProvider::new(MockSettings::unpaced())),
+        ModelCatalog {
+            default: "mock".into(),
+            ..Default::default()
+        },
+        PipelineOptions::default(),
+    );
+    let principal = Principal {
+        sub: "bench".into(),
+        tenant: "bench".into(),
+        scopes: vec!["chat".into()],
+        groups: vec![],
+        expires_at: u64::MAX,
+    };
+    let body = br#"{"message":"hello"}"#;
+    c.bench_function(
+        "pipeline: unary chat on the unpaced mock (about 30 deltas)",
+        |b| {
+            b.to_async(&rt).iter(|| async {
+                let request = parse_chat_request(body)
+                    .unwrap()
+                    .validate(&limits, || "r".into())
+                    .unwrap();
+                let stream = pipeline
+                    .start(&principal, request, Instant::now())
+                    .await
+                    .unwrap();
+                ChatReply::collect(stream).await.unwrap()
+            })
+        },
+    );
+    c.bench_function(
+        "pipeline: streamed chat on the unpaced mock, events counted",
+        |b| {
+            b.to_async(&rt).iter(|| async {
+                let request = parse_chat_request(body)
+                    .unwrap()
+                    .validate(&limits, || "r".into())
+                    .unwrap();
+                pipeline
+                    .start(&principal, request, Instant::now())
+                    .await
+                    .unwrap()
+                    .count()
+                    .await
+            })
+        },
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
