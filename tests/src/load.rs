@@ -62,11 +62,15 @@ pub struct Report {
     pub latency_ms: Percentiles,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_delta_ms: Option<Percentiles>,
+    /// Gaps between consecutive chunks carrying deltas, within one stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inter_delta_ms: Option<Percentiles>,
 }
 
 struct Recorder {
     latency: Histogram<u64>,
     first_delta: Histogram<u64>,
+    inter_delta: Histogram<u64>,
     errors: BTreeMap<String, u64>,
     ok: u64,
 }
@@ -76,6 +80,7 @@ impl Recorder {
         Ok(Self {
             latency: Histogram::new_with_bounds(1, 600_000_000, 3)?,
             first_delta: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+            inter_delta: Histogram::new_with_bounds(1, 600_000_000, 3)?,
             errors: BTreeMap::new(),
             ok: 0,
         })
@@ -84,6 +89,7 @@ impl Recorder {
     fn merge(&mut self, other: Recorder) -> anyhow::Result<()> {
         self.latency.add(&other.latency)?;
         self.first_delta.add(&other.first_delta)?;
+        self.inter_delta.add(&other.inter_delta)?;
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -118,6 +124,8 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Report> {
         requests_per_second: requests as f64 / seconds,
         latency_ms: percentiles(&total.latency),
         first_delta_ms: (spec.mode == Mode::Sse).then(|| percentiles(&total.first_delta)),
+        inter_delta_ms: (spec.mode == Mode::Sse && !total.inter_delta.is_empty())
+            .then(|| percentiles(&total.inter_delta)),
     })
 }
 
@@ -190,11 +198,14 @@ async fn worker(
         };
         let counted = scheduled >= measure_from;
         match outcome {
-            Ok((latency, first_delta)) if counted => {
+            Ok(timing) if counted => {
                 rec.ok += 1;
-                rec.latency.saturating_record(micros(latency));
-                if let Some(fd) = first_delta {
+                rec.latency.saturating_record(micros(timing.latency));
+                if let Some(fd) = timing.first_delta {
                     rec.first_delta.saturating_record(micros(fd));
+                }
+                for gap in timing.delta_gaps {
+                    rec.inter_delta.saturating_record(micros(gap));
                 }
             }
             Ok(_) => {}
@@ -213,12 +224,19 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
+/// What one successful request measured.
+struct Timing {
+    latency: Duration,
+    first_delta: Option<Duration>,
+    delta_gaps: Vec<Duration>,
+}
+
 /// Sends one request; `Err` holds the error code (the gateway's, or `http_NNN`, or a transport error).
 async fn one_request(
     sender: &mut Sender,
     spec: &LoadSpec,
     scheduled: Instant,
-) -> Result<(Duration, Option<Duration>), String> {
+) -> Result<Timing, String> {
     sender
         .ready()
         .await
@@ -243,12 +261,19 @@ async fn one_request(
     let status = response.status();
     let mut body = response.into_body();
     let mut first_delta = None;
+    let mut last_delta: Option<Instant> = None;
+    let mut delta_gaps = Vec::new();
     let mut seen = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("body: {e}"))?;
         if let Some(data) = frame.data_ref() {
-            if spec.mode == Mode::Sse && first_delta.is_none() && contains(data, b"event: delta") {
-                first_delta = Some(scheduled.elapsed());
+            if spec.mode == Mode::Sse && contains(data, b"event: delta") {
+                let now = Instant::now();
+                match last_delta {
+                    Some(prev) => delta_gaps.push(now - prev),
+                    None => first_delta = Some(now - scheduled),
+                }
+                last_delta = Some(now);
             }
             if !status.is_success() || spec.mode == Mode::Sse {
                 seen.extend_from_slice(data);
@@ -262,7 +287,11 @@ async fn one_request(
     if spec.mode == Mode::Sse && contains(&seen, b"event: error") {
         return Err(error_code(&seen).unwrap_or_else(|| "sse_error".into()));
     }
-    Ok((latency, first_delta))
+    Ok(Timing {
+        latency,
+        first_delta,
+        delta_gaps,
+    })
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

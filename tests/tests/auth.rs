@@ -381,3 +381,14 @@ async fn an_unreachable_issuer_is_unavailable_not_unauthorized() {
         .unwrap();
     assert_eq!(r.status(), 503);
 }
+
+#[tokio::test]
+async fn a_jwk_not_meant_for_signatures_is_never_used() {
+    let mut enc = key("enc", "rsa-2", Algorithm::RS256);
+    enc.jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Encryption);
+    let sig = key("sig", "rsa-1", Algorithm::RS256);
+    let issuer = FakeIssuer::start(&[&enc, &sig]).await.unwrap();
+    let v = verifier(vec![issuer.settings(&["RS256"])], 3600);
+    assert_eq!(v.verify(&enc.sign(&claims(&issuer))).await, Err(AuthError::UnknownKey));
+    assert!(v.verify(&sig.sign(&claims(&issuer))).await.is_ok());
+}

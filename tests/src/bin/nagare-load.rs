@@ -81,6 +81,12 @@ async fn main() -> anyhow::Result<()> {
         if let Some(f) = &report.first_delta_ms {
             println!("first delta ms p50 {:.3} p99 {:.3}", f.p50, f.p99);
         }
+        if let Some(g) = &report.inter_delta_ms {
+            println!(
+                "between deltas ms p50 {:.3} p99 {:.3} max {:.3}",
+                g.p50, g.p99, g.max
+            );
+        }
         if !report.errors.is_empty() {
             println!("errors: {:?}", report.errors);
         }
