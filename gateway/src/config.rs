@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::chat::{ModelCatalog, PipelineOptions, RequestLimits};
 use crate::error::StartupError;
 use crate::provider::{BedrockSettings, MockSettings};
+use crate::ws::WsSettings;
 
 const ENV_PREFIX: &str = "NAGARE__";
 
@@ -45,6 +46,7 @@ struct RawConfig {
     models: ModelsSection,
     limits: LimitsSection,
     log: LogSection,
+    websocket: WsSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +156,7 @@ pub struct Config {
     pub models: ModelCatalog,
     pub pipeline: PipelineOptions,
     pub log_format: LogFormat,
+    pub websocket: WsSettings,
 }
 
 /// Reads, layers and validates the configuration.
@@ -257,6 +260,12 @@ impl RawConfig {
         if self.limits.max_tokens == 0 {
             return Err(bad("limits.max_tokens", "must be at least 1"));
         }
+        if self.websocket.max_inflight == 0 || self.websocket.outbound_frames == 0 {
+            return Err(bad(
+                "websocket",
+                "max_inflight and outbound_frames must be at least 1",
+            ));
+        }
         if self.limits.stream_buffer_events == 0 {
             return Err(bad("limits.stream_buffer_events", "must be at least 1"));
         }
@@ -307,6 +316,7 @@ impl RawConfig {
                 log_prompts: self.log.prompts,
             },
             log_format: self.log.format,
+            websocket: self.websocket,
         })
     }
 }

@@ -8,5 +8,6 @@ pub mod http;
 pub mod provider;
 pub mod server;
 pub mod telemetry;
+pub mod ws;
 
 pub use error::{Error, ErrorCode, StartupError};

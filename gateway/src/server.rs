@@ -99,7 +99,8 @@ pub async fn run(
         verifier,
         config.auth.chat_scope.clone(),
         config.body_limit,
-    );
+    )
+    .with_ws(config.websocket.clone());
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartupError::Io {

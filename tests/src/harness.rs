@@ -12,6 +12,7 @@ use nagare_authorizer::{AuthSettings, Verifier};
 use nagare_gateway::chat::{ChatPipeline, ModelCatalog, PipelineOptions};
 use nagare_gateway::http::{self, AppState};
 use nagare_gateway::provider::{BedrockProvider, BedrockSettings, ModelProvider};
+use nagare_gateway::ws::WsSettings;
 
 /// The dev-mode secret of test gateways.
 pub const DEV_SECRET: &[u8] = b"nagare-tests-dev-secret-32-bytes";
@@ -96,6 +97,24 @@ impl Gateway {
         allow: &[&str],
         verifier: Verifier,
     ) -> anyhow::Result<Self> {
+        Self::start_full(
+            provider,
+            default_model,
+            allow,
+            verifier,
+            WsSettings::default(),
+        )
+        .await
+    }
+
+    /// [`Gateway::start_with`] and WebSocket settings of the test's own.
+    pub async fn start_full(
+        provider: Arc<dyn ModelProvider>,
+        default_model: &str,
+        allow: &[&str],
+        verifier: Verifier,
+        ws: WsSettings,
+    ) -> anyhow::Result<Self> {
         let models = ModelCatalog {
             default: default_model.to_owned(),
             aliases: Default::default(),
@@ -110,7 +129,7 @@ impl Gateway {
             models,
             PipelineOptions::default(),
         ));
-        let state = AppState::new(pipeline, Arc::new(verifier), "chat", 256 * 1024);
+        let state = AppState::new(pipeline, Arc::new(verifier), "chat", 256 * 1024).with_ws(ws);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -389,6 +389,9 @@ async fn a_jwk_not_meant_for_signatures_is_never_used() {
     let sig = key("sig", "rsa-1", Algorithm::RS256);
     let issuer = FakeIssuer::start(&[&enc, &sig]).await.unwrap();
     let v = verifier(vec![issuer.settings(&["RS256"])], 3600);
-    assert_eq!(v.verify(&enc.sign(&claims(&issuer))).await, Err(AuthError::UnknownKey));
+    assert_eq!(
+        v.verify(&enc.sign(&claims(&issuer))).await,
+        Err(AuthError::UnknownKey)
+    );
     assert!(v.verify(&sig.sign(&claims(&issuer))).await.is_ok());
 }

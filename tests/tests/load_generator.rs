@@ -53,7 +53,9 @@ async fn closed_loop_counts_requests_and_first_deltas() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let first = report.first_delta_ms.unwrap();
     assert!(first.p50 > 0.0 && first.p50 <= report.latency_ms.max);
-    let gaps = report.inter_delta_ms.expect("paced deltas have gaps between them");
+    let gaps = report
+        .inter_delta_ms
+        .expect("paced deltas have gaps between them");
     assert!(gaps.max <= report.latency_ms.max);
 }
 

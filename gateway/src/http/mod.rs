@@ -5,6 +5,7 @@ mod chat;
 mod error;
 #[cfg(test)]
 mod tests;
+mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 
 use crate::chat::ChatPipeline;
 use crate::error::Error;
+use crate::ws::WsSettings;
 
 pub use error::ApiError;
 
@@ -38,6 +40,7 @@ pub struct AppState {
     pub body_limit: usize,
     /// False once shutdown has begun, so load balancers stop sending new work.
     pub ready: Arc<AtomicBool>,
+    pub ws: WsSettings,
 }
 
 impl AppState {
@@ -53,7 +56,14 @@ impl AppState {
             chat_scope: chat_scope.into(),
             body_limit,
             ready: Arc::new(AtomicBool::new(true)),
+            ws: WsSettings::default(),
         }
+    }
+
+    /// Replaces the WebSocket settings.
+    pub fn with_ws(mut self, ws: WsSettings) -> Self {
+        self.ws = ws;
+        self
     }
 }
 
@@ -63,6 +73,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat", post(chat::unary))
         .route("/v1/chat/stream", post(chat::stream))
+        .route("/v1/ws", get(ws::upgrade))
         .layer(DefaultBodyLimit::max(body_limit))
         // Authentication runs before the body is read: strangers cannot make us parse JSON.
         .route_layer(middleware::from_fn_with_state(

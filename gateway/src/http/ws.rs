@@ -1,0 +1,43 @@
+//! `GET /v1/ws`: the upgrade. Authentication already happened (a 401 comes before any upgrade);
+//! the session itself lives in [`crate::ws`].
+
+use axum::Extension;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use futures::StreamExt;
+use nagare_authorizer::Principal;
+
+use crate::http::AppState;
+use crate::ws;
+
+/// The subprotocol the server speaks; browsers that pass their token as `bearer.<jwt>` must also
+/// offer this one, because a browser fails the connection unless the server picks one it offered.
+pub const SUBPROTOCOL: &str = "nagare.v1";
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let offered = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == SUBPROTOCOL));
+    // Room for a message over the limit to arrive, so it gets an error frame instead of a dropped
+    // connection; anything far larger is refused by the protocol layer itself.
+    let hard_limit = state.ws.max_message_bytes.saturating_mul(4).max(64 * 1024);
+    let mut upgrade = upgrade
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit);
+    if offered {
+        upgrade = upgrade.protocols([SUBPROTOCOL]);
+    }
+    let settings = state.ws.clone();
+    let pipeline = state.pipeline.clone();
+    upgrade.on_upgrade(move |socket| async move {
+        let (sink, stream) = socket.split();
+        ws::run(sink, stream, pipeline, principal, settings).await;
+    })
+}

@@ -1,0 +1,220 @@
+//! The WebSocket frame protocol, shared by `nagare serve` and the API Gateway WebSocket API.
+//! Client → server frames are JSON objects routed by `action` (`chat`, `cancel`, `ping`); server →
+//! client frames are the chat events, `pong`, and `error` for frames that could not be handled.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::chat::{ChatRequest, parse_json};
+use crate::error::{Error, ErrorBody};
+
+/// A parsed client frame.
+#[derive(Debug, Clone)]
+pub enum ClientFrame {
+    Chat(Box<ChatRequest>),
+    Cancel { request_id: String },
+    Ping { request_id: Option<String> },
+}
+
+/// A frame that could not be parsed, with the request id when the frame carried one, so the
+/// client can match the error to what it sent.
+#[derive(Debug)]
+pub struct FrameError {
+    pub request_id: Option<String>,
+    pub error: Error,
+}
+
+/// Parses one text frame. `max_bytes` is the message size limit (API Gateway's is 128 KiB).
+pub fn parse(text: &str, max_bytes: usize) -> Result<ClientFrame, FrameError> {
+    let fail = |request_id: Option<String>, error: Error| FrameError { request_id, error };
+    if text.len() > max_bytes {
+        return Err(fail(None, Error::PayloadTooLarge { limit: max_bytes }));
+    }
+    let mut object: Map<String, Value> = match serde_json::from_str(text) {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => {
+            return Err(fail(
+                None,
+                Error::InvalidRequest("a frame must be a JSON object".into()),
+            ));
+        }
+        Err(e) => {
+            return Err(fail(
+                None,
+                Error::InvalidRequest(format!("invalid JSON frame: {e}")),
+            ));
+        }
+    };
+    let request_id = object
+        .get("request_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let action = match object.remove("action") {
+        Some(Value::String(a)) => a,
+        Some(_) => {
+            return Err(fail(
+                request_id,
+                Error::InvalidRequest("action: must be a string".into()),
+            ));
+        }
+        None => {
+            return Err(fail(
+                request_id,
+                Error::InvalidRequest("action: missing; use chat, cancel or ping".into()),
+            ));
+        }
+    };
+    let rest = || serde_json::to_vec(&object).unwrap_or_default();
+    match action.as_str() {
+        "chat" => parse_json::<ChatRequest>(&rest())
+            .map(|r| ClientFrame::Chat(Box::new(r)))
+            .map_err(|e| fail(request_id, e)),
+        "cancel" => match request_id {
+            Some(id) if object.len() == 1 => Ok(ClientFrame::Cancel { request_id: id }),
+            Some(id) => Err(fail(
+                Some(id),
+                Error::InvalidRequest("cancel takes only request_id".into()),
+            )),
+            None => Err(fail(
+                None,
+                Error::InvalidRequest(
+                    "request_id: missing; cancel needs the chat's request_id".into(),
+                ),
+            )),
+        },
+        "ping" => Ok(ClientFrame::Ping { request_id }),
+        other => Err(fail(
+            request_id,
+            Error::InvalidRequest(format!(
+                "action: unknown action '{other}'; use chat, cancel or ping"
+            )),
+        )),
+    }
+}
+
+/// `{"type":"pong","request_id"?}`
+#[derive(Debug, Serialize)]
+struct Pong<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
+/// `{"type":"error","request_id"?, "code", "message", "retryable", ...}`
+#[derive(Debug, Serialize)]
+struct ErrorFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    #[serde(flatten)]
+    error: ErrorBody,
+}
+
+/// The text of a `pong` frame.
+pub fn pong(request_id: Option<&str>) -> String {
+    serde_json::to_string(&Pong {
+        kind: "pong",
+        request_id,
+    })
+    .unwrap_or_default()
+}
+
+/// The text of an `error` frame.
+pub fn error(request_id: Option<&str>, error: &Error) -> String {
+    serde_json::to_string(&ErrorFrame {
+        kind: "error",
+        request_id,
+        error: error.body(),
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> (Option<String>, String, String) {
+        let e = parse(text, 1024).expect_err(text);
+        (
+            e.request_id,
+            e.error.code().as_str().to_owned(),
+            e.error.to_string(),
+        )
+    }
+
+    #[test]
+    fn good_frames_parse() {
+        match parse(
+            r#"{"action":"chat","message":"hi","request_id":"r1","inference":{"max_tokens":5}}"#,
+            1024,
+        ) {
+            Ok(ClientFrame::Chat(r)) => {
+                assert_eq!(r.message, "hi");
+                assert_eq!(r.request_id.as_deref(), Some("r1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(parse(r#"{"action":"cancel","request_id":"r1"}"#, 1024), Ok(ClientFrame::Cancel { request_id }) if request_id == "r1")
+        );
+        assert!(matches!(
+            parse(r#"{"action":"ping"}"#, 1024),
+            Ok(ClientFrame::Ping { request_id: None })
+        ));
+    }
+
+    #[test]
+    fn bad_frames_say_what_is_wrong() {
+        let cases = [
+            ("not json", None, "invalid_request", "JSON"),
+            ("[1]", None, "invalid_request", "object"),
+            (r#"{"message":"hi"}"#, None, "invalid_request", "action"),
+            (r#"{"action":5}"#, None, "invalid_request", "action"),
+            (
+                r#"{"action":"dance","request_id":"r9"}"#,
+                Some("r9"),
+                "invalid_request",
+                "dance",
+            ),
+            (
+                r#"{"action":"chat","request_id":"r2"}"#,
+                Some("r2"),
+                "invalid_request",
+                "message",
+            ),
+            (
+                r#"{"action":"chat","message":"x","bogus":1}"#,
+                None,
+                "invalid_request",
+                "bogus",
+            ),
+            (
+                r#"{"action":"cancel"}"#,
+                None,
+                "invalid_request",
+                "request_id",
+            ),
+        ];
+        for (text, id, code, needle) in cases {
+            let (got_id, got_code, message) = err(text);
+            assert_eq!(got_id.as_deref(), id, "{text}");
+            assert_eq!(got_code, code, "{text}");
+            assert!(message.contains(needle), "{text}: {message}");
+        }
+        let big = format!(r#"{{"action":"chat","message":"{}"}}"#, "x".repeat(2000));
+        assert_eq!(err(&big).1, "payload_too_large");
+    }
+
+    #[test]
+    fn server_frames() {
+        assert_eq!(pong(Some("p1")), r#"{"type":"pong","request_id":"p1"}"#);
+        assert_eq!(pong(None), r#"{"type":"pong"}"#);
+        let e = error(None, &Error::InvalidRequest("nope".into()));
+        assert_eq!(
+            e,
+            r#"{"type":"error","code":"invalid_request","message":"nope","retryable":false}"#
+        );
+    }
+}

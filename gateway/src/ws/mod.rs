@@ -1,0 +1,6 @@
+//! WebSocket chat: the frame protocol and the per-connection session of `nagare serve`.
+
+pub mod frames;
+mod session;
+
+pub use session::{WsSettings, close, run};
