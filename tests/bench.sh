@@ -45,21 +45,41 @@ start gw "$work/gw.log" env AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench 
   NAGARE__MODELS__DEFAULT=bench.model NAGARE__MODELS__ALLOW='["bench.model"]' \
   "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data" --provider bedrock
 
+start wsgw "$work/wsgw.log" env NAGARE__PROVIDER__MOCK__TTFT_MS=0 NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=50 \
+  "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data"
+wsgw_pid=${pids[-1]}
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
 direct_body='{"messages":[{"role":"user","content":[{"text":"hello"}]}]}'
-echo "1/6 /v1/chat closed loop, unpaced mock, 64 connections" >&2
+echo "1/9 /v1/chat closed loop, unpaced mock, 64 connections" >&2
 load --url "$mock/v1/chat" --connections 64 >"$work/mock64.json"
-echo "2/6 /v1/chat/stream closed loop, unpaced mock, 64 connections" >&2
+echo "2/9 /v1/chat/stream closed loop, unpaced mock, 64 connections" >&2
 load --url "$mock/v1/chat/stream" --connections 64 --mode sse >"$work/mocksse.json"
-echo "3/6 fake Bedrock direct, open loop at $rate req/s" >&2
+echo "3/9 fake Bedrock direct, open loop at $rate req/s" >&2
 load --url "$fake/model/bench.model/converse-stream" --body "$direct_body" --connections 32 --rate "$rate" >"$work/direct.json"
-echo "4/6 through Nagare to the fake, open loop at $rate req/s" >&2
+echo "4/9 through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat" --connections 32 --rate "$rate" >"$work/via.json"
-echo "5/6 SSE through Nagare to the fake, open loop at $rate req/s" >&2
+echo "5/9 SSE through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat/stream" --connections 32 --rate "$rate" --mode sse >"$work/viasse.json"
-echo "6/7 Lambda cold starts under the fake Runtime API" >&2
+idle_conns=${BENCH_WS_IDLE:-10000}
+echo "6/9 $idle_conns idle WebSocket connections: server RSS per connection" >&2
+before=$(rss_kb "$wsgw_pid")
+"$bin/nagare-load" --url "ws://${wsgw#http://}/v1/ws" --mode ws-idle --connections "$idle_conns" --seconds 3 --warmup 0 \
+  --header "authorization: Bearer $token" --json >"$work/wsidle.json" 2>"$work/wsidle.err" &
+idle_pid=$!
+for _ in $(seq 1 600); do grep -q 'idle connections open' "$work/wsidle.err" && break; sleep 0.1; done
+sleep 0.5
+after=$(rss_kb "$wsgw_pid")
+wait "$idle_pid"
+echo "{\"before_kb\": $before, \"after_kb\": $after}" >"$work/wsrss.json"
+streams=${BENCH_WS_STREAMS:-1000}
+echo "7/9 $streams concurrent WebSocket chats, 100 tokens at 50 tokens/s" >&2
+load --url "ws://${wsgw#http://}/v1/ws" --mode ws --connections "$streams" --delta-interval-ms 20 \
+  --body '{"message":"hi","model":"mock.long","inference":{"max_tokens":100}}' >"$work/wsstream.json"
+echo "8/9 Lambda cold starts under the fake Runtime API" >&2
 "$bin/lambda-coldstart" --function authorizer --binary "$bin/nagare-authorizer" --runs "${BENCH_COLD_RUNS:-20}" \
   >"$work/cold-authorizer.json"
-echo "7/7 criterion micro-benchmarks" >&2
+echo "9/9 criterion micro-benchmarks" >&2
 crit="${CARGO_TARGET_DIR:-target}/criterion"
 rm -rf "$crit"
 crit_args=(-- --warm-up-time 1 --measurement-time "${BENCH_CRITERION_SECONDS:-3}")
@@ -104,6 +124,18 @@ if s:
 m = r["mocksse"].get("first_delta_ms")
 if m:
     lines += [f"SSE on the unpaced mock, 64 connections: time to first delta p50 {m['p50']:.3f} ms, p99 {m['p99']:.3f} ms."]
+w = json.load(open(os.path.join(work, "wsrss.json")))
+idle = json.load(open(os.path.join(work, "wsidle.json")))
+ws = json.load(open(os.path.join(work, "wsstream.json")))
+per = (w["after_kb"] - w["before_kb"]) / max(idle["requests"], 1)
+lines += ["", "WebSocket (`/v1/ws`):", "",
+          f"- {idle['requests']} idle connections held open: server RSS {w['before_kb']/1024:.1f} MB before, {w['after_kb']/1024:.1f} MB with them open, "
+          f"**{per:.1f} KiB per connection** ({sum(idle['errors'].values())} failed to open).",
+          f"- {ws['requests']} chats on concurrent connections (mock, 100 tokens at 50 tokens/s, so 2 s each), every delta counted "
+          f"against `usage.output_tokens` ({sum(ws['errors'].values())} errors): chat latency p50 {lat(ws,'p50'):.0f} ms, p99 {lat(ws,'p99'):.0f} ms; "
+          f"first delta p50 {ws['first_delta_ms']['p50']:.2f} ms, p99 {ws['first_delta_ms']['p99']:.2f} ms; "
+          f"**each delta's lateness against the model's schedule p50 {ws['delta_lateness_ms']['p50']:.2f} ms, p99 {ws['delta_lateness_ms']['p99']:.2f} ms** "
+          f"(max {ws['delta_lateness_ms']['max']:.1f} ms)."]
 lines += ["", "Lambda binaries under the fake Lambda Runtime API (`lambda-coldstart`): time from exec to the first",
           "response posted, and peak RSS (VmHWM). The authorizer's first invocation includes fetching the JWKS from a",
           "local issuer.", "",

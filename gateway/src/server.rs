@@ -91,6 +91,7 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
+    raise_open_file_limit();
     let provider = build_provider(&config).await?;
     let pipeline = Arc::new(build_pipeline(&config, provider)?);
     let verifier = build_verifier(&config)?;
@@ -128,6 +129,14 @@ pub async fn run(
         context: "serving HTTP".into(),
         source,
     })
+}
+
+/// Every WebSocket is a descriptor: raise the soft open-file limit to the hard one.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

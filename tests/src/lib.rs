@@ -6,6 +6,7 @@ pub mod fake_issuer;
 pub mod fake_lambda;
 pub mod harness;
 pub mod load;
+pub mod load_ws;
 
 pub use fake_bedrock::FakeBedrock;
 pub use fake_issuer::{FakeIssuer, TestKey};

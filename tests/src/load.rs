@@ -25,6 +25,16 @@ pub enum Mode {
     Unary,
     /// Server-sent events; also records the time to the first `delta` event.
     Sse,
+    /// Chats over a WebSocket (`ws://…/v1/ws`), one at a time per connection.
+    Ws,
+    /// WebSocket connections opened and held idle for the run; nothing is sent.
+    WsIdle,
+}
+
+impl Mode {
+    fn streams(self) -> bool {
+        matches!(self, Self::Sse | Self::Ws)
+    }
 }
 
 /// One load run.
@@ -39,6 +49,9 @@ pub struct LoadSpec {
     /// Requests per second for an open loop; `None` for a closed loop.
     pub rate: Option<f64>,
     pub mode: Mode,
+    /// The model's pace (e.g. 20 ms for 50 tokens/s, with a mock that keeps an exact schedule):
+    /// each delta's lateness against that schedule, counted from the first delta, is reported.
+    pub delta_interval: Option<Duration>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -65,12 +78,16 @@ pub struct Report {
     /// Gaps between consecutive chunks carrying deltas, within one stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inter_delta_ms: Option<Percentiles>,
+    /// How late each delta arrived against the model's schedule (see [`LoadSpec::delta_interval`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta_lateness_ms: Option<Percentiles>,
 }
 
 struct Recorder {
     latency: Histogram<u64>,
     first_delta: Histogram<u64>,
     inter_delta: Histogram<u64>,
+    lateness: Histogram<u64>,
     errors: BTreeMap<String, u64>,
     ok: u64,
 }
@@ -81,6 +98,7 @@ impl Recorder {
             latency: Histogram::new_with_bounds(1, 600_000_000, 3)?,
             first_delta: Histogram::new_with_bounds(1, 600_000_000, 3)?,
             inter_delta: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+            lateness: Histogram::new_with_bounds(1, 600_000_000, 3)?,
             errors: BTreeMap::new(),
             ok: 0,
         })
@@ -90,6 +108,7 @@ impl Recorder {
         self.latency.add(&other.latency)?;
         self.first_delta.add(&other.first_delta)?;
         self.inter_delta.add(&other.inter_delta)?;
+        self.lateness.add(&other.lateness)?;
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -101,13 +120,33 @@ impl Recorder {
 /// Runs `spec` and reports.
 pub async fn run(spec: LoadSpec) -> anyhow::Result<Report> {
     let addr = resolve(&spec.url).await?;
+    if spec.mode == Mode::WsIdle {
+        let (opened, errors) = crate::load_ws::hold_idle(addr, &spec).await;
+        return Ok(Report {
+            requests: opened,
+            errors,
+            seconds: spec.duration.as_secs_f64(),
+            requests_per_second: 0.0,
+            latency_ms: Percentiles::default(),
+            first_delta_ms: None,
+            inter_delta_ms: None,
+            delta_lateness_ms: None,
+        });
+    }
     let spec = Arc::new(spec);
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
-    for _ in 0..spec.connections {
+    for i in 0..spec.connections {
         let (spec, next) = (spec.clone(), next.clone());
+        // Spread the closed-loop workers' first requests over one token interval, so a thousand
+        // streams do not emit every token in the same instant (no real traffic is in lockstep).
+        let offset = match (spec.rate, spec.delta_interval) {
+            (None, Some(interval)) => interval.mul_f64(i as f64 / spec.connections as f64),
+            _ => Duration::ZERO,
+        };
         workers.push(tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
             worker(addr, spec, start, next).await
         }));
     }
@@ -123,9 +162,10 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Report> {
         seconds,
         requests_per_second: requests as f64 / seconds,
         latency_ms: percentiles(&total.latency),
-        first_delta_ms: (spec.mode == Mode::Sse).then(|| percentiles(&total.first_delta)),
-        inter_delta_ms: (spec.mode == Mode::Sse && !total.inter_delta.is_empty())
+        first_delta_ms: spec.mode.streams().then(|| percentiles(&total.first_delta)),
+        inter_delta_ms: (spec.mode.streams() && !total.inter_delta.is_empty())
             .then(|| percentiles(&total.inter_delta)),
+        delta_lateness_ms: (!total.lateness.is_empty()).then(|| percentiles(&total.lateness)),
     })
 }
 
@@ -142,6 +182,36 @@ async fn resolve(url: &Uri) -> anyhow::Result<SocketAddr> {
 const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// One worker's connection.
+enum Conn {
+    Http(Sender),
+    Ws(Box<crate::load_ws::WsConn>),
+}
+
+async fn open(addr: SocketAddr, spec: &LoadSpec) -> Result<Conn, String> {
+    match spec.mode {
+        Mode::Ws | Mode::WsIdle => crate::load_ws::open(addr, spec)
+            .await
+            .map(|ws| Conn::Ws(Box::new(ws))),
+        Mode::Unary | Mode::Sse => connect(addr)
+            .await
+            .map(Conn::Http)
+            .map_err(|e| format!("connect: {e}")),
+    }
+}
+
+async fn request(
+    conn: &mut Conn,
+    spec: &LoadSpec,
+    scheduled: Instant,
+    seq: u64,
+) -> Result<Timing, String> {
+    match conn {
+        Conn::Http(sender) => one_request(sender, spec, scheduled).await,
+        Conn::Ws(ws) => crate::load_ws::chat(ws, spec, scheduled, &format!("load-{seq}")).await,
+    }
+}
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
     let stream = TcpStream::connect(addr).await?;
@@ -160,8 +230,10 @@ async fn worker(
     let mut rec = Recorder::new()?;
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
-    let mut sender: Option<Sender> = None;
+    let mut conn: Option<Conn> = None;
+    let mut seq = 0u64;
     loop {
+        seq += 1;
         let scheduled = match spec.rate {
             Some(rate) => {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -189,11 +261,11 @@ async fn worker(
                 now
             }
         };
-        let outcome = match sender.as_mut() {
-            Some(s) => one_request(s, &spec, scheduled).await,
-            None => match connect(addr).await {
-                Ok(s) => one_request(sender.insert(s), &spec, scheduled).await,
-                Err(e) => Err(format!("connect: {e}")),
+        let outcome = match conn.as_mut() {
+            Some(c) => request(c, &spec, scheduled, seq).await,
+            None => match open(addr, &spec).await {
+                Ok(c) => request(conn.insert(c), &spec, scheduled, seq).await,
+                Err(e) => Err(e),
             },
         };
         let counted = scheduled >= measure_from;
@@ -207,10 +279,13 @@ async fn worker(
                 for gap in timing.delta_gaps {
                     rec.inter_delta.saturating_record(micros(gap));
                 }
+                for late in timing.delta_lateness {
+                    rec.lateness.saturating_record(micros(late));
+                }
             }
             Ok(_) => {}
             Err(code) => {
-                sender = None;
+                conn = None;
                 if counted {
                     *rec.errors.entry(code).or_default() += 1;
                 }
@@ -225,10 +300,68 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// What one successful request measured.
-struct Timing {
-    latency: Duration,
-    first_delta: Option<Duration>,
-    delta_gaps: Vec<Duration>,
+pub struct Timing {
+    pub latency: Duration,
+    pub first_delta: Option<Duration>,
+    pub delta_gaps: Vec<Duration>,
+    pub delta_lateness: Vec<Duration>,
+}
+
+/// Times the deltas of one stream as they arrive.
+pub struct DeltaClock {
+    scheduled: Instant,
+    interval: Option<Duration>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    count: u32,
+    gaps: Vec<Duration>,
+    lateness: Vec<Duration>,
+}
+
+impl DeltaClock {
+    pub fn new(scheduled: Instant, interval: Option<Duration>) -> Self {
+        Self {
+            scheduled,
+            interval,
+            first: None,
+            last: None,
+            count: 0,
+            gaps: Vec::new(),
+            lateness: Vec::new(),
+        }
+    }
+
+    /// `n` deltas arrived now.
+    pub fn arrived(&mut self, n: u32) {
+        let now = Instant::now();
+        for _ in 0..n {
+            let first = *self.first.get_or_insert(now);
+            if let Some(interval) = self.interval {
+                let due = first + interval * self.count;
+                self.lateness.push(now.saturating_duration_since(due));
+            }
+            self.count += 1;
+        }
+        if n > 0 {
+            if let Some(prev) = self.last {
+                self.gaps.push(now - prev);
+            }
+            self.last = Some(now);
+        }
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn finish(self) -> Timing {
+        Timing {
+            latency: self.scheduled.elapsed(),
+            first_delta: self.first.map(|f| f - self.scheduled),
+            delta_gaps: self.gaps,
+            delta_lateness: self.lateness,
+        }
+    }
 }
 
 /// Sends one request; `Err` holds the error code (the gateway's, or `http_NNN`, or a transport error).
@@ -260,42 +393,37 @@ async fn one_request(
         .map_err(|e| format!("request: {e}"))?;
     let status = response.status();
     let mut body = response.into_body();
-    let mut first_delta = None;
-    let mut last_delta: Option<Instant> = None;
-    let mut delta_gaps = Vec::new();
+    let mut clock = DeltaClock::new(scheduled, spec.delta_interval);
     let mut seen = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("body: {e}"))?;
         if let Some(data) = frame.data_ref() {
-            if spec.mode == Mode::Sse && contains(data, b"event: delta") {
-                let now = Instant::now();
-                match last_delta {
-                    Some(prev) => delta_gaps.push(now - prev),
-                    None => first_delta = Some(now - scheduled),
-                }
-                last_delta = Some(now);
+            if spec.mode == Mode::Sse {
+                clock.arrived(occurrences(data, b"event: delta"));
             }
             if !status.is_success() || spec.mode == Mode::Sse {
                 seen.extend_from_slice(data);
             }
         }
     }
-    let latency = scheduled.elapsed();
     if !status.is_success() {
         return Err(error_code(&seen).unwrap_or_else(|| format!("http_{}", status.as_u16())));
     }
     if spec.mode == Mode::Sse && contains(&seen, b"event: error") {
         return Err(error_code(&seen).unwrap_or_else(|| "sse_error".into()));
     }
-    Ok(Timing {
-        latency,
-        first_delta,
-        delta_gaps,
-    })
+    Ok(clock.finish())
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    occurrences(haystack, needle) > 0
+}
+
+fn occurrences(haystack: &[u8], needle: &[u8]) -> u32 {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count() as u32
 }
 
 /// The `"code":"..."` of an error body or event.

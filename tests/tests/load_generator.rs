@@ -34,6 +34,7 @@ fn spec(gw: &Gateway, path: &str, body: &str, mode: Mode, rate: Option<f64>) -> 
         warmup: Duration::from_millis(50),
         rate,
         mode,
+        delta_interval: Some(Duration::from_millis(1)),
     }
 }
 
@@ -72,4 +73,35 @@ async fn open_loop_sends_at_the_rate_and_reports_error_codes() {
         report.errors.get("upstream_throttled"),
         Some(&report.requests)
     );
+}
+
+#[tokio::test]
+async fn websocket_chats_and_idle_connections() {
+    let gw = gateway().await;
+    let url = format!("ws://{}/v1/ws", gw.addr);
+    let mut chats = spec(
+        &gw,
+        "/",
+        r#"{"message":"hi","inference":{"max_tokens":20}}"#,
+        Mode::Ws,
+        None,
+    );
+    chats.url = url.parse().unwrap();
+    let report = load::run(chats.clone()).await.unwrap();
+    assert!(report.requests > 0);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.inter_delta_ms.is_some());
+
+    let mut idle = chats;
+    idle.mode = Mode::WsIdle;
+    idle.connections = 20;
+    let report = load::run(idle).await.unwrap();
+    assert_eq!(report.requests, 20, "{:?}", report.errors);
+
+    let mut unauthenticated = spec(&gw, "/", "{}", Mode::WsIdle, None);
+    unauthenticated.url = url.parse().unwrap();
+    unauthenticated.headers.clear();
+    let report = load::run(unauthenticated).await.unwrap();
+    assert_eq!(report.requests, 0);
+    assert_eq!(report.errors.values().sum::<u64>(), 4);
 }

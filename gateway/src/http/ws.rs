@@ -15,6 +15,8 @@ use crate::ws;
 /// offer this one, because a browser fails the connection unless the server picks one it offered.
 pub const SUBPROTOCOL: &str = "nagare.v1";
 
+const READ_BUFFER_BYTES: usize = 2 * 1024;
+
 pub async fn upgrade(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -28,9 +30,13 @@ pub async fn upgrade(
     // Room for a message over the limit to arrive, so it gets an error frame instead of a dropped
     // connection; anything far larger is refused by the protocol layer itself.
     let hard_limit = state.ws.max_message_bytes.saturating_mul(4).max(64 * 1024);
+    // tungstenite's default 128 KiB read buffer, allocated up front, would dominate the memory of
+    // an idle connection; chat frames are small, and larger ones still arrive, in more reads.
     let mut upgrade = upgrade
         .max_message_size(hard_limit)
-        .max_frame_size(hard_limit);
+        .max_frame_size(hard_limit)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0);
     if offered {
         upgrade = upgrade.protocols([SUBPROTOCOL]);
     }

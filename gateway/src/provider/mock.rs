@@ -217,9 +217,12 @@ fn play(plan: Plan) -> ProviderStream {
         fail_after,
         stall,
     } = plan;
+    // Token i is due at a fixed time from the start, so timer lateness never accumulates and a
+    // client can tell how late each delta reached it (the benchmarks' per-delta latency).
+    let start = tokio::time::Instant::now();
     let first_wait = async move {
         if !ttft.is_zero() {
-            tokio::time::sleep(ttft).await;
+            tokio::time::sleep_until(start + ttft).await;
         }
         if stall {
             futures::future::pending::<()>().await;
@@ -227,7 +230,7 @@ fn play(plan: Plan) -> ProviderStream {
     };
     let deltas = stream::iter(tokens.into_iter().enumerate()).then(move |(i, token)| async move {
         if i > 0 && !gap.is_zero() {
-            tokio::time::sleep(gap).await;
+            tokio::time::sleep_until(start + ttft + gap * i as u32).await;
         }
         if fail_after == Some(i) {
             return Err(Error::UpstreamError {

@@ -34,6 +34,9 @@ struct Args {
     rate: Option<f64>,
     #[arg(long, value_enum, default_value = "unary")]
     mode: Mode,
+    /// The model's interval between tokens, to report each delta's lateness against it.
+    #[arg(long)]
+    delta_interval_ms: Option<f64>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -42,6 +45,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Thousands of WebSocket connections need thousands of descriptors: take the hard limit.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("could not raise the open-file limit: {e}");
+    }
     let headers = args
         .headers
         .iter()
@@ -61,6 +68,9 @@ async fn main() -> anyhow::Result<()> {
         warmup: Duration::from_secs_f64(args.warmup),
         rate: args.rate,
         mode: args.mode,
+        delta_interval: args
+            .delta_interval_ms
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
     })
     .await?;
     if args.json {
@@ -80,6 +90,12 @@ async fn main() -> anyhow::Result<()> {
         );
         if let Some(f) = &report.first_delta_ms {
             println!("first delta ms p50 {:.3} p99 {:.3}", f.p50, f.p99);
+        }
+        if let Some(l) = &report.delta_lateness_ms {
+            println!(
+                "delta lateness ms p50 {:.3} p99 {:.3} max {:.3}",
+                l.p50, l.p99, l.max
+            );
         }
         if let Some(g) = &report.inter_delta_ms {
             println!(
