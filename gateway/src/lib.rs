@@ -2,6 +2,7 @@
 //! providers, the HTTP server and the configuration; the binaries in `src/bin` are thin wrappers.
 
 pub mod chat;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;

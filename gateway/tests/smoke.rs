@@ -113,11 +113,32 @@ async fn serve_answers_chat_with_a_minted_token_and_stops_on_sigterm() {
         String::from_utf8_lossy(&minted.stderr)
     );
     let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
-    let reply = chat(Some(token)).await.unwrap();
+    let reply = chat(Some(token.clone())).await.unwrap();
     assert_eq!(reply.status(), 200);
     let v: serde_json::Value = reply.json().await.unwrap();
     assert_eq!(v["usage"]["output_tokens"], 8);
     assert_eq!(v["stop_reason"], "max_tokens");
+
+    // `nagare chat` streams the same answer over the WebSocket, as a browser would get it.
+    let ws_url = format!("ws://{addr}/v1/ws");
+    let streamed = nagare(&home)
+        .args(["chat", "hello", "--url", &ws_url])
+        .env("NAGARE_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(
+        streamed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&streamed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&streamed.stdout).starts_with("You said: hello."));
+    assert!(String::from_utf8_lossy(&streamed.stderr).contains("end_turn"));
+    let refused = nagare(&home)
+        .args(["chat", "hello", "--url", &ws_url, "--token", "bad"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
 
     // A token from another data dir (another secret) is refused.
     let other = nagare(&home)

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use nagare_authorizer::dev::{self, DevClaims};
 use nagare_gateway::config::{self, Overrides, ProcessEnv};
-use nagare_gateway::{server, telemetry};
+use nagare_gateway::{client, server, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,20 @@ enum Command {
         /// Where embedded state lives (the dev-mode token secret).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Chat over a WebSocket, printing the answer as it streams in.
+    Chat {
+        /// The message to send.
+        message: String,
+        /// The server's WebSocket URL.
+        #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
+        url: String,
+        /// A JWT; defaults to the NAGARE_TOKEN environment variable.
+        #[arg(long, env = "NAGARE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// A model alias or id.
+        #[arg(long)]
+        model: Option<String>,
     },
     /// Mint a dev-mode token for a server using the same --data-dir.
     Token {
@@ -70,6 +84,12 @@ fn main() -> ExitCode {
                 data_dir,
             },
         ),
+        Command::Chat {
+            message,
+            url,
+            token,
+            model,
+        } => chat(&url, &token, &message, model.as_deref()),
         Command::Token {
             sub,
             scopes,
@@ -133,6 +153,28 @@ fn token(
             ExitCode::SUCCESS
         }
         Err(e) => fail(&format!("signing the token: {e}"), 1),
+    }
+}
+
+fn chat(url: &str, token: &str, message: &str, model: Option<&str>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("starting the async runtime: {e}"), 1),
+    };
+    let mut stdout = std::io::stdout();
+    match runtime.block_on(client::chat(url, token, message, model, &mut stdout)) {
+        Ok(done) => {
+            println!();
+            eprintln!(
+                "[{} · {} in / {} out tokens · {} ms]",
+                done["stop_reason"].as_str().unwrap_or_default(),
+                done["usage"]["input_tokens"],
+                done["usage"]["output_tokens"],
+                done["latency_ms"]
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e, 1),
     }
 }
 
