@@ -30,10 +30,11 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+
+use crate::serve::StopOnDrop;
 
 /// Counters a test reads to prove what happened upstream.
 #[derive(Debug, Default)]
@@ -57,31 +58,18 @@ struct Shared {
 pub struct FakeBedrock {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _stop: StopOnDrop,
 }
 
 impl FakeBedrock {
     /// Starts the fake on a free loopback port.
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/model/{model}/converse", post(converse))
             .route("/model/{model}/converse-stream", post(converse_stream))
             .with_state(shared.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            // Each event-stream frame is its own write: TCP_NODELAY keeps Nagle from delaying them.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let (addr, stop) = crate::serve::spawn(app).await?;
         Ok(Self {
             addr,
             shared,

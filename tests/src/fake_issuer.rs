@@ -13,6 +13,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use nagare_authorizer::IssuerSettings;
 use serde_json::Value;
 
+use crate::serve::StopOnDrop;
+
 /// The fixture key files, by name.
 pub fn fixture_pem(name: &str) -> &'static str {
     match name {
@@ -87,25 +89,16 @@ struct Shared {
 pub struct FakeIssuer {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _stop: StopOnDrop,
 }
 
 impl FakeIssuer {
     pub async fn start(keys: &[&TestKey]) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/.well-known/jwks.json", get(jwks))
             .with_state(shared.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let (addr, stop) = crate::serve::spawn(app).await?;
         let issuer = Self {
             addr,
             shared,

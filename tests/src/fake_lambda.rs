@@ -17,6 +17,8 @@ use axum::routing::{get, post};
 use serde_json::Value;
 use tokio::sync::{Mutex, Notify, mpsc};
 
+use crate::serve::StopOnDrop;
+
 /// What the function answered to one invocation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -49,13 +51,11 @@ pub struct FakeLambdaRuntime {
     addr: SocketAddr,
     shared: Arc<Shared>,
     results: Mutex<mpsc::UnboundedReceiver<Invocation>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _stop: StopOnDrop,
 }
 
 impl FakeLambdaRuntime {
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
@@ -72,14 +72,7 @@ impl FakeLambdaRuntime {
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .with_state(shared.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let (addr, stop) = crate::serve::spawn(app).await?;
         Ok(Self {
             addr,
             shared,

@@ -7,6 +7,7 @@ pub mod fake_lambda;
 pub mod harness;
 pub mod load;
 pub mod load_ws;
+pub mod serve;
 
 pub use fake_bedrock::FakeBedrock;
 pub use fake_issuer::{FakeIssuer, TestKey};

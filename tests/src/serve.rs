@@ -1,0 +1,31 @@
+//! Running a fake: every fake is an axum app on a free loopback port that stops when its handle
+//! is dropped.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::serve::ListenerExt;
+
+/// Stops the server when dropped.
+pub struct StopOnDrop {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Serves `app` on `127.0.0.1:0` with TCP_NODELAY (fakes write many small frames, which Nagle's
+/// algorithm would hold back), returning the address and the handle that keeps it running.
+pub async fn spawn(app: Router) -> anyhow::Result<(SocketAddr, StopOnDrop)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok((addr, StopOnDrop { _stop: stop }))
+}
