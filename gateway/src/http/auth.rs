@@ -19,9 +19,15 @@ pub async fn require_chat_scope(
 ) -> Response {
     let headers = request.headers();
     let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    // Query strings end up in proxy and access logs, so a token there is accepted only where a
+    // browser has no other way: the WebSocket upgrade.
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let query_token = request
         .uri()
         .query()
+        .filter(|_| upgrade)
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
     let found = token::find(
         value(header::AUTHORIZATION),
