@@ -57,10 +57,19 @@ pub async fn authorize(
     event: &ApiGatewayCustomAuthorizerRequestTypeRequest,
 ) -> Result<AuthorizerResponse, AuthorizerError> {
     let header = |name: &str| event.headers.get(name).and_then(|v| v.to_str().ok());
+    // Query strings end up in access logs: a token there is accepted only on the WebSocket
+    // `$connect`, where a browser has no other way to send it.
+    let connect = event
+        .method_arn
+        .as_deref()
+        .is_some_and(|arn| arn.ends_with("/$connect"));
     let found = token::find(
         header("authorization"),
         header("sec-websocket-protocol"),
-        event.query_string_parameters.first("token"),
+        event
+            .query_string_parameters
+            .first("token")
+            .filter(|_| connect),
     );
     let Some(raw) = found else {
         tracing::info!(reason = "missing_token", "authorizer: unauthorized");

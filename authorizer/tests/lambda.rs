@@ -122,3 +122,27 @@ async fn bad_or_missing_tokens_are_unauthorized() {
         Err(AuthorizerError::Unauthorized)
     ));
 }
+
+#[tokio::test]
+async fn a_query_token_counts_only_on_the_websocket_connect() {
+    let path = format!(
+        "{}/tests/fixtures/rest-request.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut rest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    rest["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("Authorization");
+    rest["multiValueHeaders"]
+        .as_object_mut()
+        .unwrap()
+        .remove("Authorization");
+    rest["queryStringParameters"] = serde_json::json!({ "token": token(&["chat"]) });
+    let e: ApiGatewayCustomAuthorizerRequestTypeRequest = serde_json::from_value(rest).unwrap();
+    assert!(matches!(
+        authorize(&verifier(), "chat", &e).await,
+        Err(AuthorizerError::Unauthorized)
+    ));
+}
