@@ -86,15 +86,17 @@ fn bench(c: &mut Criterion) {
         groups: vec![],
         expires_at: u64::MAX,
     };
-    let body = br#"{"message":"hello"}"#;
+    let hello = || {
+        parse_chat_request(br#"{"message":"hello"}"#)
+            .unwrap()
+            .validate(&limits, || "r".into())
+            .unwrap()
+    };
     c.bench_function(
         "pipeline: unary chat on the unpaced mock (about 30 deltas)",
         |b| {
             b.to_async(&rt).iter(|| async {
-                let request = parse_chat_request(body)
-                    .unwrap()
-                    .validate(&limits, || "r".into())
-                    .unwrap();
+                let request = hello();
                 let stream = pipeline
                     .start(&principal, request, Instant::now())
                     .await
@@ -107,10 +109,7 @@ fn bench(c: &mut Criterion) {
         "pipeline: streamed chat on the unpaced mock, events counted",
         |b| {
             b.to_async(&rt).iter(|| async {
-                let request = parse_chat_request(body)
-                    .unwrap()
-                    .validate(&limits, || "r".into())
-                    .unwrap();
+                let request = hello();
                 pipeline
                     .start(&principal, request, Instant::now())
                     .await

@@ -14,3 +14,35 @@ pub use reply::ChatReply;
 pub use request::{
     CacheMode, ChatRequest, InferenceParams, RequestLimits, parse_chat_request, parse_json,
 };
+
+/// Test fixtures shared by the unit tests of the pipeline, the HTTP router and WebSocket sessions.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::Arc;
+
+    use nagare_authorizer::Principal;
+
+    use super::{ChatPipeline, ModelCatalog, PipelineOptions};
+    use crate::provider::{MockProvider, MockSettings};
+
+    /// A pipeline on the unpaced mock, defaulting to model `mock`.
+    pub fn mock_pipeline() -> ChatPipeline {
+        let models = ModelCatalog {
+            default: "mock".into(),
+            ..Default::default()
+        };
+        let provider = Arc::new(MockProvider::new(MockSettings::unpaced()));
+        ChatPipeline::new(provider, models, PipelineOptions::default())
+    }
+
+    /// A caller with the chat scope.
+    pub fn alice() -> Principal {
+        Principal {
+            sub: "alice".into(),
+            tenant: "alice".into(),
+            scopes: vec!["chat".into()],
+            groups: vec![],
+            expires_at: u64::MAX,
+        }
+    }
+}

@@ -231,19 +231,7 @@ fn log_cancelled(started: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::{MockProvider, MockSettings};
-
-    fn pipeline() -> ChatPipeline {
-        let models = ModelCatalog {
-            default: "mock".into(),
-            ..Default::default()
-        };
-        ChatPipeline::new(
-            Arc::new(MockProvider::new(MockSettings::unpaced())),
-            models,
-            PipelineOptions::default(),
-        )
-    }
+    use crate::chat::test_support::{alice, mock_pipeline};
 
     fn request(body: &str) -> ChatRequest {
         crate::chat::parse_chat_request(body.as_bytes())
@@ -252,18 +240,8 @@ mod tests {
             .unwrap()
     }
 
-    fn alice() -> Principal {
-        Principal {
-            sub: "alice".into(),
-            tenant: "alice".into(),
-            scopes: vec!["chat".into()],
-            groups: vec![],
-            expires_at: u64::MAX,
-        }
-    }
-
     async fn events(body: &str) -> Vec<ChatEvent> {
-        pipeline()
+        mock_pipeline()
             .start(&alice(), request(body), Instant::now())
             .await
             .unwrap()
@@ -293,7 +271,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_before_the_first_event_are_returned() {
-        let p = pipeline();
+        let p = mock_pipeline();
         let err = p
             .start(
                 &alice(),

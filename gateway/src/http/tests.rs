@@ -13,20 +13,18 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::{AppState, router};
-use crate::chat::{ChatPipeline, ModelCatalog, PipelineOptions};
-use crate::provider::{MockProvider, MockSettings};
+use crate::chat::test_support::mock_pipeline;
 
 const SECRET: &[u8] = b"router-test-secret-of-32-bytes!!";
 
 fn state() -> AppState {
-    let models = ModelCatalog {
-        default: "mock".into(),
-        ..Default::default()
-    };
-    let provider = Arc::new(MockProvider::new(MockSettings::unpaced()));
     let verifier = Verifier::new(&AuthSettings::default(), Some(SECRET)).unwrap();
-    let pipeline = ChatPipeline::new(provider, models, PipelineOptions::default());
-    AppState::new(Arc::new(pipeline), Arc::new(verifier), "chat", 256 * 1024)
+    AppState::new(
+        Arc::new(mock_pipeline()),
+        Arc::new(verifier),
+        "chat",
+        256 * 1024,
+    )
 }
 
 fn token(scopes: &[&str]) -> String {

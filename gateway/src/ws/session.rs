@@ -332,32 +332,8 @@ async fn write<S: Sink<Message> + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::{ModelCatalog, PipelineOptions};
-    use crate::provider::{MockProvider, MockSettings};
+    use crate::chat::test_support::{alice, mock_pipeline};
     use futures::channel::mpsc as fmpsc;
-
-    fn pipeline() -> Arc<ChatPipeline> {
-        let models = ModelCatalog {
-            default: "mock".into(),
-            ..Default::default()
-        };
-        let provider = Arc::new(MockProvider::new(MockSettings::unpaced()));
-        Arc::new(ChatPipeline::new(
-            provider,
-            models,
-            PipelineOptions::default(),
-        ))
-    }
-
-    fn alice() -> Principal {
-        Principal {
-            sub: "alice".into(),
-            tenant: "alice".into(),
-            scopes: vec!["chat".into()],
-            groups: vec![],
-            expires_at: u64::MAX,
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_client_is_pinged_then_closed_after_the_idle_timeout() {
@@ -369,7 +345,7 @@ mod tests {
             ..WsSettings::default()
         };
         let started = Instant::now();
-        run(sink, incoming, pipeline(), alice(), settings).await;
+        run(sink, incoming, Arc::new(mock_pipeline()), alice(), settings).await;
         assert_eq!(started.elapsed(), Duration::from_secs(90));
         let mut frames = Vec::new();
         while let Ok(frame) = sent.try_recv() {
@@ -395,7 +371,7 @@ mod tests {
         let session = tokio::spawn(run(
             sink,
             incoming,
-            pipeline(),
+            Arc::new(mock_pipeline()),
             alice(),
             WsSettings::default(),
         ));
