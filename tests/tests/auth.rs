@@ -54,6 +54,23 @@ fn verifier(settings: Vec<IssuerSettings>, refetch_secs: u64) -> Verifier {
     Verifier::new(&auth, None).unwrap()
 }
 
+/// A gateway on the unpaced mock that trusts what `verifier` trusts.
+async fn mock_gateway(verifier: Verifier) -> Gateway {
+    let provider = Arc::new(MockProvider::new(MockSettings::unpaced()));
+    Gateway::start_with(provider, "mock", &[], verifier)
+        .await
+        .unwrap()
+}
+
+/// `POST /v1/chat` with `token` as the bearer credential.
+async fn chat_as(gateway: &Gateway, token: &str) -> reqwest::Result<reqwest::Response> {
+    authed_client(token)
+        .post(gateway.url("/v1/chat"))
+        .json(&json!({"message": "hi"}))
+        .send()
+        .await
+}
+
 fn key(kid: &str, pem: &str, alg: Algorithm) -> TestKey {
     TestKey::new(kid, pem, alg).unwrap()
 }
@@ -259,14 +276,7 @@ async fn attacks_are_refused_for_the_right_reason_and_with_401() {
     let issuer = FakeIssuer::start(&[&k, &mismatched]).await.unwrap();
     let settings = vec![issuer.settings(&["RS256", "RS384"])];
     let direct = verifier(settings.clone(), 3600);
-    let gateway = Gateway::start_with(
-        Arc::new(MockProvider::new(MockSettings::unpaced())),
-        "mock",
-        &[],
-        verifier(settings, 3600),
-    )
-    .await
-    .unwrap();
+    let gateway = mock_gateway(verifier(settings, 3600)).await;
     let good = k.sign(&claims(&issuer));
     assert!(
         direct.verify(&good).await.is_ok(),
@@ -284,23 +294,14 @@ async fn attacks_are_refused_for_the_right_reason_and_with_401() {
         if let (AuthError::MissingClaim(a), AuthError::MissingClaim(b)) = (&err, &expected) {
             assert_eq!(a, b, "{name}");
         }
-        let response = authed_client(&token)
-            .post(gateway.url("/v1/chat"))
-            .json(&json!({"message": "hi"}))
-            .send()
-            .await;
-        // A header that cannot even be sent (garbage with spaces would be) is refused by the client itself.
-        let response = response.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let response = chat_as(&gateway, &token)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(response.status(), 401, "{name}");
         let v: Value = response.json().await.unwrap();
         assert_eq!(v["error"]["code"], "unauthorized", "{name}");
     }
-    let ok = authed_client(&good)
-        .post(gateway.url("/v1/chat"))
-        .json(&json!({"message": "hi"}))
-        .send()
-        .await
-        .unwrap();
+    let ok = chat_as(&gateway, &good).await.unwrap();
     assert_eq!(ok.status(), 200);
 }
 
@@ -365,20 +366,8 @@ async fn an_unreachable_issuer_is_unavailable_not_unauthorized() {
         v.verify(&token).await,
         Err(AuthError::KeysUnavailable(_))
     ));
-    let gateway = Gateway::start_with(
-        Arc::new(MockProvider::new(MockSettings::unpaced())),
-        "mock",
-        &[],
-        verifier(vec![settings], 10),
-    )
-    .await
-    .unwrap();
-    let r = authed_client(&token)
-        .post(gateway.url("/v1/chat"))
-        .json(&json!({"message": "hi"}))
-        .send()
-        .await
-        .unwrap();
+    let gateway = mock_gateway(verifier(vec![settings], 10)).await;
+    let r = chat_as(&gateway, &token).await.unwrap();
     assert_eq!(r.status(), 503);
 }
 
