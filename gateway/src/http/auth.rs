@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use nagare_authorizer::{AuthError, AuthFailure, token};
 
 use crate::error::Error;
-use crate::http::AppState;
 use crate::http::error::ApiError;
+use crate::http::{AppState, header_request_id};
 
 /// Verifies the caller and puts its [`nagare_authorizer::Principal`] into the request's extensions.
 pub async fn require_chat_scope(
@@ -54,11 +54,7 @@ pub async fn require_chat_scope(
 
 fn refuse(e: &AuthError, headers: &axum::http::HeaderMap) -> Response {
     tracing::info!(reason = e.kind(), "request refused by authentication");
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = header_request_id(headers).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let (error, challenge) = match e.failure() {
         AuthFailure::Unauthenticated if *e == AuthError::MissingToken => (
             Error::Unauthorized(e.to_string()),

@@ -16,8 +16,8 @@ use nagare_authorizer::Principal;
 
 use crate::chat::{ChatEvent, ChatReply, ChatRequest, ChatStream, parse_chat_request};
 use crate::error::Error;
-use crate::http::AppState;
 use crate::http::error::ApiError;
+use crate::http::{AppState, header_request_id, with_request_id};
 
 /// `POST /v1/chat`: the whole reply as one JSON object.
 pub async fn unary(
@@ -92,11 +92,7 @@ fn read_request(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<ChatRequest, ApiError> {
-    let header_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned);
+    let header_id = header_request_id(headers);
     let fallback = || {
         header_id
             .clone()
@@ -144,11 +140,4 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
             "content-type must be application/json, not '{mime}'"
         )))
     }
-}
-
-fn with_request_id(mut response: Response, request_id: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        response.headers_mut().insert("x-request-id", v);
-    }
-    response
 }

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorBody};
+use crate::http::with_request_id;
 
 /// An error on its way to an HTTP client.
 #[derive(Debug)]
@@ -53,9 +54,6 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let Ok(v) = HeaderValue::from_str(&self.request_id) {
-            response.headers_mut().insert("x-request-id", v);
-        }
-        response
+        with_request_id(response, &self.request_id)
     }
 }
