@@ -11,7 +11,9 @@ use serde::Deserialize;
 
 use crate::chat::{ModelCatalog, PipelineOptions, RequestLimits};
 use crate::error::StartupError;
+use crate::lambda::LambdaWsSettings;
 use crate::provider::{BedrockSettings, MockSettings};
+use crate::store::StoreSettings;
 use crate::ws::WsSettings;
 
 const ENV_PREFIX: &str = "NAGARE__";
@@ -47,6 +49,8 @@ struct RawConfig {
     limits: LimitsSection,
     log: LogSection,
     websocket: WsSettings,
+    store: StoreSettings,
+    lambda: LambdaWsSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +161,9 @@ pub struct Config {
     pub pipeline: PipelineOptions,
     pub log_format: LogFormat,
     pub websocket: WsSettings,
+    pub store: StoreSettings,
+    /// The `nagare-ws` Lambda function's settings.
+    pub lambda: LambdaWsSettings,
 }
 
 /// Reads, layers and validates the configuration.
@@ -266,6 +273,12 @@ impl RawConfig {
                 "max_inflight and outbound_frames must be at least 1",
             ));
         }
+        if self.lambda.coalesce_ms > 10_000 {
+            return Err(bad("lambda.coalesce_ms", "must be at most 10000"));
+        }
+        if self.lambda.connection_ttl_secs == 0 {
+            return Err(bad("lambda.connection_ttl_secs", "must be at least 1"));
+        }
         if self.limits.stream_buffer_events == 0 {
             return Err(bad("limits.stream_buffer_events", "must be at least 1"));
         }
@@ -317,6 +330,8 @@ impl RawConfig {
             },
             log_format: self.log.format,
             websocket: self.websocket,
+            store: self.store,
+            lambda: self.lambda,
         })
     }
 }

@@ -38,6 +38,16 @@ pub enum Error {
     Internal(String),
 }
 
+/// A Lambda function's failure carries the error table's code as its type.
+impl From<Error> for lambda_runtime::Diagnostic {
+    fn from(e: Error) -> Self {
+        Self {
+            error_type: e.code().as_str().into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
 /// The stable, low-cardinality code of an error: the `code` field of every error body and frame,
 /// and the label of error metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -182,6 +192,9 @@ pub enum StartupError {
     Config(String),
     #[error("{0}")]
     Provider(String),
+    /// A configured store or other backend cannot be used.
+    #[error("{0}")]
+    Backend(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

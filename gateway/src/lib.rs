@@ -6,8 +6,11 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod lambda;
 pub mod provider;
+pub mod push;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod ws;
 

@@ -11,6 +11,7 @@ use crate::config::{Config, ProviderKind};
 use crate::error::StartupError;
 use crate::http::{self, AppState};
 use crate::provider::{BedrockProvider, MockProvider, ModelProvider};
+use crate::store::{ConnectionStore, DynamoConnectionStore, SqliteConnectionStore, StoreKind};
 
 /// Builds the provider the config names, failing fast when it cannot work.
 pub async fn build_provider(config: &Config) -> Result<Arc<dyn ModelProvider>, StartupError> {
@@ -52,6 +53,34 @@ pub fn build_pipeline(
         config.models.clone(),
         config.pipeline.clone(),
     ))
+}
+
+/// Opens the connection store the config names: the SQLite file in the data dir, or DynamoDB.
+pub fn build_connection_store(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Arc<dyn ConnectionStore>, StartupError> {
+    Ok(match config.store.kind {
+        StoreKind::Sqlite => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| StartupError::Io {
+                context: format!("creating {}", config.data_dir.display()),
+                source,
+            })?;
+            let path = config.data_dir.join("nagare.db");
+            let store = SqliteConnectionStore::open(&path)
+                .map_err(|e| StartupError::Backend(format!("{}: {e}", path.display())))?;
+            tracing::info!(path = %path.display(), "connection store: sqlite");
+            Arc::new(store)
+        }
+        StoreKind::Dynamodb => {
+            let table = &config.store.connections_table;
+            tracing::info!(table, "connection store: dynamodb");
+            Arc::new(DynamoConnectionStore::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                table,
+            ))
+        }
+    })
 }
 
 /// Builds the token verifier: the configured issuers, or dev mode with the secret in the data dir.

@@ -9,6 +9,7 @@
 //! | anything else | four text deltas, `messageStop`, `metadata` |
 //! | `fake.slow` | 50 ms between deltas, 40 deltas |
 //! | `fake.long` | 2,000 deltas |
+//! | `fake.huge` | four deltas of 20,000 characters each, with quotes and newlines to escape |
 //! | `fake.throttle-N` | the first N calls get 429 `ThrottlingException` |
 //! | `fake.unavailable` | 503 `ServiceUnavailableException` |
 //! | `fake.validation` | 400 `ValidationException` |
@@ -35,6 +36,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::serve::StopOnDrop;
+
+/// Ten characters, two of which JSON escapes: `fake.huge` repeats it.
+pub const HUGE_DELTA: &str = "ab\"cd\nefgh";
 
 /// Counters a test reads to prove what happened upstream.
 #[derive(Debug, Default)]
@@ -176,6 +180,7 @@ impl Shared {
                 stall: false,
             },
             "fake.long" => plain(words(2000)),
+            "fake.huge" => plain(vec![HUGE_DELTA.repeat(2_000); 4]),
             "fake.midstream-error" => Plan::Stream {
                 deltas: words(4),
                 gap: Duration::ZERO,

@@ -68,6 +68,29 @@ pub fn bedrock_provider(endpoint: &str) -> BedrockProvider {
     BedrockProvider::new(&test_sdk_config(), &settings)
 }
 
+/// A pipeline over `provider` that routes to `default_model`, or to any model id the provider
+/// recognises or `allow` lists.
+pub fn test_pipeline(
+    provider: Arc<dyn ModelProvider>,
+    default_model: &str,
+    allow: &[&str],
+) -> Arc<ChatPipeline> {
+    let models = ModelCatalog {
+        default: default_model.to_owned(),
+        aliases: Default::default(),
+        allow: allow
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain([default_model.to_owned()])
+            .collect(),
+    };
+    Arc::new(ChatPipeline::new(
+        provider,
+        models,
+        PipelineOptions::default(),
+    ))
+}
+
 /// A running gateway; it stops when dropped or on [`Gateway::shutdown`].
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -115,20 +138,7 @@ impl Gateway {
         verifier: Verifier,
         ws: WsSettings,
     ) -> anyhow::Result<Self> {
-        let models = ModelCatalog {
-            default: default_model.to_owned(),
-            aliases: Default::default(),
-            allow: allow
-                .iter()
-                .map(|s| (*s).to_owned())
-                .chain([default_model.to_owned()])
-                .collect(),
-        };
-        let pipeline = Arc::new(ChatPipeline::new(
-            provider,
-            models,
-            PipelineOptions::default(),
-        ));
+        let pipeline = test_pipeline(provider, default_model, allow);
         let state = AppState::new(pipeline, Arc::new(verifier), "chat", 256 * 1024).with_ws(ws);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

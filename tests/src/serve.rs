@@ -14,7 +14,14 @@ pub struct StopOnDrop {
 /// Serves `app` on `127.0.0.1:0` with TCP_NODELAY (fakes write many small frames, which Nagle's
 /// algorithm would hold back), returning the address and the handle that keeps it running.
 pub async fn spawn(app: Router) -> anyhow::Result<(SocketAddr, StopOnDrop)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    spawn_on(tokio::net::TcpListener::bind("127.0.0.1:0").await?, app)
+}
+
+/// [`spawn`] on a bound listener, for a fake that must know its address before it serves.
+pub fn spawn_on(
+    listener: tokio::net::TcpListener,
+    app: Router,
+) -> anyhow::Result<(SocketAddr, StopOnDrop)> {
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let listener = listener.tap_io(|tcp| {

@@ -19,14 +19,11 @@ use nagare_gateway::provider::{
 };
 use nagare_gateway::ws::WsSettings;
 use nagare_tests::harness::DEV_SECRET;
+use nagare_tests::ws_client::{self, Ws, next, send, until_done};
 use nagare_tests::{FakeBedrock, Gateway, bedrock_provider, dev_token};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn mock_gateway() -> Gateway {
     let paced = MockSettings {
@@ -44,63 +41,20 @@ async fn connect(gw: &Gateway) -> Ws {
         gw.addr,
         dev_token("alice", &["chat"])
     );
-    tokio_tungstenite::connect_async(url).await.unwrap().0
-}
-
-async fn send(ws: &mut Ws, frame: Value) {
-    ws.send(Message::text(frame.to_string())).await.unwrap();
-}
-
-/// The next JSON frame, skipping pings; panics after 30 s.
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .expect("no frame within 30 s")
-            .expect("the connection ended")
-            .expect("the connection failed");
-        match message {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
-}
-
-/// Frames until the terminal event of `request_id`.
-async fn until_done(ws: &mut Ws, request_id: &str) -> Vec<Value> {
-    let mut frames = Vec::new();
-    loop {
-        let f = next(ws).await;
-        let done = f["request_id"] == request_id && (f["type"] == "done" || f["type"] == "error");
-        frames.push(f);
-        if done {
-            return frames;
-        }
-    }
+    ws_client::connect(&url).await
 }
 
 #[tokio::test]
 async fn the_upgrade_needs_a_token() {
     let gw = mock_gateway().await;
-    for url in [
-        format!("ws://{}/v1/ws", gw.addr),
-        format!("ws://{}/v1/ws?token=garbage", gw.addr),
-    ] {
-        match tokio_tungstenite::connect_async(url).await {
-            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
-            other => panic!("expected 401 before the upgrade, got {other:?}"),
-        }
-    }
+    ws_client::assert_refused(&format!("ws://{}/v1/ws", gw.addr), 401).await;
+    ws_client::assert_refused(&format!("ws://{}/v1/ws?token=garbage", gw.addr), 401).await;
     let no_scope = format!(
         "ws://{}/v1/ws?token={}",
         gw.addr,
         dev_token("alice", &["profile"])
     );
-    match tokio_tungstenite::connect_async(no_scope).await {
-        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
-        other => panic!("expected 403, got {other:?}"),
-    }
+    ws_client::assert_refused(&no_scope, 403).await;
 }
 
 #[tokio::test]

@@ -1,12 +1,12 @@
 //! The chat request every transport accepts, and its validation.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
 use crate::error::Error;
 
 /// A chat request as it arrives on the wire (REST body, WebSocket `chat` frame, gRPC message).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     pub message: String,
@@ -25,7 +25,7 @@ pub struct ChatRequest {
 }
 
 /// Sampling parameters, passed to the model as given; `None` means the model's default.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceParams {
     #[serde(default)]
@@ -39,7 +39,7 @@ pub struct InferenceParams {
 }
 
 /// How a request may use the response cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CacheMode {
     #[default]

@@ -2,6 +2,8 @@
 //! Client → server frames are JSON objects routed by `action` (`chat`, `cancel`, `ping`); server →
 //! client frames are the chat events, `pong`, and `error` for frames that could not be handled.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -89,6 +91,21 @@ pub fn parse(text: &str, max_bytes: usize) -> Result<ClientFrame, FrameError> {
                 "action: unknown action '{other}'; use chat, cancel or ping"
             )),
         )),
+    }
+}
+
+/// A chat frame reused a request id that is still streaming on the connection.
+pub fn duplicate_chat(request_id: &str) -> Error {
+    Error::InvalidRequest(format!(
+        "request_id: '{request_id}' is already in flight on this connection"
+    ))
+}
+
+/// The connection has as many chats in flight as it may.
+pub fn too_many_chats(max: usize) -> Error {
+    Error::RateLimited {
+        message: format!("at most {max} chats may be in flight on one connection"),
+        retry_after: Duration::from_secs(1),
     }
 }
 

@@ -101,18 +101,10 @@ impl Conn {
     fn admit(&self, request_id: &str, cancel: &CancellationToken) -> Result<(), Error> {
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if inflight.contains_key(request_id) {
-            return Err(Error::InvalidRequest(format!(
-                "request_id: '{request_id}' is already in flight on this connection"
-            )));
+            return Err(frames::duplicate_chat(request_id));
         }
         if inflight.len() >= self.settings.max_inflight {
-            return Err(Error::RateLimited {
-                message: format!(
-                    "at most {} chats may be in flight on one connection",
-                    self.settings.max_inflight
-                ),
-                retry_after: Duration::from_secs(1),
-            });
+            return Err(frames::too_many_chats(self.settings.max_inflight));
         }
         inflight.insert(request_id.to_owned(), cancel.clone());
         Ok(())

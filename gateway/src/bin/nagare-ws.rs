@@ -1,0 +1,22 @@
+//! `nagare-ws`: the Lambda function behind every route of the API Gateway WebSocket API, and the
+//! asynchronous invocations that stream chats. Configured through `NAGARE__*` variables.
+
+use std::sync::Arc;
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use nagare_gateway::config::{self, LogFormat, Overrides, ProcessEnv};
+use nagare_gateway::{lambda, telemetry};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let _log_guard = telemetry::init(LogFormat::Json);
+    let config = config::load(None, &ProcessEnv, &Overrides::default())?;
+    let this_function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok();
+    let function = Arc::new(lambda::build(&config, this_function).await?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let function = function.clone();
+        async move { function.handle(event.payload).await }
+    }))
+    .await
+}

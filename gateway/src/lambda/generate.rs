@@ -1,0 +1,144 @@
+//! The asynchronous invocation that streams one chat to an API Gateway connection: deltas are
+//! coalesced into posts, throttled posts are retried, and the chat stops, aborting the upstream
+//! model call, when the client cancels it, disconnects, or a post answers 410 Gone.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use nagare_authorizer::Principal;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::WsFunction;
+use super::ws::Target;
+use crate::chat::ChatRequest;
+use crate::error::Error;
+use crate::push::{Coalescer, PushError};
+use crate::store::ChatState;
+use crate::ws::frames;
+
+/// One admitted chat, handed from the `chat` route to an asynchronous invocation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerateJob {
+    pub connection_id: String,
+    /// The Management API endpoint of the connection.
+    pub endpoint: String,
+    /// Who the chat runs as: the connection record's verified subject.
+    pub sub: String,
+    pub tenant: String,
+    pub scopes: String,
+    /// Validated, with its request id filled in.
+    pub request: ChatRequest,
+}
+
+impl GenerateJob {
+    fn principal(&self) -> Principal {
+        Principal {
+            sub: self.sub.clone(),
+            tenant: self.tenant.clone(),
+            scopes: self.scopes.split_whitespace().map(str::to_owned).collect(),
+            groups: Vec::new(),
+            expires_at: 0,
+        }
+    }
+}
+
+/// Streams the chat, then frees its slot on the connection.
+pub(super) async fn run(f: &WsFunction, job: GenerateJob) {
+    let started = std::time::Instant::now();
+    let target = Target {
+        endpoint: job.endpoint.clone(),
+        connection_id: &job.connection_id,
+    };
+    let request_id = job.request.id().to_owned();
+    match stream(f, &job, &target, started).await {
+        Err(PushError::Gone) => {
+            // The client left without a `$disconnect` we have seen yet: forget it now.
+            let _ = f.store.delete(&job.connection_id).await;
+        }
+        Err(e) => tracing::info!(error = %e, "stopped streaming: the connection failed"),
+        Ok(()) => {}
+    }
+    let _ = f.store.finish(&job.connection_id, &request_id).await;
+}
+
+async fn stream(
+    f: &WsFunction,
+    job: &GenerateJob,
+    target: &Target<'_>,
+    started: std::time::Instant,
+) -> Result<(), PushError> {
+    let request_id = job.request.id();
+    let mut events = match f
+        .pipeline
+        .start(&job.principal(), job.request.clone(), started)
+        .await
+    {
+        Ok(events) => events,
+        Err(e) => return post(f, target, frames::error(Some(request_id), &e).into()).await,
+    };
+    let mut coalescer = Coalescer::new(Duration::from_millis(f.settings.coalesce_ms));
+    let mut poll = tokio::time::interval(Duration::from_millis(f.settings.cancel_poll_ms.max(10)));
+    poll.tick().await;
+    loop {
+        let due = coalescer.due();
+        let frames = tokio::select! {
+            biased;
+            event = events.next() => match event {
+                Some(event) => coalescer.push(&event, Instant::now()),
+                None => return Ok(()),
+            },
+            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                coalescer.flush()
+            }
+            _ = poll.tick() => match f.store.chat_state(&job.connection_id, request_id).await {
+                // A store hiccup is not a reason to stop a paying stream; the next poll retries.
+                Ok(ChatState::Active) | Err(_) => continue,
+                Ok(ChatState::Cancelled) => {
+                    // Dropping the stream aborts the upstream call.
+                    drop(events);
+                    let mut last = coalescer.flush();
+                    last.push(frames::error(Some(request_id), &Error::Cancelled));
+                    for frame in last {
+                        post(f, target, frame.into()).await?;
+                    }
+                    return Ok(());
+                }
+                Ok(ChatState::Gone) => return Ok(()),
+            },
+        };
+        for frame in frames {
+            post(f, target, frame.into()).await?;
+        }
+    }
+}
+
+/// Posts one frame; LimitExceeded and 5xx are retried with doubling backoff.
+pub(super) async fn post(
+    f: &WsFunction,
+    target: &Target<'_>,
+    frame: Bytes,
+) -> Result<(), PushError> {
+    let mut backoff = Duration::from_millis(50);
+    let mut attempt = 0;
+    loop {
+        let result = f
+            .pusher
+            .post(&target.endpoint, target.connection_id, frame.clone())
+            .await;
+        match result {
+            Err(
+                PushError::Throttled
+                | PushError::Failed {
+                    retryable: true, ..
+                },
+            ) if attempt < f.settings.post_retries => {
+                attempt += 1;
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            other => return other,
+        }
+    }
+}

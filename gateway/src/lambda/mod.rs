@@ -1,0 +1,114 @@
+//! Lambda functions of the AWS deployment that are more than a thin `main`: the WebSocket
+//! handler `nagare-ws` (routes `$connect`, `$disconnect`, `chat`, `cancel`, `ping`, `$default`)
+//! and the generation it hands each chat to.
+
+mod generate;
+mod invoke;
+mod ws;
+
+pub use generate::GenerateJob;
+pub use invoke::{AsyncInvoker, LambdaInvoker};
+pub use ws::WsFunction;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::StartupError;
+use crate::push::ApiGatewayPusher;
+use crate::server;
+
+/// Builds the WebSocket function from the config, once per Lambda instance. `this_function` is
+/// `AWS_LAMBDA_FUNCTION_NAME`, the default target of the asynchronous hand-off.
+pub async fn build(
+    config: &Config,
+    this_function: Option<String>,
+) -> Result<WsFunction, StartupError> {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let function = config
+        .lambda
+        .function_name
+        .clone()
+        .or(this_function)
+        .ok_or_else(|| {
+            StartupError::Config(
+                "lambda.function_name: unset, and AWS_LAMBDA_FUNCTION_NAME is not set either"
+                    .into(),
+            )
+        })?;
+    let provider = server::build_provider(config).await?;
+    Ok(WsFunction {
+        pipeline: Arc::new(server::build_pipeline(config, provider)?),
+        store: server::build_connection_store(config, &sdk)?,
+        pusher: Arc::new(ApiGatewayPusher::new(sdk.clone())),
+        invoker: Arc::new(LambdaInvoker::new(
+            aws_sdk_lambda::Client::new(&sdk),
+            function,
+        )),
+        settings: config.lambda.clone(),
+        websocket: config.websocket.clone(),
+    })
+}
+
+/// `[lambda]` settings of the WebSocket function.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LambdaWsSettings {
+    /// The Management API base URL. `{domain}` and `{stage}` are filled in from the event;
+    /// unset means `https://{domain}/{stage}`, right for the default execute-api domain.
+    pub management_endpoint: Option<String>,
+    /// After the first delta, deltas are merged into at most one post per this interval.
+    pub coalesce_ms: u64,
+    /// How often a streaming invocation reads the connection store for `cancel` and `$disconnect`.
+    pub cancel_poll_ms: u64,
+    /// Lifetime of a connection record (API Gateway closes connections after 2 h).
+    pub connection_ttl_secs: u64,
+    /// Retries of a post answered with LimitExceeded or a 5xx, with doubling backoff from 50 ms.
+    pub post_retries: u32,
+    /// The function a chat is handed to asynchronously; unset means this function
+    /// (`AWS_LAMBDA_FUNCTION_NAME`).
+    pub function_name: Option<String>,
+}
+
+impl Default for LambdaWsSettings {
+    fn default() -> Self {
+        Self {
+            management_endpoint: None,
+            coalesce_ms: 50,
+            cancel_poll_ms: 500,
+            connection_ttl_secs: 2 * 60 * 60,
+            post_retries: 5,
+            function_name: None,
+        }
+    }
+}
+
+impl LambdaWsSettings {
+    /// The Management API endpoint of a connection.
+    pub fn endpoint(&self, domain: &str, stage: &str) -> String {
+        match &self.management_endpoint {
+            Some(template) => template
+                .replace("{domain}", domain)
+                .replace("{stage}", stage),
+            None => format!("https://{domain}/{stage}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_management_endpoint_comes_from_the_event_unless_overridden() {
+        let mut settings = LambdaWsSettings::default();
+        assert_eq!(
+            settings.endpoint("abc.execute-api.eu-west-1.amazonaws.com", "prod"),
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod"
+        );
+        settings.management_endpoint = Some("http://{domain}/ws/{stage}".into());
+        assert_eq!(
+            settings.endpoint("127.0.0.1:9000", "dev"),
+            "http://127.0.0.1:9000/ws/dev"
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! Connections in DynamoDB: one item per connection (PK `connection_id`, TTL attribute `ttl`),
+//! with the chats in flight as the string set `inflight` and cancelled ones in `cancelled`.
+//! Admission is one conditional update, so two invocations cannot both take the last slot.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{AdmitRefusal, ChatState, ConnectionRecord, ConnectionStore, store_error, unix_now};
+use crate::error::Error;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Connections in a DynamoDB table.
+#[derive(Clone)]
+pub struct DynamoConnectionStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoConnectionStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn key(connection_id: &str) -> (String, AttributeValue) {
+        (
+            "connection_id".into(),
+            AttributeValue::S(connection_id.into()),
+        )
+    }
+
+    /// The live item: unknown and expired ones (TTL deletion lags by up to days) are `None`.
+    async fn item(&self, connection_id: &str) -> Result<Option<Item>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([Self::key(connection_id)])))
+            // A cancel written a moment ago must be seen by the next poll.
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(fail)?;
+        Ok(out
+            .item
+            .filter(|item| number(item, "ttl").is_some_and(|ttl| ttl > unix_now())))
+    }
+}
+
+fn fail(e: impl std::error::Error) -> Error {
+    store_error("dynamodb", aws_sdk_dynamodb::error::DisplayErrorContext(&e))
+}
+
+fn string(item: &Item, name: &str) -> String {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn number(item: &Item, name: &str) -> Option<u64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+fn set_contains(item: &Item, name: &str, value: &str) -> bool {
+    item.get(name)
+        .and_then(|v| v.as_ss().ok())
+        .is_some_and(|set| set.iter().any(|s| s == value))
+}
+
+fn one(value: &str) -> AttributeValue {
+    AttributeValue::Ss(vec![value.to_owned()])
+}
+
+#[async_trait]
+impl ConnectionStore for DynamoConnectionStore {
+    async fn put(&self, r: &ConnectionRecord) -> Result<(), Error> {
+        let n = |v: u64| AttributeValue::N(v.to_string());
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("connection_id", s(&r.connection_id))
+            .item("sub", s(&r.sub))
+            .item("tenant", s(&r.tenant))
+            .item("scopes", s(&r.scopes))
+            .item("domain", s(&r.domain))
+            .item("stage", s(&r.stage))
+            .item("connected_at", n(r.connected_at))
+            .item("ttl", n(r.ttl))
+            .send()
+            .await
+            .map_err(fail)?;
+        Ok(())
+    }
+
+    async fn get(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, Error> {
+        Ok(self
+            .item(connection_id)
+            .await?
+            .map(|item| ConnectionRecord {
+                connection_id: string(&item, "connection_id"),
+                sub: string(&item, "sub"),
+                tenant: string(&item, "tenant"),
+                scopes: string(&item, "scopes"),
+                domain: string(&item, "domain"),
+                stage: string(&item, "stage"),
+                connected_at: number(&item, "connected_at").unwrap_or_default(),
+                ttl: number(&item, "ttl").unwrap_or_default(),
+            }))
+    }
+
+    async fn delete(&self, connection_id: &str) -> Result<(), Error> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([Self::key(connection_id)])))
+            .send()
+            .await
+            .map_err(fail)?;
+        Ok(())
+    }
+
+    async fn admit(
+        &self,
+        connection_id: &str,
+        request_id: &str,
+        max_inflight: usize,
+    ) -> Result<Result<(), AdmitRefusal>, Error> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([Self::key(connection_id)])))
+            .update_expression("ADD inflight :r")
+            .condition_expression(
+                "attribute_exists(connection_id) AND #ttl > :now AND \
+                 (attribute_not_exists(inflight) OR \
+                  (size(inflight) < :max AND NOT contains(inflight, :rid)))",
+            )
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":r", one(request_id))
+            .expression_attribute_values(":rid", AttributeValue::S(request_id.into()))
+            .expression_attribute_values(":now", AttributeValue::N(unix_now().to_string()))
+            .expression_attribute_values(":max", AttributeValue::N(max_inflight.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Ok(())),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                // Which part of the condition failed decides only the message the client gets.
+                Ok(Err(match self.item(connection_id).await? {
+                    None => AdmitRefusal::UnknownConnection,
+                    Some(item) if set_contains(&item, "inflight", request_id) => {
+                        AdmitRefusal::Duplicate
+                    }
+                    Some(_) => AdmitRefusal::AtLimit { max: max_inflight },
+                }))
+            }
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    async fn cancel(&self, connection_id: &str, request_id: &str) -> Result<bool, Error> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([Self::key(connection_id)])))
+            .update_expression("ADD cancelled :r")
+            .condition_expression("contains(inflight, :rid)")
+            .expression_attribute_values(":r", one(request_id))
+            .expression_attribute_values(":rid", AttributeValue::S(request_id.into()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    async fn chat_state(&self, connection_id: &str, request_id: &str) -> Result<ChatState, Error> {
+        Ok(match self.item(connection_id).await? {
+            Some(item) if set_contains(&item, "cancelled", request_id) => ChatState::Cancelled,
+            Some(item) if set_contains(&item, "inflight", request_id) => ChatState::Active,
+            _ => ChatState::Gone,
+        })
+    }
+
+    async fn finish(&self, connection_id: &str, request_id: &str) -> Result<(), Error> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(HashMap::from([Self::key(connection_id)])))
+            .update_expression("DELETE inflight :r, cancelled :r")
+            // Without the condition, an update would recreate a deleted connection's item.
+            .condition_expression("attribute_exists(connection_id)")
+            .expression_attribute_values(":r", one(request_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(fail(e)),
+        }
+    }
+}

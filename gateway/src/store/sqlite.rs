@@ -1,0 +1,227 @@
+//! The embedded connection store: one SQLite file, so `nagare` runs with no AWS account. Calls
+//! run on the blocking pool; one connection behind a mutex is plenty for a single server.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{AdmitRefusal, ChatState, ConnectionRecord, ConnectionStore, store_error, unix_now};
+use crate::error::Error;
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA foreign_keys = ON;
+CREATE TABLE IF NOT EXISTS connections (
+    connection_id TEXT PRIMARY KEY,
+    sub TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    connected_at INTEGER NOT NULL,
+    ttl INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS connection_chats (
+    connection_id TEXT NOT NULL REFERENCES connections(connection_id) ON DELETE CASCADE,
+    request_id TEXT NOT NULL,
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (connection_id, request_id)
+);
+";
+
+/// Connections in a SQLite database.
+#[derive(Clone)]
+pub struct SqliteConnectionStore {
+    db: Arc<Mutex<Connection>>,
+}
+
+impl SqliteConnectionStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        Self::init(Connection::open(path))
+    }
+
+    /// A private in-memory database, for tests and one-off runs.
+    pub fn in_memory() -> Result<Self, Error> {
+        Self::init(Connection::open_in_memory())
+    }
+
+    fn init(db: rusqlite::Result<Connection>) -> Result<Self, Error> {
+        let db = db.map_err(fail)?;
+        db.execute_batch(SCHEMA).map_err(fail)?;
+        Ok(Self {
+            db: Arc::new(Mutex::new(db)),
+        })
+    }
+
+    /// Runs `f` on the blocking pool with the database locked.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut db = db.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut db)
+        })
+        .await
+        .map_err(fail)?
+        .map_err(fail)
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> Error {
+    store_error("sqlite", e)
+}
+
+/// The connection, if it exists and has not expired.
+fn live(db: &Connection, connection_id: &str) -> rusqlite::Result<Option<ConnectionRecord>> {
+    db.query_row(
+        "SELECT connection_id, sub, tenant, scopes, domain, stage, connected_at, ttl
+         FROM connections WHERE connection_id = ?1 AND ttl > ?2",
+        params![connection_id, unix_now()],
+        |row| {
+            Ok(ConnectionRecord {
+                connection_id: row.get(0)?,
+                sub: row.get(1)?,
+                tenant: row.get(2)?,
+                scopes: row.get(3)?,
+                domain: row.get(4)?,
+                stage: row.get(5)?,
+                connected_at: row.get(6)?,
+                ttl: row.get(7)?,
+            })
+        },
+    )
+    .optional()
+}
+
+#[async_trait]
+impl ConnectionStore for SqliteConnectionStore {
+    async fn put(&self, record: &ConnectionRecord) -> Result<(), Error> {
+        let r = record.clone();
+        self.with(move |db| {
+            let tx = db.transaction()?;
+            // Expired records are swept here, standing in for DynamoDB's TTL.
+            tx.execute("DELETE FROM connections WHERE ttl <= ?1", [unix_now()])?;
+            tx.execute(
+                "DELETE FROM connections WHERE connection_id = ?1",
+                [&r.connection_id],
+            )?;
+            tx.execute(
+                "INSERT INTO connections
+                 (connection_id, sub, tenant, scopes, domain, stage, connected_at, ttl)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    r.connection_id,
+                    r.sub,
+                    r.tenant,
+                    r.scopes,
+                    r.domain,
+                    r.stage,
+                    r.connected_at,
+                    r.ttl
+                ],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn get(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, Error> {
+        let id = connection_id.to_owned();
+        self.with(move |db| live(db, &id)).await
+    }
+
+    async fn delete(&self, connection_id: &str) -> Result<(), Error> {
+        let id = connection_id.to_owned();
+        self.with(move |db| {
+            db.execute("DELETE FROM connections WHERE connection_id = ?1", [id])
+                .map(drop)
+        })
+        .await
+    }
+
+    async fn admit(
+        &self,
+        connection_id: &str,
+        request_id: &str,
+        max_inflight: usize,
+    ) -> Result<Result<(), AdmitRefusal>, Error> {
+        let (id, rid) = (connection_id.to_owned(), request_id.to_owned());
+        self.with(move |db| {
+            let tx = db.transaction()?;
+            if live(&tx, &id)?.is_none() {
+                return Ok(Err(AdmitRefusal::UnknownConnection));
+            }
+            let ids: Vec<String> = tx
+                .prepare("SELECT request_id FROM connection_chats WHERE connection_id = ?1")?
+                .query_map([&id], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if ids.contains(&rid) {
+                return Ok(Err(AdmitRefusal::Duplicate));
+            }
+            if ids.len() >= max_inflight {
+                return Ok(Err(AdmitRefusal::AtLimit { max: max_inflight }));
+            }
+            tx.execute(
+                "INSERT INTO connection_chats (connection_id, request_id) VALUES (?1, ?2)",
+                params![id, rid],
+            )?;
+            tx.commit()?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn cancel(&self, connection_id: &str, request_id: &str) -> Result<bool, Error> {
+        let (id, rid) = (connection_id.to_owned(), request_id.to_owned());
+        self.with(move |db| {
+            db.execute(
+                "UPDATE connection_chats SET cancelled = 1
+                 WHERE connection_id = ?1 AND request_id = ?2",
+                params![id, rid],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn chat_state(&self, connection_id: &str, request_id: &str) -> Result<ChatState, Error> {
+        let (id, rid) = (connection_id.to_owned(), request_id.to_owned());
+        self.with(move |db| {
+            if live(db, &id)?.is_none() {
+                return Ok(ChatState::Gone);
+            }
+            let cancelled: Option<bool> = db
+                .query_row(
+                    "SELECT cancelled FROM connection_chats
+                     WHERE connection_id = ?1 AND request_id = ?2",
+                    params![id, rid],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(match cancelled {
+                Some(true) => ChatState::Cancelled,
+                Some(false) => ChatState::Active,
+                // Not in flight: someone finished it; nothing is left to stream for.
+                None => ChatState::Gone,
+            })
+        })
+        .await
+    }
+
+    async fn finish(&self, connection_id: &str, request_id: &str) -> Result<(), Error> {
+        let (id, rid) = (connection_id.to_owned(), request_id.to_owned());
+        self.with(move |db| {
+            db.execute(
+                "DELETE FROM connection_chats WHERE connection_id = ?1 AND request_id = ?2",
+                params![id, rid],
+            )
+            .map(drop)
+        })
+        .await
+    }
+}
