@@ -442,19 +442,25 @@ async fn post_to_connection(
     let Ok(text) = String::from_utf8(body.to_vec()) else {
         return aws_error(StatusCode::BAD_REQUEST, "BadRequestException", "not UTF-8");
     };
+    // Counted before the frame is handed over, so a test that has read the frame sees the count.
+    let len = body.len() as u64;
     let sent = stage == inner.stage
-        && lock(&inner.connections)
-            .get(&id)
-            .is_some_and(|tx| tx.send(Outgoing::Text(text)).is_ok());
+        && lock(&inner.connections).get(&id).is_some_and(|tx| {
+            inner.counters.posts.fetch_add(1, Ordering::Relaxed);
+            inner
+                .counters
+                .largest_post
+                .fetch_max(len, Ordering::Relaxed);
+            let sent = tx.send(Outgoing::Text(text)).is_ok();
+            if !sent {
+                inner.counters.posts.fetch_sub(1, Ordering::Relaxed);
+            }
+            sent
+        });
     if !sent {
         inner.counters.gone.fetch_add(1, Ordering::Relaxed);
         return gone();
     }
-    inner.counters.posts.fetch_add(1, Ordering::Relaxed);
-    inner
-        .counters
-        .largest_post
-        .fetch_max(body.len() as u64, Ordering::Relaxed);
     StatusCode::OK.into_response()
 }
 

@@ -20,9 +20,12 @@ use nagare_gateway::store::{DynamoConnectionStore, unix_now};
 use nagare_gateway::ws::WsSettings;
 use nagare_tests::fake_apigw::{ApiGatewayEmulator, Authorizer, Function};
 use nagare_tests::fake_bedrock::HUGE_DELTA;
+use nagare_tests::fake_lambda::{Invocation, Outcome, workspace_binary};
 use nagare_tests::harness::{DEV_SECRET, test_pipeline};
 use nagare_tests::ws_client::{self, Ws, joined_text, next, send, until_done};
-use nagare_tests::{FakeBedrock, bedrock_provider, dev_token, moto, test_sdk_config};
+use nagare_tests::{
+    FakeBedrock, FakeLambdaRuntime, bedrock_provider, dev_token, moto, test_sdk_config,
+};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -503,4 +506,84 @@ async fn every_post_fits_a_websocket_frame() {
         "{largest}"
     );
     assert!(frames.len() > 5, "{}", frames.len());
+}
+
+/// The `nagare-ws` binary under the Lambda Runtime API, configured only through the environment
+/// as on AWS: `$connect` stores the connection in DynamoDB, `$disconnect` deletes it, and a
+/// `$connect` without the authorizer's subject is refused.
+#[tokio::test]
+async fn the_nagare_ws_binary_serves_connect_and_disconnect() {
+    let dynamodb = moto::dynamodb();
+    let table = moto::connections_table(&dynamodb).await.unwrap();
+    let runtime = FakeLambdaRuntime::start().await.unwrap();
+    let mut child = tokio::process::Command::new(workspace_binary("nagare-ws").unwrap())
+        .env_clear()
+        .envs(runtime.env("nagare-ws"))
+        .env("AWS_ACCESS_KEY_ID", "AKIDNAGARETEST")
+        .env("AWS_SECRET_ACCESS_KEY", "nagare-test-secret")
+        .env("AWS_ENDPOINT_URL_DYNAMODB", moto::url())
+        .env("NAGARE__STORE__KIND", "dynamodb")
+        .env("NAGARE__STORE__CONNECTIONS_TABLE", &table)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let event = |route: &str, authorizer: Value| {
+        json!({
+            "requestContext": {
+                "routeKey": route, "eventType": "CONNECT", "stage": "prod",
+                "domainName": "abc.execute-api.us-east-1.amazonaws.com",
+                "connectionId": "bin-conn=", "connectedAt": 0, "requestTimeEpoch": 0,
+                "identity": {"sourceIp": "127.0.0.1"}, "authorizer": authorizer,
+            },
+            "isBase64Encoded": false,
+        })
+    };
+    let status = async |event: Value| {
+        runtime.invoke(event).await;
+        match runtime
+            .result(Duration::from_secs(30))
+            .await
+            .expect("no answer")
+        {
+            Invocation {
+                outcome: Outcome::Response(r),
+                ..
+            } => r["statusCode"].clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+
+    assert_eq!(
+        status(event("$connect", json!({"principalId": "x"}))).await,
+        403
+    );
+    let context =
+        json!({"principalId": "alice", "sub": "alice", "tenant": "acme", "scopes": "chat"});
+    assert_eq!(status(event("$connect", context.clone())).await, 200);
+    let item = dynamodb
+        .get_item()
+        .table_name(&table)
+        .key("connection_id", AttributeValue::S("bin-conn=".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the record");
+    assert_eq!(item["tenant"].as_s().unwrap(), "acme");
+    assert_eq!(
+        item["domain"].as_s().unwrap(),
+        "abc.execute-api.us-east-1.amazonaws.com"
+    );
+    assert_eq!(status(event("$disconnect", context)).await, 200);
+    let gone = dynamodb
+        .get_item()
+        .table_name(&table)
+        .key("connection_id", AttributeValue::S("bin-conn=".into()))
+        .send()
+        .await
+        .unwrap()
+        .item;
+    assert!(gone.is_none());
+    child.kill().await.unwrap();
 }
