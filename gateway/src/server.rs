@@ -11,7 +11,9 @@ use crate::config::{Config, ProviderKind};
 use crate::error::StartupError;
 use crate::http::{self, AppState};
 use crate::provider::{BedrockProvider, MockProvider, ModelProvider};
-use crate::store::{ConnectionStore, DynamoConnectionStore, SqliteConnectionStore, StoreKind};
+use crate::store::{
+    ConnectionStore, Database, DynamoConnectionStore, SqliteConnectionStore, StoreKind,
+};
 
 /// Builds the provider the config names, failing fast when it cannot work.
 pub async fn build_provider(config: &Config) -> Result<Arc<dyn ModelProvider>, StartupError> {
@@ -67,8 +69,10 @@ pub fn build_connection_store(
                 source,
             })?;
             let path = config.data_dir.join("nagare.db");
-            let store = SqliteConnectionStore::open(&path)
-                .map_err(|e| StartupError::Backend(format!("{}: {e}", path.display())))?;
+            let store = SqliteConnectionStore::new(
+                Database::open(&path)
+                    .map_err(|e| StartupError::Backend(format!("{}: {e}", path.display())))?,
+            );
             tracing::info!(path = %path.display(), "connection store: sqlite");
             Arc::new(store)
         }

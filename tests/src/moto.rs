@@ -7,20 +7,26 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
-};
+use nagare_gateway::store::{TableNames, create_tables};
 
 use crate::test_sdk_config;
 
+// moto applies a transaction item by item and rolls back by restoring a snapshot, so two
+// concurrent transactions can see or undo each other's writes. DynamoDB's are serializable; one
+// lock around the app gives moto the same guarantee (at the cost of handling one request at a time).
 const LAUNCHER: &str = "
-import logging, os, sys
-from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)
+import logging, os, sys, threading
+from werkzeug.serving import make_server
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 logging.getLogger('werkzeug').setLevel(logging.ERROR)
-server.start()
-host, port = server.get_host_and_port()
+app = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+def serialized(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+server = make_server('127.0.0.1', 0, serialized, True, request_handler=MotoRequestHandler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+host, port = server.server_address[:2]
 print(f'http://{host}:{port}', flush=True)
 sys.stdin.read()
 os._exit(0)
@@ -87,40 +93,16 @@ pub fn dynamodb() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(config)
 }
 
-/// A fresh connections table shaped like the deployed one (PK `connection_id`, TTL `ttl`),
-/// under a unique name so tests sharing the server do not see each other's items.
-pub async fn connections_table(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<String> {
-    let name = format!("connections-{}", uuid_like());
-    client
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("connection_id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("connection_id")
-                .key_type(KeyType::Hash)
-                .build()?,
-        )
-        .send()
-        .await?;
-    client
-        .update_time_to_live()
-        .table_name(&name)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name("ttl")
-                .build()?,
-        )
-        .send()
-        .await?;
-    Ok(name)
+/// Fresh tables shaped like the deployed ones, under unique names so tests sharing the server
+/// do not see each other's items.
+pub async fn tables(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<TableNames> {
+    let suffix = uuid_like();
+    let names = TableNames {
+        connections: format!("connections-{suffix}"),
+        conversations: format!("conversations-{suffix}"),
+    };
+    create_tables(client, &names).await?;
+    Ok(names)
 }
 
 fn uuid_like() -> String {

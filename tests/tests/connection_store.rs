@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use nagare_gateway::store::{
-    AdmitRefusal, ChatState, ConnectionRecord, ConnectionStore, DynamoConnectionStore,
-    SqliteConnectionStore, unix_now,
+    AdmitRefusal, ChatState, ConnectionRecord, ConnectionStore, Database, DynamoConnectionStore,
+    SqliteConnectionStore, create_tables, unix_now,
 };
 use nagare_tests::moto;
 
@@ -100,7 +100,10 @@ async fn contract(store: Arc<dyn ConnectionStore>) {
 
 #[tokio::test]
 async fn sqlite_store_keeps_the_contract() {
-    contract(Arc::new(SqliteConnectionStore::in_memory().unwrap())).await;
+    contract(Arc::new(SqliteConnectionStore::new(
+        Database::in_memory().unwrap(),
+    )))
+    .await;
 }
 
 #[tokio::test]
@@ -109,12 +112,11 @@ async fn sqlite_store_survives_a_reopen() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("nagare.db");
     let record = record("c1", unix_now() + 60);
-    SqliteConnectionStore::open(&path)
-        .unwrap()
+    SqliteConnectionStore::new(Database::open(&path).unwrap())
         .put(&record)
         .await
         .unwrap();
-    let reopened = SqliteConnectionStore::open(&path).unwrap();
+    let reopened = SqliteConnectionStore::new(Database::open(&path).unwrap());
     assert_eq!(reopened.get("c1").await.unwrap(), Some(record));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -122,8 +124,19 @@ async fn sqlite_store_survives_a_reopen() {
 #[tokio::test]
 async fn dynamodb_store_keeps_the_contract() {
     let client = moto::dynamodb();
-    let table = moto::connections_table(&client).await.unwrap();
-    contract(Arc::new(DynamoConnectionStore::new(client, table))).await;
+    let tables = moto::tables(&client).await.unwrap();
+    contract(Arc::new(DynamoConnectionStore::new(
+        client,
+        tables.connections,
+    )))
+    .await;
+}
+
+#[tokio::test]
+async fn creating_the_tables_twice_is_harmless() {
+    let client = moto::dynamodb();
+    let tables = moto::tables(&client).await.unwrap();
+    assert!(create_tables(&client, &tables).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -56,7 +56,7 @@ impl Aws {
             .unwrap();
         let bedrock = FakeBedrock::start().await.unwrap();
         let dynamodb = moto::dynamodb();
-        let table = moto::connections_table(&dynamodb).await.unwrap();
+        let table = moto::tables(&dynamodb).await.unwrap().connections;
 
         let sdk = test_sdk_config();
         let lambda = aws_sdk_lambda::Client::from_conf(
@@ -514,7 +514,7 @@ async fn every_post_fits_a_websocket_frame() {
 #[tokio::test]
 async fn the_nagare_ws_binary_serves_connect_and_disconnect() {
     let dynamodb = moto::dynamodb();
-    let table = moto::connections_table(&dynamodb).await.unwrap();
+    let table = moto::tables(&dynamodb).await.unwrap().connections;
     let runtime = FakeLambdaRuntime::start().await.unwrap();
     let mut child = tokio::process::Command::new(workspace_binary("nagare-ws").unwrap())
         .env_clear()

@@ -16,7 +16,8 @@ pub use bedrock::{BedrockProvider, BedrockSettings};
 pub use mock::{MockProvider, MockSettings};
 
 /// Who said a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     User,
     Assistant,

@@ -1,4 +1,4 @@
-//! Connections in DynamoDB: one item per connection (PK `connection_id`, TTL attribute `ttl`),
+//! WebSocket connections in DynamoDB: one item per connection (PK `connection_id`, TTL attribute `ttl`),
 //! with the chats in flight as the string set `inflight` and cancelled ones in `cancelled`.
 //! Admission is one conditional update, so two invocations cannot both take the last slot.
 
@@ -8,10 +8,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{AdmitRefusal, ChatState, ConnectionRecord, ConnectionStore, store_error, unix_now};
+use super::{Item, fail, is_condition_failure, n, number, s, set_contains, string};
 use crate::error::Error;
-
-type Item = HashMap<String, AttributeValue>;
+use crate::store::{AdmitRefusal, ChatState, ConnectionRecord, ConnectionStore, unix_now};
 
 /// Connections in a DynamoDB table.
 #[derive(Clone)]
@@ -53,27 +52,6 @@ impl DynamoConnectionStore {
     }
 }
 
-fn fail(e: impl std::error::Error) -> Error {
-    store_error("dynamodb", aws_sdk_dynamodb::error::DisplayErrorContext(&e))
-}
-
-fn string(item: &Item, name: &str) -> String {
-    item.get(name)
-        .and_then(|v| v.as_s().ok())
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn number(item: &Item, name: &str) -> Option<u64> {
-    item.get(name)?.as_n().ok()?.parse().ok()
-}
-
-fn set_contains(item: &Item, name: &str, value: &str) -> bool {
-    item.get(name)
-        .and_then(|v| v.as_ss().ok())
-        .is_some_and(|set| set.iter().any(|s| s == value))
-}
-
 fn one(value: &str) -> AttributeValue {
     AttributeValue::Ss(vec![value.to_owned()])
 }
@@ -81,8 +59,6 @@ fn one(value: &str) -> AttributeValue {
 #[async_trait]
 impl ConnectionStore for DynamoConnectionStore {
     async fn put(&self, r: &ConnectionRecord) -> Result<(), Error> {
-        let n = |v: u64| AttributeValue::N(v.to_string());
-        let s = |v: &str| AttributeValue::S(v.to_owned());
         self.client
             .put_item()
             .table_name(&self.table)
@@ -153,10 +129,7 @@ impl ConnectionStore for DynamoConnectionStore {
             .await;
         match result {
             Ok(_) => Ok(Ok(())),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if is_condition_failure(&e) => {
                 // Which part of the condition failed decides only the message the client gets.
                 Ok(Err(match self.item(connection_id).await? {
                     None => AdmitRefusal::UnknownConnection,
@@ -184,12 +157,7 @@ impl ConnectionStore for DynamoConnectionStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if is_condition_failure(&e) => Ok(false),
             Err(e) => Err(fail(e)),
         }
     }
@@ -216,12 +184,7 @@ impl ConnectionStore for DynamoConnectionStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(e) if is_condition_failure(&e) => Ok(()),
             Err(e) => Err(fail(e)),
         }
     }

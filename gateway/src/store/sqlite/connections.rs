@@ -1,79 +1,29 @@
-//! The embedded connection store: one SQLite file, so `nagare` runs with no AWS account. Calls
-//! run on the blocking pool; one connection behind a mutex is plenty for a single server.
-
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+//! WebSocket connections in the embedded SQLite database.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AdmitRefusal, ChatState, ConnectionRecord, ConnectionStore, store_error, unix_now};
+use super::Database;
 use crate::error::Error;
+use crate::store::{AdmitRefusal, ChatState, ConnectionRecord, ConnectionStore, unix_now};
 
-const SCHEMA: &str = "
-PRAGMA journal_mode = WAL;
-PRAGMA foreign_keys = ON;
-CREATE TABLE IF NOT EXISTS connections (
-    connection_id TEXT PRIMARY KEY,
-    sub TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    scopes TEXT NOT NULL,
-    domain TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    connected_at INTEGER NOT NULL,
-    ttl INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS connection_chats (
-    connection_id TEXT NOT NULL REFERENCES connections(connection_id) ON DELETE CASCADE,
-    request_id TEXT NOT NULL,
-    cancelled INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (connection_id, request_id)
-);
-";
-
-/// Connections in a SQLite database.
+/// Connections in the SQLite database.
 #[derive(Clone)]
 pub struct SqliteConnectionStore {
-    db: Arc<Mutex<Connection>>,
+    db: Database,
 }
 
 impl SqliteConnectionStore {
-    /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, Error> {
-        Self::init(Connection::open(path))
+    pub fn new(db: Database) -> Self {
+        Self { db }
     }
 
-    /// A private in-memory database, for tests and one-off runs.
-    pub fn in_memory() -> Result<Self, Error> {
-        Self::init(Connection::open_in_memory())
-    }
-
-    fn init(db: rusqlite::Result<Connection>) -> Result<Self, Error> {
-        let db = db.map_err(fail)?;
-        db.execute_batch(SCHEMA).map_err(fail)?;
-        Ok(Self {
-            db: Arc::new(Mutex::new(db)),
-        })
-    }
-
-    /// Runs `f` on the blocking pool with the database locked.
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, Error> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut db = db.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut db)
-        })
-        .await
-        .map_err(fail)?
-        .map_err(fail)
+        self.db.with(f).await
     }
-}
-
-fn fail(e: impl std::fmt::Display) -> Error {
-    store_error("sqlite", e)
 }
 
 /// The connection, if it exists and has not expired.

@@ -1,0 +1,280 @@
+//! Conversations in the embedded SQLite database. Writers are serialized by the database lock,
+//! so an append reads the exchange count and writes the next exchange in one transaction.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::Database;
+use crate::chat::Usage;
+use crate::error::Error;
+use crate::provider::Role;
+use crate::store::conversations::check_size;
+use crate::store::conversations::not_found;
+use crate::store::page::{self, ConversationCursor, TurnCursor};
+use crate::store::{Appended, ConversationMeta, ConversationStore, Exchange, Page, Turn};
+
+/// Conversations in the SQLite database.
+#[derive(Clone)]
+pub struct SqliteConversationStore {
+    db: Database,
+}
+
+impl SqliteConversationStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+}
+
+const META_COLUMNS: &str =
+    "conversation_id, owner, title, model, created_at, updated_at, exchanges";
+const TURN_COLUMNS: &str =
+    "exchange, role, content, request_id, input_tokens, output_tokens, created_at";
+
+fn meta_of(row: &Row<'_>) -> rusqlite::Result<ConversationMeta> {
+    Ok(ConversationMeta {
+        conversation_id: row.get(0)?,
+        owner: row.get(1)?,
+        title: row.get(2)?,
+        model: row.get(3)?,
+        created_at: row.get(4)?,
+        updated_at: row.get(5)?,
+        exchanges: row.get(6)?,
+    })
+}
+
+fn turn_of(row: &Row<'_>) -> rusqlite::Result<Turn> {
+    let role: u8 = row.get(1)?;
+    let input: Option<u64> = row.get(4)?;
+    let output: Option<u64> = row.get(5)?;
+    Ok(Turn {
+        exchange: row.get(0)?,
+        role: if role == 0 {
+            Role::User
+        } else {
+            Role::Assistant
+        },
+        content: row.get(2)?,
+        request_id: row.get(3)?,
+        usage: input
+            .zip(output)
+            .map(|(input_tokens, output_tokens)| Usage {
+                input_tokens,
+                output_tokens,
+            }),
+        created_at: row.get(6)?,
+    })
+}
+
+fn owned_meta(
+    db: &Connection,
+    owner: &str,
+    id: &str,
+) -> rusqlite::Result<Option<ConversationMeta>> {
+    db.query_row(
+        &format!(
+            "SELECT {META_COLUMNS} FROM conversations WHERE conversation_id = ?1 AND owner = ?2"
+        ),
+        params![id, owner],
+        meta_of,
+    )
+    .optional()
+}
+
+#[async_trait]
+impl ConversationStore for SqliteConversationStore {
+    async fn history(
+        &self,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<(ConversationMeta, Vec<Turn>)>, Error> {
+        let (owner, id) = (owner.to_owned(), id.to_owned());
+        self.db
+            .with(move |db| {
+                let Some(meta) = owned_meta(db, &owner, &id)? else {
+                    return Ok(None);
+                };
+                let turns = db
+                    .prepare_cached(&format!(
+                        "SELECT {TURN_COLUMNS} FROM turns WHERE conversation_id = ?1
+                         ORDER BY exchange, role"
+                    ))?
+                    .query_map([&id], turn_of)?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok(Some((meta, turns)))
+            })
+            .await
+    }
+
+    async fn append(
+        &self,
+        owner: &str,
+        id: &str,
+        title: &str,
+        exchange: &Exchange,
+        now: u64,
+    ) -> Result<Appended, Error> {
+        check_size(exchange)?;
+        let (owner, id, title, x) = (
+            owner.to_owned(),
+            id.to_owned(),
+            title.to_owned(),
+            exchange.clone(),
+        );
+        self.db
+            .with(move |db| {
+                let tx = db.transaction()?;
+                let found: Option<(String, u64)> = tx
+                    .query_row(
+                        "SELECT owner, exchanges FROM conversations WHERE conversation_id = ?1",
+                        [&id],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()?;
+                let exchanges = match found {
+                    Some((o, _)) if o != owner => return Ok(Err(not_found())),
+                    Some((_, n)) => {
+                        let earlier: Option<u64> = tx
+                            .query_row(
+                                "SELECT exchange FROM turns
+                                 WHERE conversation_id = ?1 AND request_id = ?2 AND role = 0",
+                                params![id, x.request_id],
+                                |row| row.get(0),
+                            )
+                            .optional()?;
+                        if let Some(n) = earlier {
+                            return Ok(Ok(Appended::Duplicate(n)));
+                        }
+                        n
+                    }
+                    None => {
+                        tx.execute(
+                            "INSERT INTO conversations
+                             (conversation_id, owner, title, model, created_at, updated_at, exchanges)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0)",
+                            params![id, owner, title, x.model, now],
+                        )?;
+                        0
+                    }
+                };
+                let n = exchanges + 1;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO turns (conversation_id, exchange, role, content, request_id,
+                                        input_tokens, output_tokens, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                insert.execute(params![id, n, 0, x.user, x.request_id, None::<u64>, None::<u64>, now])?;
+                insert.execute(params![
+                    id,
+                    n,
+                    1,
+                    x.assistant,
+                    x.request_id,
+                    x.usage.input_tokens,
+                    x.usage.output_tokens,
+                    now
+                ])?;
+                drop(insert);
+                tx.execute(
+                    "UPDATE conversations SET exchanges = ?2, updated_at = ?3, model = ?4
+                     WHERE conversation_id = ?1",
+                    params![id, n, now, x.model],
+                )?;
+                tx.commit()?;
+                Ok(Ok(Appended::New(n)))
+            })
+            .await?
+    }
+
+    async fn list(
+        &self,
+        owner: &str,
+        limit: usize,
+        page: Option<&str>,
+    ) -> Result<Page<ConversationMeta>, Error> {
+        let cursor = page.map(page::decode::<ConversationCursor>).transpose()?;
+        let owner = owner.to_owned();
+        let (u, c) = cursor.map_or((i64::MAX as u64, String::new()), |c| (c.u, c.c));
+        let first = page.is_none();
+        let mut items: Vec<ConversationMeta> = self
+            .db
+            .with(move |db| {
+                db.prepare_cached(&format!(
+                    "SELECT {META_COLUMNS} FROM conversations
+                     WHERE owner = ?1 AND (?4 OR updated_at < ?2 OR (updated_at = ?2 AND conversation_id < ?3))
+                     ORDER BY updated_at DESC, conversation_id DESC LIMIT ?5"
+                ))?
+                .query_map(params![owner, u, c, first, limit + 1], meta_of)?
+                .collect()
+            })
+            .await?;
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items.last().map(|m| {
+                page::encode(&ConversationCursor {
+                    u: m.updated_at,
+                    c: m.conversation_id.clone(),
+                })
+            })
+        });
+        Ok(Page {
+            items,
+            next: next.flatten(),
+        })
+    }
+
+    async fn turns(
+        &self,
+        owner: &str,
+        id: &str,
+        limit: usize,
+        page: Option<&str>,
+    ) -> Result<Option<Page<Turn>>, Error> {
+        let cursor = page.map(page::decode::<TurnCursor>).transpose()?;
+        let (owner, id) = (owner.to_owned(), id.to_owned());
+        let (e, r) = cursor.map_or((0, 0), |c| (c.e, c.r));
+        let first = page.is_none();
+        let items: Option<Vec<Turn>> = self
+            .db
+            .with(move |db| {
+                if owned_meta(db, &owner, &id)?.is_none() {
+                    return Ok(None);
+                }
+                db.prepare_cached(&format!(
+                    "SELECT {TURN_COLUMNS} FROM turns
+                     WHERE conversation_id = ?1 AND (?4 OR exchange > ?2 OR (exchange = ?2 AND role > ?3))
+                     ORDER BY exchange, role LIMIT ?5"
+                ))?
+                .query_map(params![id, e, r, first, limit + 1], turn_of)?
+                .collect::<rusqlite::Result<_>>()
+                .map(Some)
+            })
+            .await?;
+        Ok(items.map(|mut items| {
+            let next = (items.len() > limit)
+                .then(|| {
+                    items.truncate(limit);
+                    items.last().map(|t| {
+                        page::encode(&TurnCursor {
+                            e: t.exchange,
+                            r: u8::from(t.role == Role::Assistant),
+                        })
+                    })
+                })
+                .flatten();
+            Page { items, next }
+        }))
+    }
+
+    async fn delete(&self, owner: &str, id: &str) -> Result<bool, Error> {
+        let (owner, id) = (owner.to_owned(), id.to_owned());
+        self.db
+            .with(move |db| {
+                db.execute(
+                    "DELETE FROM conversations WHERE conversation_id = ?1 AND owner = ?2",
+                    params![id, owner],
+                )
+                .map(|n| n > 0)
+            })
+            .await
+    }
+}

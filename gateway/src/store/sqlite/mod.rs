@@ -1,0 +1,143 @@
+//! The embedded store: one SQLite file (`{data_dir}/nagare.db`) holding every table, so `nagare`
+//! runs with no AWS account. Calls run on the blocking pool; one connection behind a mutex is
+//! plenty for one server, and it serializes writers, which keeps appends simple.
+
+mod connections;
+mod conversations;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+pub use connections::SqliteConnectionStore;
+pub use conversations::SqliteConversationStore;
+
+use super::store_error;
+use crate::error::Error;
+
+/// Schema versions, applied in order; `PRAGMA user_version` records how many have run. Never
+/// edit a released step: add a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: WebSocket connections of the API Gateway path.
+    "CREATE TABLE connections (
+        connection_id TEXT PRIMARY KEY,
+        sub TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        connected_at INTEGER NOT NULL,
+        ttl INTEGER NOT NULL
+    );
+    CREATE TABLE connection_chats (
+        connection_id TEXT NOT NULL REFERENCES connections(connection_id) ON DELETE CASCADE,
+        request_id TEXT NOT NULL,
+        cancelled INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (connection_id, request_id)
+    );",
+    // 2: conversation memory.
+    "CREATE TABLE conversations (
+        conversation_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        title TEXT NOT NULL,
+        model TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        exchanges INTEGER NOT NULL
+    );
+    CREATE INDEX conversations_by_owner ON conversations (owner, updated_at DESC, conversation_id DESC);
+    CREATE TABLE turns (
+        conversation_id TEXT NOT NULL REFERENCES conversations(conversation_id) ON DELETE CASCADE,
+        exchange INTEGER NOT NULL,
+        role INTEGER NOT NULL,
+        content TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        input_tokens INTEGER,
+        output_tokens INTEGER,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (conversation_id, exchange, role)
+    );
+    CREATE UNIQUE INDEX turns_by_request ON turns (conversation_id, request_id, role);",
+];
+
+/// The SQLite database every embedded store shares.
+#[derive(Clone)]
+pub struct Database {
+    db: Arc<Mutex<Connection>>,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        Self::init(Connection::open(path))
+    }
+
+    /// A private in-memory database, for tests and one-off runs.
+    pub fn in_memory() -> Result<Self, Error> {
+        Self::init(Connection::open_in_memory())
+    }
+
+    fn init(db: rusqlite::Result<Connection>) -> Result<Self, Error> {
+        let mut db = db.map_err(fail)?;
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(fail)?;
+        migrate(&mut db).map_err(fail)?;
+        Ok(Self {
+            db: Arc::new(Mutex::new(db)),
+        })
+    }
+
+    /// Runs `f` on the blocking pool with the database locked.
+    pub(super) async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut db = db.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut db)
+        })
+        .await
+        .map_err(fail)?
+        .map_err(fail)
+    }
+}
+
+fn migrate(db: &mut Connection) -> rusqlite::Result<()> {
+    let done: usize = db.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    for (n, step) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = db.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", n + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+pub(super) fn fail(e: impl std::fmt::Display) -> Error {
+    store_error("sqlite", e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_run_once_and_record_the_version() {
+        let dir = std::env::temp_dir().join(format!("nagare-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nagare.db");
+        drop(Database::open(&path).unwrap());
+        // A second open finds the schema current and changes nothing.
+        drop(Database::open(&path).unwrap());
+        let db = Connection::open(&path).unwrap();
+        let version: usize = db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
