@@ -9,7 +9,7 @@ use std::time::Duration;
 use nagare_authorizer::AuthSettings;
 use serde::Deserialize;
 
-use crate::chat::{ModelCatalog, PipelineOptions, RequestLimits};
+use crate::chat::{MemorySettings, ModelCatalog, PipelineOptions, RequestLimits};
 use crate::error::StartupError;
 use crate::lambda::LambdaWsSettings;
 use crate::provider::{BedrockSettings, MockSettings};
@@ -50,6 +50,7 @@ struct RawConfig {
     log: LogSection,
     websocket: WsSettings,
     store: StoreSettings,
+    memory: MemorySettings,
     lambda: LambdaWsSettings,
 }
 
@@ -162,6 +163,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub websocket: WsSettings,
     pub store: StoreSettings,
+    pub memory: MemorySettings,
     /// The `nagare-ws` Lambda function's settings.
     pub lambda: LambdaWsSettings,
 }
@@ -276,6 +278,9 @@ impl RawConfig {
         if self.lambda.coalesce_ms > 10_000 {
             return Err(bad("lambda.coalesce_ms", "must be at most 10000"));
         }
+        if self.memory.context_tokens == 0 {
+            return Err(bad("memory.context_tokens", "must be at least 1"));
+        }
         if self.lambda.connection_ttl_secs == 0 {
             return Err(bad("lambda.connection_ttl_secs", "must be at least 1"));
         }
@@ -331,6 +336,7 @@ impl RawConfig {
             log_format: self.log.format,
             websocket: self.websocket,
             store: self.store,
+            memory: self.memory,
             lambda: self.lambda,
         })
     }

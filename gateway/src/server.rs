@@ -6,13 +6,14 @@ use std::sync::atomic::Ordering;
 use nagare_authorizer::{Verifier, dev};
 use tokio::net::TcpListener;
 
-use crate::chat::ChatPipeline;
+use crate::chat::{ChatPipeline, Memory};
 use crate::config::{Config, ProviderKind};
 use crate::error::StartupError;
 use crate::http::{self, AppState};
 use crate::provider::{BedrockProvider, MockProvider, ModelProvider};
 use crate::store::{
-    ConnectionStore, Database, DynamoConnectionStore, SqliteConnectionStore, StoreKind,
+    ConnectionStore, ConversationStore, Database, DynamoConnectionStore, DynamoConversationStore,
+    SqliteConnectionStore, SqliteConversationStore, StoreKind,
 };
 
 /// Builds the provider the config names, failing fast when it cannot work.
@@ -45,23 +46,29 @@ pub async fn build_provider(config: &Config) -> Result<Arc<dyn ModelProvider>, S
 pub fn build_pipeline(
     config: &Config,
     provider: Arc<dyn ModelProvider>,
+    stores: &Stores,
 ) -> Result<ChatPipeline, StartupError> {
     config
         .models
         .resolve(None, provider.as_ref())
         .map_err(|e| StartupError::Config(format!("models.default: {e}")))?;
-    Ok(ChatPipeline::new(
-        provider,
-        config.models.clone(),
-        config.pipeline.clone(),
-    ))
+    let pipeline = ChatPipeline::new(provider, config.models.clone(), config.pipeline.clone());
+    if !config.memory.enabled {
+        tracing::info!("conversation memory: off (memory.enabled = false)");
+        return Ok(pipeline);
+    }
+    let memory = Memory::new(stores.conversations.clone(), config.memory.clone());
+    Ok(pipeline.with_memory(memory))
 }
 
-/// Opens the connection store the config names: the SQLite file in the data dir, or DynamoDB.
-pub fn build_connection_store(
-    config: &Config,
-    sdk: &aws_config::SdkConfig,
-) -> Result<Arc<dyn ConnectionStore>, StartupError> {
+/// The durable stores, all on the backend `[store]` names.
+pub struct Stores {
+    pub connections: Arc<dyn ConnectionStore>,
+    pub conversations: Arc<dyn ConversationStore>,
+}
+
+/// Opens the stores the config names: the SQLite file in the data dir, or DynamoDB tables.
+pub async fn build_stores(config: &Config) -> Result<Stores, StartupError> {
     Ok(match config.store.kind {
         StoreKind::Sqlite => {
             std::fs::create_dir_all(&config.data_dir).map_err(|source| StartupError::Io {
@@ -69,20 +76,34 @@ pub fn build_connection_store(
                 source,
             })?;
             let path = config.data_dir.join("nagare.db");
-            let store = SqliteConnectionStore::new(
-                Database::open(&path)
-                    .map_err(|e| StartupError::Backend(format!("{}: {e}", path.display())))?,
-            );
-            tracing::info!(path = %path.display(), "connection store: sqlite");
-            Arc::new(store)
+            let db = Database::open(&path)
+                .map_err(|e| StartupError::Backend(format!("{}: {e}", path.display())))?;
+            tracing::info!(path = %path.display(), "conversations and connections: sqlite");
+            Stores {
+                connections: Arc::new(SqliteConnectionStore::new(db.clone())),
+                conversations: Arc::new(SqliteConversationStore::new(db)),
+            }
         }
         StoreKind::Dynamodb => {
-            let table = &config.store.connections_table;
-            tracing::info!(table, "connection store: dynamodb");
-            Arc::new(DynamoConnectionStore::new(
-                aws_sdk_dynamodb::Client::new(sdk),
-                table,
-            ))
+            // Loaded only here: the default SQLite setup must not wait on AWS config lookups.
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let client = aws_sdk_dynamodb::Client::new(&sdk);
+            let store = &config.store;
+            tracing::info!(
+                conversations = store.conversations_table,
+                connections = store.connections_table,
+                "conversations and connections: dynamodb"
+            );
+            Stores {
+                connections: Arc::new(DynamoConnectionStore::new(
+                    client.clone(),
+                    &store.connections_table,
+                )),
+                conversations: Arc::new(DynamoConversationStore::new(
+                    client,
+                    &store.conversations_table,
+                )),
+            }
         }
     })
 }
@@ -126,7 +147,8 @@ pub async fn run(
 ) -> Result<(), StartupError> {
     raise_open_file_limit();
     let provider = build_provider(&config).await?;
-    let pipeline = Arc::new(build_pipeline(&config, provider)?);
+    let stores = build_stores(&config).await?;
+    let pipeline = Arc::new(build_pipeline(&config, provider, &stores)?);
     let verifier = build_verifier(&config)?;
     let state = AppState::new(
         pipeline,

@@ -74,7 +74,7 @@ pub fn test_pipeline(
     provider: Arc<dyn ModelProvider>,
     default_model: &str,
     allow: &[&str],
-) -> Arc<ChatPipeline> {
+) -> ChatPipeline {
     let models = ModelCatalog {
         default: default_model.to_owned(),
         aliases: Default::default(),
@@ -84,11 +84,7 @@ pub fn test_pipeline(
             .chain([default_model.to_owned()])
             .collect(),
     };
-    Arc::new(ChatPipeline::new(
-        provider,
-        models,
-        PipelineOptions::default(),
-    ))
+    ChatPipeline::new(provider, models, PipelineOptions::default())
 }
 
 /// A running gateway; it stops when dropped or on [`Gateway::shutdown`].
@@ -138,7 +134,16 @@ impl Gateway {
         verifier: Verifier,
         ws: WsSettings,
     ) -> anyhow::Result<Self> {
-        let pipeline = test_pipeline(provider, default_model, allow);
+        let pipeline = Arc::new(test_pipeline(provider, default_model, allow));
+        Self::start_pipeline(pipeline, verifier, ws).await
+    }
+
+    /// Starts the router around a pipeline of the test's own (with memory, say).
+    pub async fn start_pipeline(
+        pipeline: Arc<ChatPipeline>,
+        verifier: Verifier,
+        ws: WsSettings,
+    ) -> anyhow::Result<Self> {
         let state = AppState::new(pipeline, Arc::new(verifier), "chat", 256 * 1024).with_ws(ws);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

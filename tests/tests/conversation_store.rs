@@ -22,6 +22,7 @@ fn exchange(request_id: &str, user: &str, assistant: &str) -> Exchange {
             input_tokens: 3,
             output_tokens: 5,
         },
+        stop_reason: "end_turn".into(),
         model: "m1".into(),
     }
 }
@@ -61,6 +62,7 @@ async fn suite(store: Arc<dyn ConversationStore>) {
         );
         assert_eq!(pair[0].usage, None);
         assert_eq!(pair[1].usage.unwrap().output_tokens, 5);
+        assert_eq!(pair[1].stop_reason.as_deref(), Some("end_turn"));
     }
     let mut paged = Vec::new();
     let mut token: Option<String> = None;

@@ -65,11 +65,11 @@ impl Aws {
                 .build(),
         );
         let function = Arc::new(WsFunction {
-            pipeline: test_pipeline(
+            pipeline: Arc::new(test_pipeline(
                 Arc::new(bedrock_provider(&bedrock.url())),
                 "fake",
                 &["fake.slow", "fake.stall", "fake.huge"],
-            ),
+            )),
             store: Arc::new(DynamoConnectionStore::new(dynamodb.clone(), &table)),
             pusher: Arc::new(ApiGatewayPusher::new(sdk)),
             invoker: Arc::new(LambdaInvoker::new(lambda, "nagare-ws")),

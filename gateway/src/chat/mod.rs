@@ -2,12 +2,14 @@
 //! every transport is a sink of.
 
 mod event;
+mod memory;
 mod models;
 mod pipeline;
 mod reply;
 mod request;
 
 pub use event::{ChatEvent, Usage};
+pub use memory::{Memory, MemorySettings, estimate_tokens};
 pub use models::ModelCatalog;
 pub use pipeline::{ChatPipeline, ChatStream, PipelineOptions};
 pub use reply::ChatReply;

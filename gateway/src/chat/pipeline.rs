@@ -10,11 +10,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, field};
 
-use crate::chat::{ChatEvent, ChatRequest, ModelCatalog, RequestLimits, Usage};
+use crate::chat::memory::{Recall, Recorder};
+use crate::chat::{ChatEvent, ChatRequest, Memory, ModelCatalog, RequestLimits, Usage};
 use crate::error::Error;
 use crate::provider::{
     Message, ModelProvider, ProviderEvent, ProviderRequest, ProviderStream, Role, incomplete_stream,
 };
+use crate::store::{ConversationStore, Turn};
 
 /// The events of one chat. Dropping it cancels the upstream model call.
 pub type ChatStream = ReceiverStream<ChatEvent>;
@@ -39,11 +41,12 @@ impl Default for PipelineOptions {
     }
 }
 
-/// request → route → (limits, cache, history: their seams below) → model → events.
+/// request → route → (limits, cache: their seams below) → history → model → events.
 pub struct ChatPipeline {
     provider: Arc<dyn ModelProvider>,
     models: ModelCatalog,
     options: PipelineOptions,
+    memory: Option<Memory>,
 }
 
 impl ChatPipeline {
@@ -56,7 +59,19 @@ impl ChatPipeline {
             provider,
             models,
             options,
+            memory: None,
         }
+    }
+
+    /// Keeps conversations in `memory`.
+    pub fn with_memory(mut self, memory: Memory) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// The conversation store, when memory is on.
+    pub fn conversations(&self) -> Option<&Arc<dyn ConversationStore>> {
+        self.memory.as_ref().map(Memory::store)
     }
 
     /// The limits transports validate requests against.
@@ -93,13 +108,32 @@ impl ChatPipeline {
             .resolve(request.model.as_deref(), self.provider.as_ref())?;
         span.record("model", model_id.as_str());
 
-        // Seam, history: prior turns are loaded here once conversation memory exists. Until then
-        // a conversation cannot be continued, and saying so beats silently forgetting it.
-        if request.conversation_id.is_some() {
-            return Err(Error::InvalidRequest(
-                "conversation_id: conversation memory is not enabled on this server".into(),
-            ));
-        }
+        let (history, recorder) = match &self.memory {
+            None if request.conversation_id.is_some() => {
+                return Err(Error::InvalidRequest(
+                    "conversation_id: conversation memory is not enabled on this server".into(),
+                ));
+            }
+            None => (Vec::new(), None),
+            Some(memory) => match memory.recall(principal, &request, &model_id).await? {
+                Recall::Replay {
+                    conversation_id,
+                    answer,
+                } => {
+                    span.in_scope(|| {
+                        tracing::info!("retried request: replaying the stored answer")
+                    });
+                    return Ok(replay(
+                        request_id,
+                        conversation_id,
+                        model_id,
+                        answer,
+                        started,
+                    ));
+                }
+                Recall::Continue { history, recorder } => (history, Some(recorder)),
+            },
+        };
         if self.options.log_prompts {
             span.in_scope(
                 || tracing::info!(prompt = %request.message, system = ?request.system, "prompt"),
@@ -108,10 +142,13 @@ impl ChatPipeline {
         let provider_request = ProviderRequest {
             model_id: model_id.clone(),
             system: request.system,
-            messages: vec![Message {
-                role: Role::User,
-                content: request.message,
-            }],
+            messages: history
+                .into_iter()
+                .chain([Message {
+                    role: Role::User,
+                    content: request.message,
+                }])
+                .collect(),
             inference: request.inference,
         };
 
@@ -132,13 +169,60 @@ impl ChatPipeline {
         let (tx, rx) = mpsc::channel(self.options.channel_capacity);
         let start = ChatEvent::Start {
             request_id: request_id.clone(),
-            conversation_id: None,
+            conversation_id: recorder.as_ref().map(|r| r.conversation_id().to_owned()),
             model: model_id,
             cached: false,
         };
-        tokio::spawn(forward(upstream, tx, start, request_id, started).instrument(span));
+        let finish = Finish {
+            request_id,
+            started,
+            recorder,
+        };
+        tokio::spawn(forward(upstream, tx, start, finish).instrument(span));
         Ok(ReceiverStream::new(rx))
     }
+}
+
+/// A stored answer, replayed as a stream for a retried request id: no model call.
+fn replay(
+    request_id: Arc<str>,
+    conversation_id: String,
+    model: String,
+    answer: Turn,
+    started: Instant,
+) -> ChatStream {
+    let events = [
+        ChatEvent::Start {
+            request_id: request_id.clone(),
+            conversation_id: Some(conversation_id),
+            model,
+            cached: false,
+        },
+        ChatEvent::Delta {
+            request_id: request_id.clone(),
+            text: answer.content,
+        },
+        ChatEvent::Done {
+            request_id,
+            stop_reason: answer.stop_reason.unwrap_or_else(|| "end_turn".into()),
+            usage: answer.usage.unwrap_or_default(),
+            latency_ms: started.elapsed().as_millis() as u64,
+            cached: false,
+        },
+    ];
+    let (tx, rx) = mpsc::channel(events.len());
+    for event in events {
+        let _ = tx.try_send(event);
+    }
+    ReceiverStream::new(rx)
+}
+
+/// What the producer needs once the stream ends.
+struct Finish {
+    request_id: Arc<str>,
+    started: Instant,
+    /// Records the exchange in the conversation, when memory is on.
+    recorder: Option<Recorder>,
 }
 
 /// Moves model events to the client's channel until the stream completes, fails, or the client
@@ -147,14 +231,20 @@ async fn forward(
     mut upstream: ProviderStream,
     tx: mpsc::Sender<ChatEvent>,
     start: ChatEvent,
-    request_id: Arc<str>,
-    started: Instant,
+    finish: Finish,
 ) {
+    let Finish {
+        request_id,
+        started,
+        recorder,
+    } = finish;
     if tx.send(start).await.is_err() {
         return log_cancelled(started);
     }
     let mut stop_reason = None;
     let mut usage: Option<Usage> = None;
+    // The answer is kept only when it will be recorded.
+    let mut answer = recorder.as_ref().map(|_| String::new());
     loop {
         let next = tokio::select! {
             biased;
@@ -163,6 +253,9 @@ async fn forward(
         };
         match next {
             Some(Ok(ProviderEvent::Delta(text))) => {
+                if let Some(answer) = &mut answer {
+                    answer.push_str(&text);
+                }
                 let delta = ChatEvent::Delta {
                     request_id: request_id.clone(),
                     text,
@@ -180,8 +273,14 @@ async fn forward(
     let (Some(stop_reason), Some(usage)) = (stop_reason, usage) else {
         return fail(&tx, request_id, incomplete_stream(), started).await;
     };
+    // Seam, completion: cache store and usage metrics hook in here.
+    if let (Some(recorder), Some(answer)) = (&recorder, answer) {
+        // The answer reached the client, but a `done` would claim it is in the conversation.
+        if let Err(e) = recorder.record(answer, usage, &stop_reason).await {
+            return fail(&tx, request_id, e, started).await;
+        }
+    }
     let latency_ms = started.elapsed().as_millis() as u64;
-    // Seam, completion: history append, cache store and usage metrics hook in here.
     tracing::info!(
         outcome = "done",
         stop_reason = %stop_reason,

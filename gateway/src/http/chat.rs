@@ -17,7 +17,7 @@ use nagare_authorizer::Principal;
 use crate::chat::{ChatEvent, ChatReply, ChatRequest, ChatStream, parse_chat_request};
 use crate::error::Error;
 use crate::http::error::ApiError;
-use crate::http::{AppState, header_request_id, with_request_id};
+use crate::http::{AppState, header_id, header_request_id, with_request_id};
 
 /// `POST /v1/chat`: the whole reply as one JSON object.
 pub async fn unary(
@@ -114,9 +114,32 @@ fn read_request(
             )))
         }
     })?;
+    let key = idempotency_key(headers).map_err(reject)?;
     parse_chat_request(&body)
-        .and_then(|r| r.validate(state.pipeline.limits(), fallback))
+        .and_then(|mut r| {
+            match (&r.request_id, key) {
+                (Some(id), Some(key)) if *id != key => {
+                    return Err(Error::InvalidRequest(
+                        "Idempotency-Key and request_id differ; send one, or the same value".into(),
+                    ));
+                }
+                (None, Some(key)) => r.request_id = Some(key),
+                _ => {}
+            }
+            r.validate(state.pipeline.limits(), fallback)
+        })
         .map_err(reject)
+}
+
+/// The `Idempotency-Key` header, which stands for the body's `request_id`: a retried chat in a
+/// conversation gets its stored answer instead of a second exchange.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    header_id(value).map(Some).ok_or_else(|| {
+        Error::InvalidRequest("Idempotency-Key: must be 1 to 128 visible ASCII characters".into())
+    })
 }
 
 /// Accepts JSON, or no content type at all; anything else is a client mistake worth naming.

@@ -2,6 +2,7 @@
 
 mod auth;
 mod chat;
+mod conversations;
 mod error;
 #[cfg(test)]
 mod tests;
@@ -69,9 +70,14 @@ impl AppState {
 
 /// The client's `x-request-id`, when it is a sane id (1 to 128 visible ASCII characters).
 pub(crate) fn header_request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
+    headers.get("x-request-id").and_then(header_id)
+}
+
+/// A header value usable as an id: 1 to 128 visible ASCII characters.
+pub(crate) fn header_id(value: &HeaderValue) -> Option<String> {
+    value
+        .to_str()
+        .ok()
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
 }
@@ -91,6 +97,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat", post(chat::unary))
         .route("/v1/chat/stream", post(chat::stream))
         .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/conversations", get(conversations::list))
+        .route(
+            "/v1/conversations/{id}",
+            get(conversations::get).delete(conversations::delete),
+        )
         .layer(DefaultBodyLimit::max(body_limit))
         // Authentication runs before the body is read: strangers cannot make us parse JSON.
         .route_layer(middleware::from_fn_with_state(

@@ -36,9 +36,10 @@ pub async fn build(
             )
         })?;
     let provider = server::build_provider(config).await?;
+    let stores = server::build_stores(config).await?;
     Ok(WsFunction {
-        pipeline: Arc::new(server::build_pipeline(config, provider)?),
-        store: server::build_connection_store(config, &sdk)?,
+        pipeline: Arc::new(server::build_pipeline(config, provider, &stores)?),
+        store: stores.connections,
         pusher: Arc::new(ApiGatewayPusher::new(sdk.clone())),
         invoker: Arc::new(LambdaInvoker::new(
             aws_sdk_lambda::Client::new(&sdk),

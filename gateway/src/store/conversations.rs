@@ -38,6 +38,8 @@ pub struct Turn {
     /// On assistant turns: what the model reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
     pub created_at: u64,
 }
 
@@ -48,6 +50,7 @@ pub struct Exchange {
     pub user: String,
     pub assistant: String,
     pub usage: Usage,
+    pub stop_reason: String,
     pub model: String,
 }
 

@@ -58,6 +58,14 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
+/// Milliseconds since the Unix epoch: conversation timestamps, fine enough to order by.
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
 fn store_error(backend: &str, e: impl std::fmt::Display) -> Error {
     // The full error goes to the log; the client sees only that the store failed.
     tracing::warn!(backend, error = %e, "store failed");

@@ -70,6 +70,7 @@ fn turn_of(item: &Item) -> Turn {
                 input_tokens,
                 output_tokens,
             }),
+        stop_reason: item.get("stop_reason").and_then(|v| v.as_s().ok()).cloned(),
         created_at: number(item, "created_at").unwrap_or_default(),
     }
 }
@@ -218,6 +219,7 @@ impl DynamoConversationStore {
             if role == Role::Assistant {
                 item.insert("input_tokens".into(), n(x.usage.input_tokens));
                 item.insert("output_tokens".into(), n(x.usage.output_tokens));
+                item.insert("stop_reason".into(), s(&x.stop_reason));
             }
             self.put(item, Some("attribute_not_exists(sk)"))
         };

@@ -28,7 +28,7 @@ impl SqliteConversationStore {
 const META_COLUMNS: &str =
     "conversation_id, owner, title, model, created_at, updated_at, exchanges";
 const TURN_COLUMNS: &str =
-    "exchange, role, content, request_id, input_tokens, output_tokens, created_at";
+    "exchange, role, content, request_id, input_tokens, output_tokens, stop_reason, created_at";
 
 fn meta_of(row: &Row<'_>) -> rusqlite::Result<ConversationMeta> {
     Ok(ConversationMeta {
@@ -61,7 +61,8 @@ fn turn_of(row: &Row<'_>) -> rusqlite::Result<Turn> {
                 input_tokens,
                 output_tokens,
             }),
-        created_at: row.get(6)?,
+        stop_reason: row.get(6)?,
+        created_at: row.get(7)?,
     })
 }
 
@@ -159,10 +160,11 @@ impl ConversationStore for SqliteConversationStore {
                 let n = exchanges + 1;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO turns (conversation_id, exchange, role, content, request_id,
-                                        input_tokens, output_tokens, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                        input_tokens, output_tokens, stop_reason, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
-                insert.execute(params![id, n, 0, x.user, x.request_id, None::<u64>, None::<u64>, now])?;
+                let none = None::<u64>;
+                insert.execute(params![id, n, 0, x.user, x.request_id, none, none, None::<String>, now])?;
                 insert.execute(params![
                     id,
                     n,
@@ -171,6 +173,7 @@ impl ConversationStore for SqliteConversationStore {
                     x.request_id,
                     x.usage.input_tokens,
                     x.usage.output_tokens,
+                    x.stop_reason,
                     now
                 ])?;
                 drop(insert);

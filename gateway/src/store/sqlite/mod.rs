@@ -55,6 +55,7 @@ const MIGRATIONS: &[&str] = &[
         request_id TEXT NOT NULL,
         input_tokens INTEGER,
         output_tokens INTEGER,
+        stop_reason TEXT,
         created_at INTEGER NOT NULL,
         PRIMARY KEY (conversation_id, exchange, role)
     );
