@@ -15,7 +15,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 cargo build --release --locked --bin nagare --bin nagare-load --bin fake-bedrock \
-  --bin lambda-coldstart --bin nagare-authorizer >&2
+  --bin lambda-coldstart --bin nagare-authorizer --bin memory-bench >&2
 bin=target/release
 
 # start VAR LOG CMD...: runs CMD in the background and sets VAR to the URL of its `listening on` line.
@@ -51,18 +51,18 @@ wsgw_pid=${pids[-1]}
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 direct_body='{"messages":[{"role":"user","content":[{"text":"hello"}]}]}'
-echo "1/9 /v1/chat closed loop, unpaced mock, 64 connections" >&2
+echo "1/10 /v1/chat closed loop, unpaced mock, 64 connections" >&2
 load --url "$mock/v1/chat" --connections 64 >"$work/mock64.json"
-echo "2/9 /v1/chat/stream closed loop, unpaced mock, 64 connections" >&2
+echo "2/10 /v1/chat/stream closed loop, unpaced mock, 64 connections" >&2
 load --url "$mock/v1/chat/stream" --connections 64 --mode sse >"$work/mocksse.json"
-echo "3/9 fake Bedrock direct, open loop at $rate req/s" >&2
+echo "3/10 fake Bedrock direct, open loop at $rate req/s" >&2
 load --url "$fake/model/bench.model/converse-stream" --body "$direct_body" --connections 32 --rate "$rate" >"$work/direct.json"
-echo "4/9 through Nagare to the fake, open loop at $rate req/s" >&2
+echo "4/10 through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat" --connections 32 --rate "$rate" >"$work/via.json"
-echo "5/9 SSE through Nagare to the fake, open loop at $rate req/s" >&2
+echo "5/10 SSE through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat/stream" --connections 32 --rate "$rate" --mode sse >"$work/viasse.json"
 idle_conns=${BENCH_WS_IDLE:-10000}
-echo "6/9 $idle_conns idle WebSocket connections: server RSS per connection" >&2
+echo "6/10 $idle_conns idle WebSocket connections: server RSS per connection" >&2
 before=$(rss_kb "$wsgw_pid")
 "$bin/nagare-load" --url "ws://${wsgw#http://}/v1/ws" --mode ws-idle --connections "$idle_conns" --seconds 3 --warmup 0 \
   --header "authorization: Bearer $token" --json >"$work/wsidle.json" 2>"$work/wsidle.err" &
@@ -73,13 +73,15 @@ after=$(rss_kb "$wsgw_pid")
 wait "$idle_pid"
 echo "{\"before_kb\": $before, \"after_kb\": $after}" >"$work/wsrss.json"
 streams=${BENCH_WS_STREAMS:-1000}
-echo "7/9 $streams concurrent WebSocket chats, 100 tokens at 50 tokens/s" >&2
+echo "7/10 $streams concurrent WebSocket chats, 100 tokens at 50 tokens/s" >&2
 load --url "ws://${wsgw#http://}/v1/ws" --mode ws --connections "$streams" --delta-interval-ms 20 \
   --body '{"message":"hi","model":"mock.long","inference":{"max_tokens":100}}' >"$work/wsstream.json"
-echo "8/9 Lambda cold starts under the fake Runtime API" >&2
+echo "8/10 Lambda cold starts under the fake Runtime API" >&2
 "$bin/lambda-coldstart" --function authorizer --binary "$bin/nagare-authorizer" --runs "${BENCH_COLD_RUNS:-20}" \
   >"$work/cold-authorizer.json"
-echo "9/9 criterion micro-benchmarks" >&2
+echo "9/10 conversation memory on SQLite: history load + append, 50-exchange conversations" >&2
+"$bin/memory-bench" --conversations "${BENCH_MEMORY_CONVERSATIONS:-200}" --rounds "${BENCH_MEMORY_ROUNDS:-10}" >"$work/memory.json"
+echo "10/10 criterion micro-benchmarks" >&2
 crit="${CARGO_TARGET_DIR:-target}/criterion"
 rm -rf "$crit"
 crit_args=(-- --warm-up-time 1 --measurement-time "${BENCH_CRITERION_SECONDS:-3}")
@@ -145,6 +147,10 @@ for f in ["authorizer"]:
     c = json.load(open(os.path.join(work, f"cold-{f}.json")))
     cs = c["cold_start_ms"]
     lines.append(f"| nagare-{f} | {c['runs']} | {cs['p50']:.1f} | {cs['min']:.1f} | {cs['max']:.1f} | {c['peak_rss_mb']:.1f} |")
+mem = json.load(open(os.path.join(work, "memory.json")))
+mm = mem["micros"]
+lines += ["", f"Conversation memory on SQLite (`memory-bench`): loading a {mem['exchanges']}-exchange conversation and appending",
+          f"one exchange, {mem['samples']} samples: p50 {mm['p50']} µs, **p99 {mm['p99']} µs**, p99.9 {mm['p999']} µs, max {mm['max']} µs."]
 lines += ["", "Micro-benchmarks (criterion, median of the measured iterations; `cargo bench -p nagare-gateway` and",
           "`cargo bench -p nagare-authorizer`):", "", "| hot path | median | per second per core |", "|---|---|---|"]
 for path in sorted(glob.glob(os.path.join(crit, "*", "new", "estimates.json"))):

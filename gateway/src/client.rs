@@ -9,14 +9,15 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Connects to `url` (`ws://host:port/v1/ws`), sends one chat, writes the deltas to `out` and
-/// returns the `done` event, or the error frame's message.
+/// returns the conversation id and the `done` event, or the error frame's message.
 pub async fn chat(
     url: &str,
     token: &str,
     message: &str,
     model: Option<&str>,
+    conversation: Option<&str>,
     out: &mut impl Write,
-) -> Result<Value, String> {
+) -> Result<(Option<String>, Value), String> {
     let mut request = url
         .into_client_request()
         .map_err(|e| format!("{url}: {e}"))?;
@@ -35,6 +36,10 @@ pub async fn chat(
     if let Some(m) = model {
         frame["model"] = json!(m);
     }
+    if let Some(c) = conversation {
+        frame["conversation_id"] = json!(c);
+    }
+    let mut conversation_id = None;
     ws.send(Message::text(frame.to_string()))
         .await
         .map_err(|e| e.to_string())?;
@@ -47,13 +52,16 @@ pub async fn chat(
             continue;
         }
         match event["type"].as_str() {
+            Some("start") => {
+                conversation_id = event["conversation_id"].as_str().map(str::to_owned);
+            }
             Some("delta") => {
                 let _ = write!(out, "{}", event["text"].as_str().unwrap_or_default());
                 let _ = out.flush();
             }
             Some("done") => {
                 let _ = ws.close(None).await;
-                return Ok(event);
+                return Ok((conversation_id, event));
             }
             Some("error") => {
                 return Err(format!(

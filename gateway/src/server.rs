@@ -8,12 +8,13 @@ use tokio::net::TcpListener;
 
 use crate::chat::{ChatPipeline, Memory};
 use crate::config::{Config, ProviderKind};
+use crate::error::Error;
 use crate::error::StartupError;
 use crate::http::{self, AppState};
 use crate::provider::{BedrockProvider, MockProvider, ModelProvider};
 use crate::store::{
-    ConnectionStore, ConversationStore, Database, DynamoConnectionStore, DynamoConversationStore,
-    SqliteConnectionStore, SqliteConversationStore, StoreKind,
+    self, ConnectionStore, ConversationStore, Database, DynamoConnectionStore,
+    DynamoConversationStore, SqliteConnectionStore, SqliteConversationStore, StoreKind, TableNames,
 };
 
 /// Builds the provider the config names, failing fast when it cannot work.
@@ -106,6 +107,23 @@ pub async fn build_stores(config: &Config) -> Result<Stores, StartupError> {
             }
         }
     })
+}
+
+/// `nagare create-tables`: creates the DynamoDB tables `[store]` names; true for each one created.
+pub async fn create_tables(config: &Config) -> Result<Vec<(String, bool)>, Error> {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let names = TableNames {
+        connections: config.store.connections_table.clone(),
+        conversations: config.store.conversations_table.clone(),
+    };
+    let created = store::create_tables(&aws_sdk_dynamodb::Client::new(&sdk), &names).await?;
+    Ok([names.connections, names.conversations]
+        .into_iter()
+        .map(|t| {
+            let new = created.contains(&t);
+            (t, new)
+        })
+        .collect())
 }
 
 /// Builds the token verifier: the configured issuers, or dev mode with the secret in the data dir.

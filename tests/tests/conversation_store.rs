@@ -11,6 +11,7 @@ use nagare_gateway::store::{
     Appended, ConversationStore, Database, DynamoConversationStore, Exchange, MAX_TURN_BYTES,
     SqliteConversationStore,
 };
+use nagare_tests::fake_lambda::workspace_binary;
 use nagare_tests::moto;
 
 fn exchange(request_id: &str, user: &str, assistant: &str) -> Exchange {
@@ -216,4 +217,51 @@ async fn dynamodb_conversations_keep_the_contract() {
         tables.conversations,
     )))
     .await;
+}
+
+#[tokio::test]
+async fn nagare_create_tables_creates_once_then_reports_existing() {
+    let suffix = format!(
+        "{}-{}",
+        std::process::id(),
+        nagare_gateway::store::unix_now_ms()
+    );
+    let (connections, conversations) = (format!("conn-{suffix}"), format!("conv-{suffix}"));
+    let run = || {
+        std::process::Command::new(workspace_binary("nagare").unwrap())
+            .arg("create-tables")
+            .env_clear()
+            .env("AWS_ENDPOINT_URL_DYNAMODB", moto::url())
+            .env("AWS_ACCESS_KEY_ID", "AKIDNAGARETEST")
+            .env("AWS_SECRET_ACCESS_KEY", "nagare-test-secret")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("NAGARE__STORE__CONNECTIONS_TABLE", &connections)
+            .env("NAGARE__STORE__CONVERSATIONS_TABLE", &conversations)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout),
+        format!("{connections}: created\n{conversations}: created\n")
+    );
+    let second = run();
+    assert_eq!(
+        String::from_utf8_lossy(&second.stdout),
+        format!("{connections}: exists\n{conversations}: exists\n")
+    );
+    let table = moto::dynamodb()
+        .describe_table()
+        .table_name(&conversations)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    assert_eq!(
+        table.global_secondary_indexes()[0].index_name(),
+        Some("owner-updated")
+    );
 }

@@ -49,6 +49,16 @@ enum Command {
         /// A model alias or id.
         #[arg(long)]
         model: Option<String>,
+        /// Continue this conversation (its id is printed after every answer).
+        #[arg(long)]
+        conversation: Option<String>,
+    },
+    /// Create the DynamoDB tables named in [store] if they do not exist (for local endpoints and
+    /// tests; deploy/ creates them on AWS). Honours AWS_ENDPOINT_URL_DYNAMODB.
+    CreateTables {
+        /// TOML config file; NAGARE__STORE__* environment variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Mint a dev-mode token for a server using the same --data-dir.
     Token {
@@ -89,7 +99,15 @@ fn main() -> ExitCode {
             url,
             token,
             model,
-        } => chat(&url, &token, &message, model.as_deref()),
+            conversation,
+        } => chat(
+            &url,
+            &token,
+            &message,
+            model.as_deref(),
+            conversation.as_deref(),
+        ),
+        Command::CreateTables { config: file } => create_tables(file),
         Command::Token {
             sub,
             scopes,
@@ -156,21 +174,51 @@ fn token(
     }
 }
 
-fn chat(url: &str, token: &str, message: &str, model: Option<&str>) -> ExitCode {
+fn create_tables(file: Option<PathBuf>) -> ExitCode {
+    let config = match config::load(file.as_deref(), &ProcessEnv, &Overrides::default()) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string(), 2),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("starting the async runtime: {e}"), 1),
+    };
+    match runtime.block_on(server::create_tables(&config)) {
+        Ok(report) => {
+            for (table, created) in report {
+                println!("{table}: {}", if created { "created" } else { "exists" });
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("creating the tables: {e}"), 1),
+    }
+}
+
+fn chat(
+    url: &str,
+    token: &str,
+    message: &str,
+    model: Option<&str>,
+    conversation: Option<&str>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => return fail(&format!("starting the async runtime: {e}"), 1),
     };
     let mut stdout = std::io::stdout();
-    match runtime.block_on(client::chat(url, token, message, model, &mut stdout)) {
-        Ok(done) => {
+    let chat = client::chat(url, token, message, model, conversation, &mut stdout);
+    match runtime.block_on(chat) {
+        Ok((conversation_id, done)) => {
             println!();
             eprintln!(
-                "[{} · {} in / {} out tokens · {} ms]",
+                "[{} · {} in / {} out tokens · {} ms{}]",
                 done["stop_reason"].as_str().unwrap_or_default(),
                 done["usage"]["input_tokens"],
                 done["usage"]["output_tokens"],
-                done["latency_ms"]
+                done["latency_ms"],
+                conversation_id
+                    .map(|id| format!(" · --conversation {id}"))
+                    .unwrap_or_default()
             );
             ExitCode::SUCCESS
         }
