@@ -11,7 +11,10 @@ use nagare_gateway::store::{ConversationStore, Database, Exchange, SqliteConvers
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "memory-bench", about = "History load + append latency on SQLite")]
+#[command(
+    name = "memory-bench",
+    about = "History load + append latency on SQLite"
+)]
 struct Args {
     /// Exchanges (user + assistant turns) already in each conversation.
     #[arg(long, default_value_t = 50)]
@@ -49,7 +52,9 @@ async fn main() -> anyhow::Result<()> {
     for c in 0..args.conversations {
         for e in 0..args.exchanges {
             let x = exchange(format!("seed-{e}"), args.turn_bytes);
-            store.append("bench", &format!("c{c}"), "bench", &x, e).await?;
+            store
+                .append("bench", &format!("c{c}"), "bench", &x, e)
+                .await?;
         }
     }
     let mut micros = Histogram::<u64>::new(3)?;

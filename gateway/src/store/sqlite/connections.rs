@@ -53,7 +53,7 @@ impl ConnectionStore for SqliteConnectionStore {
     async fn put(&self, record: &ConnectionRecord) -> Result<(), Error> {
         let r = record.clone();
         self.with(move |db| {
-            let tx = db.transaction()?;
+            let tx = db.savepoint()?;
             // Expired records are swept here, standing in for DynamoDB's TTL.
             tx.execute("DELETE FROM connections WHERE ttl <= ?1", [unix_now()])?;
             tx.execute(
@@ -102,7 +102,7 @@ impl ConnectionStore for SqliteConnectionStore {
     ) -> Result<Result<(), AdmitRefusal>, Error> {
         let (id, rid) = (connection_id.to_owned(), request_id.to_owned());
         self.with(move |db| {
-            let tx = db.transaction()?;
+            let tx = db.savepoint()?;
             if live(&tx, &id)?.is_none() {
                 return Ok(Err(AdmitRefusal::UnknownConnection));
             }

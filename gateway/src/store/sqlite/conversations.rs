@@ -123,24 +123,22 @@ impl ConversationStore for SqliteConversationStore {
         );
         self.db
             .with(move |db| {
-                let tx = db.transaction()?;
+                let tx = db.savepoint()?;
                 let found: Option<(String, u64)> = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT owner, exchanges FROM conversations WHERE conversation_id = ?1",
-                        [&id],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
+                    )?
+                    .query_row([&id], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()?;
                 let exchanges = match found {
                     Some((o, _)) if o != owner => return Ok(Err(not_found())),
                     Some((_, n)) => {
                         let earlier: Option<u64> = tx
-                            .query_row(
+                            .prepare_cached(
                                 "SELECT exchange FROM turns
                                  WHERE conversation_id = ?1 AND request_id = ?2 AND role = 0",
-                                params![id, x.request_id],
-                                |row| row.get(0),
-                            )
+                            )?
+                            .query_row(params![id, x.request_id], |row| row.get(0))
                             .optional()?;
                         if let Some(n) = earlier {
                             return Ok(Ok(Appended::Duplicate(n)));
@@ -148,12 +146,12 @@ impl ConversationStore for SqliteConversationStore {
                         n
                     }
                     None => {
-                        tx.execute(
+                        tx.prepare_cached(
                             "INSERT INTO conversations
                              (conversation_id, owner, title, model, created_at, updated_at, exchanges)
                              VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0)",
-                            params![id, owner, title, x.model, now],
-                        )?;
+                        )?
+                        .execute(params![id, owner, title, x.model, now])?;
                         0
                     }
                 };
@@ -177,11 +175,11 @@ impl ConversationStore for SqliteConversationStore {
                     now
                 ])?;
                 drop(insert);
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE conversations SET exchanges = ?2, updated_at = ?3, model = ?4
                      WHERE conversation_id = ?1",
-                    params![id, n, now, x.model],
-                )?;
+                )?
+                .execute(params![id, n, now, x.model])?;
                 tx.commit()?;
                 Ok(Ok(Appended::New(n)))
             })
