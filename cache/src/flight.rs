@@ -34,8 +34,8 @@ pub struct Flight<P> {
 }
 
 impl<P: Clone> Flight<P> {
-    /// A new flight, with its leader as the first subscriber.
-    fn lead() -> (Arc<Self>, Subscription<P>) {
+    /// A new flight, with its leader as the first subscriber. Unregistered, no one can join it.
+    pub fn lead() -> (Arc<Self>, Subscription<P>) {
         let flight = Arc::new(Self {
             pieces: Mutex::new(Pieces {
                 items: Vec::new(),

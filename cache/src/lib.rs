@@ -13,6 +13,7 @@ mod entry;
 mod flight;
 pub mod key;
 mod metrics;
+mod policy;
 mod tiers;
 
 pub use dynamodb::DynamoCache;
@@ -20,7 +21,8 @@ pub use entry::CachedResponse;
 pub use flight::{Flight, Flights, Joined, Subscription};
 pub use key::{CacheKey, KeyInput};
 pub use metrics::{CacheMetrics, MetricsSnapshot, Price};
-pub use tiers::{CacheSettings, ResponseCache, SharedCache, Tier};
+pub use policy::{Mode, ROUTES};
+pub use tiers::{CacheSettings, ResponseCache, SharedCache, SharedKind, Tier};
 
 /// A shared tier failed. The cache never fails a request: callers log it and carry on.
 #[derive(Debug, thiserror::Error)]

@@ -12,12 +12,25 @@ use moka::future::Cache;
 use moka::notification::RemovalCause;
 use serde::Deserialize;
 
-use crate::{CacheError, CacheKey, CacheMetrics, CachedResponse, MetricsSnapshot, Price};
+use crate::{CacheError, CacheKey, CacheMetrics, CachedResponse, MetricsSnapshot, Mode, Price};
 
-/// The tier knobs of `[cache]`.
+/// `[cache]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
+    pub enabled: bool,
+    /// The mode of single-turn requests (no `conversation_id`).
+    pub mode: Mode,
+    /// The mode of requests that continue a conversation.
+    pub multi_turn_mode: Mode,
+    /// Route name (`chat`, `chat_stream`, `websocket`, `lambda_websocket`) → mode.
+    pub routes: BTreeMap<String, Mode>,
+    /// Tenant → mode; wins over the route's.
+    pub tenants: BTreeMap<String, Mode>,
+    /// The shared tier: `none` or `dynamodb`.
+    pub shared: SharedKind,
+    /// The DynamoDB table of the shared tier (PK `key`, TTL attribute `ttl`).
+    pub table: String,
     /// L1's bound: the bytes of the answers it holds.
     pub l1_max_bytes: u64,
     /// How long an answer may be served, in both tiers.
@@ -33,12 +46,45 @@ pub struct CacheSettings {
 impl Default for CacheSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
+            mode: Mode::ReadWrite,
+            multi_turn_mode: Mode::Off,
+            routes: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            shared: SharedKind::None,
+            table: "nagare-cache".into(),
             l1_max_bytes: 64 * 1024 * 1024,
             ttl_secs: 3600,
             tti_secs: 600,
             max_entry_bytes: 256 * 1024,
             prices: BTreeMap::new(),
         }
+    }
+}
+
+/// Which shared tier, if any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SharedKind {
+    #[default]
+    None,
+    Dynamodb,
+}
+
+impl CacheSettings {
+    /// The mode for a request on `route` by `tenant`.
+    pub fn mode_for(&self, route: &str, tenant: &str, multi_turn: bool) -> Mode {
+        if !self.enabled {
+            return Mode::Off;
+        }
+        if multi_turn {
+            return self.multi_turn_mode;
+        }
+        self.tenants
+            .get(tenant)
+            .or_else(|| self.routes.get(route))
+            .copied()
+            .unwrap_or(self.mode)
     }
 }
 
@@ -172,6 +218,24 @@ impl ResponseCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_beats_route_beats_default_and_multi_turn_is_separate() {
+        let settings = CacheSettings {
+            routes: BTreeMap::from([("websocket".into(), Mode::ReadOnly)]),
+            tenants: BTreeMap::from([("acme".into(), Mode::Off)]),
+            ..CacheSettings::default()
+        };
+        assert_eq!(settings.mode_for("chat", "x", false), Mode::ReadWrite);
+        assert_eq!(settings.mode_for("websocket", "x", false), Mode::ReadOnly);
+        assert_eq!(settings.mode_for("websocket", "acme", false), Mode::Off);
+        assert_eq!(settings.mode_for("chat", "x", true), Mode::Off);
+        let off = CacheSettings {
+            enabled: false,
+            ..CacheSettings::default()
+        };
+        assert_eq!(off.mode_for("chat", "x", false), Mode::Off);
+    }
 
     fn answer(text: &str) -> CachedResponse {
         CachedResponse {

@@ -11,7 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures::StreamExt;
 use nagare_authorizer::Principal;
 use nagare_gateway::chat::{
-    ChatEvent, ChatPipeline, ChatReply, ModelCatalog, PipelineOptions, RequestLimits,
+    ChatEvent, ChatPipeline, ChatReply, ModelCatalog, PipelineOptions, RequestLimits, Route,
     parse_chat_request,
 };
 use nagare_gateway::error::Error;
@@ -98,7 +98,7 @@ fn bench(c: &mut Criterion) {
             b.to_async(&rt).iter(|| async {
                 let request = hello();
                 let stream = pipeline
-                    .start(&principal, request, Instant::now())
+                    .start(&principal, Route::Chat, request, Instant::now())
                     .await
                     .unwrap();
                 ChatReply::collect(stream).await.unwrap()
@@ -111,7 +111,7 @@ fn bench(c: &mut Criterion) {
             b.to_async(&rt).iter(|| async {
                 let request = hello();
                 pipeline
-                    .start(&principal, request, Instant::now())
+                    .start(&principal, Route::Chat, request, Instant::now())
                     .await
                     .unwrap()
                     .count()

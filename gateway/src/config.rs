@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nagare_authorizer::AuthSettings;
+use nagare_cache::{CacheSettings, ROUTES};
 use serde::Deserialize;
 
 use crate::chat::{MemorySettings, ModelCatalog, PipelineOptions, RequestLimits};
@@ -51,6 +52,7 @@ struct RawConfig {
     websocket: WsSettings,
     store: StoreSettings,
     memory: MemorySettings,
+    cache: CacheSettings,
     lambda: LambdaWsSettings,
 }
 
@@ -164,6 +166,7 @@ pub struct Config {
     pub websocket: WsSettings,
     pub store: StoreSettings,
     pub memory: MemorySettings,
+    pub cache: CacheSettings,
     /// The `nagare-ws` Lambda function's settings.
     pub lambda: LambdaWsSettings,
 }
@@ -278,6 +281,20 @@ impl RawConfig {
         if self.lambda.coalesce_ms > 10_000 {
             return Err(bad("lambda.coalesce_ms", "must be at most 10000"));
         }
+        if let Some(route) = self
+            .cache
+            .routes
+            .keys()
+            .find(|r| !ROUTES.contains(&r.as_str()))
+        {
+            return Err(bad(
+                &format!("cache.routes.{route}"),
+                &format!("unknown route; use one of {}", ROUTES.join(", ")),
+            ));
+        }
+        if self.cache.ttl_secs == 0 || self.cache.l1_max_bytes == 0 {
+            return Err(bad("cache", "ttl_secs and l1_max_bytes must be at least 1"));
+        }
         if self.memory.context_tokens == 0 {
             return Err(bad("memory.context_tokens", "must be at least 1"));
         }
@@ -337,6 +354,7 @@ impl RawConfig {
             websocket: self.websocket,
             store: self.store,
             memory: self.memory,
+            cache: self.cache,
             lambda: self.lambda,
         })
     }

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use nagare_authorizer::{Verifier, dev};
+use nagare_cache::{DynamoCache, ResponseCache, SharedCache, SharedKind};
 use tokio::net::TcpListener;
 
-use crate::chat::{ChatPipeline, Memory};
+use crate::chat::{ChatCache, ChatPipeline, Memory};
 use crate::config::{Config, ProviderKind};
 use crate::error::Error;
 use crate::error::StartupError;
@@ -53,43 +54,57 @@ pub fn build_pipeline(
         .models
         .resolve(None, provider.as_ref())
         .map_err(|e| StartupError::Config(format!("models.default: {e}")))?;
-    let pipeline = ChatPipeline::new(provider, config.models.clone(), config.pipeline.clone());
-    if !config.memory.enabled {
+    let mut pipeline = ChatPipeline::new(provider, config.models.clone(), config.pipeline.clone());
+    if config.memory.enabled {
+        let memory = Memory::new(stores.conversations.clone(), config.memory.clone());
+        pipeline = pipeline.with_memory(memory);
+    } else {
         tracing::info!("conversation memory: off (memory.enabled = false)");
-        return Ok(pipeline);
     }
-    let memory = Memory::new(stores.conversations.clone(), config.memory.clone());
-    Ok(pipeline.with_memory(memory))
+    if config.cache.enabled {
+        let cache = ResponseCache::new(config.cache.clone(), stores.shared_cache.clone());
+        tracing::info!(
+            l1_max_bytes = config.cache.l1_max_bytes,
+            shared = cache.l2_name().unwrap_or("none"),
+            "response cache: on"
+        );
+        pipeline = pipeline.with_cache(ChatCache::new(Arc::new(cache), config.cache.clone()));
+    } else {
+        tracing::info!("response cache: off (cache.enabled = false)");
+    }
+    Ok(pipeline)
 }
 
 /// The durable stores, all on the backend `[store]` names.
 pub struct Stores {
     pub connections: Arc<dyn ConnectionStore>,
     pub conversations: Arc<dyn ConversationStore>,
+    /// The cache's shared tier, when `cache.shared` names one.
+    pub shared_cache: Option<Arc<dyn SharedCache>>,
 }
 
 /// Opens the stores the config names: the SQLite file in the data dir, or DynamoDB tables.
 pub async fn build_stores(config: &Config) -> Result<Stores, StartupError> {
-    Ok(match config.store.kind {
-        StoreKind::Sqlite => {
-            std::fs::create_dir_all(&config.data_dir).map_err(|source| StartupError::Io {
-                context: format!("creating {}", config.data_dir.display()),
-                source,
-            })?;
-            let path = config.data_dir.join("nagare.db");
-            let db = Database::open(&path)
-                .map_err(|e| StartupError::Backend(format!("{}: {e}", path.display())))?;
-            tracing::info!(path = %path.display(), "conversations and connections: sqlite");
-            Stores {
-                connections: Arc::new(SqliteConnectionStore::new(db.clone())),
-                conversations: Arc::new(SqliteConversationStore::new(db)),
-            }
-        }
-        StoreKind::Dynamodb => {
-            // Loaded only here: the default SQLite setup must not wait on AWS config lookups.
-            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let client = aws_sdk_dynamodb::Client::new(&sdk);
-            let store = &config.store;
+    // AWS config is loaded only when a table is used: the default SQLite setup must not wait on
+    // AWS config lookups.
+    let dynamodb = if config.store.kind == StoreKind::Dynamodb
+        || config.cache.shared == SharedKind::Dynamodb
+    {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Some(aws_sdk_dynamodb::Client::new(&sdk))
+    } else {
+        None
+    };
+    let shared_cache: Option<Arc<dyn SharedCache>> = match (&dynamodb, config.cache.shared) {
+        (Some(client), SharedKind::Dynamodb) => Some(Arc::new(DynamoCache::new(
+            client.clone(),
+            &config.cache.table,
+        ))),
+        _ => None,
+    };
+    let store = &config.store;
+    Ok(match (store.kind, dynamodb) {
+        (StoreKind::Dynamodb, Some(client)) => {
             tracing::info!(
                 conversations = store.conversations_table,
                 connections = store.connections_table,
@@ -104,6 +119,22 @@ pub async fn build_stores(config: &Config) -> Result<Stores, StartupError> {
                     client,
                     &store.conversations_table,
                 )),
+                shared_cache,
+            }
+        }
+        _ => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| StartupError::Io {
+                context: format!("creating {}", config.data_dir.display()),
+                source,
+            })?;
+            let path = config.data_dir.join("nagare.db");
+            let db = Database::open(&path)
+                .map_err(|e| StartupError::Backend(format!("{}: {e}", path.display())))?;
+            tracing::info!(path = %path.display(), "conversations and connections: sqlite");
+            Stores {
+                connections: Arc::new(SqliteConnectionStore::new(db.clone())),
+                conversations: Arc::new(SqliteConversationStore::new(db)),
+                shared_cache,
             }
         }
     })
@@ -115,9 +146,10 @@ pub async fn create_tables(config: &Config) -> Result<Vec<(String, bool)>, Error
     let names = TableNames {
         connections: config.store.connections_table.clone(),
         conversations: config.store.conversations_table.clone(),
+        cache: config.cache.table.clone(),
     };
     let created = store::create_tables(&aws_sdk_dynamodb::Client::new(&sdk), &names).await?;
-    Ok([names.connections, names.conversations]
+    Ok([names.connections, names.conversations, names.cache]
         .into_iter()
         .map(|t| {
             let new = created.contains(&t);

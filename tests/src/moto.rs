@@ -100,6 +100,7 @@ pub async fn tables(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<TableNa
     let names = TableNames {
         connections: format!("connections-{suffix}"),
         conversations: format!("conversations-{suffix}"),
+        cache: format!("cache-{suffix}"),
     };
     create_tables(client, &names).await?;
     Ok(names)

@@ -226,7 +226,11 @@ async fn nagare_create_tables_creates_once_then_reports_existing() {
         std::process::id(),
         nagare_gateway::store::unix_now_ms()
     );
-    let (connections, conversations) = (format!("conn-{suffix}"), format!("conv-{suffix}"));
+    let (connections, conversations, cache) = (
+        format!("conn-{suffix}"),
+        format!("conv-{suffix}"),
+        format!("cache-{suffix}"),
+    );
     let run = || {
         std::process::Command::new(workspace_binary("nagare").unwrap())
             .arg("create-tables")
@@ -238,6 +242,7 @@ async fn nagare_create_tables_creates_once_then_reports_existing() {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("NAGARE__STORE__CONNECTIONS_TABLE", &connections)
             .env("NAGARE__STORE__CONVERSATIONS_TABLE", &conversations)
+            .env("NAGARE__CACHE__TABLE", &cache)
             .output()
             .unwrap()
     };
@@ -245,12 +250,12 @@ async fn nagare_create_tables_creates_once_then_reports_existing() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         String::from_utf8_lossy(&first.stdout),
-        format!("{connections}: created\n{conversations}: created\n")
+        format!("{connections}: created\n{conversations}: created\n{cache}: created\n")
     );
     let second = run();
     assert_eq!(
         String::from_utf8_lossy(&second.stdout),
-        format!("{connections}: exists\n{conversations}: exists\n")
+        format!("{connections}: exists\n{conversations}: exists\n{cache}: exists\n")
     );
     let table = moto::dynamodb()
         .describe_table()

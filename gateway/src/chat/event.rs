@@ -32,9 +32,13 @@ pub enum ChatEvent {
     Done {
         request_id: Arc<str>,
         stop_reason: String,
+        /// What the model used to produce the answer (for a cached answer: originally).
         usage: Usage,
         latency_ms: u64,
         cached: bool,
+        /// Set on cached answers: what this request cost, which is nothing.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        billed_usage: Option<Usage>,
     },
     Error {
         request_id: Arc<str>,
@@ -87,6 +91,7 @@ mod tests {
             },
             latency_ms: 812,
             cached: false,
+            billed_usage: None,
         };
         assert_eq!(
             serde_json::to_string(&done).unwrap(),

@@ -1,6 +1,7 @@
 //! The chat domain: the request, its validation, the events, and the one streaming pipeline
 //! every transport is a sink of.
 
+mod cache;
 mod event;
 mod memory;
 mod models;
@@ -8,13 +9,15 @@ mod pipeline;
 mod reply;
 mod request;
 
+pub use cache::{ChatCache, GLOBAL_SCOPE, Route};
 pub use event::{ChatEvent, Usage};
 pub use memory::{Memory, MemorySettings, estimate_tokens};
 pub use models::ModelCatalog;
 pub use pipeline::{ChatPipeline, ChatStream, PipelineOptions};
 pub use reply::ChatReply;
 pub use request::{
-    CacheMode, ChatRequest, InferenceParams, RequestLimits, parse_chat_request, parse_json,
+    CacheMode, CacheScope, ChatRequest, InferenceParams, RequestLimits, parse_chat_request,
+    parse_json,
 };
 
 /// Test fixtures shared by the unit tests of the pipeline, the HTTP router and WebSocket sessions.

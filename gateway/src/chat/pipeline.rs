@@ -10,8 +10,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, field};
 
+use crate::chat::cache::{CacheAsk, Delivery};
 use crate::chat::memory::{Recall, Recorder};
-use crate::chat::{ChatEvent, ChatRequest, Memory, ModelCatalog, RequestLimits, Usage};
+use crate::chat::{
+    ChatCache, ChatEvent, ChatRequest, Memory, ModelCatalog, RequestLimits, Route, Usage,
+};
 use crate::error::Error;
 use crate::provider::{
     Message, ModelProvider, ProviderEvent, ProviderRequest, ProviderStream, Role, incomplete_stream,
@@ -41,12 +44,13 @@ impl Default for PipelineOptions {
     }
 }
 
-/// request → route → (limits, cache: their seams below) → history → model → events.
+/// request → route → (limits: its seam below) → history → cache → model → events.
 pub struct ChatPipeline {
     provider: Arc<dyn ModelProvider>,
     models: ModelCatalog,
     options: PipelineOptions,
     memory: Option<Memory>,
+    cache: Option<ChatCache>,
 }
 
 impl ChatPipeline {
@@ -60,7 +64,19 @@ impl ChatPipeline {
             models,
             options,
             memory: None,
+            cache: None,
         }
+    }
+
+    /// Serves repeated requests from `cache`.
+    pub fn with_cache(mut self, cache: ChatCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The response cache, when it is on.
+    pub fn cache(&self) -> Option<&ChatCache> {
+        self.cache.as_ref()
     }
 
     /// Keeps conversations in `memory`.
@@ -90,6 +106,7 @@ impl ChatPipeline {
     pub async fn start(
         &self,
         principal: &Principal,
+        route: Route,
         request: ChatRequest,
         started: Instant,
     ) -> Result<ChatStream, Error> {
@@ -139,6 +156,11 @@ impl ChatPipeline {
                 || tracing::info!(prompt = %request.message, system = ?request.system, "prompt"),
             );
         }
+        let ask = CacheAsk {
+            mode: request.cache,
+            scope: request.cache_scope,
+            multi_turn: request.conversation_id.is_some(),
+        };
         let provider_request = ProviderRequest {
             model_id: model_id.clone(),
             system: request.system,
@@ -152,7 +174,24 @@ impl ChatPipeline {
             inference: request.inference,
         };
 
-        // Seam, cache: the exact-match lookup on `provider_request` happens here.
+        let plan = match &self.cache {
+            Some(cache) => cache.plan(principal, route, ask, &provider_request)?,
+            None => None,
+        };
+        if let (Some(cache), Some(plan)) = (&self.cache, plan) {
+            let delivery = Delivery {
+                request_id,
+                model: model_id,
+                recorder,
+                started,
+            };
+            let upstream = self.provider.converse_stream(provider_request);
+            return cache
+                .serve(plan, delivery, upstream)
+                .instrument(span.clone())
+                .await
+                .inspect_err(|e| span.in_scope(|| log_failure(e, started)));
+        }
         let upstream = match self
             .provider
             .converse_stream(provider_request)
@@ -208,6 +247,7 @@ fn replay(
             usage: answer.usage.unwrap_or_default(),
             latency_ms: started.elapsed().as_millis() as u64,
             cached: false,
+            billed_usage: None,
         },
     ];
     let (tx, rx) = mpsc::channel(events.len());
@@ -295,6 +335,7 @@ async fn forward(
         usage,
         latency_ms,
         cached: false,
+        billed_usage: None,
     };
     let _ = tx.send(done).await;
 }
@@ -341,7 +382,7 @@ mod tests {
 
     async fn events(body: &str) -> Vec<ChatEvent> {
         mock_pipeline()
-            .start(&alice(), request(body), Instant::now())
+            .start(&alice(), Route::Chat, request(body), Instant::now())
             .await
             .unwrap()
             .collect()
@@ -374,6 +415,7 @@ mod tests {
         let err = p
             .start(
                 &alice(),
+                Route::Chat,
                 request(r#"{"message":"x","model":"mock.throttle-1"}"#),
                 Instant::now(),
             )
@@ -383,6 +425,7 @@ mod tests {
         let err = p
             .start(
                 &alice(),
+                Route::Chat,
                 request(r#"{"message":"x","model":"nope"}"#),
                 Instant::now(),
             )
@@ -392,6 +435,7 @@ mod tests {
         let err = p
             .start(
                 &alice(),
+                Route::Chat,
                 request(r#"{"message":"x","conversation_id":"c1"}"#),
                 Instant::now(),
             )

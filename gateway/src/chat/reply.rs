@@ -18,6 +18,9 @@ pub struct ChatReply {
     pub usage: Usage,
     pub latency_ms: u64,
     pub cached: bool,
+    /// On cached answers: zero, since no model was called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billed_usage: Option<Usage>,
 }
 
 /// The assistant's message in a [`ChatReply`].
@@ -42,6 +45,7 @@ impl ChatReply {
             usage: Usage::default(),
             latency_ms: 0,
             cached: false,
+            billed_usage: None,
         };
         while let Some(event) = stream.next().await {
             match event {
@@ -61,12 +65,14 @@ impl ChatReply {
                     usage,
                     latency_ms,
                     cached,
+                    billed_usage,
                     ..
                 } => {
                     reply.stop_reason = stop_reason;
                     reply.usage = usage;
                     reply.latency_ms = latency_ms;
                     reply.cached = cached;
+                    reply.billed_usage = billed_usage;
                     return Ok(reply);
                 }
                 ChatEvent::Error { error, .. } => return Err(error),

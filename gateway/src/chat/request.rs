@@ -22,6 +22,9 @@ pub struct ChatRequest {
     pub inference: InferenceParams,
     #[serde(default)]
     pub cache: CacheMode,
+    /// `global` shares the cached answer with every tenant (needs the `cache:global` scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_scope: Option<CacheScope>,
 }
 
 /// Sampling parameters, passed to the model as given; `None` means the model's default.
@@ -46,6 +49,17 @@ pub enum CacheMode {
     Default,
     Bypass,
     Refresh,
+}
+
+/// Whose cache a request reads and writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    /// The caller's tenant (or `sub`): never shared across tenants.
+    #[default]
+    Tenant,
+    /// Shared FAQ answers, for every tenant.
+    Global,
 }
 
 /// Bounds on what a request may ask for; from `[limits]` in the config.

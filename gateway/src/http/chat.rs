@@ -14,7 +14,9 @@ use axum::{Extension, Json};
 use futures::StreamExt;
 use nagare_authorizer::Principal;
 
-use crate::chat::{ChatEvent, ChatReply, ChatRequest, ChatStream, parse_chat_request};
+use crate::chat::{
+    CacheMode, ChatEvent, ChatReply, ChatRequest, ChatStream, Route, parse_chat_request,
+};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::{AppState, header_id, header_request_id, with_request_id};
@@ -26,7 +28,7 @@ pub async fn unary(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (request_id, stream) = match start(&state, &principal, &headers, body).await {
+    let (request_id, stream) = match start(&state, &principal, Route::Chat, &headers, body).await {
         Ok(started) => started,
         Err(e) => return e.into_response(),
     };
@@ -44,7 +46,8 @@ pub async fn stream(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (request_id, events) = match start(&state, &principal, &headers, body).await {
+    let started = start(&state, &principal, Route::ChatStream, &headers, body).await;
+    let (request_id, events) = match started {
         Ok(started) => started,
         Err(e) => return e.into_response(),
     };
@@ -63,13 +66,18 @@ pub async fn stream(
 async fn start(
     state: &AppState,
     principal: &Principal,
+    route: Route,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(String, ChatStream), ApiError> {
     let started = Instant::now();
     let request = read_request(state, headers, body)?;
     let request_id = request.id().to_owned();
-    match state.pipeline.start(principal, request, started).await {
+    match state
+        .pipeline
+        .start(principal, route, request, started)
+        .await
+    {
         Ok(events) => Ok((request_id, events)),
         Err(e) => Err(ApiError::new(&e, request_id)),
     }
@@ -126,9 +134,31 @@ fn read_request(
                 (None, Some(key)) => r.request_id = Some(key),
                 _ => {}
             }
+            if r.cache == CacheMode::Default {
+                r.cache = cache_control(headers);
+            }
             r.validate(state.pipeline.limits(), fallback)
         })
         .map_err(reject)
+}
+
+/// `Cache-Control: no-store` means no cache at all (bypass); `no-cache` means do not serve a
+/// stored answer, but store the fresh one (refresh). The body's `cache` field wins over both.
+fn cache_control(headers: &HeaderMap) -> CacheMode {
+    let directives: Vec<String> = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| d.trim().to_ascii_lowercase())
+        .collect();
+    if directives.iter().any(|d| d == "no-store") {
+        CacheMode::Bypass
+    } else if directives.iter().any(|d| d == "no-cache") {
+        CacheMode::Refresh
+    } else {
+        CacheMode::Default
+    }
 }
 
 /// The `Idempotency-Key` header, which stands for the body's `request_id`: a retried chat in a

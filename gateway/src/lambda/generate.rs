@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::WsFunction;
 use super::ws::Target;
-use crate::chat::ChatRequest;
+use crate::chat::{ChatRequest, Route};
 use crate::error::Error;
 use crate::push::{Coalescer, PushError};
 use crate::store::ChatState;
@@ -72,7 +72,12 @@ async fn stream(
     let request_id = job.request.id();
     let mut events = match f
         .pipeline
-        .start(&job.principal(), job.request.clone(), started)
+        .start(
+            &job.principal(),
+            Route::LambdaWebSocket,
+            job.request.clone(),
+            started,
+        )
         .await
     {
         Ok(events) => events,

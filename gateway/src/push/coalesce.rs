@@ -162,6 +162,7 @@ mod tests {
             usage: Usage::default(),
             latency_ms: 1,
             cached: false,
+            billed_usage: None,
         };
         assert_eq!(texts(&c.push(&done, t0)), ["b", "done"]);
     }

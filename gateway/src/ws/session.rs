@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::chat::{ChatPipeline, ChatRequest};
+use crate::chat::{ChatPipeline, ChatRequest, Route};
 use crate::error::Error;
 use crate::ws::frames::{self, ClientFrame};
 
@@ -251,7 +251,7 @@ async fn chat(
     let started = std::time::Instant::now();
     let mut events = tokio::select! {
         () = cancel.cancelled() => return send_cancelled(conn, request_id).await,
-        started = pipeline.start(principal, request, started) => match started {
+        started = pipeline.start(principal, Route::WebSocket, request, started) => match started {
             Ok(events) => events,
             Err(e) => {
                 conn.send_error(Some(request_id), &e).await;

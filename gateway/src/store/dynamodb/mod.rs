@@ -63,6 +63,8 @@ fn n(value: u64) -> AttributeValue {
 pub struct TableNames {
     pub connections: String,
     pub conversations: String,
+    /// The response cache's shared tier.
+    pub cache: String,
 }
 
 /// Creates the tables if they do not exist, with their keys, index and TTL. Safe to run again.
@@ -116,23 +118,34 @@ pub async fn create_tables(client: &Client, names: &TableNames) -> Result<Vec<St
     if created_now(conversations.send().await)? {
         created.push(names.conversations.clone());
     }
-    // Connection records expire: `$disconnect` is best effort.
-    let ttl = TimeToLiveSpecification::builder()
-        .enabled(true)
-        .attribute_name("ttl")
-        .build()
-        .map_err(fail)?;
-    match client
-        .update_time_to_live()
-        .table_name(&names.connections)
-        .time_to_live_specification(ttl)
-        .send()
-        .await
-    {
-        Ok(_) => {}
-        // Already enabled: DynamoDB refuses to enable it twice.
-        Err(e) if e.code() == Some("ValidationException") => {}
-        Err(e) => return Err(fail(e)),
+    let cache = client
+        .create_table()
+        .table_name(&names.cache)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("key", ScalarAttributeType::S)?)
+        .key_schema(key("key", KeyType::Hash)?);
+    if created_now(cache.send().await)? {
+        created.push(names.cache.clone());
+    }
+    // Connection records and cache entries expire (`$disconnect` is best effort; answers age).
+    for table in [&names.connections, &names.cache] {
+        let ttl = TimeToLiveSpecification::builder()
+            .enabled(true)
+            .attribute_name("ttl")
+            .build()
+            .map_err(fail)?;
+        match client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(ttl)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            // Already enabled: DynamoDB refuses to enable it twice.
+            Err(e) if e.code() == Some("ValidationException") => {}
+            Err(e) => return Err(fail(e)),
+        }
     }
     Ok(created)
 }
