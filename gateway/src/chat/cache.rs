@@ -154,11 +154,11 @@ impl ChatCache {
     where
         F: Future<Output = Result<ProviderStream, Error>>,
     {
-        if plan.read {
-            if let Some((hit, _tier)) = self.cache.get(&plan.key).await {
-                self.cache.saved(&hit);
-                return Ok(replay(hit, delivery));
-            }
+        if plan.read
+            && let Some((hit, _tier)) = self.cache.get(&plan.key).await
+        {
+            self.cache.saved(&hit);
+            return Ok(replay(hit, delivery));
         }
         // Only a request that may read the cache may share another's answer.
         let (flight, subscription, registered) = if plan.read {
@@ -407,13 +407,13 @@ async fn finish(
     usage: Usage,
     cached: bool,
 ) -> ChatEvent {
-    if let (Some(recorder), Some(answer)) = (&d.recorder, answer) {
-        if let Err(e) = recorder.record(answer, usage, &stop_reason).await {
-            return ChatEvent::Error {
-                request_id: d.request_id.clone(),
-                error: e.body(),
-            };
-        }
+    if let (Some(recorder), Some(answer)) = (&d.recorder, answer)
+        && let Err(e) = recorder.record(answer, usage, &stop_reason).await
+    {
+        return ChatEvent::Error {
+            request_id: d.request_id.clone(),
+            error: e.body(),
+        };
     }
     ChatEvent::Done {
         request_id: d.request_id.clone(),
