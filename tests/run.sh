@@ -21,6 +21,15 @@ fi
 }
 export PATH="$PWD/$venv/bin:$PATH"
 
+# redis-server (Debian) for the Redis tier of the response cache.
+if ! command -v redis-server >/dev/null; then
+  say "installing redis-server"
+  if [ "$(id -u)" = 0 ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
+  $apt_get install -y --no-install-recommends redis-server >/dev/null \
+    || { $apt_get update >/dev/null && $apt_get install -y --no-install-recommends redis-server >/dev/null; } \
+    || { echo "could not install redis-server; install it (Debian: apt-get install redis-server)" >&2; exit 1; }
+fi
+
 for tool in "cargo fmt" "cargo clippy"; do
   $tool --version >/dev/null 2>&1 || { echo "$tool is missing: rustup component add ${tool#cargo }" >&2; exit 1; }
 done

@@ -27,10 +27,12 @@ pub struct CacheSettings {
     pub routes: BTreeMap<String, Mode>,
     /// Tenant → mode; wins over the route's.
     pub tenants: BTreeMap<String, Mode>,
-    /// The shared tier: `none` or `dynamodb`.
+    /// The shared tier: `none`, `dynamodb` or `redis`.
     pub shared: SharedKind,
     /// The DynamoDB table of the shared tier (PK `key`, TTL attribute `ttl`).
     pub table: String,
+    /// The Redis of the shared tier, e.g. `redis://127.0.0.1:6379` (`rediss://` for TLS).
+    pub redis_url: String,
     /// L1's bound: the bytes of the answers it holds.
     pub l1_max_bytes: u64,
     /// How long an answer may be served, in both tiers.
@@ -53,6 +55,7 @@ impl Default for CacheSettings {
             tenants: BTreeMap::new(),
             shared: SharedKind::None,
             table: "nagare-cache".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
             l1_max_bytes: 64 * 1024 * 1024,
             ttl_secs: 3600,
             tti_secs: 600,
@@ -69,6 +72,7 @@ pub enum SharedKind {
     #[default]
     None,
     Dynamodb,
+    Redis,
 }
 
 impl CacheSettings {

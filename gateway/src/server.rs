@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use nagare_authorizer::{Verifier, dev};
-use nagare_cache::{DynamoCache, ResponseCache, SharedCache, SharedKind};
+use nagare_cache::{DynamoCache, RedisCache, ResponseCache, SharedCache, SharedKind};
 use tokio::net::TcpListener;
 
 use crate::chat::{ChatCache, ChatPipeline, Memory};
@@ -100,6 +100,12 @@ pub async fn build_stores(config: &Config) -> Result<Stores, StartupError> {
             client.clone(),
             &config.cache.table,
         ))),
+        (_, SharedKind::Redis) => {
+            let redis = RedisCache::connect(&config.cache.redis_url)
+                .await
+                .map_err(|e| StartupError::Backend(format!("cache.redis_url: {e}")))?;
+            Some(Arc::new(redis))
+        }
         _ => None,
     };
     let store = &config.store;

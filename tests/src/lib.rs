@@ -9,6 +9,7 @@ pub mod harness;
 pub mod load;
 pub mod load_ws;
 pub mod moto;
+pub mod redis_server;
 pub mod serve;
 pub mod ws_client;
 

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use nagare_authorizer::{AuthSettings, Verifier};
-use nagare_cache::{CacheSettings, DynamoCache, Mode, ResponseCache, SharedCache};
+use nagare_cache::{CacheSettings, DynamoCache, Mode, RedisCache, ResponseCache, SharedCache};
 use nagare_gateway::chat::{ChatCache, Memory, MemorySettings};
 use nagare_gateway::store::{Database, SqliteConversationStore};
 use nagare_gateway::ws::WsSettings;
 use nagare_tests::harness::{DEV_SECRET, test_pipeline};
+use nagare_tests::redis_server::RedisServer;
 use nagare_tests::ws_client::{self, joined_text, send, until_done};
 use nagare_tests::{FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, moto};
 use serde_json::{Value, json};
@@ -390,6 +391,40 @@ async fn the_dynamodb_tier_is_shared_by_two_gateways_and_outlives_one() {
     assert_eq!(chat(&three, ask).await["cached"], true);
     assert_eq!(three_cache.snapshot().hits_l1, 1);
     assert_eq!(fake.calls(), 1);
+}
+
+#[tokio::test]
+async fn the_redis_tier_is_shared_by_two_gateways_and_outlives_one() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let shared = || async {
+        let tier: Arc<dyn SharedCache> = Arc::new(RedisCache::connect(&redis.url()).await.unwrap());
+        Some(tier)
+    };
+    let (one, _) = gateway_with(&fake, CacheSettings::default(), shared().await).await;
+    let (two, two_cache) = gateway_with(&fake, CacheSettings::default(), shared().await).await;
+    let ask = json!({"message": "shared question"});
+    assert_eq!(chat(&one, ask.clone()).await["cached"], false);
+    assert_eq!(chat(&two, ask.clone()).await["cached"], true);
+    assert_eq!(two_cache.snapshot().hits_l2, 1);
+    drop(one);
+    let (three, three_cache) = gateway_with(&fake, CacheSettings::default(), shared().await).await;
+    assert_eq!(chat(&three, ask).await["cached"], true);
+    assert_eq!(three_cache.snapshot().hits_l2, 1);
+    assert_eq!(fake.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_broken_shared_tier_costs_a_model_call_not_an_error() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let tier: Arc<dyn SharedCache> = Arc::new(RedisCache::connect(&redis.url()).await.unwrap());
+    let (gw, cache) = gateway_with(&fake, CacheSettings::default(), Some(tier)).await;
+    redis.stop().await.unwrap();
+    let ask = json!({"message": "still answered"});
+    assert_eq!(chat(&gw, ask.clone()).await["cached"], false);
+    assert_eq!(chat(&gw, ask).await["cached"], true, "L1 still works");
+    assert!(cache.snapshot().l2_errors >= 1);
 }
 
 #[tokio::test]
