@@ -37,32 +37,40 @@ data="$work/data"
 token=$("$bin/nagare" token --sub bench --data-dir "$data")
 load() { "$bin/nagare-load" --seconds "$seconds" --warmup "$warmup" --json --header "authorization: Bearer $token" "$@"; }
 
+# The load generator repeats one body, so every gateway that measures the pipeline or its overhead
+# runs with the response cache off (and memory off, so SQLite writes do not set the pace); the
+# cache and memory get runs of their own.
+plain="NAGARE__CACHE__ENABLED=false NAGARE__MEMORY__ENABLED=false"
 start fake "$work/fake.log" "$bin/fake-bedrock"
-start mock "$work/mock.log" env NAGARE__PROVIDER__MOCK__TTFT_MS=0 NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 \
+start mock "$work/mock.log" env $plain NAGARE__PROVIDER__MOCK__TTFT_MS=0 NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 \
   "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data"
-start gw "$work/gw.log" env AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 \
+start gw "$work/gw.log" env $plain AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 \
   AWS_EC2_METADATA_DISABLED=true NAGARE__PROVIDER__BEDROCK__ENDPOINT_URL="$fake" \
   NAGARE__MODELS__DEFAULT=bench.model NAGARE__MODELS__ALLOW='["bench.model"]' \
   "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data" --provider bedrock
+start hits "$work/hits.log" env NAGARE__MEMORY__ENABLED=false NAGARE__PROVIDER__MOCK__TTFT_MS=0 \
+  NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data/hits"
+start defaults "$work/defaults.log" env NAGARE__PROVIDER__MOCK__TTFT_MS=0 NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 \
+  "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data/defaults"
 
-start wsgw "$work/wsgw.log" env NAGARE__PROVIDER__MOCK__TTFT_MS=0 NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=50 \
-  "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data"
+start wsgw "$work/wsgw.log" env NAGARE__CACHE__ENABLED=false NAGARE__PROVIDER__MOCK__TTFT_MS=0 \
+  NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=50 "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data"
 wsgw_pid=${pids[-1]}
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 direct_body='{"messages":[{"role":"user","content":[{"text":"hello"}]}]}'
-echo "1/10 /v1/chat closed loop, unpaced mock, 64 connections" >&2
+echo "1/11 /v1/chat closed loop, unpaced mock, 64 connections" >&2
 load --url "$mock/v1/chat" --connections 64 >"$work/mock64.json"
-echo "2/10 /v1/chat/stream closed loop, unpaced mock, 64 connections" >&2
+echo "2/11 /v1/chat/stream closed loop, unpaced mock, 64 connections" >&2
 load --url "$mock/v1/chat/stream" --connections 64 --mode sse >"$work/mocksse.json"
-echo "3/10 fake Bedrock direct, open loop at $rate req/s" >&2
+echo "3/11 fake Bedrock direct, open loop at $rate req/s" >&2
 load --url "$fake/model/bench.model/converse-stream" --body "$direct_body" --connections 32 --rate "$rate" >"$work/direct.json"
-echo "4/10 through Nagare to the fake, open loop at $rate req/s" >&2
+echo "4/11 through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat" --connections 32 --rate "$rate" >"$work/via.json"
-echo "5/10 SSE through Nagare to the fake, open loop at $rate req/s" >&2
+echo "5/11 SSE through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat/stream" --connections 32 --rate "$rate" --mode sse >"$work/viasse.json"
 idle_conns=${BENCH_WS_IDLE:-10000}
-echo "6/10 $idle_conns idle WebSocket connections: server RSS per connection" >&2
+echo "6/11 $idle_conns idle WebSocket connections: server RSS per connection" >&2
 before=$(rss_kb "$wsgw_pid")
 "$bin/nagare-load" --url "ws://${wsgw#http://}/v1/ws" --mode ws-idle --connections "$idle_conns" --seconds 3 --warmup 0 \
   --header "authorization: Bearer $token" --json >"$work/wsidle.json" 2>"$work/wsidle.err" &
@@ -73,27 +81,35 @@ after=$(rss_kb "$wsgw_pid")
 wait "$idle_pid"
 echo "{\"before_kb\": $before, \"after_kb\": $after}" >"$work/wsrss.json"
 streams=${BENCH_WS_STREAMS:-1000}
-echo "7/10 $streams concurrent WebSocket chats, 100 tokens at 50 tokens/s" >&2
+echo "7/11 $streams concurrent WebSocket chats, 100 tokens at 50 tokens/s" >&2
 load --url "ws://${wsgw#http://}/v1/ws" --mode ws --connections "$streams" --delta-interval-ms 20 \
   --body '{"message":"hi","model":"mock.long","inference":{"max_tokens":100}}' >"$work/wsstream.json"
-echo "8/10 Lambda cold starts under the fake Runtime API" >&2
+echo "8/11 Lambda cold starts under the fake Runtime API" >&2
 "$bin/lambda-coldstart" --function authorizer --binary "$bin/nagare-authorizer" --runs "${BENCH_COLD_RUNS:-20}" \
   >"$work/cold-authorizer.json"
-echo "9/10 conversation memory on SQLite: history load + append, 50-exchange conversations" >&2
+echo "9/11 cache hits, and the default config (memory records every chat), 64 connections" >&2
+hits_token=$("$bin/nagare" token --sub bench --data-dir "$data/hits")
+"$bin/nagare-load" --seconds "$seconds" --warmup "$warmup" --json --header "authorization: Bearer $hits_token" \
+  --url "$hits/v1/chat" --connections 64 >"$work/hits.json"
+defaults_token=$("$bin/nagare" token --sub bench --data-dir "$data/defaults")
+"$bin/nagare-load" --seconds "$seconds" --warmup "$warmup" --json --header "authorization: Bearer $defaults_token" \
+  --url "$defaults/v1/chat" --connections 64 >"$work/defaults.json"
+echo "10/11 conversation memory on SQLite: history load + append, 50-exchange conversations" >&2
 "$bin/memory-bench" --conversations "${BENCH_MEMORY_CONVERSATIONS:-200}" --rounds "${BENCH_MEMORY_ROUNDS:-10}" >"$work/memory.json"
-echo "10/10 criterion micro-benchmarks" >&2
+echo "11/11 criterion micro-benchmarks" >&2
 crit="${CARGO_TARGET_DIR:-target}/criterion"
 rm -rf "$crit"
 crit_args=(-- --warm-up-time 1 --measurement-time "${BENCH_CRITERION_SECONDS:-3}")
 [ "${BENCH_QUICK:-}" = 1 ] && crit_args=(-- --quick --warm-up-time 0.1 --measurement-time 0.1)
 cargo bench --locked -p nagare-gateway --bench hot_paths "${crit_args[@]}" >&2
 cargo bench --locked -p nagare-authorizer --bench verify "${crit_args[@]}" >&2
+cargo bench --locked -p nagare-cache --bench key "${crit_args[@]}" >&2
 
 mkdir -p "$(dirname "$out")"
 python3 - "$work" "$out" "$seconds" "$rate" "$crit" <<'PY'
 import glob, json, os, platform, subprocess, sys, datetime
 work, out, seconds, rate, crit = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-r = {n: json.load(open(os.path.join(work, n + ".json"))) for n in ["mock64", "mocksse", "direct", "via", "viasse"]}
+r = {n: json.load(open(os.path.join(work, n + ".json"))) for n in ["mock64", "mocksse", "direct", "via", "viasse", "hits", "defaults"]}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
 def lat(x, k): return x["latency_ms"][k]
@@ -106,14 +122,18 @@ lines = [
  f"Each run: {seconds} s measured after a warm-up. The load generator (`nagare-load`) runs on the same cores as the",
  "servers, so absolute throughput is a lower bound. Overhead runs use an open loop at a fixed rate, with latency",
  "measured from each request's scheduled start (coordinated omission corrected). Requests through Nagare carry a",
- "dev-mode JWT, so the overhead includes verifying it; the direct calls to the fake need none.", "",
+ "dev-mode JWT, so the overhead includes verifying it; the direct calls to the fake need none. The load generator",
+ "repeats one body, so the pipeline and overhead runs turn the response cache and memory off; the last two rows",
+ "measure cache hits.", "",
  "| what | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |", "|---|---|---|---|---|---|---|",
 ]
 rows = [("`/v1/chat`, unpaced mock, closed loop, 64 connections", "mock64"),
         ("`/v1/chat/stream` (SSE), unpaced mock, closed loop, 64 connections", "mocksse"),
         (f"fake Bedrock `converse-stream` direct, {rate} req/s", "direct"),
         (f"`/v1/chat` through Nagare to the fake Bedrock, {rate} req/s", "via"),
-        (f"`/v1/chat/stream` through Nagare to the fake Bedrock, {rate} req/s", "viasse")]
+        (f"`/v1/chat/stream` through Nagare to the fake Bedrock, {rate} req/s", "viasse"),
+        ("`/v1/chat` cache hits (memory off), closed loop, 64 connections", "hits"),
+        ("`/v1/chat` cache hits with the default config (each chat recorded in SQLite), 64 connections", "defaults")]
 for name, k in rows:
     x = r[k]
     lines.append(f"| {name} | {x['requests_per_second']:.0f} | {lat(x,'p50'):.3f} | {lat(x,'p90'):.3f} | {lat(x,'p99'):.3f} | {lat(x,'p999'):.3f} | {errs(x)} |")

@@ -1,29 +1,19 @@
 //! The response cache in the pipeline. A cacheable request is keyed on the final model request
 //! (history included) and its scope. A hit is replayed as a normal stream with `cached: true`.
-//! A miss joins an identical request already in flight, or leads a new flight: one producer
-//! moves the model's stream into the flight, and every request in it gets its own delivery task,
-//! which turns pieces into that request's events and records its exchange. A complete answer is
-//! stored; a failed, cancelled or oversized one is not.
+//! A miss joins an identical request already in flight, or leads a new flight whose producer
+//! stores the complete answer (see [`crate::chat::flight`]); a failed, cancelled or oversized
+//! one is not stored.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use futures::StreamExt;
 use nagare_authorizer::Principal;
 use nagare_cache::key::{KeyInput, key};
-use nagare_cache::{
-    CacheKey, CacheSettings, CachedResponse, Flight, Flights, Joined, Mode, ResponseCache,
-    Subscription,
-};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tracing::Instrument;
+use nagare_cache::{CacheKey, CacheSettings, Flight, Flights, Joined, Mode, ResponseCache};
 
-use crate::chat::memory::Recorder;
-use crate::chat::{CacheMode, CacheScope, ChatEvent, ChatStream, Usage};
-use crate::error::{Error, ErrorBody};
-use crate::provider::{ProviderEvent, ProviderRequest, ProviderStream, Role, incomplete_stream};
-use crate::store::unix_now_ms;
+use crate::chat::flight::{Delivery, Piece, Store, deliver, replay, spawn_producer};
+use crate::chat::{CacheMode, CacheScope, ChatStream};
+use crate::error::Error;
+use crate::provider::{ProviderRequest, ProviderStream, Role};
 
 /// The token scope that lets a request read and write the `global` cache scope.
 pub const GLOBAL_SCOPE: &str = "cache:global";
@@ -52,14 +42,6 @@ impl Route {
     }
 }
 
-/// What moves from a flight's producer to each request in it.
-#[derive(Debug, Clone)]
-pub enum Piece {
-    Delta(String),
-    Done { stop_reason: String, usage: Usage },
-    Failed(ErrorBody),
-}
-
 /// The cache and the flights in progress.
 pub struct ChatCache {
     cache: Arc<ResponseCache>,
@@ -81,14 +63,6 @@ pub struct Plan {
     key: CacheKey,
     read: bool,
     write: bool,
-}
-
-/// Everything a delivery task needs to speak for one request.
-pub struct Delivery {
-    pub request_id: Arc<str>,
-    pub model: String,
-    pub recorder: Option<Recorder>,
-    pub started: Instant,
 }
 
 impl ChatCache {
@@ -158,7 +132,7 @@ impl ChatCache {
             && let Some((hit, _tier)) = self.cache.get(&plan.key).await
         {
             self.cache.saved(&hit);
-            return Ok(replay(hit, delivery));
+            return Ok(replay(hit, delivery, true));
         }
         // Only a request that may read the cache may share another's answer.
         let (flight, subscription, registered) = if plan.read {
@@ -189,15 +163,13 @@ impl ChatCache {
                 return Err(e);
             }
         };
-        let producer = Producer {
+        let store = Store {
             cache: self.cache.clone(),
-            flights: registered.then(|| self.flights.clone()),
             key: plan.key,
             write: plan.write,
-            model: delivery.model.clone(),
-            started: delivery.started,
+            flights: registered.then(|| self.flights.clone()),
         };
-        tokio::spawn(producer.run(upstream, flight).in_current_span());
+        spawn_producer(upstream, flight, &delivery, Some(store));
         Ok(deliver(subscription, delivery, false))
     }
 }
@@ -227,200 +199,3 @@ fn key_of(scope: &str, r: &ProviderRequest) -> CacheKey {
     })
 }
 
-/// Moves one upstream stream into a flight, and stores the complete answer.
-struct Producer {
-    cache: Arc<ResponseCache>,
-    /// Set when the flight is registered and must be landed when done.
-    flights: Option<Arc<Flights<Piece>>>,
-    key: CacheKey,
-    write: bool,
-    model: String,
-    started: Instant,
-}
-
-impl Producer {
-    async fn run(self, mut upstream: ProviderStream, flight: Arc<Flight<Piece>>) {
-        let mut answer = CachedResponse {
-            model: self.model.clone(),
-            text: String::new(),
-            breaks: Vec::new(),
-            stop_reason: String::new(),
-            input_tokens: 0,
-            output_tokens: 0,
-            created_at_ms: unix_now_ms(),
-        };
-        let (mut stop_reason, mut usage) = (None, None);
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = flight.abandoned() => {
-                    // Everyone left: dropping `upstream` aborts the model call.
-                    tracing::info!(
-                        outcome = "cancelled",
-                        latency_ms = self.started.elapsed().as_millis() as u64,
-                        "chat cancelled by every client; upstream stream dropped"
-                    );
-                    return self.land(&flight);
-                }
-                next = upstream.next() => next,
-            };
-            match next {
-                Some(Ok(ProviderEvent::Delta(text))) => {
-                    answer.push_delta(&text);
-                    flight.push(Piece::Delta(text));
-                }
-                Some(Ok(ProviderEvent::Stop { stop_reason: r })) => stop_reason = Some(r),
-                Some(Ok(ProviderEvent::Usage(u))) => usage = Some(u),
-                Some(Err(e)) => return self.fail(&flight, &e),
-                None => break,
-            }
-        }
-        let (Some(stop_reason), Some(usage)) = (stop_reason, usage) else {
-            return self.fail(&flight, &incomplete_stream());
-        };
-        tracing::info!(
-            outcome = "done",
-            stop_reason = %stop_reason,
-            input_tokens = usage.input_tokens,
-            output_tokens = usage.output_tokens,
-            latency_ms = self.started.elapsed().as_millis() as u64,
-            "chat finished"
-        );
-        flight.push(Piece::Done {
-            stop_reason: stop_reason.clone(),
-            usage,
-        });
-        flight.finish();
-        if self.write {
-            answer.stop_reason = stop_reason;
-            answer.input_tokens = usage.input_tokens;
-            answer.output_tokens = usage.output_tokens;
-            self.cache.put(&self.key, answer).await;
-        }
-        self.land(&flight);
-    }
-
-    fn fail(&self, flight: &Arc<Flight<Piece>>, e: &Error) {
-        tracing::warn!(outcome = "error", code = e.code().as_str(), error = %e, "chat failed");
-        flight.push(Piece::Failed(e.body()));
-        flight.finish();
-        self.land(flight);
-    }
-
-    fn land(&self, flight: &Arc<Flight<Piece>>) {
-        if let Some(flights) = &self.flights {
-            flights.land(&self.key, flight);
-        }
-    }
-}
-
-/// A request's own view of a flight: its events, its exchange recorded before its `done`.
-fn deliver(mut sub: Subscription<Piece>, d: Delivery, cached: bool) -> ChatStream {
-    let (tx, rx) = mpsc::channel(64);
-    let task = async move {
-        let mut answer = d.recorder.as_ref().map(|_| String::new());
-        if tx.send(start_event(&d, cached)).await.is_err() {
-            return;
-        }
-        loop {
-            let piece = tokio::select! {
-                biased;
-                // The client left: unsubscribing lets the producer stop if no one else reads.
-                () = tx.closed() => return,
-                piece = sub.next() => piece,
-            };
-            let event = match piece {
-                Some(Piece::Delta(text)) => {
-                    if let Some(answer) = &mut answer {
-                        answer.push_str(&text);
-                    }
-                    ChatEvent::Delta {
-                        request_id: d.request_id.clone(),
-                        text,
-                    }
-                }
-                Some(Piece::Done { stop_reason, usage }) => {
-                    drop(sub);
-                    let done = finish(&d, answer.take(), stop_reason, usage, cached).await;
-                    let _ = tx.send(done).await;
-                    return;
-                }
-                Some(Piece::Failed(error)) => ChatEvent::Error {
-                    request_id: d.request_id.clone(),
-                    error,
-                },
-                None => return,
-            };
-            let terminal = event.is_terminal();
-            if tx.send(event).await.is_err() || terminal {
-                return;
-            }
-        }
-    };
-    tokio::spawn(task.in_current_span());
-    ReceiverStream::new(rx)
-}
-
-/// A stored answer, replayed at once as the original deltas.
-fn replay(hit: Arc<CachedResponse>, d: Delivery) -> ChatStream {
-    let (tx, rx) = mpsc::channel(64);
-    let task = async move {
-        if tx.send(start_event(&d, true)).await.is_err() {
-            return;
-        }
-        for text in hit.deltas() {
-            let delta = ChatEvent::Delta {
-                request_id: d.request_id.clone(),
-                text: text.to_owned(),
-            };
-            if tx.send(delta).await.is_err() {
-                return;
-            }
-        }
-        let usage = Usage {
-            input_tokens: hit.input_tokens,
-            output_tokens: hit.output_tokens,
-        };
-        let answer = d.recorder.as_ref().map(|_| hit.text.clone());
-        let done = finish(&d, answer, hit.stop_reason.clone(), usage, true).await;
-        let _ = tx.send(done).await;
-    };
-    tokio::spawn(task.in_current_span());
-    ReceiverStream::new(rx)
-}
-
-fn start_event(d: &Delivery, cached: bool) -> ChatEvent {
-    ChatEvent::Start {
-        request_id: d.request_id.clone(),
-        conversation_id: d.recorder.as_ref().map(|r| r.conversation_id().to_owned()),
-        model: d.model.clone(),
-        cached,
-    }
-}
-
-/// Records the exchange (when memory is on) and builds the final event. A `cached` answer cost
-/// nothing: its `billed_usage` is zero while `usage` reports what the model originally used.
-async fn finish(
-    d: &Delivery,
-    answer: Option<String>,
-    stop_reason: String,
-    usage: Usage,
-    cached: bool,
-) -> ChatEvent {
-    if let (Some(recorder), Some(answer)) = (&d.recorder, answer)
-        && let Err(e) = recorder.record(answer, usage, &stop_reason).await
-    {
-        return ChatEvent::Error {
-            request_id: d.request_id.clone(),
-            error: e.body(),
-        };
-    }
-    ChatEvent::Done {
-        request_id: d.request_id.clone(),
-        stop_reason,
-        usage,
-        latency_ms: d.started.elapsed().as_millis() as u64,
-        cached,
-        billed_usage: cached.then_some(Usage::default()),
-    }
-}

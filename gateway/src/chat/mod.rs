@@ -3,6 +3,7 @@
 
 mod cache;
 mod event;
+mod flight;
 mod memory;
 mod models;
 mod pipeline;

@@ -4,21 +4,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
 use nagare_authorizer::Principal;
-use tokio::sync::mpsc;
+use nagare_cache::CachedResponse;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, field};
 
-use crate::chat::cache::{CacheAsk, Delivery};
-use crate::chat::memory::{Recall, Recorder};
+use crate::chat::cache::CacheAsk;
+use crate::chat::flight::{self, Delivery, log_failure};
+use crate::chat::memory::Recall;
 use crate::chat::{
-    ChatCache, ChatEvent, ChatRequest, Memory, ModelCatalog, RequestLimits, Route, Usage,
+    ChatCache, ChatEvent, ChatRequest, Memory, ModelCatalog, RequestLimits, Route,
 };
 use crate::error::Error;
-use crate::provider::{
-    Message, ModelProvider, ProviderEvent, ProviderRequest, ProviderStream, Role, incomplete_stream,
-};
+use crate::provider::{Message, ModelProvider, ProviderRequest, Role};
 use crate::store::{ConversationStore, Turn};
 
 /// The events of one chat. Dropping it cancels the upstream model call.
@@ -140,12 +138,13 @@ impl ChatPipeline {
                     span.in_scope(|| {
                         tracing::info!("retried request: replaying the stored answer")
                     });
-                    return Ok(replay(
+                    return Ok(replay_turn(
                         request_id,
                         conversation_id,
                         model_id,
                         answer,
                         started,
+                        self.options.channel_capacity,
                     ));
                 }
                 Recall::Continue { history, recorder } => (history, Some(recorder)),
@@ -178,198 +177,62 @@ impl ChatPipeline {
             Some(cache) => cache.plan(principal, route, ask, &provider_request)?,
             None => None,
         };
-        if let (Some(cache), Some(plan)) = (&self.cache, plan) {
-            let delivery = Delivery {
-                request_id,
-                model: model_id,
-                recorder,
-                started,
-            };
-            let upstream = self.provider.converse_stream(provider_request);
-            return cache
-                .serve(plan, delivery, upstream)
-                .instrument(span.clone())
-                .await
-                .inspect_err(|e| span.in_scope(|| log_failure(e, started)));
-        }
-        let upstream = match self
-            .provider
-            .converse_stream(provider_request)
-            .instrument(span.clone())
-            .await
-        {
-            Ok(upstream) => upstream,
-            Err(e) => {
-                span.in_scope(|| log_failure(&e, started));
-                return Err(e);
-            }
-        };
-
-        let (tx, rx) = mpsc::channel(self.options.channel_capacity);
-        let start = ChatEvent::Start {
-            request_id: request_id.clone(),
+        let delivery = Delivery {
+            request_id,
             conversation_id: recorder.as_ref().map(|r| r.conversation_id().to_owned()),
             model: model_id,
-            cached: false,
-        };
-        let finish = Finish {
-            request_id,
-            started,
             recorder,
+            started,
+            capacity: self.options.channel_capacity,
         };
-        tokio::spawn(forward(upstream, tx, start, finish).instrument(span));
-        Ok(ReceiverStream::new(rx))
+        let upstream = self.provider.converse_stream(provider_request);
+        // The producer and delivery tasks spawned here inherit the span.
+        let events = async {
+            match (&self.cache, plan) {
+                (Some(cache), Some(plan)) => cache.serve(plan, delivery, upstream).await,
+                _ => flight::solo(delivery, upstream).await,
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        events.inspect_err(|e| span.in_scope(|| log_failure(e, started)))
     }
 }
 
-/// A stored answer, replayed as a stream for a retried request id: no model call.
-fn replay(
+/// The stored answer of a retried request id, as a stream: no model call, nothing recorded.
+fn replay_turn(
     request_id: Arc<str>,
     conversation_id: String,
     model: String,
     answer: Turn,
     started: Instant,
+    capacity: usize,
 ) -> ChatStream {
-    let events = [
-        ChatEvent::Start {
-            request_id: request_id.clone(),
-            conversation_id: Some(conversation_id),
-            model,
-            cached: false,
-        },
-        ChatEvent::Delta {
-            request_id: request_id.clone(),
-            text: answer.content,
-        },
-        ChatEvent::Done {
-            request_id,
-            stop_reason: answer.stop_reason.unwrap_or_else(|| "end_turn".into()),
-            usage: answer.usage.unwrap_or_default(),
-            latency_ms: started.elapsed().as_millis() as u64,
-            cached: false,
-            billed_usage: None,
-        },
-    ];
-    let (tx, rx) = mpsc::channel(events.len());
-    for event in events {
-        let _ = tx.try_send(event);
-    }
-    ReceiverStream::new(rx)
-}
-
-/// What the producer needs once the stream ends.
-struct Finish {
-    request_id: Arc<str>,
-    started: Instant,
-    /// Records the exchange in the conversation, when memory is on.
-    recorder: Option<Recorder>,
-}
-
-/// Moves model events to the client's channel until the stream completes, fails, or the client
-/// goes away, in which case returning drops `upstream` and so aborts the model call.
-async fn forward(
-    mut upstream: ProviderStream,
-    tx: mpsc::Sender<ChatEvent>,
-    start: ChatEvent,
-    finish: Finish,
-) {
-    let Finish {
+    let usage = answer.usage.unwrap_or_default();
+    let stored = CachedResponse {
+        model: model.clone(),
+        breaks: Vec::new(),
+        stop_reason: answer.stop_reason.unwrap_or_else(|| "end_turn".into()),
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        created_at_ms: answer.created_at,
+        text: answer.content,
+    };
+    let delivery = Delivery {
         request_id,
+        conversation_id: Some(conversation_id),
+        model,
+        recorder: None,
         started,
-        recorder,
-    } = finish;
-    if tx.send(start).await.is_err() {
-        return log_cancelled(started);
-    }
-    let mut stop_reason = None;
-    let mut usage: Option<Usage> = None;
-    // The answer is kept only when it will be recorded.
-    let mut answer = recorder.as_ref().map(|_| String::new());
-    loop {
-        let next = tokio::select! {
-            biased;
-            () = tx.closed() => return log_cancelled(started),
-            next = upstream.next() => next,
-        };
-        match next {
-            Some(Ok(ProviderEvent::Delta(text))) => {
-                if let Some(answer) = &mut answer {
-                    answer.push_str(&text);
-                }
-                let delta = ChatEvent::Delta {
-                    request_id: request_id.clone(),
-                    text,
-                };
-                if tx.send(delta).await.is_err() {
-                    return log_cancelled(started);
-                }
-            }
-            Some(Ok(ProviderEvent::Stop { stop_reason: r })) => stop_reason = Some(r),
-            Some(Ok(ProviderEvent::Usage(u))) => usage = Some(u),
-            Some(Err(e)) => return fail(&tx, request_id, e, started).await,
-            None => break,
-        }
-    }
-    let (Some(stop_reason), Some(usage)) = (stop_reason, usage) else {
-        return fail(&tx, request_id, incomplete_stream(), started).await;
+        capacity,
     };
-    // Seam, completion: cache store and usage metrics hook in here.
-    if let (Some(recorder), Some(answer)) = (&recorder, answer) {
-        // The answer reached the client, but a `done` would claim it is in the conversation.
-        if let Err(e) = recorder.record(answer, usage, &stop_reason).await {
-            return fail(&tx, request_id, e, started).await;
-        }
-    }
-    let latency_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(
-        outcome = "done",
-        stop_reason = %stop_reason,
-        input_tokens = usage.input_tokens,
-        output_tokens = usage.output_tokens,
-        latency_ms,
-        "chat finished"
-    );
-    let done = ChatEvent::Done {
-        request_id,
-        stop_reason,
-        usage,
-        latency_ms,
-        cached: false,
-        billed_usage: None,
-    };
-    let _ = tx.send(done).await;
-}
-
-async fn fail(tx: &mpsc::Sender<ChatEvent>, request_id: Arc<str>, error: Error, started: Instant) {
-    log_failure(&error, started);
-    let _ = tx
-        .send(ChatEvent::Error {
-            request_id,
-            error: error.body(),
-        })
-        .await;
-}
-
-fn log_failure(error: &Error, started: Instant) {
-    tracing::warn!(
-        outcome = "error",
-        code = error.code().as_str(),
-        error = %error,
-        latency_ms = started.elapsed().as_millis() as u64,
-        "chat failed"
-    );
-}
-
-fn log_cancelled(started: Instant) {
-    tracing::info!(
-        outcome = "cancelled",
-        latency_ms = started.elapsed().as_millis() as u64,
-        "chat cancelled by the client; upstream stream dropped"
-    );
+    flight::replay(Arc::new(stored), delivery, false)
 }
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
+
     use super::*;
     use crate::chat::test_support::{alice, mock_pipeline};
 

@@ -1,0 +1,401 @@
+//! How a model stream reaches the requests that wait for it. One producer task reads the
+//! upstream stream. A request that cannot share its answer (not cacheable, or a refresh) gets
+//! its events straight from the producer, one task hop from the model. Cacheable requests go
+//! through a flight: the producer pushes pieces into it (and stores the complete answer), and
+//! each request reading it has a delivery task that turns pieces into that request's events.
+//! Either way the exchange is recorded in the conversation before `done`, and when every reader
+//! has gone the producer drops the upstream stream, which aborts the model call.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use nagare_cache::{CacheKey, CachedResponse, Flight, Flights, ResponseCache, Subscription};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
+
+use crate::chat::memory::Recorder;
+use crate::chat::{ChatEvent, ChatStream, Usage};
+use crate::error::{Error, ErrorBody};
+use crate::provider::{ProviderEvent, ProviderStream, incomplete_stream};
+use crate::store::unix_now_ms;
+
+/// What moves from a flight's producer to each request in it.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    Delta(String),
+    Done { stop_reason: String, usage: Usage },
+    Failed(ErrorBody),
+}
+
+/// Everything a delivery task needs to speak for one request.
+pub struct Delivery {
+    pub request_id: Arc<str>,
+    /// The conversation named in `start`.
+    pub conversation_id: Option<String>,
+    pub model: String,
+    /// Records the exchange before `done`, when memory is on.
+    pub recorder: Option<Recorder>,
+    pub started: Instant,
+    /// Events buffered for a slow client before its delivery pauses.
+    pub capacity: usize,
+}
+
+/// Where a producer stores the complete answer.
+pub struct Store {
+    pub cache: Arc<ResponseCache>,
+    pub key: CacheKey,
+    pub write: bool,
+    /// Set when the flight is registered there, to land it when done.
+    pub flights: Option<Arc<Flights<Piece>>>,
+}
+
+/// Starts the upstream call for a request that shares with no one: its events come straight
+/// from the producer.
+pub async fn solo<F>(delivery: Delivery, upstream: F) -> Result<ChatStream, Error>
+where
+    F: Future<Output = Result<ProviderStream, Error>>,
+{
+    let upstream = upstream.await?;
+    let (tx, rx) = mpsc::channel(delivery.capacity.max(1));
+    let producer = Producer {
+        store: None,
+        model: delivery.model.clone(),
+        started: delivery.started,
+    };
+    let output = Output::Direct {
+        tx,
+        answer: delivery.recorder.as_ref().map(|_| String::new()),
+        delivery,
+    };
+    tokio::spawn(producer.run(upstream, output).in_current_span());
+    Ok(ReceiverStream::new(rx))
+}
+
+/// Runs the producer of `flight` in the background.
+pub fn spawn_producer(
+    upstream: ProviderStream,
+    flight: Arc<Flight<Piece>>,
+    d: &Delivery,
+    store: Option<Store>,
+) {
+    let producer = Producer {
+        store,
+        model: d.model.clone(),
+        started: d.started,
+    };
+    tokio::spawn(producer.run(upstream, Output::Flight(flight)).in_current_span());
+}
+
+/// Where a producer's stream goes. One lives per chat, inside its producer task, so the size
+/// difference between the variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+enum Output {
+    /// Pieces for everyone reading the flight.
+    Flight(Arc<Flight<Piece>>),
+    /// One request's events.
+    Direct {
+        tx: mpsc::Sender<ChatEvent>,
+        delivery: Delivery,
+        /// The answer so far, kept when it will be recorded.
+        answer: Option<String>,
+    },
+}
+
+impl Output {
+    /// Resolves when no one reads any more.
+    async fn abandoned(&self) {
+        match self {
+            Self::Flight(flight) => flight.abandoned().await,
+            Self::Direct { tx, .. } => tx.closed().await,
+        }
+    }
+
+    async fn start(&self) -> bool {
+        match self {
+            Self::Flight(_) => true,
+            Self::Direct { tx, delivery, .. } => tx.send(start_event(delivery, false)).await.is_ok(),
+        }
+    }
+
+    /// False when the reader has gone.
+    async fn delta(&mut self, text: String) -> bool {
+        match self {
+            Self::Flight(flight) => {
+                flight.push(Piece::Delta(text));
+                true
+            }
+            Self::Direct {
+                tx,
+                delivery,
+                answer,
+            } => {
+                if let Some(answer) = answer {
+                    answer.push_str(&text);
+                }
+                let delta = ChatEvent::Delta {
+                    request_id: delivery.request_id.clone(),
+                    text,
+                };
+                tx.send(delta).await.is_ok()
+            }
+        }
+    }
+
+    async fn done(&mut self, stop_reason: String, usage: Usage) {
+        match self {
+            Self::Flight(flight) => {
+                flight.push(Piece::Done { stop_reason, usage });
+                flight.finish();
+            }
+            Self::Direct {
+                tx,
+                delivery,
+                answer,
+            } => {
+                let done = finish(delivery, answer.take(), stop_reason, usage, false).await;
+                let _ = tx.send(done).await;
+            }
+        }
+    }
+
+    async fn failed(&self, error: ErrorBody) {
+        match self {
+            Self::Flight(flight) => {
+                flight.push(Piece::Failed(error));
+                flight.finish();
+            }
+            Self::Direct { tx, delivery, .. } => {
+                let event = ChatEvent::Error {
+                    request_id: delivery.request_id.clone(),
+                    error,
+                };
+                let _ = tx.send(event).await;
+            }
+        }
+    }
+}
+
+/// Moves one upstream stream into a flight, and stores the complete answer.
+struct Producer {
+    store: Option<Store>,
+    model: String,
+    started: Instant,
+}
+
+impl Producer {
+    async fn run(self, mut upstream: ProviderStream, mut output: Output) {
+        let mut answer = CachedResponse {
+            model: self.model.clone(),
+            text: String::new(),
+            breaks: Vec::new(),
+            stop_reason: String::new(),
+            input_tokens: 0,
+            output_tokens: 0,
+            created_at_ms: unix_now_ms(),
+        };
+        let keep = self.store.as_ref().is_some_and(|s| s.write);
+        let (mut stop_reason, mut usage) = (None, None);
+        let mut reading = output.start().await;
+        while reading {
+            let next = tokio::select! {
+                biased;
+                () = output.abandoned() => break,
+                next = upstream.next() => next,
+            };
+            match next {
+                Some(Ok(ProviderEvent::Delta(text))) => {
+                    if keep {
+                        answer.push_delta(&text);
+                    }
+                    reading = output.delta(text).await;
+                }
+                Some(Ok(ProviderEvent::Stop { stop_reason: r })) => stop_reason = Some(r),
+                Some(Ok(ProviderEvent::Usage(u))) => usage = Some(u),
+                Some(Err(e)) => return self.fail(&output, &e).await,
+                None => {
+                    let (Some(stop_reason), Some(usage)) = (stop_reason, usage) else {
+                        return self.fail(&output, &incomplete_stream()).await;
+                    };
+                    return self.complete(output, answer, stop_reason, usage).await;
+                }
+            }
+        }
+        // Everyone left: dropping `upstream` aborts the model call.
+        tracing::info!(
+            outcome = "cancelled",
+            latency_ms = self.started.elapsed().as_millis() as u64,
+            "chat cancelled by the client; upstream stream dropped"
+        );
+        self.land(&output);
+    }
+
+    async fn complete(
+        &self,
+        mut output: Output,
+        mut answer: CachedResponse,
+        stop_reason: String,
+        usage: Usage,
+    ) {
+        tracing::info!(
+            outcome = "done",
+            stop_reason = %stop_reason,
+            input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens,
+            latency_ms = self.started.elapsed().as_millis() as u64,
+            "chat finished"
+        );
+        output.done(stop_reason.clone(), usage).await;
+        if let Some(store) = self.store.as_ref().filter(|s| s.write) {
+            answer.stop_reason = stop_reason;
+            answer.input_tokens = usage.input_tokens;
+            answer.output_tokens = usage.output_tokens;
+            store.cache.put(&store.key, answer).await;
+        }
+        self.land(&output);
+    }
+
+    async fn fail(&self, output: &Output, e: &Error) {
+        log_failure(e, self.started);
+        output.failed(e.body()).await;
+        self.land(output);
+    }
+
+    fn land(&self, output: &Output) {
+        if let (
+            Some(Store {
+                flights: Some(flights),
+                key,
+                ..
+            }),
+            Output::Flight(flight),
+        ) = (&self.store, output)
+        {
+            flights.land(key, flight);
+        }
+    }
+}
+
+pub fn log_failure(error: &Error, started: Instant) {
+    tracing::warn!(
+        outcome = "error",
+        code = error.code().as_str(),
+        error = %error,
+        latency_ms = started.elapsed().as_millis() as u64,
+        "chat failed"
+    );
+}
+
+/// A request's own view of a flight: its events, its exchange recorded before its `done`.
+pub fn deliver(mut sub: Subscription<Piece>, d: Delivery, cached: bool) -> ChatStream {
+    let (tx, rx) = mpsc::channel(d.capacity.max(1));
+    let task = async move {
+        let mut answer = d.recorder.as_ref().map(|_| String::new());
+        if tx.send(start_event(&d, cached)).await.is_err() {
+            return;
+        }
+        loop {
+            let piece = tokio::select! {
+                biased;
+                // The client left: unsubscribing lets the producer stop if no one else reads.
+                () = tx.closed() => return,
+                piece = sub.next() => piece,
+            };
+            let event = match piece {
+                Some(Piece::Delta(text)) => {
+                    if let Some(answer) = &mut answer {
+                        answer.push_str(&text);
+                    }
+                    ChatEvent::Delta {
+                        request_id: d.request_id.clone(),
+                        text,
+                    }
+                }
+                Some(Piece::Done { stop_reason, usage }) => {
+                    drop(sub);
+                    let done = finish(&d, answer.take(), stop_reason, usage, cached).await;
+                    let _ = tx.send(done).await;
+                    return;
+                }
+                Some(Piece::Failed(error)) => ChatEvent::Error {
+                    request_id: d.request_id.clone(),
+                    error,
+                },
+                None => return,
+            };
+            let terminal = event.is_terminal();
+            if tx.send(event).await.is_err() || terminal {
+                return;
+            }
+        }
+    };
+    tokio::spawn(task.in_current_span());
+    ReceiverStream::new(rx)
+}
+
+/// A stored answer, streamed at once as its original deltas: a cache hit (`cached`), or the
+/// answer of a retried request id.
+pub fn replay(answer: Arc<CachedResponse>, d: Delivery, cached: bool) -> ChatStream {
+    let (tx, rx) = mpsc::channel(d.capacity.max(1));
+    let task = async move {
+        if tx.send(start_event(&d, cached)).await.is_err() {
+            return;
+        }
+        for text in answer.deltas() {
+            let delta = ChatEvent::Delta {
+                request_id: d.request_id.clone(),
+                text: text.to_owned(),
+            };
+            if tx.send(delta).await.is_err() {
+                return;
+            }
+        }
+        let usage = Usage {
+            input_tokens: answer.input_tokens,
+            output_tokens: answer.output_tokens,
+        };
+        let text = d.recorder.as_ref().map(|_| answer.text.clone());
+        let done = finish(&d, text, answer.stop_reason.clone(), usage, cached).await;
+        let _ = tx.send(done).await;
+    };
+    tokio::spawn(task.in_current_span());
+    ReceiverStream::new(rx)
+}
+
+fn start_event(d: &Delivery, cached: bool) -> ChatEvent {
+    ChatEvent::Start {
+        request_id: d.request_id.clone(),
+        conversation_id: d.conversation_id.clone(),
+        model: d.model.clone(),
+        cached,
+    }
+}
+
+/// Records the exchange (when memory is on) and builds the final event: a `done` only once the
+/// exchange is saved. A `cached` answer cost nothing: its `billed_usage` is zero while `usage`
+/// reports what the model originally used.
+async fn finish(
+    d: &Delivery,
+    answer: Option<String>,
+    stop_reason: String,
+    usage: Usage,
+    cached: bool,
+) -> ChatEvent {
+    if let (Some(recorder), Some(answer)) = (&d.recorder, answer)
+        && let Err(e) = recorder.record(answer, usage, &stop_reason).await
+    {
+        return ChatEvent::Error {
+            request_id: d.request_id.clone(),
+            error: e.body(),
+        };
+    }
+    ChatEvent::Done {
+        request_id: d.request_id.clone(),
+        stop_reason,
+        usage,
+        latency_ms: d.started.elapsed().as_millis() as u64,
+        cached,
+        billed_usage: cached.then_some(Usage::default()),
+    }
+}
