@@ -198,4 +198,3 @@ fn key_of(scope: &str, r: &ProviderRequest) -> CacheKey {
         stop: r.inference.stop.as_deref().unwrap_or_default(),
     })
 }
-

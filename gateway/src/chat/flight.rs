@@ -85,7 +85,11 @@ pub fn spawn_producer(
         model: d.model.clone(),
         started: d.started,
     };
-    tokio::spawn(producer.run(upstream, Output::Flight(flight)).in_current_span());
+    tokio::spawn(
+        producer
+            .run(upstream, Output::Flight(flight))
+            .in_current_span(),
+    );
 }
 
 /// Where a producer's stream goes. One lives per chat, inside its producer task, so the size
@@ -115,7 +119,9 @@ impl Output {
     async fn start(&self) -> bool {
         match self {
             Self::Flight(_) => true,
-            Self::Direct { tx, delivery, .. } => tx.send(start_event(delivery, false)).await.is_ok(),
+            Self::Direct { tx, delivery, .. } => {
+                tx.send(start_event(delivery, false)).await.is_ok()
+            }
         }
     }
 

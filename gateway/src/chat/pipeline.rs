@@ -12,9 +12,7 @@ use tracing::{Instrument, field};
 use crate::chat::cache::CacheAsk;
 use crate::chat::flight::{self, Delivery, log_failure};
 use crate::chat::memory::Recall;
-use crate::chat::{
-    ChatCache, ChatEvent, ChatRequest, Memory, ModelCatalog, RequestLimits, Route,
-};
+use crate::chat::{ChatCache, ChatEvent, ChatRequest, Memory, ModelCatalog, RequestLimits, Route};
 use crate::error::Error;
 use crate::provider::{Message, ModelProvider, ProviderRequest, Role};
 use crate::store::{ConversationStore, Turn};
