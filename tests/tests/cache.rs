@@ -368,50 +368,38 @@ async fn policy_modes_per_tenant_and_route() {
     assert_eq!(fake.calls(), 4);
 }
 
-#[tokio::test]
-async fn the_dynamodb_tier_is_shared_by_two_gateways_and_outlives_one() {
-    let fake = FakeBedrock::start().await.unwrap();
-    let client = moto::dynamodb();
-    let table = moto::tables(&client).await.unwrap().cache;
-    let shared = || -> Option<Arc<dyn SharedCache>> {
-        Some(Arc::new(DynamoCache::new(client.clone(), &table)))
-    };
-    let (one, _) = gateway_with(&fake, CacheSettings::default(), shared()).await;
-    let (two, two_cache) = gateway_with(&fake, CacheSettings::default(), shared()).await;
+/// Two gateways on one shared tier: the second hits what the first stored, and a third, started
+/// after the first is gone (an empty L1), hits it too, then from its own L1.
+async fn shared_tier_outlives_a_gateway(fake: &FakeBedrock, tier: Arc<dyn SharedCache>) {
+    let (one, _) = gateway_with(fake, CacheSettings::default(), Some(tier.clone())).await;
+    let (two, two_cache) = gateway_with(fake, CacheSettings::default(), Some(tier.clone())).await;
     let ask = json!({"message": "shared question"});
     assert_eq!(chat(&one, ask.clone()).await["cached"], false);
     assert_eq!(chat(&two, ask.clone()).await["cached"], true);
     assert_eq!(two_cache.snapshot().hits_l2, 1);
     drop(one);
-    // A new instance, empty L1: still a hit.
-    let (three, three_cache) = gateway_with(&fake, CacheSettings::default(), shared()).await;
+    let (three, three_cache) = gateway_with(fake, CacheSettings::default(), Some(tier)).await;
     assert_eq!(chat(&three, ask.clone()).await["cached"], true);
     assert_eq!(three_cache.snapshot().hits_l2, 1);
-    // The L2 hit filled L1.
     assert_eq!(chat(&three, ask).await["cached"], true);
-    assert_eq!(three_cache.snapshot().hits_l1, 1);
+    assert_eq!(three_cache.snapshot().hits_l1, 1, "the L2 hit filled L1");
     assert_eq!(fake.calls(), 1);
+}
+
+#[tokio::test]
+async fn the_dynamodb_tier_is_shared_by_two_gateways_and_outlives_one() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let client = moto::dynamodb();
+    let table = moto::tables(&client).await.unwrap().cache;
+    shared_tier_outlives_a_gateway(&fake, Arc::new(DynamoCache::new(client, &table))).await;
 }
 
 #[tokio::test]
 async fn the_redis_tier_is_shared_by_two_gateways_and_outlives_one() {
     let fake = FakeBedrock::start().await.unwrap();
     let redis = RedisServer::start().await.unwrap();
-    let shared = || async {
-        let tier: Arc<dyn SharedCache> = Arc::new(RedisCache::connect(&redis.url()).await.unwrap());
-        Some(tier)
-    };
-    let (one, _) = gateway_with(&fake, CacheSettings::default(), shared().await).await;
-    let (two, two_cache) = gateway_with(&fake, CacheSettings::default(), shared().await).await;
-    let ask = json!({"message": "shared question"});
-    assert_eq!(chat(&one, ask.clone()).await["cached"], false);
-    assert_eq!(chat(&two, ask.clone()).await["cached"], true);
-    assert_eq!(two_cache.snapshot().hits_l2, 1);
-    drop(one);
-    let (three, three_cache) = gateway_with(&fake, CacheSettings::default(), shared().await).await;
-    assert_eq!(chat(&three, ask).await["cached"], true);
-    assert_eq!(three_cache.snapshot().hits_l2, 1);
-    assert_eq!(fake.calls(), 1);
+    let tier = RedisCache::connect(&redis.url()).await.unwrap();
+    shared_tier_outlives_a_gateway(&fake, Arc::new(tier)).await;
 }
 
 #[tokio::test]

@@ -145,6 +145,16 @@ impl Aws {
     }
 }
 
+/// Sends a two-second chat `r1` and waits for its `start`.
+async fn start_slow_chat(ws: &mut Ws) {
+    send(
+        ws,
+        json!({"action": "chat", "message": "hi", "model": "fake.slow", "request_id": "r1"}),
+    )
+    .await;
+    assert_eq!(next(ws).await["type"], "start");
+}
+
 fn no_chats_in_flight(item: Option<&HashMap<String, AttributeValue>>) -> bool {
     item.is_some_and(|i| !i.contains_key("inflight"))
 }
@@ -232,12 +242,7 @@ async fn a_generation_longer_than_the_integration_timeout_streams_to_the_end() {
 async fn a_cancel_frame_from_another_invocation_aborts_the_upstream_stream() {
     let aws = Aws::default().await;
     let (mut ws, id) = aws.connect().await;
-    send(
-        &mut ws,
-        json!({"action": "chat", "message": "hi", "model": "fake.slow", "request_id": "r1"}),
-    )
-    .await;
-    assert_eq!(next(&mut ws).await["type"], "start");
+    start_slow_chat(&mut ws).await;
     assert_eq!(next(&mut ws).await["type"], "delta");
     send(&mut ws, json!({"action": "cancel", "request_id": "r1"})).await;
     let frames = until_done(&mut ws, "r1").await;
@@ -257,12 +262,7 @@ async fn a_cancel_frame_from_another_invocation_aborts_the_upstream_stream() {
 async fn closing_the_socket_mid_stream_aborts_the_upstream_and_forgets_the_connection() {
     let aws = Aws::default().await;
     let (mut ws, id) = aws.connect().await;
-    send(
-        &mut ws,
-        json!({"action": "chat", "message": "hi", "model": "fake.slow", "request_id": "r1"}),
-    )
-    .await;
-    assert_eq!(next(&mut ws).await["type"], "start");
+    start_slow_chat(&mut ws).await;
     ws.close(None).await.unwrap();
     drop(ws);
     assert!(
@@ -284,12 +284,7 @@ async fn closing_the_socket_mid_stream_aborts_the_upstream_and_forgets_the_conne
 async fn a_410_gone_cancels_the_upstream_and_deletes_the_record_without_a_disconnect() {
     let aws = Aws::default().await;
     let (mut ws, id) = aws.connect().await;
-    send(
-        &mut ws,
-        json!({"action": "chat", "message": "hi", "model": "fake.slow", "request_id": "r1"}),
-    )
-    .await;
-    assert_eq!(next(&mut ws).await["type"], "start");
+    start_slow_chat(&mut ws).await;
     aws.emulator.vanish(&id);
     assert!(
         aws.bedrock

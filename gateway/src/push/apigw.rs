@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
-use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, SdkError};
+use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_smithy_types::retry::RetryConfig;
 use bytes::Bytes;
@@ -45,21 +45,14 @@ impl ApiGatewayPusher {
     }
 }
 
-fn classify<E>(
-    e: SdkError<E, HttpResponse>,
-    gone: fn(&E) -> bool,
-    throttled: fn(&E) -> bool,
-) -> PushError
+fn classify<E>(e: SdkError<E, HttpResponse>) -> PushError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    if let Some(service) = e.as_service_error() {
-        if gone(service) {
-            return PushError::Gone;
-        }
-        if throttled(service) {
-            return PushError::Throttled;
-        }
+    match e.code() {
+        Some("GoneException") => return PushError::Gone,
+        Some("LimitExceededException") => return PushError::Throttled,
+        _ => {}
     }
     // Timeouts, dropped connections and 5xx may work on a second try; 4xx (403, too large) not.
     let retryable = matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_))
@@ -86,13 +79,7 @@ impl ConnectionPusher for ApiGatewayPusher {
             .send()
             .await
             .map(drop)
-            .map_err(|e| {
-                classify(
-                    e,
-                    |s| s.is_gone_exception(),
-                    |s| s.is_limit_exceeded_exception(),
-                )
-            })
+            .map_err(classify)
     }
 
     async fn close(&self, endpoint: &str, connection_id: &str) -> Result<(), PushError> {
@@ -102,12 +89,6 @@ impl ConnectionPusher for ApiGatewayPusher {
             .send()
             .await
             .map(drop)
-            .map_err(|e| {
-                classify(
-                    e,
-                    |s| s.is_gone_exception(),
-                    |s| s.is_limit_exceeded_exception(),
-                )
-            })
+            .map_err(classify)
     }
 }
