@@ -15,7 +15,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 cargo build --release --locked --bin nagare --bin nagare-load --bin fake-bedrock \
-  --bin lambda-coldstart --bin nagare-authorizer --bin memory-bench >&2
+  --bin lambda-coldstart --bin nagare-authorizer --bin nagare-ws --bin memory-bench >&2
 bin=target/release
 
 # start VAR LOG CMD...: runs CMD in the background and sets VAR to the URL of its `listening on` line.
@@ -85,8 +85,9 @@ echo "7/11 $streams concurrent WebSocket chats, 100 tokens at 50 tokens/s" >&2
 load --url "ws://${wsgw#http://}/v1/ws" --mode ws --connections "$streams" --delta-interval-ms 20 \
   --body '{"message":"hi","model":"mock.long","inference":{"max_tokens":100}}' >"$work/wsstream.json"
 echo "8/11 Lambda cold starts under the fake Runtime API" >&2
-"$bin/lambda-coldstart" --function authorizer --binary "$bin/nagare-authorizer" --runs "${BENCH_COLD_RUNS:-20}" \
-  >"$work/cold-authorizer.json"
+for f in authorizer ws; do
+  "$bin/lambda-coldstart" --function "$f" --binary "$bin/nagare-$f" --runs "${BENCH_COLD_RUNS:-20}" >"$work/cold-$f.json"
+done
 echo "9/11 cache hits, and the default config (memory records every chat), 64 connections" >&2
 hits_token=$("$bin/nagare" token --sub bench --data-dir "$data/hits")
 "$bin/nagare-load" --seconds "$seconds" --warmup "$warmup" --json --header "authorization: Bearer $hits_token" \
@@ -161,9 +162,9 @@ lines += ["", "WebSocket (`/v1/ws`):", "",
           f"**each delta's lateness against the model's schedule {pct(ws.get('delta_lateness_ms'))}**."]
 lines += ["", "Lambda binaries under the fake Lambda Runtime API (`lambda-coldstart`): time from exec to the first",
           "response posted, and peak RSS (VmHWM). The authorizer's first invocation includes fetching the JWKS from a",
-          "local issuer.", "",
+          "local issuer; `nagare-ws` answers a `$connect`, storing the connection in a new SQLite database (no AWS here).", "",
           "| function | runs | cold start p50 ms | min ms | max ms | peak RSS MB |", "|---|---|---|---|---|---|"]
-for f in ["authorizer"]:
+for f in ["authorizer", "ws"]:
     c = json.load(open(os.path.join(work, f"cold-{f}.json")))
     cs = c["cold_start_ms"]
     lines.append(f"| nagare-{f} | {c['runs']} | {cs['p50']:.1f} | {cs['min']:.1f} | {cs['max']:.1f} | {c['peak_rss_mb']:.1f} |")

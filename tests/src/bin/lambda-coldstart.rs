@@ -18,10 +18,10 @@ use serde_json::{Value, json};
     about = "Cold start and peak RSS of a Nagare Lambda binary"
 )]
 struct Args {
-    /// Which function: `authorizer`.
+    /// Which function: `authorizer` or `ws`.
     #[arg(long)]
     function: String,
-    /// The binary, e.g. target/release/nagare-authorizer.
+    /// The binary, e.g. target/release/nagare-authorizer or target/release/nagare-ws.
     #[arg(long)]
     binary: PathBuf,
     #[arg(long, default_value_t = 10)]
@@ -33,31 +33,56 @@ const CONNECT: &str = include_str!("../../../authorizer/tests/fixtures/websocket
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(
-        args.function == "authorizer",
-        "unknown function {:?}; known: authorizer",
-        args.function
-    );
+    // Kept alive for the whole run: the authorizer fetches its keys from it.
     let key = TestKey::new("k1", "rsa-1", Algorithm::RS256)?;
     let issuer = FakeIssuer::start(&[&key]).await?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let token = key.sign(&json!({"iss": issuer.issuer(), "aud": "app", "sub": "bench", "exp": now + 3600, "scope": "chat"}));
-    let event: Value = serde_json::from_str(&CONNECT.replace("{{TOKEN}}", &token))?;
-    let issuers = format!(
-        r#"[{{issuer = "{}", audiences = ["app"]}}]"#,
-        issuer.issuer()
-    );
+    let scratch = std::env::temp_dir().join(format!("nagare-coldstart-{}", std::process::id()));
+    let (event, env) = match args.function.as_str() {
+        "authorizer" => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+            let token = key.sign(&json!({"iss": issuer.issuer(), "aud": "app", "sub": "bench", "exp": now + 3600, "scope": "chat"}));
+            let event: Value = serde_json::from_str(&CONNECT.replace("{{TOKEN}}", &token))?;
+            let issuers = format!(
+                r#"[{{issuer = "{}", audiences = ["app"]}}]"#,
+                issuer.issuer()
+            );
+            (event, vec![("NAGARE__AUTH__ISSUERS".to_owned(), issuers)])
+        }
+        // `$connect` as API Gateway sends it after the authorizer allowed it. The connection is
+        // stored in SQLite in a fresh data dir (no AWS here), so the figure includes creating
+        // the database.
+        "ws" => (
+            json!({
+                "requestContext": {
+                    "routeKey": "$connect", "eventType": "CONNECT", "stage": "prod",
+                    "domainName": "abc.execute-api.us-east-1.amazonaws.com",
+                    "connectionId": "cold=", "connectedAt": 0, "requestTimeEpoch": 0,
+                    "identity": {"sourceIp": "127.0.0.1"},
+                    "authorizer": {"principalId": "bench", "sub": "bench", "tenant": "bench", "scopes": "chat"},
+                },
+                "isBase64Encoded": false,
+            }),
+            vec![
+                ("AWS_ACCESS_KEY_ID".to_owned(), "bench".to_owned()),
+                ("AWS_SECRET_ACCESS_KEY".to_owned(), "bench".to_owned()),
+            ],
+        ),
+        other => anyhow::bail!("unknown function {other:?}; known: authorizer, ws"),
+    };
+    let name = format!("nagare-{}", args.function);
 
     let mut starts = Vec::new();
     let mut peak_kb = 0;
-    for _ in 0..args.runs {
+    for run in 0..args.runs {
+        let data_dir = scratch.join(run.to_string());
         let runtime = FakeLambdaRuntime::start().await?;
         runtime.invoke(event.clone()).await;
         let t0 = Instant::now();
         let mut child = tokio::process::Command::new(&args.binary)
             .env_clear()
-            .envs(runtime.env("nagare-authorizer"))
-            .env("NAGARE__AUTH__ISSUERS", &issuers)
+            .envs(runtime.env(&name))
+            .envs(env.iter().cloned())
+            .env("NAGARE__SERVER__DATA_DIR", &data_dir)
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -67,17 +92,21 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("no response in 30 s")?;
         let elapsed = t0.elapsed();
-        anyhow::ensure!(
-            matches!(done.outcome, Outcome::Response(_)),
-            "unexpected outcome {:?}",
-            done.outcome
-        );
+        // The authorizer answers with a policy; `nagare-ws` with status 200 once it stored the
+        // connection.
+        let answered = match &done.outcome {
+            Outcome::Response(r) if args.function == "ws" => r["statusCode"] == 200,
+            Outcome::Response(r) => r["policyDocument"]["Statement"][0]["Effect"] == "Allow",
+            _ => false,
+        };
+        anyhow::ensure!(answered, "unexpected outcome {:?}", done.outcome);
         if let Some(pid) = child.id() {
             peak_kb = peak_kb.max(vm_hwm_kb(pid).unwrap_or(0));
         }
         child.kill().await?;
         starts.push(elapsed.as_secs_f64() * 1000.0);
     }
+    let _ = std::fs::remove_dir_all(&scratch);
     starts.sort_by(f64::total_cmp);
     let report = json!({
         "function": args.function,
