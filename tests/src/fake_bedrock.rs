@@ -117,14 +117,7 @@ impl FakeBedrock {
 
     /// Waits up to `limit` for `check` to hold; counters move after the response is written.
     pub async fn wait_for(&self, limit: Duration, check: impl Fn(&Self) -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        while tokio::time::Instant::now() < deadline {
-            if check(self) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        check(self)
+        crate::serve::wait_until(limit, || check(self)).await
     }
 }
 

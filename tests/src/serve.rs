@@ -36,3 +36,16 @@ pub fn spawn_on(
     });
     Ok((addr, StopOnDrop { _stop: stop }))
 }
+
+/// Polls `check` every 10 ms until it holds or `limit` passes; true if it held. Fakes count
+/// things after they answer, so a test waits for a count rather than reading it at once.
+pub async fn wait_until(limit: std::time::Duration, check: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    check()
+}
