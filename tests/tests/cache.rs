@@ -63,6 +63,20 @@ async fn chat(gw: &Gateway, body: Value) -> Value {
     reply
 }
 
+/// A chat as alice with a `Cache-Control` header.
+async fn chat_with_cache_control(gw: &Gateway, directive: &str, body: Value) -> Value {
+    authed_client(&dev_token("alice", &["chat"]))
+        .post(gw.url("/v1/chat"))
+        .header("cache-control", directive)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_repeated_prompt_is_replayed_on_every_transport_without_a_model_call() {
     let fake = FakeBedrock::start().await.unwrap();
@@ -234,31 +248,15 @@ async fn failed_cancelled_bypassed_and_multi_turn_answers_are_not_stored() {
     chat(&gw, json!({"message": "fresh", "cache": "bypass"})).await;
     chat(&gw, json!({"message": "fresh"})).await;
     assert_eq!(fake.calls(), before + 2, "bypass neither reads nor writes");
-    let r = client
-        .post(gw.url("/v1/chat"))
-        .header("cache-control", "no-store")
-        .json(&json!({"message": "nostore"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap()["cached"], false);
+    let r = chat_with_cache_control(&gw, "no-store", json!({"message": "nostore"})).await;
+    assert_eq!(r["cached"], false);
     assert_eq!(
         chat(&gw, json!({"message": "nostore"})).await["cached"],
         false,
         "no-store wrote nothing"
     );
-    let r = client
-        .post(gw.url("/v1/chat"))
-        .header("cache-control", "no-cache")
-        .json(&json!({"message": "nostore"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["cached"],
-        false,
-        "no-cache does not read"
-    );
+    let r = chat_with_cache_control(&gw, "no-cache", json!({"message": "nostore"})).await;
+    assert_eq!(r["cached"], false, "no-cache does not read");
     assert_eq!(
         chat(&gw, json!({"message": "fresh", "cache": "refresh"})).await["cached"],
         false

@@ -145,13 +145,16 @@ impl Aws {
     }
 }
 
+/// Sends the chat frame `{"message": "hi"}` to `model` as `request_id`.
+async fn send_chat(ws: &mut Ws, model: &str, request_id: &str) {
+    let frame =
+        json!({"action": "chat", "message": "hi", "model": model, "request_id": request_id});
+    send(ws, frame).await;
+}
+
 /// Sends a two-second chat `r1` and waits for its `start`.
 async fn start_slow_chat(ws: &mut Ws) {
-    send(
-        ws,
-        json!({"action": "chat", "message": "hi", "model": "fake.slow", "request_id": "r1"}),
-    )
-    .await;
+    send_chat(ws, "fake.slow", "r1").await;
     assert_eq!(next(ws).await["type"], "start");
 }
 
@@ -188,11 +191,7 @@ async fn connect_runs_the_authorizer_and_stores_the_connection() {
 async fn a_chat_streams_through_an_async_invocation_with_coalesced_posts() {
     let aws = Aws::default().await;
     let (mut ws, id) = aws.connect().await;
-    send(
-        &mut ws,
-        json!({"action": "chat", "message": "hi", "model": "fake.slow", "request_id": "r1"}),
-    )
-    .await;
+    send_chat(&mut ws, "fake.slow", "r1").await;
     let frames = until_done(&mut ws, "r1").await;
 
     assert_eq!(frames[0]["type"], "start");
@@ -222,11 +221,7 @@ async fn a_generation_longer_than_the_integration_timeout_streams_to_the_end() {
     // after 29 s. The chat route returns at once, so the client never sees the timeout message.
     let aws = Aws::start(Duration::from_millis(300), WsSettings::default()).await;
     let (mut ws, _) = aws.connect().await;
-    send(
-        &mut ws,
-        json!({"action": "chat", "message": "hi", "model": "fake.slow", "request_id": "long"}),
-    )
-    .await;
+    send_chat(&mut ws, "fake.slow", "long").await;
     let frames = until_done(&mut ws, "long").await;
     assert!(
         frames
@@ -301,11 +296,7 @@ async fn throttled_posts_are_retried_and_nothing_is_lost() {
     let aws = Aws::default().await;
     let (mut ws, _) = aws.connect().await;
     aws.emulator.throttle_next_posts(3);
-    send(
-        &mut ws,
-        json!({"action": "chat", "message": "hi", "request_id": "r1"}),
-    )
-    .await;
+    send_chat(&mut ws, "fake", "r1").await;
     let frames = until_done(&mut ws, "r1").await;
     assert_eq!(frames.first().unwrap()["type"], "start");
     assert_eq!(frames.last().unwrap()["type"], "done");
@@ -355,11 +346,7 @@ async fn bad_frames_get_error_frames_and_ping_gets_pong() {
         json!({"type": "pong", "request_id": "p1"})
     );
     // Still usable.
-    send(
-        &mut ws,
-        json!({"action": "chat", "message": "hi", "request_id": "ok"}),
-    )
-    .await;
+    send_chat(&mut ws, "fake", "ok").await;
     assert_eq!(
         until_done(&mut ws, "ok").await.last().unwrap()["type"],
         "done"
@@ -375,32 +362,20 @@ async fn the_per_connection_limit_and_duplicate_ids_hold_across_invocations() {
     let aws = Aws::start(Duration::from_secs(29), websocket).await;
     let (mut ws, _) = aws.connect().await;
     for id in ["a", "b"] {
-        send(
-            &mut ws,
-            json!({"action": "chat", "message": "hi", "model": "fake.stall", "request_id": id}),
-        )
-        .await;
+        send_chat(&mut ws, "fake.stall", id).await;
     }
     // Both are admitted once their `start` frames arrive.
     for _ in 0..2 {
         assert_eq!(next(&mut ws).await["type"], "start");
     }
-    send(
-        &mut ws,
-        json!({"action": "chat", "message": "hi", "request_id": "a"}),
-    )
-    .await;
+    send_chat(&mut ws, "fake", "a").await;
     let f = next(&mut ws).await;
     assert_eq!(
         (f["code"].clone(), f["request_id"].clone()),
         (json!("invalid_request"), json!("a")),
         "{f}"
     );
-    send(
-        &mut ws,
-        json!({"action": "chat", "message": "hi", "request_id": "c"}),
-    )
-    .await;
+    send_chat(&mut ws, "fake", "c").await;
     let f = next(&mut ws).await;
     assert_eq!(
         (f["code"].clone(), f["retryable"].clone()),
@@ -412,11 +387,7 @@ async fn the_per_connection_limit_and_duplicate_ids_hold_across_invocations() {
     assert_eq!(next(&mut ws).await["code"], "cancelled");
     let mut admitted = false;
     for _ in 0..100 {
-        send(
-            &mut ws,
-            json!({"action": "chat", "message": "hi", "request_id": "d"}),
-        )
-        .await;
+        send_chat(&mut ws, "fake", "d").await;
         let f = next(&mut ws).await;
         if f["type"] == "start" {
             admitted = true;
@@ -488,11 +459,7 @@ async fn every_post_fits_a_websocket_frame() {
     let aws = Aws::default().await;
     let (mut ws, _) = aws.connect().await;
     // fake.huge: 80,000 characters in four deltas, which merged would far exceed one frame.
-    send(
-        &mut ws,
-        json!({"action": "chat", "message": "hi", "model": "fake.huge", "request_id": "r1"}),
-    )
-    .await;
+    send_chat(&mut ws, "fake.huge", "r1").await;
     let frames = until_done(&mut ws, "r1").await;
     assert_eq!(joined_text(&frames, "r1"), HUGE_DELTA.repeat(8_000));
     let largest = aws.emulator.count(|c| &c.largest_post);

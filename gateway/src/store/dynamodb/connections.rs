@@ -28,10 +28,7 @@ impl DynamoConnectionStore {
     }
 
     fn key(connection_id: &str) -> (String, AttributeValue) {
-        (
-            "connection_id".into(),
-            AttributeValue::S(connection_id.into()),
-        )
+        ("connection_id".into(), s(connection_id))
     }
 
     /// The live item: unknown and expired ones (TTL deletion lags by up to days) are `None`.
@@ -122,9 +119,9 @@ impl ConnectionStore for DynamoConnectionStore {
             )
             .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":r", one(request_id))
-            .expression_attribute_values(":rid", AttributeValue::S(request_id.into()))
-            .expression_attribute_values(":now", AttributeValue::N(unix_now().to_string()))
-            .expression_attribute_values(":max", AttributeValue::N(max_inflight.to_string()))
+            .expression_attribute_values(":rid", s(request_id))
+            .expression_attribute_values(":now", n(unix_now()))
+            .expression_attribute_values(":max", n(max_inflight as u64))
             .send()
             .await;
         match result {
@@ -152,7 +149,7 @@ impl ConnectionStore for DynamoConnectionStore {
             .update_expression("ADD cancelled :r")
             .condition_expression("contains(inflight, :rid)")
             .expression_attribute_values(":r", one(request_id))
-            .expression_attribute_values(":rid", AttributeValue::S(request_id.into()))
+            .expression_attribute_values(":rid", s(request_id))
             .send()
             .await;
         match result {

@@ -17,13 +17,6 @@ impl SqliteConnectionStore {
     pub fn new(db: Database) -> Self {
         Self { db }
     }
-
-    async fn with<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, Error> {
-        self.db.with(f).await
-    }
 }
 
 /// The connection, if it exists and has not expired.
@@ -52,46 +45,48 @@ fn live(db: &Connection, connection_id: &str) -> rusqlite::Result<Option<Connect
 impl ConnectionStore for SqliteConnectionStore {
     async fn put(&self, record: &ConnectionRecord) -> Result<(), Error> {
         let r = record.clone();
-        self.with(move |db| {
-            let tx = db.savepoint()?;
-            // Expired records are swept here, standing in for DynamoDB's TTL.
-            tx.execute("DELETE FROM connections WHERE ttl <= ?1", [unix_now()])?;
-            tx.execute(
-                "DELETE FROM connections WHERE connection_id = ?1",
-                [&r.connection_id],
-            )?;
-            tx.execute(
-                "INSERT INTO connections
+        self.db
+            .with(move |db| {
+                let tx = db.savepoint()?;
+                // Expired records are swept here, standing in for DynamoDB's TTL.
+                tx.execute("DELETE FROM connections WHERE ttl <= ?1", [unix_now()])?;
+                tx.execute(
+                    "DELETE FROM connections WHERE connection_id = ?1",
+                    [&r.connection_id],
+                )?;
+                tx.execute(
+                    "INSERT INTO connections
                  (connection_id, sub, tenant, scopes, domain, stage, connected_at, ttl)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    r.connection_id,
-                    r.sub,
-                    r.tenant,
-                    r.scopes,
-                    r.domain,
-                    r.stage,
-                    r.connected_at,
-                    r.ttl
-                ],
-            )?;
-            tx.commit()
-        })
-        .await
+                    params![
+                        r.connection_id,
+                        r.sub,
+                        r.tenant,
+                        r.scopes,
+                        r.domain,
+                        r.stage,
+                        r.connected_at,
+                        r.ttl
+                    ],
+                )?;
+                tx.commit()
+            })
+            .await
     }
 
     async fn get(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, Error> {
         let id = connection_id.to_owned();
-        self.with(move |db| live(db, &id)).await
+        self.db.with(move |db| live(db, &id)).await
     }
 
     async fn delete(&self, connection_id: &str) -> Result<(), Error> {
         let id = connection_id.to_owned();
-        self.with(move |db| {
-            db.execute("DELETE FROM connections WHERE connection_id = ?1", [id])
-                .map(drop)
-        })
-        .await
+        self.db
+            .with(move |db| {
+                db.execute("DELETE FROM connections WHERE connection_id = ?1", [id])
+                    .map(drop)
+            })
+            .await
     }
 
     async fn admit(
@@ -101,77 +96,81 @@ impl ConnectionStore for SqliteConnectionStore {
         max_inflight: usize,
     ) -> Result<Result<(), AdmitRefusal>, Error> {
         let (id, rid) = (connection_id.to_owned(), request_id.to_owned());
-        self.with(move |db| {
-            let tx = db.savepoint()?;
-            if live(&tx, &id)?.is_none() {
-                return Ok(Err(AdmitRefusal::UnknownConnection));
-            }
-            let ids: Vec<String> = tx
-                .prepare("SELECT request_id FROM connection_chats WHERE connection_id = ?1")?
-                .query_map([&id], |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            if ids.contains(&rid) {
-                return Ok(Err(AdmitRefusal::Duplicate));
-            }
-            if ids.len() >= max_inflight {
-                return Ok(Err(AdmitRefusal::AtLimit { max: max_inflight }));
-            }
-            tx.execute(
-                "INSERT INTO connection_chats (connection_id, request_id) VALUES (?1, ?2)",
-                params![id, rid],
-            )?;
-            tx.commit()?;
-            Ok(Ok(()))
-        })
-        .await
+        self.db
+            .with(move |db| {
+                let tx = db.savepoint()?;
+                if live(&tx, &id)?.is_none() {
+                    return Ok(Err(AdmitRefusal::UnknownConnection));
+                }
+                let ids: Vec<String> = tx
+                    .prepare("SELECT request_id FROM connection_chats WHERE connection_id = ?1")?
+                    .query_map([&id], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                if ids.contains(&rid) {
+                    return Ok(Err(AdmitRefusal::Duplicate));
+                }
+                if ids.len() >= max_inflight {
+                    return Ok(Err(AdmitRefusal::AtLimit { max: max_inflight }));
+                }
+                tx.execute(
+                    "INSERT INTO connection_chats (connection_id, request_id) VALUES (?1, ?2)",
+                    params![id, rid],
+                )?;
+                tx.commit()?;
+                Ok(Ok(()))
+            })
+            .await
     }
 
     async fn cancel(&self, connection_id: &str, request_id: &str) -> Result<bool, Error> {
         let (id, rid) = (connection_id.to_owned(), request_id.to_owned());
-        self.with(move |db| {
-            db.execute(
-                "UPDATE connection_chats SET cancelled = 1
+        self.db
+            .with(move |db| {
+                db.execute(
+                    "UPDATE connection_chats SET cancelled = 1
                  WHERE connection_id = ?1 AND request_id = ?2",
-                params![id, rid],
-            )
-            .map(|n| n > 0)
-        })
-        .await
+                    params![id, rid],
+                )
+                .map(|n| n > 0)
+            })
+            .await
     }
 
     async fn chat_state(&self, connection_id: &str, request_id: &str) -> Result<ChatState, Error> {
         let (id, rid) = (connection_id.to_owned(), request_id.to_owned());
-        self.with(move |db| {
-            if live(db, &id)?.is_none() {
-                return Ok(ChatState::Gone);
-            }
-            let cancelled: Option<bool> = db
-                .query_row(
-                    "SELECT cancelled FROM connection_chats
+        self.db
+            .with(move |db| {
+                if live(db, &id)?.is_none() {
+                    return Ok(ChatState::Gone);
+                }
+                let cancelled: Option<bool> = db
+                    .query_row(
+                        "SELECT cancelled FROM connection_chats
                      WHERE connection_id = ?1 AND request_id = ?2",
-                    params![id, rid],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            Ok(match cancelled {
-                Some(true) => ChatState::Cancelled,
-                Some(false) => ChatState::Active,
-                // Not in flight: someone finished it; nothing is left to stream for.
-                None => ChatState::Gone,
+                        params![id, rid],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                Ok(match cancelled {
+                    Some(true) => ChatState::Cancelled,
+                    Some(false) => ChatState::Active,
+                    // Not in flight: someone finished it; nothing is left to stream for.
+                    None => ChatState::Gone,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn finish(&self, connection_id: &str, request_id: &str) -> Result<(), Error> {
         let (id, rid) = (connection_id.to_owned(), request_id.to_owned());
-        self.with(move |db| {
-            db.execute(
-                "DELETE FROM connection_chats WHERE connection_id = ?1 AND request_id = ?2",
-                params![id, rid],
-            )
-            .map(drop)
-        })
-        .await
+        self.db
+            .with(move |db| {
+                db.execute(
+                    "DELETE FROM connection_chats WHERE connection_id = ?1 AND request_id = ?2",
+                    params![id, rid],
+                )
+                .map(drop)
+            })
+            .await
     }
 }
