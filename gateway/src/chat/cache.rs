@@ -74,15 +74,6 @@ impl ChatCache {
         }
     }
 
-    pub fn cache(&self) -> &Arc<ResponseCache> {
-        &self.cache
-    }
-
-    /// Flights in progress (for tests and reports).
-    pub fn flights_in_progress(&self) -> usize {
-        self.flights.len()
-    }
-
     /// Decides how `request` may use the cache; `None` when it may not at all.
     pub fn plan(
         &self,

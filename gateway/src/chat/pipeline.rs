@@ -70,11 +70,6 @@ impl ChatPipeline {
         self
     }
 
-    /// The response cache, when it is on.
-    pub fn cache(&self) -> Option<&ChatCache> {
-        self.cache.as_ref()
-    }
-
     /// Keeps conversations in `memory`.
     pub fn with_memory(mut self, memory: Memory) -> Self {
         self.memory = Some(memory);

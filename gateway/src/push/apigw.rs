@@ -1,4 +1,4 @@
-//! `PostToConnection` and `DeleteConnection` with the real aws-sdk-apigatewaymanagement. The
+//! `PostToConnection` with the real aws-sdk-apigatewaymanagement. The
 //! endpoint differs per API and stage, so a client is built per endpoint and kept.
 
 use std::collections::HashMap;
@@ -76,16 +76,6 @@ impl ConnectionPusher for ApiGatewayPusher {
             .post_to_connection()
             .connection_id(connection_id)
             .data(Blob::new(frame))
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
-    }
-
-    async fn close(&self, endpoint: &str, connection_id: &str) -> Result<(), PushError> {
-        self.client(endpoint)
-            .delete_connection()
-            .connection_id(connection_id)
             .send()
             .await
             .map(drop)

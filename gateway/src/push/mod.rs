@@ -35,6 +35,4 @@ pub trait ConnectionPusher: Send + Sync {
         connection_id: &str,
         frame: Bytes,
     ) -> Result<(), PushError>;
-    /// Closes the connection from the server side.
-    async fn close(&self, endpoint: &str, connection_id: &str) -> Result<(), PushError>;
 }
