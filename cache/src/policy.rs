@@ -25,4 +25,10 @@ impl Mode {
 }
 
 /// The routes a mode can be set for.
-pub const ROUTES: &[&str] = &["chat", "chat_stream", "websocket", "lambda_websocket"];
+pub const ROUTES: &[&str] = &[
+    "chat",
+    "chat_stream",
+    "websocket",
+    "lambda_websocket",
+    "grpc",
+];

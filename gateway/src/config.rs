@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::chat::{MemorySettings, ModelCatalog, PipelineOptions, RequestLimits};
 use crate::error::StartupError;
+use crate::grpc::GrpcSettings;
 use crate::lambda::LambdaWsSettings;
 use crate::provider::{BedrockSettings, MockSettings};
 use crate::store::StoreSettings;
@@ -54,6 +55,7 @@ struct RawConfig {
     memory: MemorySettings,
     cache: CacheSettings,
     lambda: LambdaWsSettings,
+    grpc: GrpcSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +146,7 @@ struct LogSection {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Option<String>,
+    pub grpc_listen: Option<String>,
     pub provider: Option<String>,
     pub data_dir: Option<PathBuf>,
 }
@@ -169,6 +172,9 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The `nagare-ws` Lambda function's settings.
     pub lambda: LambdaWsSettings,
+    /// Where gRPC listens; `None` when `grpc.enabled = false`.
+    pub grpc_listen: Option<SocketAddr>,
+    pub grpc: GrpcSettings,
 }
 
 /// Reads, layers and validates the configuration.
@@ -200,6 +206,14 @@ pub fn load(
             &["server".into(), "listen".into()],
             listen.clone().into(),
             "--listen",
+        )?;
+    }
+    if let Some(listen) = &flags.grpc_listen {
+        set(
+            &mut table,
+            &["grpc".into(), "listen".into()],
+            listen.clone().into(),
+            "--grpc-listen",
         )?;
     }
     if let Some(dir) = &flags.data_dir {
@@ -266,6 +280,25 @@ impl RawConfig {
                 ),
             )
         })?;
+        let grpc_listen: Option<SocketAddr> = if self.grpc.enabled {
+            Some(self.grpc.listen.parse().map_err(|_| {
+                bad(
+                    "grpc.listen",
+                    &format!(
+                        "'{}' is not an IP:port address, e.g. 127.0.0.1:50051",
+                        self.grpc.listen
+                    ),
+                )
+            })?)
+        } else {
+            None
+        };
+        if self.grpc.max_message_bytes < 1024 || self.grpc.max_concurrent_streams == 0 {
+            return Err(bad(
+                "grpc",
+                "max_message_bytes must be at least 1024 and max_concurrent_streams at least 1",
+            ));
+        }
         if self.server.body_limit_bytes < 1024 {
             return Err(bad("server.body_limit_bytes", "must be at least 1024"));
         }
@@ -321,14 +354,24 @@ impl RawConfig {
                 .map_err(|e| StartupError::Config(format!("auth.issuers: {e}")))?;
         }
         let dev_mode = self.auth.issuers.is_empty();
-        if dev_mode && !listen.ip().is_loopback() && !self.auth.dev_allow_non_loopback {
-            return Err(bad(
-                "server.listen",
-                &format!(
-                    "{listen} is not a loopback address, and auth is in dev mode (no [[auth.issuers]]); \
-                     configure an issuer, or set auth.dev_allow_non_loopback = true if you mean it"
-                ),
-            ));
+        let listeners = [
+            ("server.listen", Some(listen)),
+            ("grpc.listen", grpc_listen),
+        ];
+        for (key, addr) in listeners {
+            if let Some(addr) = addr
+                && dev_mode
+                && !addr.ip().is_loopback()
+                && !self.auth.dev_allow_non_loopback
+            {
+                return Err(bad(
+                    key,
+                    &format!(
+                        "{addr} is not a loopback address, and auth is in dev mode (no [[auth.issuers]]); \
+                         configure an issuer, or set auth.dev_allow_non_loopback = true if you mean it"
+                    ),
+                ));
+            }
         }
         let models = models_for(self.provider.kind, self.models);
         Ok(Config {
@@ -356,6 +399,8 @@ impl RawConfig {
             memory: self.memory,
             cache: self.cache,
             lambda: self.lambda,
+            grpc_listen,
+            grpc: self.grpc,
         })
     }
 }
@@ -475,6 +520,31 @@ mod tests {
             &Overrides::default(),
         ));
         assert!(e.contains("/nonexistent/nagare.toml"), "{e}");
+    }
+
+    #[test]
+    fn grpc_listens_on_loopback_by_default_and_can_be_moved_or_disabled() {
+        let c = load(None, &env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.grpc_listen, Some("127.0.0.1:50051".parse().unwrap()));
+        let flags = Overrides {
+            grpc_listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let c = load(None, &env(&[]), &flags).unwrap();
+        assert_eq!(c.grpc_listen.map(|a| a.port()), Some(0));
+        let off = env(&[("NAGARE__GRPC__ENABLED", "false")]);
+        assert_eq!(load(None, &off, &flags).unwrap().grpc_listen, None);
+        let bad = Overrides {
+            grpc_listen: Some("localhost".into()),
+            ..Default::default()
+        };
+        assert!(err_of(load(None, &env(&[]), &bad)).contains("grpc.listen"));
+        let public = Overrides {
+            grpc_listen: Some("0.0.0.0:50051".into()),
+            ..Default::default()
+        };
+        let e = err_of(load(None, &env(&[]), &public));
+        assert!(e.contains("grpc.listen") && e.contains("dev mode"), "{e}");
     }
 
     #[test]

@@ -48,6 +48,18 @@ impl From<Error> for lambda_runtime::Diagnostic {
     }
 }
 
+/// A refused token, as the client sees it on every transport.
+impl From<&nagare_authorizer::AuthError> for Error {
+    fn from(e: &nagare_authorizer::AuthError) -> Self {
+        use nagare_authorizer::AuthFailure;
+        match e.failure() {
+            AuthFailure::Unauthenticated => Self::Unauthorized(e.to_string()),
+            AuthFailure::Forbidden => Self::Forbidden(e.to_string()),
+            AuthFailure::Unavailable => Self::UpstreamUnavailable(e.to_string()),
+        }
+    }
+}
+
 /// The stable, low-cardinality code of an error: the `code` field of every error body and frame,
 /// and the label of error metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,6 +111,22 @@ impl ErrorCode {
             Self::UpstreamError => 502,
             Self::Cancelled => 499,
             Self::Internal => 500,
+        }
+    }
+
+    /// The gRPC status code of the error table.
+    pub fn grpc_code(self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Self::InvalidRequest | Self::PayloadTooLarge => Code::InvalidArgument,
+            Self::Unauthorized => Code::Unauthenticated,
+            Self::Forbidden => Code::PermissionDenied,
+            Self::NotFound => Code::NotFound,
+            Self::RateLimited => Code::ResourceExhausted,
+            Self::UpstreamThrottled | Self::UpstreamUnavailable => Code::Unavailable,
+            Self::UpstreamTimeout => Code::DeadlineExceeded,
+            Self::UpstreamError | Self::Internal => Code::Internal,
+            Self::Cancelled => Code::Cancelled,
         }
     }
 
@@ -266,6 +294,28 @@ mod tests {
             assert_eq!(err.code().as_str(), code);
             assert_eq!(err.code().http_status(), status, "{code}");
             assert_eq!(err.retryable(), retryable, "{code}");
+        }
+    }
+
+    #[test]
+    fn grpc_codes_follow_the_table() {
+        use tonic::Code;
+        let rows = [
+            (ErrorCode::InvalidRequest, Code::InvalidArgument),
+            (ErrorCode::Unauthorized, Code::Unauthenticated),
+            (ErrorCode::Forbidden, Code::PermissionDenied),
+            (ErrorCode::NotFound, Code::NotFound),
+            (ErrorCode::PayloadTooLarge, Code::InvalidArgument),
+            (ErrorCode::RateLimited, Code::ResourceExhausted),
+            (ErrorCode::UpstreamThrottled, Code::Unavailable),
+            (ErrorCode::UpstreamUnavailable, Code::Unavailable),
+            (ErrorCode::UpstreamTimeout, Code::DeadlineExceeded),
+            (ErrorCode::UpstreamError, Code::Internal),
+            (ErrorCode::Cancelled, Code::Cancelled),
+            (ErrorCode::Internal, Code::Internal),
+        ];
+        for (code, grpc) in rows {
+            assert_eq!(code.grpc_code(), grpc, "{}", code.as_str());
         }
     }
 

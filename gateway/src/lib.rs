@@ -5,6 +5,7 @@ pub mod chat;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod lambda;
 pub mod provider;

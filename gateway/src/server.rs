@@ -11,6 +11,7 @@ use crate::chat::{ChatCache, ChatPipeline, Memory};
 use crate::config::{Config, ProviderKind};
 use crate::error::Error;
 use crate::error::StartupError;
+use crate::grpc;
 use crate::http::{self, AppState};
 use crate::provider::{BedrockProvider, MockProvider, ModelProvider};
 use crate::store::{
@@ -224,22 +225,81 @@ pub async fn run(
         source,
     })?;
     tracing::info!("listening on http://{addr}");
-    let ready = state.ready.clone();
-    let shutdown = async move {
-        shutdown.await;
-        ready.store(false, Ordering::Relaxed);
+    let grpc = match config.grpc_listen {
+        Some(addr) => Some(bind_grpc(addr, &state, &config).await?),
+        None => {
+            tracing::info!("gRPC: off (grpc.enabled = false)");
+            None
+        }
     };
-    http::serve(
+    // One signal stops both servers.
+    let stopping = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.cancel();
+        }
+    });
+    let ready = state.ready.clone();
+    let http_stopping = stopping.clone();
+    let http = http::serve(
         listener,
         http::router(state),
-        shutdown,
+        async move {
+            http_stopping.cancelled().await;
+            ready.store(false, Ordering::Relaxed);
+        },
         config.shutdown_grace,
-    )
-    .await
-    .map_err(|source| StartupError::Io {
+    );
+    let grpc = async {
+        if let Some((listener, routes, health)) = grpc {
+            let stopped = stopping.cancelled();
+            grpc::serve(
+                listener,
+                routes,
+                health,
+                &config.grpc,
+                stopped,
+                config.shutdown_grace,
+            )
+            .await;
+        }
+    };
+    let (served, ()) = tokio::join!(http, grpc);
+    served.map_err(|source| StartupError::Io {
         context: "serving HTTP".into(),
         source,
     })
+}
+
+/// Binds the gRPC listener and builds its services.
+async fn bind_grpc(
+    addr: std::net::SocketAddr,
+    state: &AppState,
+    config: &Config,
+) -> Result<
+    (
+        TcpListener,
+        tonic::service::Routes,
+        tonic_health::server::HealthReporter,
+    ),
+    StartupError,
+> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Io {
+            context: format!("binding {addr} (grpc.listen / --grpc-listen)"),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| StartupError::Io {
+        context: "reading the bound gRPC address".into(),
+        source,
+    })?;
+    let (routes, health) = grpc::routes(state.clone(), &config.grpc)
+        .map_err(|e| StartupError::Config(format!("gRPC reflection: {e}")))?;
+    tracing::info!("listening on grpc://{bound}");
+    Ok((listener, routes, health))
 }
 
 /// Every WebSocket is a descriptor: raise the soft open-file limit to the hard one.

@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway: REST and SSE chat on --listen.
+    /// Run the gateway: REST, SSE and WebSocket on --listen, gRPC on --grpc-listen.
     Serve {
         /// TOML config file; NAGARE__SECTION__KEY environment variables and flags override it.
         #[arg(long)]
@@ -29,6 +29,9 @@ enum Command {
         /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
         #[arg(long)]
         listen: Option<String>,
+        /// Address for gRPC, e.g. 127.0.0.1:50051 (the default; port 0 picks a free port).
+        #[arg(long)]
+        grpc_listen: Option<String>,
         /// Model provider: mock (embedded, the default) or bedrock.
         #[arg(long)]
         provider: Option<String>,
@@ -84,12 +87,14 @@ fn main() -> ExitCode {
         Command::Serve {
             config: file,
             listen,
+            grpc_listen,
             provider,
             data_dir,
         } => serve(
             file,
             Overrides {
                 listen,
+                grpc_listen,
                 provider,
                 data_dir,
             },

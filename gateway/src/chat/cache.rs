@@ -29,6 +29,8 @@ pub enum Route {
     WebSocket,
     /// The API Gateway WebSocket API (`nagare-ws`).
     LambdaWebSocket,
+    /// gRPC `ChatService.Converse` and `ConverseStream`.
+    Grpc,
 }
 
 impl Route {
@@ -38,6 +40,7 @@ impl Route {
             Self::ChatStream => "chat_stream",
             Self::WebSocket => "websocket",
             Self::LambdaWebSocket => "lambda_websocket",
+            Self::Grpc => "grpc",
         }
     }
 }

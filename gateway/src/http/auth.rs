@@ -55,23 +55,16 @@ pub async fn require_chat_scope(
 fn refuse(e: &AuthError, headers: &axum::http::HeaderMap) -> Response {
     tracing::info!(reason = e.kind(), "request refused by authentication");
     let request_id = header_request_id(headers).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let (error, challenge) = match e.failure() {
-        AuthFailure::Unauthenticated if *e == AuthError::MissingToken => (
-            Error::Unauthorized(e.to_string()),
-            Some(r#"Bearer realm="nagare""#.to_owned()),
-        ),
-        AuthFailure::Unauthenticated => (
-            Error::Unauthorized(e.to_string()),
-            Some(r#"Bearer realm="nagare", error="invalid_token""#.to_owned()),
-        ),
-        AuthFailure::Forbidden => (
-            Error::Forbidden(e.to_string()),
-            Some(r#"Bearer realm="nagare", error="insufficient_scope""#.to_owned()),
-        ),
-        AuthFailure::Unavailable => (Error::UpstreamUnavailable(e.to_string()), None),
+    let challenge = match e.failure() {
+        AuthFailure::Unauthenticated if *e == AuthError::MissingToken => {
+            Some(r#"Bearer realm="nagare""#)
+        }
+        AuthFailure::Unauthenticated => Some(r#"Bearer realm="nagare", error="invalid_token""#),
+        AuthFailure::Forbidden => Some(r#"Bearer realm="nagare", error="insufficient_scope""#),
+        AuthFailure::Unavailable => None,
     };
-    let mut response = ApiError::new(&error, request_id).into_response();
-    if let Some(challenge) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+    let mut response = ApiError::new(&Error::from(e), request_id).into_response();
+    if let Some(challenge) = challenge.map(HeaderValue::from_static) {
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, challenge);

@@ -13,23 +13,15 @@ use serde_json::json;
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::store::{ConversationStore, valid_conversation_id};
-
-const DEFAULT_LIMIT: usize = 20;
-const MAX_LIMIT: usize = 100;
+use crate::store::{check_conversation_id, not_found, page_size};
 
 /// `?limit=&page_token=`, checked.
 fn paging(query: &HashMap<String, String>) -> Result<(usize, Option<&str>), Error> {
-    let limit = match query.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                Error::InvalidRequest(format!("limit: must be a number from 1 to {MAX_LIMIT}"))
-            })?,
-    };
+    // Anything but a number is out of range too.
+    let limit = query
+        .get("limit")
+        .map(|raw| raw.parse::<usize>().unwrap_or(0));
+    let limit = page_size("limit", limit)?;
     if let Some(unknown) = query
         .keys()
         .find(|k| !["limit", "page_token"].contains(&k.as_str()))
@@ -39,24 +31,6 @@ fn paging(query: &HashMap<String, String>) -> Result<(usize, Option<&str>), Erro
         )));
     }
     Ok((limit, query.get("page_token").map(String::as_str)))
-}
-
-fn store(state: &AppState) -> Result<&dyn ConversationStore, Error> {
-    state
-        .pipeline
-        .conversations()
-        .map(|s| s.as_ref())
-        .ok_or_else(|| Error::NotFound("conversation memory is not enabled on this server".into()))
-}
-
-fn checked_id(id: &str) -> Result<(), Error> {
-    if valid_conversation_id(id) {
-        Ok(())
-    } else {
-        Err(Error::InvalidRequest(
-            "conversation id: not an id this server issued".into(),
-        ))
-    }
 }
 
 fn respond(result: Result<Response, Error>) -> Response {
@@ -72,7 +46,10 @@ pub async fn list(
     respond(
         async {
             let (limit, page) = paging(&query)?;
-            let page = store(&state)?.list(&principal.sub, limit, page).await?;
+            let page = state
+                .conversations()?
+                .list(&principal.sub, limit, page)
+                .await?;
             Ok(Json(json!({
                 "conversations": page.items,
                 "next_page_token": page.next,
@@ -92,12 +69,13 @@ pub async fn get(
 ) -> Response {
     respond(
         async {
-            checked_id(&id)?;
+            check_conversation_id(&id)?;
             let (limit, page) = paging(&query)?;
-            let page = store(&state)?
+            let page = state
+                .conversations()?
                 .turns(&principal.sub, &id, limit, page)
                 .await?
-                .ok_or_else(|| Error::NotFound("conversation not found".into()))?;
+                .ok_or_else(not_found)?;
             Ok(Json(json!({
                 "conversation_id": id,
                 "turns": page.items,
@@ -117,11 +95,11 @@ pub async fn delete(
 ) -> Response {
     respond(
         async {
-            checked_id(&id)?;
-            if store(&state)?.delete(&principal.sub, &id).await? {
+            check_conversation_id(&id)?;
+            if state.conversations()?.delete(&principal.sub, &id).await? {
                 Ok(StatusCode::NO_CONTENT.into_response())
             } else {
-                Err(Error::NotFound("conversation not found".into()))
+                Err(not_found())
             }
         }
         .await,

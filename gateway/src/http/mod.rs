@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 
 use crate::chat::ChatPipeline;
 use crate::error::Error;
+use crate::store::ConversationStore;
 use crate::ws::WsSettings;
 
 pub use error::ApiError;
@@ -59,6 +60,16 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(true)),
             ws: WsSettings::default(),
         }
+    }
+
+    /// The conversation store, or `not_found` when memory is off.
+    pub fn conversations(&self) -> Result<&dyn ConversationStore, Error> {
+        self.pipeline
+            .conversations()
+            .map(|s| s.as_ref())
+            .ok_or_else(|| {
+                Error::NotFound("conversation memory is not enabled on this server".into())
+            })
     }
 
     /// Replaces the WebSocket settings.

@@ -19,7 +19,7 @@ pub struct ConversationMeta {
     pub title: String,
     /// The model of the latest exchange.
     pub model: String,
-    /// Seconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch.
     pub created_at: u64,
     pub updated_at: u64,
     /// Exchanges so far; the next one is number `exchanges + 1`.
@@ -122,7 +122,33 @@ pub fn valid_conversation_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-pub(super) fn not_found() -> Error {
+/// [`valid_conversation_id`], as the client's error.
+pub fn check_conversation_id(id: &str) -> Result<(), Error> {
+    if valid_conversation_id(id) {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(
+            "conversation id: not an id this server issued".into(),
+        ))
+    }
+}
+
+/// A listing's page size when the client names none, and the most it may ask for.
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+pub const MAX_PAGE_SIZE: usize = 100;
+
+/// The page size the client asked for in `field`, or the default.
+pub fn page_size(field: &str, requested: Option<usize>) -> Result<usize, Error> {
+    match requested {
+        None => Ok(DEFAULT_PAGE_SIZE),
+        Some(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
+        Some(_) => Err(Error::InvalidRequest(format!(
+            "{field}: must be a number from 1 to {MAX_PAGE_SIZE}"
+        ))),
+    }
+}
+
+pub fn not_found() -> Error {
     Error::NotFound("conversation not found".into())
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use connections::{AdmitRefusal, ChatState, ConnectionRecord, ConnectionStore};
 pub use conversations::{
     Appended, ConversationMeta, ConversationStore, Exchange, MAX_TURN_BYTES, Page, Turn,
-    valid_conversation_id,
+    check_conversation_id, not_found, page_size, valid_conversation_id,
 };
 pub use dynamodb::{DynamoConnectionStore, DynamoConversationStore, TableNames, create_tables};
 pub use sqlite::{Database, SqliteConnectionStore, SqliteConversationStore};

@@ -1,0 +1,25 @@
+//! Authentication of gRPC calls: `authorization: Bearer <JWT>` metadata, verified by the same
+//! [`nagare_authorizer::Verifier`] as every other transport, and the chat scope.
+
+use nagare_authorizer::{AuthError, Principal, token};
+use tonic::metadata::MetadataMap;
+
+use crate::error::Error;
+use crate::http::AppState;
+
+/// The caller, or the error table's `unauthorized` / `forbidden` / `upstream_unavailable`.
+pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> Result<Principal, Error> {
+    let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
+    let result = match token::find(authorization, None, None) {
+        None => Err(AuthError::MissingToken),
+        Some(raw) => state.verifier.verify(raw).await.and_then(|principal| {
+            principal
+                .require_scope(&state.chat_scope)
+                .map(|()| principal)
+        }),
+    };
+    result.map_err(|e| {
+        tracing::info!(reason = e.kind(), "gRPC call refused by authentication");
+        Error::from(&e)
+    })
+}

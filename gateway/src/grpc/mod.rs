@@ -1,0 +1,148 @@
+//! The gRPC facade (`nagare.v1`): the same pipeline as every other transport, for internal
+//! services that want typed, streaming, deadline-aware calls. Also `grpc.health.v1`, whose status
+//! follows readiness, and server reflection (v1) for grpcurl, Postman and Evans.
+
+mod auth;
+mod chat;
+mod conversations;
+mod deadline;
+mod status;
+
+use std::future::Future;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use nagare_proto::v1::chat_service_server::ChatServiceServer;
+use nagare_proto::v1::conversation_service_server::ConversationServiceServer;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::http::AppState;
+
+/// `[grpc]` settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcSettings {
+    /// Serve gRPC at all.
+    pub enabled: bool,
+    /// Address to listen on; `--grpc-listen` overrides it.
+    pub listen: String,
+    /// Largest message a client may send, on the wire. A chat request is also held to
+    /// `server.body_limit_bytes`, as on REST.
+    pub max_message_bytes: usize,
+    /// Concurrent calls on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// Ping idle connections this often, and drop them if the ping is not answered in
+    /// `keepalive_timeout_secs`: a vanished client must not hold its calls open.
+    pub keepalive_interval_secs: u64,
+    pub keepalive_timeout_secs: u64,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:50051".into(),
+            max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_streams: 200,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
+        }
+    }
+}
+
+/// The services nagare.v1 serves by name, for health.
+const SERVICES: &[&str] = &["nagare.v1.ChatService", "nagare.v1.ConversationService"];
+
+/// Every gRPC service, ready to serve, and the health reporter that [`serve`] updates.
+pub fn routes(
+    state: AppState,
+    settings: &GrpcSettings,
+) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
+    let limit = settings.max_message_bytes;
+    let chat =
+        ChatServiceServer::new(chat::ChatApi::new(state.clone())).max_decoding_message_size(limit);
+    let conversations = ConversationServiceServer::new(conversations::ConversationApi::new(state))
+        .max_decoding_message_size(limit);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(nagare_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let routes = Routes::new(chat)
+        .add_service(conversations)
+        .add_service(health)
+        .add_service(reflection)
+        .prepare();
+    Ok((routes, reporter))
+}
+
+/// Sets the health of the whole server (`""`) and of every nagare.v1 service.
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    for service in [""].iter().chain(SERVICES) {
+        reporter.set_service_status(*service, status).await;
+    }
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves; health turns NOT_SERVING at once,
+/// and in-flight calls get `grace` to finish.
+///
+/// The HTTP/2 connections are ours rather than `tonic::transport::Server`'s because tonic's
+/// server answers an expired `grpc-timeout` with CANCELLED and bounds only the time to the
+/// response headers; here the services enforce the deadline over the whole call, streams
+/// included, and answer DEADLINE_EXCEEDED.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    health: HealthReporter,
+    settings: &GrpcSettings,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
+) {
+    set_health(&health, ServingStatus::Serving).await;
+    let service = TowerToHyperService::new(routes);
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .keep_alive_interval(Duration::from_secs(settings.keepalive_interval_secs))
+        .keep_alive_timeout(Duration::from_secs(settings.keepalive_timeout_secs));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors, usually: wait rather than spin.
+                    tracing::warn!(error = %e, "gRPC accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Deltas are small writes; Nagle's algorithm would hold each one back.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let connection = graceful.watch(http2.serve_connection(TokioIo::new(tcp), service.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "gRPC connection ended with an error");
+            }
+        });
+    }
+    set_health(&health, ServingStatus::NotServing).await;
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("gRPC shutdown grace period over; closing the remaining connections");
+    }
+}
