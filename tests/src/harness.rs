@@ -10,6 +10,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use nagare_authorizer::dev::{self, DevClaims};
 use nagare_authorizer::{AuthSettings, Verifier};
 use nagare_gateway::chat::{ChatPipeline, ModelCatalog, PipelineOptions};
+use nagare_gateway::grpc::{self, GrpcSettings};
 use nagare_gateway::http::{self, AppState};
 use nagare_gateway::provider::{BedrockProvider, BedrockSettings, ModelProvider};
 use nagare_gateway::ws::WsSettings;
@@ -87,12 +88,13 @@ pub fn test_pipeline(
     ChatPipeline::new(provider, models, PipelineOptions::default())
 }
 
-/// A running gateway; it stops when dropped or on [`Gateway::shutdown`].
+/// A running gateway, REST and gRPC; it stops when dropped or on [`Gateway::shutdown`].
 pub struct Gateway {
     pub addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     pub state: AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Resolves when the server has returned from its graceful shutdown.
+    /// Resolves when both servers have returned from their graceful shutdown.
     pub stopped: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -138,7 +140,8 @@ impl Gateway {
         Self::start_pipeline(pipeline, verifier, ws).await
     }
 
-    /// Starts the router around a pipeline of the test's own (with memory, say).
+    /// Starts the router and the gRPC services around a pipeline of the test's own (with
+    /// memory, say).
     pub async fn start_pipeline(
         pipeline: Arc<ChatPipeline>,
         verifier: Verifier,
@@ -147,18 +150,39 @@ impl Gateway {
         let state = AppState::new(pipeline, Arc::new(verifier), "chat", 256 * 1024).with_ws(ws);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let grpc_settings = GrpcSettings::default();
+        let (routes, health) = grpc::routes(state.clone(), &grpc_settings)?;
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let app = http::router(state.clone());
         let ready = state.ready.clone();
         let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop_rx.await;
+            let (stopping, _) = tokio::sync::watch::channel(false);
+            let http_stopped = wait_for_true(stopping.subscribe());
+            let grpc_stopped = wait_for_true(stopping.subscribe());
+            let http_shutdown = async move {
+                http_stopped.await;
                 ready.store(false, std::sync::atomic::Ordering::Relaxed);
             };
-            let _ = http::serve(listener, app, shutdown, SHUTDOWN_GRACE).await;
+            let signal = async move {
+                let _ = stop_rx.await;
+                let _ = stopping.send(true);
+            };
+            let http = http::serve(listener, app, http_shutdown, SHUTDOWN_GRACE);
+            let grpc = grpc::serve(
+                grpc_listener,
+                routes,
+                health,
+                &grpc_settings,
+                grpc_stopped,
+                SHUTDOWN_GRACE,
+            );
+            let _ = tokio::join!(signal, http, grpc);
         });
         Ok(Self {
             addr,
+            grpc_addr,
             state,
             stop: Some(stop),
             stopped: Some(task),
@@ -176,8 +200,18 @@ impl Gateway {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The gRPC endpoint, for `tonic::transport::Channel` and other clients.
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
     /// An HTTP client that sends a dev token for `alice` with the `chat` scope.
     pub fn client(&self) -> reqwest::Client {
         authed_client(&dev_token("alice", &["chat"]))
     }
+}
+
+/// Resolves once the watched flag is true (or its sender is gone).
+async fn wait_for_true(mut flag: tokio::sync::watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stop| *stop).await;
 }

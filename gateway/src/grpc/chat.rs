@@ -301,3 +301,48 @@ impl TryFrom<pb::ChatRequest> for ChatRequest {
 fn unknown_enum(field: &str, value: i32) -> Error {
     Error::InvalidRequest(format!("{field}: unknown value {value}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn work_past_the_deadline_is_deadline_exceeded() {
+        let at = Instant::now() + Duration::from_millis(100);
+        let never = std::future::pending::<Result<(), Status>>();
+        let status = within(Some(at), Some("r1"), never).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        let code = status.metadata().get("nagare-error-code").unwrap();
+        assert_eq!(code.to_str().unwrap(), "upstream_timeout");
+        assert_eq!(Instant::now(), at);
+        let quick = async { Ok::<_, Status>(7) };
+        assert_eq!(within(Some(at), None, quick).await.unwrap(), 7);
+    }
+
+    #[test]
+    fn unknown_enum_numbers_are_invalid_requests() {
+        let message = pb::ChatRequest {
+            message: "hi".into(),
+            cache_scope: 9,
+            ..Default::default()
+        };
+        let err = ChatRequest::try_from(message).unwrap_err();
+        assert_eq!(err.to_string(), "cache_scope: unknown value 9");
+        let global = pb::ChatRequest {
+            message: "hi".into(),
+            cache: pb::CacheMode::Refresh as i32,
+            cache_scope: pb::CacheScope::Global as i32,
+            inference: Some(pb::Inference {
+                stop: vec!["END".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let request = ChatRequest::try_from(global).unwrap();
+        assert_eq!(request.cache, CacheMode::Refresh);
+        assert_eq!(request.cache_scope, Some(CacheScope::Global));
+        assert_eq!(request.inference.stop, Some(vec!["END".to_owned()]));
+    }
+}

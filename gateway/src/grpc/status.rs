@@ -36,3 +36,34 @@ pub fn from_error(error: &Error, request_id: Option<&str>) -> Status {
     }
     from_body(&error.body(), request_id)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rate_limits_carry_a_retry_hint_in_the_trailers() {
+        let limited = Error::RateLimited {
+            message: "slow down".into(),
+            retry_after: Duration::from_millis(1500),
+        };
+        let status = from_error(&limited, Some("r1"));
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(status.message(), "slow down");
+        let get = |k| status.metadata().get(k).and_then(|v| v.to_str().ok());
+        assert_eq!(get("grpc-retry-pushback-ms"), Some("1500"));
+        assert_eq!(get("nagare-error-code"), Some("rate_limited"));
+        assert_eq!(get("nagare-retryable"), Some("true"));
+        assert_eq!(get("x-request-id"), Some("r1"));
+    }
+
+    #[test]
+    fn internal_details_stay_in_the_log() {
+        let status = from_error(&Error::Internal("password=hunter2".into()), None);
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(status.message(), "internal error");
+        assert!(status.metadata().get("grpc-retry-pushback-ms").is_none());
+    }
+}
