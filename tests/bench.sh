@@ -43,18 +43,18 @@ load() { "$bin/nagare-load" --seconds "$seconds" --warmup "$warmup" --json --hea
 plain="NAGARE__CACHE__ENABLED=false NAGARE__MEMORY__ENABLED=false"
 start fake "$work/fake.log" "$bin/fake-bedrock"
 start mock "$work/mock.log" env $plain NAGARE__PROVIDER__MOCK__TTFT_MS=0 NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 \
-  "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data"
+  "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data"
 start gw "$work/gw.log" env $plain AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 \
   AWS_EC2_METADATA_DISABLED=true NAGARE__PROVIDER__BEDROCK__ENDPOINT_URL="$fake" \
   NAGARE__MODELS__DEFAULT=bench.model NAGARE__MODELS__ALLOW='["bench.model"]' \
-  "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data" --provider bedrock
+  "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data" --provider bedrock
 start hits "$work/hits.log" env NAGARE__MEMORY__ENABLED=false NAGARE__PROVIDER__MOCK__TTFT_MS=0 \
-  NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data/hits"
+  NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data/hits"
 start defaults "$work/defaults.log" env NAGARE__PROVIDER__MOCK__TTFT_MS=0 NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 \
-  "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data/defaults"
+  "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data/defaults"
 
 start wsgw "$work/wsgw.log" env NAGARE__CACHE__ENABLED=false NAGARE__PROVIDER__MOCK__TTFT_MS=0 \
-  NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=50 "$bin/nagare" serve --listen 127.0.0.1:0 --data-dir "$data"
+  NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=50 "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data"
 wsgw_pid=${pids[-1]}
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 

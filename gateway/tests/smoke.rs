@@ -1,4 +1,4 @@
-//! Spawns the real `nagare` binary as a user would and talks to it over HTTP.
+//! Spawns the real `nagare` binary as a user would and talks to it over HTTP, WebSocket and gRPC.
 
 // Test helpers outside #[test] functions may panic too: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use nagare_proto::v1::chat_service_client::ChatServiceClient;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nagare");
 
@@ -30,11 +32,21 @@ fn temp_home(name: &str) -> PathBuf {
     dir
 }
 
-/// Starts `cmd` (a `nagare serve` command) on port 0 and returns it with the address from its `listening on` line
-/// and every line it printed before.
-fn serve(mut cmd: Command) -> (Child, String, Vec<String>) {
+/// The address after `prefix` in a log line.
+fn address_after(line: &str, prefix: &str) -> Option<String> {
+    let rest = line.split(prefix).nth(1)?;
+    Some(
+        rest.chars()
+            .take_while(|c| *c != '"' && !c.is_whitespace())
+            .collect(),
+    )
+}
+
+/// Starts `cmd` (a `nagare serve` command) with both listeners on port 0 and returns it with the
+/// HTTP and gRPC addresses from its `listening on` lines and every line it printed before.
+fn serve(mut cmd: Command) -> (Child, String, String, Vec<String>) {
     let mut child = cmd
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -49,21 +61,21 @@ fn serve(mut cmd: Command) -> (Child, String, Vec<String>) {
         }
     });
     let mut lines = Vec::new();
+    let mut http = None;
     loop {
         let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
             let _ = child.kill();
             let status = child.wait();
-            panic!("nagare printed no `listening on` line: {lines:?}, {status:?}");
+            panic!("nagare printed no `listening on` lines: {lines:?}, {status:?}");
         };
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr: String = rest
-                .chars()
-                .take_while(|c| *c != '"' && !c.is_whitespace())
-                .collect();
-            lines.push(line);
-            return (child, addr, lines);
+        if let Some(addr) = address_after(&line, "listening on http://") {
+            http = Some(addr);
         }
+        let grpc = address_after(&line, "listening on grpc://");
         lines.push(line);
+        if let (Some(http), Some(grpc)) = (&http, grpc) {
+            return (child, http.clone(), grpc, lines);
+        }
     }
 }
 
@@ -73,7 +85,7 @@ async fn serve_answers_chat_with_a_minted_token_and_stops_on_sigterm() {
     let data_dir = home.join("data");
     let mut cmd = nagare(&home);
     cmd.arg("serve").arg("--data-dir").arg(&data_dir);
-    let (mut child, addr, lines) = serve(cmd);
+    let (mut child, addr, grpc_addr, lines) = serve(cmd);
     assert!(
         lines.iter().any(|l| l.contains("model provider: mock")),
         "startup should say the mock serves: {lines:?}"
@@ -139,6 +151,25 @@ async fn serve_answers_chat_with_a_minted_token_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+
+    // The same token works over gRPC.
+    let mut grpc = ChatServiceClient::connect(format!("http://{grpc_addr}"))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(nagare_proto::v1::ChatRequest {
+        message: "hello".into(),
+        ..Default::default()
+    });
+    let bearer = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", bearer);
+    let reply = grpc.converse(request).await.unwrap().into_inner();
+    assert!(
+        reply
+            .message
+            .unwrap()
+            .content
+            .starts_with("You said: hello.")
+    );
 
     // A token from another data dir (another secret) is refused.
     let other = nagare(&home)

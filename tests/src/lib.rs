@@ -17,3 +17,15 @@ pub use fake_bedrock::FakeBedrock;
 pub use fake_issuer::{FakeIssuer, TestKey};
 pub use fake_lambda::FakeLambdaRuntime;
 pub use harness::{Gateway, authed_client, bedrock_provider, dev_token, test_sdk_config};
+
+/// The Python of the test venv (`tests/.venv`, made by `tests/run.sh`), or `NAGARE_TEST_PYTHON`.
+pub fn python() -> std::path::PathBuf {
+    std::env::var_os("NAGARE_TEST_PYTHON").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+        std::path::PathBuf::from,
+    )
+}
+
+/// What to do when the test venv is missing a package.
+pub const INSTALL_PYTHON: &str = "run tests/run.sh once, or: python3 -m venv tests/.venv && \
+                                  tests/.venv/bin/pip install -r tests/requirements.txt";

@@ -3,7 +3,6 @@
 //! process exits (it watches its stdin, which closes with us).
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
@@ -40,18 +39,9 @@ struct Moto {
 
 static MOTO: OnceLock<Moto> = OnceLock::new();
 
-/// The Python of the test venv (`tests/.venv`, made by `tests/run.sh`), or `NAGARE_TEST_PYTHON`.
-fn python() -> PathBuf {
-    std::env::var_os("NAGARE_TEST_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
-        PathBuf::from,
-    )
-}
-
 fn start() -> Moto {
-    let python = python();
-    let install = "run tests/run.sh once, or: python3 -m venv tests/.venv && \
-                   tests/.venv/bin/pip install -r tests/requirements.txt";
+    let python = crate::python();
+    let install = crate::INSTALL_PYTHON;
     let mut child = Command::new(&python)
         .args(["-c", LAUNCHER])
         .stdin(Stdio::piped())

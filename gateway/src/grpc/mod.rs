@@ -1,6 +1,6 @@
 //! The gRPC facade (`nagare.v1`): the same pipeline as every other transport, for internal
 //! services that want typed, streaming, deadline-aware calls. Also `grpc.health.v1`, whose status
-//! follows readiness, and server reflection (v1) for grpcurl, Postman and Evans.
+//! follows readiness, and server reflection (v1 and v1alpha) for grpcurl, Postman and Evans.
 
 mod auth;
 mod chat;
@@ -69,14 +69,17 @@ pub fn routes(
     let conversations = ConversationServiceServer::new(conversations::ConversationApi::new(state))
         .max_decoding_message_size(limit);
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(nagare_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // v1 and the older v1alpha: grpcurl asks for v1 first, many tools only speak v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(nagare_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
     let routes = Routes::new(chat)
         .add_service(conversations)
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .prepare();
     Ok((routes, reporter))
 }
