@@ -7,6 +7,7 @@ pub mod fake_issuer;
 pub mod fake_lambda;
 pub mod harness;
 pub mod load;
+pub mod load_grpc;
 pub mod load_ws;
 pub mod moto;
 pub mod redis_server;

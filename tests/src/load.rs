@@ -29,11 +29,15 @@ pub enum Mode {
     Ws,
     /// WebSocket connections opened and held idle for the run; nothing is sent.
     WsIdle,
+    /// gRPC `ChatService.Converse` (`--url http://HOST:GRPC_PORT`); `--body` is the REST JSON.
+    GrpcUnary,
+    /// gRPC `ChatService.ConverseStream`, timing every delta.
+    GrpcStream,
 }
 
 impl Mode {
     fn streams(self) -> bool {
-        matches!(self, Self::Sse | Self::Ws)
+        matches!(self, Self::Sse | Self::Ws | Self::GrpcStream)
     }
 }
 
@@ -187,6 +191,7 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 enum Conn {
     Http(Sender),
     Ws(Box<crate::load_ws::WsConn>),
+    Grpc(Box<crate::load_grpc::GrpcConn>),
 }
 
 async fn open(addr: SocketAddr, spec: &LoadSpec) -> Result<Conn, String> {
@@ -198,6 +203,9 @@ async fn open(addr: SocketAddr, spec: &LoadSpec) -> Result<Conn, String> {
             .await
             .map(Conn::Http)
             .map_err(|e| format!("connect: {e}")),
+        Mode::GrpcUnary | Mode::GrpcStream => crate::load_grpc::open(addr, spec)
+            .await
+            .map(|c| Conn::Grpc(Box::new(c))),
     }
 }
 
@@ -210,6 +218,10 @@ async fn request(
     match conn {
         Conn::Http(sender) => one_request(sender, spec, scheduled).await,
         Conn::Ws(ws) => crate::load_ws::chat(ws, spec, scheduled, &format!("load-{seq}")).await,
+        Conn::Grpc(grpc) if spec.mode == Mode::GrpcStream => {
+            crate::load_grpc::converse_stream(grpc, spec, scheduled).await
+        }
+        Conn::Grpc(grpc) => crate::load_grpc::converse(grpc, spec, scheduled).await,
     }
 }
 

@@ -105,3 +105,28 @@ async fn websocket_chats_and_idle_connections() {
     assert_eq!(report.requests, 0);
     assert_eq!(report.errors.values().sum::<u64>(), 4);
 }
+
+#[tokio::test]
+async fn grpc_unary_and_streaming_chats() {
+    let gw = gateway().await;
+    let body = r#"{"message":"hi","inference":{"max_tokens":20},"cache":"bypass"}"#;
+    let mut unary = spec(&gw, "/", body, Mode::GrpcUnary, None);
+    unary.url = gw.grpc_url().parse().unwrap();
+    let report = load::run(unary.clone()).await.unwrap();
+    assert!(report.requests > 0);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.first_delta_ms.is_none());
+
+    let mut stream = unary.clone();
+    stream.mode = Mode::GrpcStream;
+    let report = load::run(stream).await.unwrap();
+    assert!(report.requests > 0);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let first = report.first_delta_ms.unwrap();
+    assert!(first.p50 > 0.0 && first.p50 <= report.latency_ms.max);
+
+    let mut unauthenticated = unary;
+    unauthenticated.headers.clear();
+    let report = load::run(unauthenticated).await.unwrap();
+    assert_eq!(report.errors.get("unauthorized"), Some(&report.requests));
+}
