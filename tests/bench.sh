@@ -31,6 +31,13 @@ start() {
   done
   echo "server did not start: $*" >&2; cat "$log" >&2; return 1
 }
+# grpc_url VAR LOG: sets VAR to http://ADDR of the `listening on grpc://ADDR` line in LOG.
+grpc_url() {
+  local addr
+  addr=$(grep -o 'listening on grpc://[0-9.:]*' "$2" | head -n1 | sed 's|listening on grpc://||')
+  [ -n "$addr" ] || { echo "no gRPC listener in $2" >&2; cat "$2" >&2; return 1; }
+  printf -v "$1" 'http://%s' "$addr"
+}
 
 # Both gateways run in dev mode with one data dir; every request carries a token minted for it.
 data="$work/data"
@@ -59,18 +66,18 @@ wsgw_pid=${pids[-1]}
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 direct_body='{"messages":[{"role":"user","content":[{"text":"hello"}]}]}'
-echo "1/11 /v1/chat closed loop, unpaced mock, 64 connections" >&2
+echo "1/13 /v1/chat closed loop, unpaced mock, 64 connections" >&2
 load --url "$mock/v1/chat" --connections 64 >"$work/mock64.json"
-echo "2/11 /v1/chat/stream closed loop, unpaced mock, 64 connections" >&2
+echo "2/13 /v1/chat/stream closed loop, unpaced mock, 64 connections" >&2
 load --url "$mock/v1/chat/stream" --connections 64 --mode sse >"$work/mocksse.json"
-echo "3/11 fake Bedrock direct, open loop at $rate req/s" >&2
+echo "3/13 fake Bedrock direct, open loop at $rate req/s" >&2
 load --url "$fake/model/bench.model/converse-stream" --body "$direct_body" --connections 32 --rate "$rate" >"$work/direct.json"
-echo "4/11 through Nagare to the fake, open loop at $rate req/s" >&2
+echo "4/13 through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat" --connections 32 --rate "$rate" >"$work/via.json"
-echo "5/11 SSE through Nagare to the fake, open loop at $rate req/s" >&2
+echo "5/13 SSE through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat/stream" --connections 32 --rate "$rate" --mode sse >"$work/viasse.json"
 idle_conns=${BENCH_WS_IDLE:-10000}
-echo "6/11 $idle_conns idle WebSocket connections: server RSS per connection" >&2
+echo "6/13 $idle_conns idle WebSocket connections: server RSS per connection" >&2
 before=$(rss_kb "$wsgw_pid")
 "$bin/nagare-load" --url "ws://${wsgw#http://}/v1/ws" --mode ws-idle --connections "$idle_conns" --seconds 3 --warmup 0 \
   --header "authorization: Bearer $token" --json >"$work/wsidle.json" 2>"$work/wsidle.err" &
@@ -81,23 +88,29 @@ after=$(rss_kb "$wsgw_pid")
 wait "$idle_pid"
 echo "{\"before_kb\": $before, \"after_kb\": $after}" >"$work/wsrss.json"
 streams=${BENCH_WS_STREAMS:-1000}
-echo "7/11 $streams concurrent WebSocket chats, 100 tokens at 50 tokens/s" >&2
+echo "7/13 $streams concurrent WebSocket chats, 100 tokens at 50 tokens/s" >&2
 load --url "ws://${wsgw#http://}/v1/ws" --mode ws --connections "$streams" --delta-interval-ms 20 \
   --body '{"message":"hi","model":"mock.long","inference":{"max_tokens":100}}' >"$work/wsstream.json"
-echo "8/11 Lambda cold starts under the fake Runtime API" >&2
+grpc_url mockgrpc "$work/mock.log"
+echo "8/13 gRPC Converse closed loop, unpaced mock, 64 connections" >&2
+load --url "$mockgrpc" --mode grpc-unary --connections 64 >"$work/grpc64.json"
+echo "9/13 gRPC ConverseStream and SSE on the unpaced mock, open loop at $rate req/s: time to first delta" >&2
+load --url "$mockgrpc" --mode grpc-stream --connections 32 --rate "$rate" >"$work/grpcstream.json"
+load --url "$mock/v1/chat/stream" --mode sse --connections 32 --rate "$rate" >"$work/sseopen.json"
+echo "10/13 Lambda cold starts under the fake Runtime API" >&2
 for f in authorizer ws; do
   "$bin/lambda-coldstart" --function "$f" --binary "$bin/nagare-$f" --runs "${BENCH_COLD_RUNS:-20}" >"$work/cold-$f.json"
 done
-echo "9/11 cache hits, and the default config (memory records every chat), 64 connections" >&2
+echo "11/13 cache hits, and the default config (memory records every chat), 64 connections" >&2
 hits_token=$("$bin/nagare" token --sub bench --data-dir "$data/hits")
 "$bin/nagare-load" --seconds "$seconds" --warmup "$warmup" --json --header "authorization: Bearer $hits_token" \
   --url "$hits/v1/chat" --connections 64 >"$work/hits.json"
 defaults_token=$("$bin/nagare" token --sub bench --data-dir "$data/defaults")
 "$bin/nagare-load" --seconds "$seconds" --warmup "$warmup" --json --header "authorization: Bearer $defaults_token" \
   --url "$defaults/v1/chat" --connections 64 >"$work/defaults.json"
-echo "10/11 conversation memory on SQLite: history load + append, 50-exchange conversations" >&2
+echo "12/13 conversation memory on SQLite: history load + append, 50-exchange conversations" >&2
 "$bin/memory-bench" --conversations "${BENCH_MEMORY_CONVERSATIONS:-200}" --rounds "${BENCH_MEMORY_ROUNDS:-10}" >"$work/memory.json"
-echo "11/11 criterion micro-benchmarks" >&2
+echo "13/13 criterion micro-benchmarks" >&2
 crit="${CARGO_TARGET_DIR:-target}/criterion"
 rm -rf "$crit"
 crit_args=(-- --warm-up-time 1 --measurement-time "${BENCH_CRITERION_SECONDS:-3}")
@@ -110,7 +123,7 @@ mkdir -p "$(dirname "$out")"
 python3 - "$work" "$out" "$seconds" "$rate" "$crit" <<'PY'
 import glob, json, os, platform, subprocess, sys, datetime
 work, out, seconds, rate, crit = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-r = {n: json.load(open(os.path.join(work, n + ".json"))) for n in ["mock64", "mocksse", "direct", "via", "viasse", "hits", "defaults"]}
+r = {n: json.load(open(os.path.join(work, n + ".json"))) for n in ["mock64", "mocksse", "direct", "via", "viasse", "hits", "defaults", "grpc64", "grpcstream", "sseopen"]}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
 def lat(x, k): return x["latency_ms"][k]
@@ -134,7 +147,10 @@ rows = [("`/v1/chat`, unpaced mock, closed loop, 64 connections", "mock64"),
         (f"`/v1/chat` through Nagare to the fake Bedrock, {rate} req/s", "via"),
         (f"`/v1/chat/stream` through Nagare to the fake Bedrock, {rate} req/s", "viasse"),
         ("`/v1/chat` cache hits (memory off), closed loop, 64 connections", "hits"),
-        ("`/v1/chat` cache hits with the default config (each chat recorded in SQLite), 64 connections", "defaults")]
+        ("`/v1/chat` cache hits with the default config (each chat recorded in SQLite), 64 connections", "defaults"),
+        ("gRPC `ChatService.Converse`, unpaced mock, closed loop, 64 connections", "grpc64"),
+        (f"gRPC `ChatService.ConverseStream`, unpaced mock, {rate} req/s", "grpcstream"),
+        (f"`/v1/chat/stream` (SSE), unpaced mock, {rate} req/s", "sseopen")]
 for name, k in rows:
     x = r[k]
     lines.append(f"| {name} | {x['requests_per_second']:.0f} | {lat(x,'p50'):.3f} | {lat(x,'p90'):.3f} | {lat(x,'p99'):.3f} | {lat(x,'p999'):.3f} | {errs(x)} |")
@@ -149,6 +165,9 @@ if s:
 m = r["mocksse"].get("first_delta_ms")
 if m:
     lines += [f"SSE on the unpaced mock, 64 connections: time to first delta p50 {m['p50']:.3f} ms, p99 {m['p99']:.3f} ms."]
+g, o = r["grpcstream"].get("first_delta_ms"), r["sseopen"].get("first_delta_ms")
+lines += ["", f"Time to first delta on the unpaced mock with `ttft_ms = 0` (the model takes no time, so this is all gateway and",
+          f"client), open loop at {rate} req/s: gRPC `ConverseStream` {pct(g)}; SSE {pct(o)}."]
 w = json.load(open(os.path.join(work, "wsrss.json")))
 idle = json.load(open(os.path.join(work, "wsidle.json")))
 ws = json.load(open(os.path.join(work, "wsstream.json")))

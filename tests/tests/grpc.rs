@@ -84,6 +84,23 @@ async fn drain(mut stream: Streaming<pb::ChatEvent>) -> (Vec<Event>, Option<Stat
     }
 }
 
+/// Starts a stream that the server accepts, and reads it to its end.
+async fn stream_chat(
+    client: &mut ChatServiceClient<Channel>,
+    request: Request<pb::ChatRequest>,
+) -> (Vec<Event>, Option<Status>) {
+    let stream = client.converse_stream(request).await.unwrap().into_inner();
+    drain(stream).await
+}
+
+/// The `start` event, which must come first.
+fn start_of(events: &[Event]) -> &pb::Start {
+    match events.first() {
+        Some(Event::Start(start)) => start,
+        _ => panic!("the first event is not start: {events:?}"),
+    }
+}
+
 fn text_of(events: &[Event]) -> String {
     events
         .iter()
@@ -118,16 +135,9 @@ async fn converse_and_converse_stream_give_the_same_answer() {
         request_id: Some("grpc-r1".into()),
         ..ask("hello")
     };
-    let stream = client
-        .converse_stream(as_user("alice", request))
-        .await
-        .unwrap()
-        .into_inner();
-    let (events, status) = drain(stream).await;
+    let (events, status) = stream_chat(&mut client, as_user("alice", request)).await;
     assert!(status.is_none(), "{status:?}");
-    let Some(Event::Start(start)) = events.first() else {
-        panic!("first event is not start: {events:?}");
-    };
+    let start = start_of(&events);
     assert_eq!(
         (start.request_id.as_str(), start.model.as_str()),
         ("grpc-r1", "fake")
@@ -151,8 +161,7 @@ async fn a_deadline_mid_stream_is_deadline_exceeded_and_drops_the_upstream_strea
     // fake.slow sends 40 deltas 50 ms apart: two seconds, four times the deadline.
     let mut request = as_user("alice", ask_model("hello", "fake.slow"));
     request.set_timeout(Duration::from_millis(500));
-    let stream = client.converse_stream(request).await.unwrap().into_inner();
-    let (events, status) = drain(stream).await;
+    let (events, status) = stream_chat(&mut client, request).await;
     let status = status.expect("the stream ended without a status");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert_eq!(
@@ -330,12 +339,11 @@ async fn upstream_failures_carry_the_error_table_code_and_retry_hint() {
     assert!(trailer(&status, "x-request-id").is_some());
 
     // A failure after the first deltas ends the stream with the status instead of `done`.
-    let stream = client
-        .converse_stream(as_user("alice", ask_model("hi", "fake.midstream-error")))
-        .await
-        .unwrap()
-        .into_inner();
-    let (events, status) = drain(stream).await;
+    let (events, status) = stream_chat(
+        &mut client,
+        as_user("alice", ask_model("hi", "fake.midstream-error")),
+    )
+    .await;
     let status = status.expect("no status after the failure");
     let code = trailer(&status, "nagare-error-code").unwrap();
     assert!(code.starts_with("upstream_"), "{status:?}");
@@ -365,17 +373,10 @@ async fn conversations_are_listed_read_and_deleted_by_their_owner_only() {
         conversation_id: Some(id.clone()),
         ..ask("and then?")
     };
-    let stream = chat
-        .converse_stream(as_user("alice", next))
-        .await
-        .unwrap()
-        .into_inner();
-    let (events, status) = drain(stream).await;
+    let (events, status) = stream_chat(&mut chat, as_user("alice", next)).await;
     assert!(status.is_none(), "{status:?}");
-    let Some(Event::Start(start)) = events.first() else {
-        panic!("{events:?}");
-    };
-    assert_eq!(start.conversation_id.as_deref(), Some(id.as_str()));
+    let start = start_of(&events).conversation_id.as_deref();
+    assert_eq!(start, Some(id.as_str()));
 
     let list = pb::ListConversationsRequest::default();
     let listed = conversations
