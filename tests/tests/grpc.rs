@@ -550,3 +550,72 @@ async fn reflection_lists_and_describes_the_services() {
         .any(|f| String::from_utf8_lossy(f).contains("ConverseStream"));
     assert!(described, "no file descriptor names ConverseStream");
 }
+
+/// The frames a raw HTTP/2 client reads: `(type, flags, payload)`, or `None` at end of stream.
+async fn read_frame(tcp: &mut tokio::net::TcpStream) -> Option<(u8, u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 9];
+    tcp.read_exact(&mut header).await.ok()?;
+    let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload).await.ok()?;
+    Some((header[3], header[4], payload))
+}
+
+#[tokio::test]
+async fn the_stream_limit_is_advertised_and_silent_connections_are_closed() {
+    use nagare_gateway::grpc::{self, GrpcSettings};
+    use nagare_gateway::http::AppState;
+    use tokio::io::AsyncWriteExt;
+
+    const SETTINGS: u8 = 0x4;
+    const PING: u8 = 0x6;
+    const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+
+    let fake = FakeBedrock::start().await.unwrap();
+    let pipeline = test_pipeline(Arc::new(bedrock_provider(&fake.url())), "fake", &[]);
+    let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
+    let state = AppState::new(Arc::new(pipeline), Arc::new(verifier), "chat", 256 * 1024);
+    let settings = GrpcSettings {
+        max_concurrent_streams: 3,
+        keepalive_interval_secs: 1,
+        keepalive_timeout_secs: 1,
+        ..GrpcSettings::default()
+    };
+    let (routes, health) = grpc::routes(state, &settings).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let forever = std::future::pending::<()>();
+        grpc::serve(listener, routes, health, &settings, forever, Duration::ZERO).await;
+    });
+
+    // A client that opens HTTP/2 and then never answers anything, pings included.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let session = async {
+        let mut advertised = None;
+        let mut pinged = false;
+        while let Some((kind, flags, payload)) = read_frame(&mut tcp).await {
+            if kind == SETTINGS && flags & 1 == 0 {
+                advertised = payload
+                    .chunks_exact(6)
+                    .find(|p| u16::from_be_bytes([p[0], p[1]]) == MAX_CONCURRENT_STREAMS)
+                    .map(|p| u32::from_be_bytes([p[2], p[3], p[4], p[5]]));
+            }
+            pinged |= kind == PING && flags & 1 == 0;
+        }
+        (advertised, pinged)
+    };
+    // Only a guard against a hang: the server pings after 1 s and gives up 1 s later.
+    let (advertised, pinged) = tokio::time::timeout(Duration::from_secs(60), session)
+        .await
+        .expect("the server kept a silent connection open");
+    assert_eq!(advertised, Some(3));
+    assert!(
+        pinged,
+        "the server closed the connection without pinging it"
+    );
+}
