@@ -14,7 +14,7 @@ use crate::chat::{MemorySettings, ModelCatalog, PipelineOptions, RequestLimits};
 use crate::error::StartupError;
 use crate::grpc::GrpcSettings;
 use crate::lambda::LambdaWsSettings;
-use crate::provider::{BedrockSettings, MockSettings};
+use crate::provider::{BedrockSettings, MockSettings, UpstreamSettings};
 use crate::store::StoreSettings;
 use crate::ws::WsSettings;
 
@@ -56,6 +56,7 @@ struct RawConfig {
     cache: CacheSettings,
     lambda: LambdaWsSettings,
     grpc: GrpcSettings,
+    upstream: UpstreamSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +176,8 @@ pub struct Config {
     /// Where gRPC listens; `None` when `grpc.enabled = false`.
     pub grpc_listen: Option<SocketAddr>,
     pub grpc: GrpcSettings,
+    /// Retries and timeouts of model calls.
+    pub upstream: UpstreamSettings,
 }
 
 /// Reads, layers and validates the configuration.
@@ -328,6 +331,13 @@ impl RawConfig {
         if self.cache.ttl_secs == 0 || self.cache.l1_max_bytes == 0 {
             return Err(bad("cache", "ttl_secs and l1_max_bytes must be at least 1"));
         }
+        let up = &self.upstream;
+        if up.max_attempts == 0 || up.first_token_timeout_ms == 0 || up.idle_timeout_ms == 0 {
+            return Err(bad(
+                "upstream",
+                "max_attempts, first_token_timeout_ms and idle_timeout_ms must be at least 1",
+            ));
+        }
         if self.memory.context_tokens == 0 {
             return Err(bad("memory.context_tokens", "must be at least 1"));
         }
@@ -401,6 +411,7 @@ impl RawConfig {
             lambda: self.lambda,
             grpc_listen,
             grpc: self.grpc,
+            upstream: self.upstream,
         })
     }
 }

@@ -13,15 +13,16 @@ use crate::error::Error;
 use crate::error::StartupError;
 use crate::grpc;
 use crate::http::{self, AppState};
-use crate::provider::{BedrockProvider, MockProvider, ModelProvider};
+use crate::provider::{BedrockProvider, MockProvider, ModelProvider, ResilientProvider};
 use crate::store::{
     self, ConnectionStore, ConversationStore, Database, DynamoConnectionStore,
     DynamoConversationStore, SqliteConnectionStore, SqliteConversationStore, StoreKind, TableNames,
 };
 
-/// Builds the provider the config names, failing fast when it cannot work.
+/// Builds the provider the config names, with retries and timeouts around it, failing fast when
+/// it cannot work.
 pub async fn build_provider(config: &Config) -> Result<Arc<dyn ModelProvider>, StartupError> {
-    Ok(match config.provider {
+    let provider: Arc<dyn ModelProvider> = match config.provider {
         ProviderKind::Mock => {
             tracing::info!(
                 ttft_ms = config.mock.ttft_ms,
@@ -42,7 +43,15 @@ pub async fn build_provider(config: &Config) -> Result<Arc<dyn ModelProvider>, S
             );
             Arc::new(provider)
         }
-    })
+    };
+    let upstream = &config.upstream;
+    tracing::info!(
+        max_attempts = upstream.max_attempts,
+        first_token_timeout_ms = upstream.first_token_timeout_ms,
+        idle_timeout_ms = upstream.idle_timeout_ms,
+        "model calls: retried before the first token, timed out when silent"
+    );
+    Ok(Arc::new(ResilientProvider::new(provider, upstream.clone())))
 }
 
 /// Builds the pipeline and checks that the default model routes somewhere.

@@ -4,6 +4,7 @@ mod bedrock;
 mod bedrock_errors;
 mod mock;
 mod mock_text;
+mod resilient;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -14,6 +15,7 @@ use crate::error::Error;
 
 pub use bedrock::{BedrockProvider, BedrockSettings};
 pub use mock::{MockProvider, MockSettings};
+pub use resilient::{ResilientProvider, UpstreamSettings};
 
 /// Who said a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
