@@ -14,6 +14,7 @@ use crate::chat::{MemorySettings, ModelCatalog, PipelineOptions, RequestLimits};
 use crate::error::StartupError;
 use crate::grpc::GrpcSettings;
 use crate::lambda::LambdaWsSettings;
+use crate::limits::RateLimitSettings;
 use crate::provider::{BedrockSettings, MockSettings, UpstreamSettings};
 use crate::store::StoreSettings;
 use crate::ws::WsSettings;
@@ -57,6 +58,7 @@ struct RawConfig {
     lambda: LambdaWsSettings,
     grpc: GrpcSettings,
     upstream: UpstreamSettings,
+    rate_limits: RateLimitSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,6 +180,8 @@ pub struct Config {
     pub grpc: GrpcSettings,
     /// Retries and timeouts of model calls.
     pub upstream: UpstreamSettings,
+    /// Requests, tokens and upstream streams per principal and per process.
+    pub rate_limits: RateLimitSettings,
 }
 
 /// Reads, layers and validates the configuration.
@@ -412,6 +416,7 @@ impl RawConfig {
             grpc_listen,
             grpc: self.grpc,
             upstream: self.upstream,
+            rate_limits: self.rate_limits,
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod lambda;
+pub mod limits;
 pub mod provider;
 pub mod push;
 pub mod server;

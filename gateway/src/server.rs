@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::error::StartupError;
 use crate::grpc;
 use crate::http::{self, AppState};
+use crate::limits::{Counters, DynamoCounters, Limits, LocalCounters, SharedKind as LimitsShared};
 use crate::provider::{BedrockProvider, MockProvider, ModelProvider, ResilientProvider};
 use crate::store::{
     self, ConnectionStore, ConversationStore, Database, DynamoConnectionStore,
@@ -71,6 +72,16 @@ pub fn build_pipeline(
     } else {
         tracing::info!("conversation memory: off (memory.enabled = false)");
     }
+    let rate = &config.rate_limits;
+    tracing::info!(
+        requests_per_minute = rate.requests_per_minute,
+        tokens_per_minute = rate.tokens_per_minute,
+        tokens_per_day = rate.tokens_per_day,
+        max_concurrent_upstream = rate.max_concurrent_upstream,
+        "rate limits per principal (0: none)"
+    );
+    let limits = Limits::new(rate.clone(), stores.limit_counters.clone());
+    pipeline = pipeline.with_limits(limits);
     if config.cache.enabled {
         let cache = ResponseCache::new(config.cache.clone(), stores.shared_cache.clone());
         tracing::info!(
@@ -91,6 +102,8 @@ pub struct Stores {
     pub conversations: Arc<dyn ConversationStore>,
     /// The cache's shared tier, when `cache.shared` names one.
     pub shared_cache: Option<Arc<dyn SharedCache>>,
+    /// Where `[rate_limits]` counts: this process, or DynamoDB.
+    pub limit_counters: Arc<dyn Counters>,
 }
 
 /// Opens the stores the config names: the SQLite file in the data dir, or DynamoDB tables.
@@ -99,6 +112,7 @@ pub async fn build_stores(config: &Config) -> Result<Stores, StartupError> {
     // AWS config lookups.
     let dynamodb = if config.store.kind == StoreKind::Dynamodb
         || config.cache.shared == SharedKind::Dynamodb
+        || config.rate_limits.shared == LimitsShared::Dynamodb
     {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         Some(aws_sdk_dynamodb::Client::new(&sdk))
@@ -118,6 +132,19 @@ pub async fn build_stores(config: &Config) -> Result<Stores, StartupError> {
         }
         _ => None,
     };
+    let limit_counters: Arc<dyn Counters> = match (&dynamodb, config.rate_limits.shared) {
+        (Some(client), LimitsShared::Dynamodb) => {
+            tracing::info!(
+                table = config.rate_limits.table,
+                "rate limits: shared in dynamodb"
+            );
+            Arc::new(DynamoCounters::new(
+                client.clone(),
+                &config.rate_limits.table,
+            ))
+        }
+        _ => Arc::new(LocalCounters::default()),
+    };
     let store = &config.store;
     Ok(match (store.kind, dynamodb) {
         (StoreKind::Dynamodb, Some(client)) => {
@@ -136,6 +163,7 @@ pub async fn build_stores(config: &Config) -> Result<Stores, StartupError> {
                     &store.conversations_table,
                 )),
                 shared_cache,
+                limit_counters,
             }
         }
         _ => {
@@ -151,27 +179,35 @@ pub async fn build_stores(config: &Config) -> Result<Stores, StartupError> {
                 connections: Arc::new(SqliteConnectionStore::new(db.clone())),
                 conversations: Arc::new(SqliteConversationStore::new(db)),
                 shared_cache,
+                limit_counters,
             }
         }
     })
 }
 
-/// `nagare create-tables`: creates the DynamoDB tables `[store]` names; true for each one created.
+/// `nagare create-tables`: creates the DynamoDB tables the config names (`[store]`, `[cache]`,
+/// `[rate_limits]`); true for each one created.
 pub async fn create_tables(config: &Config) -> Result<Vec<(String, bool)>, Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let names = TableNames {
         connections: config.store.connections_table.clone(),
         conversations: config.store.conversations_table.clone(),
         cache: config.cache.table.clone(),
+        limits: config.rate_limits.table.clone(),
     };
     let created = store::create_tables(&aws_sdk_dynamodb::Client::new(&sdk), &names).await?;
-    Ok([names.connections, names.conversations, names.cache]
-        .into_iter()
-        .map(|t| {
-            let new = created.contains(&t);
-            (t, new)
-        })
-        .collect())
+    Ok([
+        names.connections,
+        names.conversations,
+        names.cache,
+        names.limits,
+    ]
+    .into_iter()
+    .map(|t| {
+        let new = created.contains(&t);
+        (t, new)
+    })
+    .collect())
 }
 
 /// Builds the token verifier: the configured issuers, or dev mode with the secret in the data dir.

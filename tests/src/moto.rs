@@ -91,6 +91,7 @@ pub async fn tables(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<TableNa
         connections: format!("connections-{suffix}"),
         conversations: format!("conversations-{suffix}"),
         cache: format!("cache-{suffix}"),
+        limits: format!("limits-{suffix}"),
     };
     create_tables(client, &names).await?;
     Ok(names)

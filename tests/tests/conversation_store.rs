@@ -226,10 +226,11 @@ async fn nagare_create_tables_creates_once_then_reports_existing() {
         std::process::id(),
         nagare_gateway::store::unix_now_ms()
     );
-    let (connections, conversations, cache) = (
+    let (connections, conversations, cache, limits) = (
         format!("conn-{suffix}"),
         format!("conv-{suffix}"),
         format!("cache-{suffix}"),
+        format!("limits-{suffix}"),
     );
     let run = || {
         std::process::Command::new(workspace_binary("nagare").unwrap())
@@ -243,6 +244,7 @@ async fn nagare_create_tables_creates_once_then_reports_existing() {
             .env("NAGARE__STORE__CONNECTIONS_TABLE", &connections)
             .env("NAGARE__STORE__CONVERSATIONS_TABLE", &conversations)
             .env("NAGARE__CACHE__TABLE", &cache)
+            .env("NAGARE__RATE_LIMITS__TABLE", &limits)
             .output()
             .unwrap()
     };
@@ -250,12 +252,16 @@ async fn nagare_create_tables_creates_once_then_reports_existing() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         String::from_utf8_lossy(&first.stdout),
-        format!("{connections}: created\n{conversations}: created\n{cache}: created\n")
+        format!(
+            "{connections}: created\n{conversations}: created\n{cache}: created\n{limits}: created\n"
+        )
     );
     let second = run();
     assert_eq!(
         String::from_utf8_lossy(&second.stdout),
-        format!("{connections}: exists\n{conversations}: exists\n{cache}: exists\n")
+        format!(
+            "{connections}: exists\n{conversations}: exists\n{cache}: exists\n{limits}: exists\n"
+        )
     );
     let table = moto::dynamodb()
         .describe_table()

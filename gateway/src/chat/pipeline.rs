@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::StreamExt;
 use nagare_authorizer::Principal;
 use nagare_cache::CachedResponse;
 use tokio_stream::wrappers::ReceiverStream;
@@ -12,8 +13,11 @@ use tracing::{Instrument, field};
 use crate::chat::cache::CacheAsk;
 use crate::chat::flight::{self, Delivery, log_failure};
 use crate::chat::memory::Recall;
-use crate::chat::{ChatCache, ChatEvent, ChatRequest, Memory, ModelCatalog, RequestLimits, Route};
+use crate::chat::{
+    ChatCache, ChatEvent, ChatRequest, Memory, ModelCatalog, RequestLimits, Route, estimate_tokens,
+};
 use crate::error::Error;
+use crate::limits::Limits;
 use crate::provider::{Message, ModelProvider, ProviderRequest, Role};
 use crate::store::{ConversationStore, Turn};
 
@@ -40,13 +44,14 @@ impl Default for PipelineOptions {
     }
 }
 
-/// request → route → (limits: its seam below) → history → cache → model → events.
+/// request → limits → route → history → cache → model → events.
 pub struct ChatPipeline {
     provider: Arc<dyn ModelProvider>,
     models: ModelCatalog,
     options: PipelineOptions,
     memory: Option<Memory>,
     cache: Option<ChatCache>,
+    limits: Option<Arc<Limits>>,
 }
 
 impl ChatPipeline {
@@ -61,7 +66,14 @@ impl ChatPipeline {
             options,
             memory: None,
             cache: None,
+            limits: None,
         }
+    }
+
+    /// Holds every principal to `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(Arc::new(limits));
+        self
     }
 
     /// Serves repeated requests from `cache`.
@@ -110,7 +122,9 @@ impl ChatPipeline {
         );
 
         // The transport verified `principal` before it got here.
-        // Seam, limits: per-principal and global limits admit or refuse the request here.
+        if let Some(limits) = &self.limits {
+            limits.admit(principal).await?;
+        }
         let model_id = self
             .models
             .resolve(request.model.as_deref(), self.provider.as_ref())?;
@@ -170,6 +184,14 @@ impl ChatPipeline {
             Some(cache) => cache.plan(principal, route, ask, &provider_request)?,
             None => None,
         };
+        let reservation = match &self.limits {
+            Some(limits) => {
+                let input = estimate_prompt_tokens(&provider_request);
+                let max_tokens = provider_request.inference.max_tokens;
+                Some(limits.reserve(principal, input, max_tokens).await?)
+            }
+            None => None,
+        };
         let delivery = Delivery {
             request_id,
             conversation_id: recorder.as_ref().map(|r| r.conversation_id().to_owned()),
@@ -177,8 +199,25 @@ impl ChatPipeline {
             recorder,
             started,
             capacity: self.options.channel_capacity,
+            reservation: reservation.clone(),
         };
-        let upstream = self.provider.converse_stream(provider_request);
+        let upstream = async {
+            // The slot is held by the stream, so it frees when the stream ends or is dropped.
+            let slot = match &self.limits {
+                Some(limits) => limits.upstream_slot().await?,
+                None => None,
+            };
+            let stream = self.provider.converse_stream(provider_request).await?;
+            Ok(match slot {
+                Some(slot) => stream
+                    .map(move |event| {
+                        let _held = &slot;
+                        event
+                    })
+                    .boxed(),
+                None => stream,
+            })
+        };
         // The producer and delivery tasks spawned here inherit the span.
         let events = async {
             match (&self.cache, plan) {
@@ -188,8 +227,26 @@ impl ChatPipeline {
         }
         .instrument(span.clone())
         .await;
-        events.inspect_err(|e| span.in_scope(|| log_failure(e, started)))
+        if let Err(e) = &events {
+            // Nothing reached the model, so nothing was used.
+            if let Some(reservation) = &reservation {
+                reservation.settle(0).await;
+            }
+            span.in_scope(|| log_failure(e, started));
+        }
+        events
     }
+}
+
+/// The prompt's tokens as the limits count them before the model has: system and messages.
+fn estimate_prompt_tokens(request: &ProviderRequest) -> u64 {
+    let system = request.system.as_deref().map_or(0, estimate_tokens);
+    let messages: usize = request
+        .messages
+        .iter()
+        .map(|m| estimate_tokens(&m.content))
+        .sum();
+    (system + messages) as u64
 }
 
 /// The stored answer of a retried request id, as a stream: no model call, nothing recorded.
@@ -218,6 +275,7 @@ fn replay_turn(
         recorder: None,
         started,
         capacity,
+        reservation: None,
     };
     flight::replay(Arc::new(stored), delivery, false)
 }

@@ -24,12 +24,13 @@ type Item = HashMap<String, AttributeValue>;
 /// The GSI that lists a user's conversations, newest first (only `META` items carry `owner`).
 pub const OWNER_INDEX: &str = "owner-updated";
 
-fn fail(e: impl std::error::Error) -> Error {
+/// A DynamoDB failure as the store error of the error table.
+pub(crate) fn fail(e: impl std::error::Error) -> Error {
     store_error("dynamodb", aws_sdk_dynamodb::error::DisplayErrorContext(&e))
 }
 
 /// True when a conditional write's condition did not hold.
-fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+pub(crate) fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
     e.code() == Some("ConditionalCheckFailedException")
 }
 
@@ -65,6 +66,8 @@ pub struct TableNames {
     pub conversations: String,
     /// The response cache's shared tier.
     pub cache: String,
+    /// The shared counters of `[rate_limits]`.
+    pub limits: String,
 }
 
 /// Creates the tables if they do not exist, with their keys, index and TTL. Safe to run again.
@@ -118,17 +121,21 @@ pub async fn create_tables(client: &Client, names: &TableNames) -> Result<Vec<St
     if created_now(conversations.send().await)? {
         created.push(names.conversations.clone());
     }
-    let cache = client
-        .create_table()
-        .table_name(&names.cache)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("key", ScalarAttributeType::S)?)
-        .key_schema(key("key", KeyType::Hash)?);
-    if created_now(cache.send().await)? {
-        created.push(names.cache.clone());
+    // The cache and the limit counters: one string key each.
+    for table in [&names.cache, &names.limits] {
+        let keyed = client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("key", ScalarAttributeType::S)?)
+            .key_schema(key("key", KeyType::Hash)?);
+        if created_now(keyed.send().await)? {
+            created.push(table.clone());
+        }
     }
-    // Connection records and cache entries expire (`$disconnect` is best effort; answers age).
-    for table in [&names.connections, &names.cache] {
+    // Connection records, cache entries and counters expire (`$disconnect` is best effort;
+    // answers age; windows end).
+    for table in [&names.connections, &names.cache, &names.limits] {
         let ttl = TimeToLiveSpecification::builder()
             .enabled(true)
             .attribute_name("ttl")
