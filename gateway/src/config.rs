@@ -104,6 +104,7 @@ struct ModelsSection {
     default: Option<String>,
     aliases: BTreeMap<String, String>,
     allow: BTreeSet<String>,
+    fallbacks: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,6 +343,23 @@ impl RawConfig {
                 "max_attempts, first_token_timeout_ms and idle_timeout_ms must be at least 1",
             ));
         }
+        if let Some((name, _)) = self
+            .models
+            .fallbacks
+            .iter()
+            .find(|(_, chain)| chain.iter().any(|m| m.trim().is_empty()))
+        {
+            return Err(bad(
+                &format!("models.fallbacks.{name}"),
+                "every fallback must name a model or an alias",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.upstream.breaker.failure_rate) {
+            return Err(bad(
+                "upstream.breaker.failure_rate",
+                "must be between 0 and 1",
+            ));
+        }
         if self.memory.context_tokens == 0 {
             return Err(bad("memory.context_tokens", "must be at least 1"));
         }
@@ -439,6 +457,7 @@ fn models_for(kind: ProviderKind, section: ModelsSection) -> ModelCatalog {
         default: section.default.unwrap_or_else(|| "fast".into()),
         aliases,
         allow: section.allow,
+        fallbacks: section.fallbacks,
     }
 }
 

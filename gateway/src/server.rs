@@ -14,7 +14,7 @@ use crate::error::StartupError;
 use crate::grpc;
 use crate::http::{self, AppState};
 use crate::limits::{Counters, DynamoCounters, Limits, LocalCounters, SharedKind as LimitsShared};
-use crate::provider::{BedrockProvider, MockProvider, ModelProvider, ResilientProvider};
+use crate::provider::{BedrockProvider, Breakers, MockProvider, ModelProvider, ResilientProvider};
 use crate::store::{
     self, ConnectionStore, ConversationStore, Database, DynamoConnectionStore,
     DynamoConversationStore, SqliteConnectionStore, SqliteConversationStore, StoreKind, TableNames,
@@ -65,7 +65,8 @@ pub fn build_pipeline(
         .models
         .resolve(None, provider.as_ref())
         .map_err(|e| StartupError::Config(format!("models.default: {e}")))?;
-    let mut pipeline = ChatPipeline::new(provider, config.models.clone(), config.pipeline.clone());
+    let mut pipeline = ChatPipeline::new(provider, config.models.clone(), config.pipeline.clone())
+        .with_breakers(Breakers::new(config.upstream.breaker.clone()));
     if config.memory.enabled {
         let memory = Memory::new(stores.conversations.clone(), config.memory.clone());
         pipeline = pipeline.with_memory(memory);

@@ -1,11 +1,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Retries and timeouts of model calls, through a gateway to the fake Bedrock over the real SDK:
-//! the fake's counters show how many calls were made and which streams were dropped.
+//! Retries, timeouts, fallbacks and circuit breakers of model calls, through a gateway to the
+//! fake Bedrock over the real SDK: the fake's counters show how many calls were made and which
+//! streams were dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use nagare_gateway::provider::{ResilientProvider, UpstreamSettings};
+use nagare_authorizer::{AuthSettings, Verifier};
+use nagare_gateway::chat::{ChatPipeline, ModelCatalog, PipelineOptions};
+use nagare_gateway::provider::{BreakerSettings, Breakers, ResilientProvider, UpstreamSettings};
+use nagare_gateway::ws::WsSettings;
+use nagare_tests::harness::DEV_SECRET;
 use nagare_tests::{FakeBedrock, Gateway, bedrock_provider};
 use serde_json::{Value, json};
 
@@ -113,4 +118,107 @@ async fn a_silent_model_times_out_and_its_streams_are_dropped() {
             .await,
         "the fake did not see both silent streams dropped"
     );
+}
+
+/// A gateway whose `primary` falls back to `fake`, with breakers as given and one attempt per
+/// model, so every call is counted once.
+async fn fallback_gateway(fake: &FakeBedrock, primary: &str, breaker: BreakerSettings) -> Gateway {
+    let provider = ResilientProvider::new(
+        Arc::new(bedrock_provider(&fake.url())),
+        UpstreamSettings {
+            max_attempts: 1,
+            ..quick()
+        },
+    );
+    let models = ModelCatalog {
+        default: primary.into(),
+        aliases: [("smart".to_owned(), primary.to_owned())].into(),
+        allow: ["fake".to_owned()].into(),
+        fallbacks: [("smart".to_owned(), vec!["fake".to_owned()])].into(),
+    };
+    let pipeline = ChatPipeline::new(Arc::new(provider), models, PipelineOptions::default())
+        .with_breakers(Breakers::new(breaker));
+    let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
+    Gateway::start_pipeline(Arc::new(pipeline), verifier, WsSettings::default())
+        .await
+        .unwrap()
+}
+
+async fn circuit(gw: &Gateway, model: &str) -> Value {
+    let ready: Value = reqwest::get(gw.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ready["circuits"][model].clone()
+}
+
+/// The model a chat was served by, from its `start`.
+async fn served_by(gw: &Gateway) -> String {
+    let (status, body) = chat(gw, "/v1/chat", "smart").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["model"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_fallback_serves_when_the_model_fails_and_start_names_it() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let gw = fallback_gateway(&fake, "fake.unavailable", BreakerSettings::default()).await;
+    assert_eq!(served_by(&gw).await, "fake");
+    assert_eq!(fake.calls(), 2);
+    // The stream's `start` names the fallback too.
+    let response = gw
+        .client()
+        .post(gw.url("/v1/chat/stream"))
+        .json(&json!({"message": "hi", "model": "smart"}))
+        .send()
+        .await
+        .unwrap();
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains(r#""type":"start""#) && body.contains(r#""model":"fake""#),
+        "{body}"
+    );
+    assert_eq!(circuit(&gw, "fake.unavailable").await, "closed");
+
+    // A request error is not the model's fault: no fallback, and the answer is the error.
+    let gw = fallback_gateway(&fake, "fake.validation", BreakerSettings::default()).await;
+    let (status, _) = chat(&gw, "/v1/chat", "smart").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn the_breaker_opens_skips_the_model_and_recovers_after_a_probe() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let breaker = BreakerSettings {
+        consecutive_failures: 2,
+        failure_rate: 0.0,
+        window: 10,
+        open_ms: 200,
+    };
+    // The first three calls to fake.throttle-3 are throttled; the fourth succeeds.
+    let gw = fallback_gateway(&fake, "fake.throttle-3", breaker).await;
+    for _ in 0..2 {
+        assert_eq!(served_by(&gw).await, "fake");
+    }
+    assert_eq!(fake.calls(), 4);
+    assert_eq!(circuit(&gw, "fake.throttle-3").await, "open");
+    // Open: the model is not called at all.
+    assert_eq!(served_by(&gw).await, "fake");
+    assert_eq!(fake.calls(), 5);
+
+    // After the cool-down one probe goes out; it is throttled (call 3), so the circuit reopens.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(served_by(&gw).await, "fake");
+    assert_eq!(fake.calls(), 7);
+    assert_eq!(circuit(&gw, "fake.throttle-3").await, "open");
+    // The next probe succeeds (call 4): the model serves again and the circuit closes.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(served_by(&gw).await, "fake.throttle-3");
+    assert_eq!(fake.calls(), 8);
+    assert_eq!(circuit(&gw, "fake.throttle-3").await, "closed");
 }

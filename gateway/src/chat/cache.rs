@@ -10,10 +10,10 @@ use nagare_authorizer::Principal;
 use nagare_cache::key::{KeyInput, key};
 use nagare_cache::{CacheKey, CacheSettings, Flight, Flights, Joined, Mode, ResponseCache};
 
-use crate::chat::flight::{Delivery, Piece, Store, deliver, replay, spawn_producer};
+use crate::chat::flight::{Delivery, Piece, Store, Upstream, deliver, replay, spawn_producer};
 use crate::chat::{CacheMode, CacheScope, ChatStream};
 use crate::error::Error;
-use crate::provider::{ProviderRequest, ProviderStream, Role};
+use crate::provider::{ProviderRequest, Role};
 
 /// The token scope that lets a request read and write the `global` cache scope.
 pub const GLOBAL_SCOPE: &str = "cache:global";
@@ -116,11 +116,11 @@ impl ChatCache {
     pub async fn serve<F>(
         &self,
         plan: Plan,
-        delivery: Delivery,
+        mut delivery: Delivery,
         upstream: F,
     ) -> Result<ChatStream, Error>
     where
-        F: Future<Output = Result<ProviderStream, Error>>,
+        F: Future<Output = Result<Upstream, Error>>,
     {
         if plan.read
             && let Some((hit, _tier)) = self.cache.get(&plan.key).await
@@ -163,7 +163,8 @@ impl ChatCache {
             write: plan.write,
             flights: registered.then(|| self.flights.clone()),
         };
-        spawn_producer(upstream, flight, &delivery, Some(store));
+        delivery.model = upstream.model;
+        spawn_producer(upstream.stream, flight, &delivery, Some(store));
         Ok(deliver(subscription, delivery, false))
     }
 }

@@ -25,8 +25,15 @@ use crate::store::unix_now_ms;
 /// What moves from a flight's producer to each request in it.
 #[derive(Debug, Clone)]
 pub enum Piece {
+    /// The model that serves the flight (a fallback, perhaps): always the first piece.
+    Started {
+        model: String,
+    },
     Delta(String),
-    Done { stop_reason: String, usage: Usage },
+    Done {
+        stop_reason: String,
+        usage: Usage,
+    },
     Failed(ErrorBody),
 }
 
@@ -35,6 +42,7 @@ pub struct Delivery {
     pub request_id: Arc<str>,
     /// The conversation named in `start`.
     pub conversation_id: Option<String>,
+    /// The model named in `start` and recorded: the one that served.
     pub model: String,
     /// Records the exchange before `done`, when memory is on.
     pub recorder: Option<Recorder>,
@@ -54,13 +62,20 @@ pub struct Store {
     pub flights: Option<Arc<Flights<Piece>>>,
 }
 
+/// A model stream that has begun, and the model it comes from.
+pub struct Upstream {
+    pub stream: ProviderStream,
+    pub model: String,
+}
+
 /// Starts the upstream call for a request that shares with no one: its events come straight
 /// from the producer.
-pub async fn solo<F>(delivery: Delivery, upstream: F) -> Result<ChatStream, Error>
+pub async fn solo<F>(mut delivery: Delivery, upstream: F) -> Result<ChatStream, Error>
 where
-    F: Future<Output = Result<ProviderStream, Error>>,
+    F: Future<Output = Result<Upstream, Error>>,
 {
-    let upstream = upstream.await?;
+    let Upstream { stream, model } = upstream.await?;
+    delivery.model = model;
     let (tx, rx) = mpsc::channel(delivery.capacity.max(1));
     let producer = Producer {
         store: None,
@@ -72,7 +87,7 @@ where
         answer: delivery.recorder.as_ref().map(|_| String::new()),
         delivery,
     };
-    tokio::spawn(producer.run(upstream, output).in_current_span());
+    tokio::spawn(producer.run(stream, output).in_current_span());
     Ok(ReceiverStream::new(rx))
 }
 
@@ -119,9 +134,14 @@ impl Output {
         }
     }
 
-    async fn start(&self) -> bool {
+    async fn start(&self, model: &str) -> bool {
         match self {
-            Self::Flight(_) => true,
+            Self::Flight(flight) => {
+                flight.push(Piece::Started {
+                    model: model.to_owned(),
+                });
+                true
+            }
             Self::Direct { tx, delivery, .. } => {
                 tx.send(start_event(delivery, false)).await.is_ok()
             }
@@ -206,7 +226,7 @@ impl Producer {
         };
         let keep = self.store.as_ref().is_some_and(|s| s.write);
         let (mut stop_reason, mut usage) = (None, None);
-        let mut reading = output.start().await;
+        let mut reading = output.start(&self.model).await;
         while reading {
             let next = tokio::select! {
                 biased;
@@ -297,13 +317,11 @@ pub fn log_failure(error: &Error, started: Instant) {
 }
 
 /// A request's own view of a flight: its events, its exchange recorded before its `done`.
-pub fn deliver(mut sub: Subscription<Piece>, d: Delivery, cached: bool) -> ChatStream {
+pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> ChatStream {
     let (tx, rx) = mpsc::channel(d.capacity.max(1));
     let task = async move {
         let mut answer = d.recorder.as_ref().map(|_| String::new());
-        if tx.send(start_event(&d, cached)).await.is_err() {
-            return;
-        }
+        let mut started = false;
         loop {
             let piece = tokio::select! {
                 biased;
@@ -311,7 +329,18 @@ pub fn deliver(mut sub: Subscription<Piece>, d: Delivery, cached: bool) -> ChatS
                 () = tx.closed() => return,
                 piece = sub.next() => piece,
             };
+            // `start` names the model that serves the flight, which its first piece says.
+            if !started {
+                started = true;
+                if let Some(Piece::Started { model }) = &piece {
+                    d.model.clone_from(model);
+                }
+                if tx.send(start_event(&d, cached)).await.is_err() {
+                    return;
+                }
+            }
             let event = match piece {
+                Some(Piece::Started { .. }) => continue,
                 Some(Piece::Delta(text)) => {
                     if let Some(answer) = &mut answer {
                         answer.push_str(&text);
@@ -345,9 +374,11 @@ pub fn deliver(mut sub: Subscription<Piece>, d: Delivery, cached: bool) -> ChatS
 
 /// A stored answer, streamed at once as its original deltas: a cache hit (`cached`), or the
 /// answer of a retried request id.
-pub fn replay(answer: Arc<CachedResponse>, d: Delivery, cached: bool) -> ChatStream {
+pub fn replay(answer: Arc<CachedResponse>, mut d: Delivery, cached: bool) -> ChatStream {
     let (tx, rx) = mpsc::channel(d.capacity.max(1));
     let task = async move {
+        // The model that wrote the answer, which a fallback may have been.
+        d.model.clone_from(&answer.model);
         if tx.send(start_event(&d, cached)).await.is_err() {
             return;
         }
@@ -392,7 +423,7 @@ async fn finish(
     cached: bool,
 ) -> ChatEvent {
     if let (Some(recorder), Some(answer)) = (&d.recorder, answer)
-        && let Err(e) = recorder.record(answer, usage, &stop_reason).await
+        && let Err(e) = recorder.record(&d.model, answer, usage, &stop_reason).await
     {
         return ChatEvent::Error {
             request_id: d.request_id.clone(),

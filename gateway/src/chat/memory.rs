@@ -78,7 +78,6 @@ pub struct Recorder {
     title: String,
     request_id: String,
     user: String,
-    model: String,
 }
 
 impl Recorder {
@@ -86,8 +85,10 @@ impl Recorder {
         &self.conversation_id
     }
 
+    /// Appends the exchange, answered by `model`.
     pub async fn record(
         &self,
+        model: &str,
         assistant: String,
         usage: Usage,
         stop_reason: &str,
@@ -98,7 +99,7 @@ impl Recorder {
             assistant,
             usage,
             stop_reason: stop_reason.to_owned(),
-            model: self.model.clone(),
+            model: model.to_owned(),
         };
         self.store
             .append(
@@ -141,7 +142,6 @@ impl Memory {
             title: request.message.chars().take(TITLE_CHARS).collect(),
             request_id: request.id().to_owned(),
             user: request.message.clone(),
-            model: model_id.to_owned(),
         };
         let Some(id) = &request.conversation_id else {
             return Ok(Recall::Continue {

@@ -9,6 +9,7 @@ mod models;
 mod pipeline;
 mod reply;
 mod request;
+mod upstream;
 
 pub use cache::{ChatCache, GLOBAL_SCOPE, Route};
 pub use event::{ChatEvent, Usage};

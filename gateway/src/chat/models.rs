@@ -14,6 +14,9 @@ pub struct ModelCatalog {
     pub aliases: BTreeMap<String, String>,
     /// Model ids that may be named directly, besides alias targets.
     pub allow: BTreeSet<String>,
+    /// Models to try, in order, when an alias's or a model id's own model fails or its circuit
+    /// is open: `smart = ["fast"]`. Entries may be aliases.
+    pub fallbacks: BTreeMap<String, Vec<String>>,
 }
 
 impl ModelCatalog {
@@ -40,6 +43,26 @@ impl ModelCatalog {
         }
     }
 
+    /// The models to try for a request: `model_id` (what `requested` resolved to), then the
+    /// fallbacks listed for the name it asked for or for the model id, without repeats.
+    pub fn chain(&self, requested: Option<&str>, model_id: &str) -> Vec<String> {
+        let name = requested.unwrap_or(&self.default);
+        let listed = self
+            .fallbacks
+            .get(name)
+            .or_else(|| self.fallbacks.get(model_id))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut chain = vec![model_id.to_owned()];
+        for fallback in listed {
+            let id = self.aliases.get(fallback).unwrap_or(fallback);
+            if !chain.contains(id) {
+                chain.push(id.clone());
+            }
+        }
+        chain
+    }
+
     fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.aliases.keys().map(String::as_str).collect();
         names.extend(self.allow.iter().map(String::as_str));
@@ -61,6 +84,7 @@ mod tests {
             default: "fast".into(),
             aliases: [("fast".to_owned(), "mock".to_owned())].into(),
             allow: ["vendor.model-v1".to_owned()].into(),
+            fallbacks: Default::default(),
         };
         let p = MockProvider::new(MockSettings::unpaced());
         assert_eq!(catalog.resolve(None, &p).unwrap(), "mock");
@@ -73,5 +97,28 @@ mod tests {
         let err = catalog.resolve(Some("gpt-9"), &p).unwrap_err();
         assert_eq!(err.code().as_str(), "invalid_request");
         assert!(err.to_string().contains("gpt-9"));
+    }
+
+    #[test]
+    fn chains_start_with_the_model_and_follow_the_listed_fallbacks() {
+        let catalog = ModelCatalog {
+            default: "fast".into(),
+            aliases: [("fast", "small-1"), ("smart", "large-1")]
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .into(),
+            allow: BTreeSet::new(),
+            fallbacks: [
+                ("smart", vec!["large-west".to_owned(), "fast".to_owned()]),
+                ("small-1", vec!["small-2".to_owned(), "small-1".to_owned()]),
+            ]
+            .map(|(a, b)| (a.to_owned(), b))
+            .into(),
+        };
+        assert_eq!(
+            catalog.chain(Some("smart"), "large-1"),
+            ["large-1", "large-west", "small-1"]
+        );
+        assert_eq!(catalog.chain(None, "small-1"), ["small-1", "small-2"]);
+        assert_eq!(catalog.chain(Some("other"), "other"), ["other"]);
     }
 }

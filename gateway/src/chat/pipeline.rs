@@ -1,10 +1,10 @@
 //! The one streaming pipeline. Every transport validates its input into a [`ChatRequest`], calls
 //! [`ChatPipeline::start`] and forwards the [`ChatStream`] it gets to its own sink.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
 use nagare_authorizer::Principal;
 use nagare_cache::CachedResponse;
 use tokio_stream::wrappers::ReceiverStream;
@@ -13,12 +13,13 @@ use tracing::{Instrument, field};
 use crate::chat::cache::CacheAsk;
 use crate::chat::flight::{self, Delivery, log_failure};
 use crate::chat::memory::Recall;
+use crate::chat::upstream;
 use crate::chat::{
     ChatCache, ChatEvent, ChatRequest, Memory, ModelCatalog, RequestLimits, Route, estimate_tokens,
 };
 use crate::error::Error;
 use crate::limits::Limits;
-use crate::provider::{Message, ModelProvider, ProviderRequest, Role};
+use crate::provider::{Breakers, CircuitState, Message, ModelProvider, ProviderRequest, Role};
 use crate::store::{ConversationStore, Turn};
 
 /// The events of one chat. Dropping it cancels the upstream model call.
@@ -52,6 +53,7 @@ pub struct ChatPipeline {
     memory: Option<Memory>,
     cache: Option<ChatCache>,
     limits: Option<Arc<Limits>>,
+    breakers: Arc<Breakers>,
 }
 
 impl ChatPipeline {
@@ -67,7 +69,19 @@ impl ChatPipeline {
             memory: None,
             cache: None,
             limits: None,
+            breakers: upstream::no_breakers(),
         }
+    }
+
+    /// Skips models whose circuit `breakers` has opened, for their fallbacks.
+    pub fn with_breakers(mut self, breakers: Breakers) -> Self {
+        self.breakers = Arc::new(breakers);
+        self
+    }
+
+    /// Every model's circuit, for readiness.
+    pub fn circuits(&self) -> BTreeMap<String, CircuitState> {
+        self.breakers.states()
     }
 
     /// Holds every principal to `limits`.
@@ -129,6 +143,7 @@ impl ChatPipeline {
             .models
             .resolve(request.model.as_deref(), self.provider.as_ref())?;
         span.record("model", model_id.as_str());
+        let chain = self.models.chain(request.model.as_deref(), &model_id);
 
         let (history, recorder) = match &self.memory {
             None if request.conversation_id.is_some() => {
@@ -202,21 +217,12 @@ impl ChatPipeline {
             reservation: reservation.clone(),
         };
         let upstream = async {
-            // The slot is held by the stream, so it frees when the stream ends or is dropped.
             let slot = match &self.limits {
                 Some(limits) => limits.upstream_slot().await?,
                 None => None,
             };
-            let stream = self.provider.converse_stream(provider_request).await?;
-            Ok(match slot {
-                Some(slot) => stream
-                    .map(move |event| {
-                        let _held = &slot;
-                        event
-                    })
-                    .boxed(),
-                None => stream,
-            })
+            let (provider, breakers) = (self.provider.as_ref(), self.breakers.as_ref());
+            upstream::open(provider, breakers, provider_request, &chain, slot).await
         };
         // The producer and delivery tasks spawned here inherit the span.
         let events = async {

@@ -129,12 +129,22 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Ready until shutdown begins. The body names the provider and every model circuit that has
+/// seen a call (`closed`, `open`, `half_open`); an open circuit does not make the server unready,
+/// since fallbacks and probes still serve.
 async fn readyz(State(state): State<AppState>) -> Response {
     let provider = state.pipeline.provider_name();
+    let circuits: serde_json::Map<String, serde_json::Value> = state
+        .pipeline
+        .circuits()
+        .into_iter()
+        .map(|(model, c)| (model, c.as_str().into()))
+        .collect();
     if state.ready.load(Ordering::Relaxed) {
-        Json(json!({ "status": "ready", "provider": provider })).into_response()
+        let body = json!({ "status": "ready", "provider": provider, "circuits": circuits });
+        Json(body).into_response()
     } else {
-        let body = json!({ "status": "shutting_down", "provider": provider });
+        let body = json!({ "status": "shutting_down", "provider": provider, "circuits": circuits });
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }

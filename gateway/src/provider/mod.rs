@@ -2,6 +2,7 @@
 
 mod bedrock;
 mod bedrock_errors;
+mod breaker;
 mod mock;
 mod mock_text;
 mod resilient;
@@ -14,6 +15,7 @@ use crate::chat::{InferenceParams, Usage};
 use crate::error::Error;
 
 pub use bedrock::{BedrockProvider, BedrockSettings};
+pub use breaker::{BreakerSettings, Breakers, CircuitState};
 pub use mock::{MockProvider, MockSettings};
 pub use resilient::{ResilientProvider, UpstreamSettings};
 

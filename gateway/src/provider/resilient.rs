@@ -12,10 +12,10 @@ use futures::stream;
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::provider::{ModelProvider, ProviderRequest, ProviderStream};
+use crate::provider::{BreakerSettings, ModelProvider, ProviderRequest, ProviderStream};
 
 /// `[upstream]` settings.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSettings {
     /// Calls per request, the first included; 1 turns retries off.
@@ -30,6 +30,8 @@ pub struct UpstreamSettings {
     pub first_token_timeout_ms: u64,
     /// A stream with no event for this long is aborted as `upstream_timeout`.
     pub idle_timeout_ms: u64,
+    /// When a model is skipped for its fallbacks.
+    pub breaker: BreakerSettings,
 }
 
 impl Default for UpstreamSettings {
@@ -41,6 +43,7 @@ impl Default for UpstreamSettings {
             retry_budget_ms: 10_000,
             first_token_timeout_ms: 60_000,
             idle_timeout_ms: 60_000,
+            breaker: BreakerSettings::default(),
         }
     }
 }
