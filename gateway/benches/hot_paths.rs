@@ -12,10 +12,14 @@ use futures::StreamExt;
 use nagare_authorizer::Principal;
 use nagare_gateway::chat::{
     ChatEvent, ChatPipeline, ChatReply, ModelCatalog, PipelineOptions, RequestLimits, Route,
-    parse_chat_request,
+    RoutingSettings, parse_chat_request,
 };
 use nagare_gateway::error::Error;
+use nagare_gateway::limits::{Limits, LocalCounters, RateLimitSettings};
 use nagare_gateway::provider::{MockProvider, MockSettings};
+
+const BODY_UNNAMED: &[u8] =
+    br#"{"message":"What is the capital of Japan?","inference":{"max_tokens":256}}"#;
 
 const BODY: &[u8] = br#"{"message":"What is the capital of Japan, and why did it move there?","request_id":"bench-1",
 "model":"fast","system":"Answer briefly.","inference":{"max_tokens":256,"temperature":0.2,"stop":["END"]}}"#;
@@ -92,6 +96,52 @@ fn bench(c: &mut Criterion) {
             .validate(&limits, || "r".into())
             .unwrap()
     };
+    // Routing and every limit check a request meets before the model is called, with the
+    // rules and limits on: pick, resolve, chain, the request rate, the token reservation (two
+    // windows) and its settlement.
+    let mut routing = RoutingSettings {
+        enabled: true,
+        ..RoutingSettings::default()
+    };
+    routing.tenants.insert("other".into(), "smart".into());
+    let catalog = ModelCatalog {
+        default: "fast".into(),
+        aliases: [("fast", "mock"), ("smart", "mock.slow")]
+            .map(|(a, m)| (a.to_owned(), m.to_owned()))
+            .into(),
+        fallbacks: [("fast".to_owned(), vec!["smart".to_owned()])].into(),
+        routing,
+        ..ModelCatalog::default()
+    };
+    let quotas = Limits::new(
+        RateLimitSettings {
+            requests_per_minute: u64::MAX / 2,
+            tokens_per_minute: u64::MAX / 2,
+            tokens_per_day: u64::MAX / 2,
+            ..RateLimitSettings::default()
+        },
+        Arc::new(LocalCounters::default()),
+    );
+    let mock = MockProvider::new(MockSettings::unpaced());
+    let routed = parse_chat_request(BODY_UNNAMED)
+        .unwrap()
+        .validate(&limits, || "r".into())
+        .unwrap();
+    c.bench_function(
+        "routing + limit checks (rules, fallbacks, request rate, token reservation and settlement)",
+        |b| {
+            b.to_async(&rt).iter(|| async {
+                let (name, _) = catalog.pick(&routed, &principal.tenant).unwrap();
+                let model = catalog.resolve(Some(name), &mock).unwrap();
+                let chain = catalog.chain(Some(name), &model);
+                quotas.admit(&principal).await.unwrap();
+                let reservation = quotas.reserve(&principal, 20, Some(256)).await.unwrap();
+                reservation.settle(120).await;
+                chain
+            })
+        },
+    );
+
     c.bench_function(
         "pipeline: unary chat on the unpaced mock (about 30 deltas)",
         |b| {

@@ -10,7 +10,7 @@ use nagare_authorizer::AuthSettings;
 use nagare_cache::{CacheSettings, ROUTES};
 use serde::Deserialize;
 
-use crate::chat::{MemorySettings, ModelCatalog, PipelineOptions, RequestLimits};
+use crate::chat::{MemorySettings, ModelCatalog, PipelineOptions, RequestLimits, RoutingSettings};
 use crate::error::StartupError;
 use crate::grpc::GrpcSettings;
 use crate::lambda::LambdaWsSettings;
@@ -59,6 +59,7 @@ struct RawConfig {
     grpc: GrpcSettings,
     upstream: UpstreamSettings,
     rate_limits: RateLimitSettings,
+    routing: RoutingSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -405,7 +406,8 @@ impl RawConfig {
                 ));
             }
         }
-        let models = models_for(self.provider.kind, self.models);
+        let mut models = models_for(self.provider.kind, self.models);
+        models.routing = self.routing;
         Ok(Config {
             listen,
             data_dir: self.server.data_dir,
@@ -458,6 +460,7 @@ fn models_for(kind: ProviderKind, section: ModelsSection) -> ModelCatalog {
         aliases,
         allow: section.allow,
         fallbacks: section.fallbacks,
+        routing: RoutingSettings::default(),
     }
 }
 

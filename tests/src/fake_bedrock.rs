@@ -106,6 +106,13 @@ impl FakeBedrock {
         self.shared.counters.aborted.load(Ordering::SeqCst)
     }
 
+    /// Calls made to `model` so far.
+    pub fn calls_to(&self, model: &str) -> u64 {
+        let per_model = self.shared.per_model.lock();
+        let per_model = per_model.unwrap_or_else(|p| p.into_inner());
+        per_model.get(model).copied().unwrap_or(0)
+    }
+
     /// The JSON body of the latest request, to check what the SDK sent.
     pub fn last_request(&self) -> Option<Value> {
         self.shared

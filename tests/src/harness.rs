@@ -84,7 +84,7 @@ pub fn test_pipeline(
             .map(|s| (*s).to_owned())
             .chain([default_model.to_owned()])
             .collect(),
-        fallbacks: Default::default(),
+        ..ModelCatalog::default()
     };
     ChatPipeline::new(provider, models, PipelineOptions::default())
 }

@@ -135,6 +135,7 @@ async fn fallback_gateway(fake: &FakeBedrock, primary: &str, breaker: BreakerSet
         aliases: [("smart".to_owned(), primary.to_owned())].into(),
         allow: ["fake".to_owned()].into(),
         fallbacks: [("smart".to_owned(), vec!["fake".to_owned()])].into(),
+        ..ModelCatalog::default()
     };
     let pipeline = ChatPipeline::new(Arc::new(provider), models, PipelineOptions::default())
         .with_breakers(Breakers::new(breaker));

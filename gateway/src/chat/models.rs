@@ -1,7 +1,10 @@
-//! Which models a request may name: aliases, the allow-list, and what the provider knows.
+//! Which model serves a request: the one it names (aliases, the allow-lists, what the provider
+//! knows), or, when it names none, the routing rules: its task hint, its tenant's default, then
+//! small or large by how long the prompt is and whether it continues a conversation.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::chat::{ChatRequest, estimate_tokens};
 use crate::error::Error;
 use crate::provider::ModelProvider;
 
@@ -17,9 +20,95 @@ pub struct ModelCatalog {
     /// Models to try, in order, when an alias's or a model id's own model fails or its circuit
     /// is open: `smart = ["fast"]`. Entries may be aliases.
     pub fallbacks: BTreeMap<String, Vec<String>>,
+    pub routing: RoutingSettings,
+}
+
+/// `[routing]` settings: how a request that names no model is routed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingSettings {
+    /// Off: every such request gets `models.default`.
+    pub enabled: bool,
+    /// For simple requests, and for complex ones; aliases or model ids.
+    pub small: String,
+    pub large: String,
+    /// A system prompt and message estimated at this many tokens or more is complex.
+    pub long_prompt_tokens: usize,
+    /// A request that continues a conversation is complex.
+    pub conversations_are_complex: bool,
+    /// A request's `task` hint → the model for it: `code = "smart"`.
+    pub tasks: BTreeMap<String, String>,
+    /// A tenant's own default: `acme = "smart"`.
+    pub tenants: BTreeMap<String, String>,
+    /// The only models (aliases or ids) a tenant's requests may name.
+    pub tenant_allow: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            small: "fast".into(),
+            large: "smart".into(),
+            long_prompt_tokens: 2_000,
+            conversations_are_complex: true,
+            tasks: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            tenant_allow: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a model was chosen, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    Named,
+    Default,
+    Task,
+    Tenant,
+    Simple,
+    LongPrompt,
+    Conversation,
 }
 
 impl ModelCatalog {
+    /// The name (an alias or a model id) that serves `request` for `tenant`, and why.
+    pub fn pick<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+        tenant: &str,
+    ) -> Result<(&'a str, Why), Error> {
+        let r = &self.routing;
+        if let Some(named) = request.model.as_deref() {
+            if let Some(allowed) = r.tenant_allow.get(tenant)
+                && !allowed.contains(named)
+            {
+                return Err(Error::Forbidden(format!(
+                    "model: '{named}' is not allowed for your tenant"
+                )));
+            }
+            return Ok((named, Why::Named));
+        }
+        if !r.enabled {
+            return Ok((&self.default, Why::Default));
+        }
+        if let Some(model) = request.task.as_deref().and_then(|t| r.tasks.get(t)) {
+            return Ok((model, Why::Task));
+        }
+        if let Some(model) = r.tenants.get(tenant) {
+            return Ok((model, Why::Tenant));
+        }
+        let prompt = request.system.as_deref().map_or(0, estimate_tokens)
+            + estimate_tokens(&request.message);
+        if prompt >= r.long_prompt_tokens {
+            Ok((&r.large, Why::LongPrompt))
+        } else if r.conversations_are_complex && request.conversation_id.is_some() {
+            Ok((&r.large, Why::Conversation))
+        } else {
+            Ok((&r.small, Why::Simple))
+        }
+    }
+
     /// The model id a request's `model` field routes to, or `invalid_request` for an unknown one.
     pub fn resolve(
         &self,
@@ -84,7 +173,7 @@ mod tests {
             default: "fast".into(),
             aliases: [("fast".to_owned(), "mock".to_owned())].into(),
             allow: ["vendor.model-v1".to_owned()].into(),
-            fallbacks: Default::default(),
+            ..ModelCatalog::default()
         };
         let p = MockProvider::new(MockSettings::unpaced());
         assert_eq!(catalog.resolve(None, &p).unwrap(), "mock");
@@ -113,6 +202,7 @@ mod tests {
             ]
             .map(|(a, b)| (a.to_owned(), b))
             .into(),
+            ..ModelCatalog::default()
         };
         assert_eq!(
             catalog.chain(Some("smart"), "large-1"),
@@ -120,5 +210,77 @@ mod tests {
         );
         assert_eq!(catalog.chain(None, "small-1"), ["small-1", "small-2"]);
         assert_eq!(catalog.chain(Some("other"), "other"), ["other"]);
+    }
+
+    fn routed() -> ModelCatalog {
+        let mut routing = RoutingSettings {
+            enabled: true,
+            long_prompt_tokens: 10,
+            ..RoutingSettings::default()
+        };
+        routing.tasks.insert("code".into(), "smart".into());
+        routing.tenants.insert("acme".into(), "smart".into());
+        routing
+            .tenant_allow
+            .insert("locked".into(), ["fast".to_owned()].into());
+        ModelCatalog {
+            default: "fast".into(),
+            routing,
+            ..ModelCatalog::default()
+        }
+    }
+
+    fn ask(message: &str) -> ChatRequest {
+        ChatRequest {
+            message: message.into(),
+            ..ChatRequest::default()
+        }
+    }
+
+    #[test]
+    fn requests_without_a_model_are_routed_by_the_rules() {
+        let c = routed();
+        let pick = |r: &ChatRequest, tenant: &str| {
+            let (name, why) = c.pick(r, tenant).unwrap();
+            (name.to_owned(), why)
+        };
+        assert_eq!(pick(&ask("hi"), "t"), ("fast".into(), Why::Simple));
+        let long = ask(&"word ".repeat(20));
+        assert_eq!(pick(&long, "t"), ("smart".into(), Why::LongPrompt));
+        let continued = ChatRequest {
+            conversation_id: Some("c1".into()),
+            ..ask("hi")
+        };
+        assert_eq!(pick(&continued, "t"), ("smart".into(), Why::Conversation));
+        let code = ChatRequest {
+            task: Some("code".into()),
+            ..ask("hi")
+        };
+        assert_eq!(pick(&code, "t"), ("smart".into(), Why::Task));
+        assert_eq!(pick(&ask("hi"), "acme"), ("smart".into(), Why::Tenant));
+        let named = ChatRequest {
+            model: Some("vendor.x".into()),
+            ..long
+        };
+        assert_eq!(pick(&named, "t"), ("vendor.x".into(), Why::Named));
+
+        let off = ModelCatalog {
+            default: "fast".into(),
+            ..ModelCatalog::default()
+        };
+        assert_eq!(off.pick(&code, "acme").unwrap(), ("fast", Why::Default));
+    }
+
+    #[test]
+    fn a_tenant_allow_list_refuses_other_models() {
+        let c = routed();
+        let named = |m: &str| ChatRequest {
+            model: Some(m.into()),
+            ..ask("hi")
+        };
+        assert!(c.pick(&named("fast"), "locked").is_ok());
+        let err = c.pick(&named("smart"), "locked").unwrap_err();
+        assert_eq!(err.code().as_str(), "forbidden");
+        assert!(c.pick(&named("smart"), "other").is_ok());
     }
 }

@@ -139,11 +139,11 @@ impl ChatPipeline {
         if let Some(limits) = &self.limits {
             limits.admit(principal).await?;
         }
-        let model_id = self
-            .models
-            .resolve(request.model.as_deref(), self.provider.as_ref())?;
+        let (name, why) = self.models.pick(&request, &principal.tenant)?;
+        let model_id = self.models.resolve(Some(name), self.provider.as_ref())?;
+        let chain = self.models.chain(Some(name), &model_id);
         span.record("model", model_id.as_str());
-        let chain = self.models.chain(request.model.as_deref(), &model_id);
+        span.in_scope(|| tracing::debug!(routed_by = ?why, "model chosen"));
 
         let (history, recorder) = match &self.memory {
             None if request.conversation_id.is_some() => {

@@ -25,6 +25,9 @@ pub struct ChatRequest {
     /// `global` shares the cached answer with every tenant (needs the `cache:global` scope).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_scope: Option<CacheScope>,
+    /// What kind of work this is (`code`, `summarize`, ...): a hint for model routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 /// Sampling parameters, passed to the model as given; `None` means the model's default.
@@ -131,6 +134,9 @@ impl ChatRequest {
                 "model",
                 &format!("must be 1 to {MAX_MODEL_CHARS} characters"),
             ));
+        }
+        if let Some(task) = &self.task {
+            check_id("task", task)?;
         }
         self.inference.validate(limits)?;
         Ok(self)

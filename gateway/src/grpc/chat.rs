@@ -294,6 +294,7 @@ impl TryFrom<pb::ChatRequest> for ChatRequest {
             },
             cache,
             cache_scope,
+            task: m.task,
         })
     }
 }

@@ -216,12 +216,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn opens_on_the_failure_rate_of_a_full_window() {
         let b = breakers(0, 0.5);
-        for ok in [false, true, false] {
+        for ok in [false, true, true] {
             b.record("m", ok);
         }
         assert!(b.allow("m"), "the window is not full yet");
-        b.record("m", true);
-        assert!(!b.allow("m"), "2 of the last 4 failed");
+        b.record("m", false);
+        assert!(!b.allow("m"), "2 of the last 4 failed, not in a row");
         let off = breakers(0, 0.0);
         for _ in 0..10 {
             off.record("m", false);
