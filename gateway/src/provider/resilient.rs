@@ -30,6 +30,9 @@ pub struct UpstreamSettings {
     pub first_token_timeout_ms: u64,
     /// A stream with no event for this long is aborted as `upstream_timeout`.
     pub idle_timeout_ms: u64,
+    /// A call, retries included, that has not finished streaming after this long is aborted as
+    /// `upstream_timeout`.
+    pub total_timeout_ms: u64,
     /// When a model is skipped for its fallbacks.
     pub breaker: BreakerSettings,
 }
@@ -43,6 +46,7 @@ impl Default for UpstreamSettings {
             retry_budget_ms: 10_000,
             first_token_timeout_ms: 60_000,
             idle_timeout_ms: 60_000,
+            total_timeout_ms: 600_000,
             breaker: BreakerSettings::default(),
         }
     }
@@ -111,6 +115,28 @@ impl ModelProvider for ResilientProvider {
     }
 
     async fn converse_stream(&self, request: ProviderRequest) -> Result<ProviderStream, Error> {
+        let total = Duration::from_millis(self.settings.total_timeout_ms);
+        let ends = Instant::now() + total;
+        tokio::time::timeout_at(ends, self.open(request))
+            .await
+            .unwrap_or_else(|_| Err(total_timeout(total)))
+            .map(|stream| {
+                let idle = Duration::from_millis(self.settings.idle_timeout_ms);
+                timeouts(stream, idle, ends, total)
+            })
+    }
+}
+
+fn total_timeout(total: Duration) -> Error {
+    Error::UpstreamTimeout(format!(
+        "the model did not finish within {} ms",
+        total.as_millis()
+    ))
+}
+
+impl ResilientProvider {
+    /// Calls until a stream has begun, retrying as the settings allow.
+    async fn open(&self, request: ProviderRequest) -> Result<ProviderStream, Error> {
         let budget_ends = Instant::now() + Duration::from_millis(self.settings.retry_budget_ms);
         let mut attempt = 1;
         let stream = loop {
@@ -135,25 +161,33 @@ impl ModelProvider for ResilientProvider {
             );
             tokio::time::sleep(wait).await;
         };
-        Ok(idle_timeout(
-            stream,
-            Duration::from_millis(self.settings.idle_timeout_ms),
-        ))
+        Ok(stream)
     }
 }
 
-/// Ends `stream` with `upstream_timeout` if it yields nothing for `limit`; dropping the inner
-/// stream aborts the upstream call.
-fn idle_timeout(stream: ProviderStream, limit: Duration) -> ProviderStream {
+/// Ends `stream` with `upstream_timeout` if it yields nothing for `idle`, or is still going at
+/// `ends`; dropping the inner stream aborts the upstream call.
+fn timeouts(
+    stream: ProviderStream,
+    idle: Duration,
+    ends: Instant,
+    total: Duration,
+) -> ProviderStream {
     stream::unfold(Some(stream), move |state| async move {
         let mut stream = state?;
-        match tokio::time::timeout(limit, stream.next()).await {
+        let now = Instant::now();
+        if now >= ends {
+            return Some((Err(total_timeout(total)), None));
+        }
+        let until = (now + idle).min(ends);
+        match tokio::time::timeout_at(until, stream.next()).await {
             Ok(Some(item)) => Some((item, Some(stream))),
             Ok(None) => None,
+            Err(_) if Instant::now() >= ends => Some((Err(total_timeout(total)), None)),
             Err(_) => {
                 let error = Error::UpstreamTimeout(format!(
                     "the model sent nothing for {} ms",
-                    limit.as_millis()
+                    idle.as_millis()
                 ));
                 Some((Err(error), None))
             }
@@ -356,6 +390,40 @@ mod tests {
         assert_eq!(err.code().as_str(), "upstream_timeout");
         assert_eq!(inner.made.load(Ordering::SeqCst), 2);
 
+        let stalls_later = Call::Stream(vec![Some(Ok(ProviderEvent::Delta("a".into()))), None]);
+        let inner = Scripted::new(vec![stalls_later]);
+        let p = resilient(&inner, settings.clone());
+        let events = texts(p.converse_stream(request()).await.unwrap()).await;
+        assert_eq!(
+            events,
+            [
+                Ok(ProviderEvent::Delta("a".into())),
+                Err("upstream_timeout".into())
+            ]
+        );
+
+        // A stream that keeps talking is still cut off at the total timeout.
+        let chatty = (0..100)
+            .map(|_| Some(Ok(ProviderEvent::Delta("x".into()))))
+            .collect();
+        let inner = Scripted::new(vec![Call::Stream(chatty)]);
+        let total = UpstreamSettings {
+            total_timeout_ms: 1_000,
+            ..settings.clone()
+        };
+        let p = resilient(&inner, total);
+        let started = Instant::now();
+        let stream = p.converse_stream(request()).await.unwrap();
+        let paced = stream.then(|item| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            item
+        });
+        let events: Vec<_> = paced.collect().await;
+        assert!(
+            matches!(events.last(), Some(Err(Error::UpstreamTimeout(m))) if m.contains("finish"))
+        );
+        assert!(events.len() < 100);
+        assert!(started.elapsed() <= Duration::from_millis(1_200));
         let stalls_later = Call::Stream(vec![Some(Ok(ProviderEvent::Delta("a".into()))), None]);
         let inner = Scripted::new(vec![stalls_later]);
         let p = resilient(&inner, settings);
