@@ -3,16 +3,19 @@
 //! aborts a stream that has gone quiet. Nothing is retried once a token has been produced: by then
 //! the client may have it, and a retry would repeat or contradict it.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use futures::stream;
-use tokio::time::Instant;
+use futures::{Stream, StreamExt, stream};
+use tokio::time::{Instant, Sleep};
 
 use crate::error::Error;
-use crate::provider::{BreakerSettings, ModelProvider, ProviderRequest, ProviderStream};
+use crate::provider::{
+    BreakerSettings, ModelProvider, ProviderEvent, ProviderRequest, ProviderStream,
+};
 
 /// `[upstream]` settings.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -173,27 +176,73 @@ fn timeouts(
     ends: Instant,
     total: Duration,
 ) -> ProviderStream {
-    stream::unfold(Some(stream), move |state| async move {
-        let mut stream = state?;
-        let now = Instant::now();
-        if now >= ends {
-            return Some((Err(total_timeout(total)), None));
-        }
-        let until = (now + idle).min(ends);
-        match tokio::time::timeout_at(until, stream.next()).await {
-            Ok(Some(item)) => Some((item, Some(stream))),
-            Ok(None) => None,
-            Err(_) if Instant::now() >= ends => Some((Err(total_timeout(total)), None)),
-            Err(_) => {
-                let error = Error::UpstreamTimeout(format!(
-                    "the model sent nothing for {} ms",
-                    idle.as_millis()
-                ));
-                Some((Err(error), None))
-            }
-        }
+    let now = Instant::now();
+    Box::pin(Watched {
+        inner: Some(stream),
+        timer: Box::pin(tokio::time::sleep_until((now + idle).min(ends))),
+        last: now,
+        idle,
+        ends,
+        total,
     })
-    .boxed()
+}
+
+/// A stream with an idle and a total deadline. One timer serves both: it is re-armed only when
+/// it fires, from the time of the last event, so a stream of many quick events does not touch
+/// the timer wheel once per event.
+struct Watched {
+    inner: Option<ProviderStream>,
+    timer: Pin<Box<Sleep>>,
+    last: Instant,
+    idle: Duration,
+    ends: Instant,
+    total: Duration,
+}
+
+impl Stream for Watched {
+    type Item = Result<ProviderEvent, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // A stream whose events are always ready never lets the timer fire: check the end here.
+        let now = Instant::now();
+        if now >= this.ends {
+            this.inner = None;
+            return Poll::Ready(Some(Err(total_timeout(this.total))));
+        }
+        match inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(item)) => {
+                this.last = now;
+                return Poll::Ready(Some(item));
+            }
+            Poll::Ready(None) => {
+                this.inner = None;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        while this.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            let error = if now >= this.ends {
+                total_timeout(this.total)
+            } else if now >= this.last + this.idle {
+                Error::UpstreamTimeout(format!(
+                    "the model sent nothing for {} ms",
+                    this.idle.as_millis()
+                ))
+            } else {
+                let due = (this.last + this.idle).min(this.ends);
+                this.timer.as_mut().reset(due);
+                continue;
+            };
+            this.inner = None;
+            return Poll::Ready(Some(Err(error)));
+        }
+        Poll::Pending
+    }
 }
 
 #[cfg(test)]
