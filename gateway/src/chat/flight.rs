@@ -18,7 +18,6 @@ use tracing::Instrument;
 use crate::chat::memory::Recorder;
 use crate::chat::{ChatEvent, ChatStream, Usage};
 use crate::error::{Error, ErrorBody};
-use crate::limits::Reservation;
 use crate::provider::{ProviderEvent, ProviderStream, incomplete_stream};
 use crate::store::unix_now_ms;
 
@@ -49,8 +48,6 @@ pub struct Delivery {
     pub started: Instant,
     /// Events buffered for a slow client before its delivery pauses.
     pub capacity: usize,
-    /// The tokens the request was allowed; settled with what it cost before `done`.
-    pub reservation: Option<Reservation>,
 }
 
 /// Where a producer stores the complete answer.
@@ -429,10 +426,6 @@ async fn finish(
             request_id: d.request_id.clone(),
             error: e.body(),
         };
-    }
-    if let Some(reservation) = &d.reservation {
-        let billed = usage.input_tokens + usage.output_tokens;
-        reservation.settle(if cached { 0 } else { billed }).await;
     }
     ChatEvent::Done {
         request_id: d.request_id.clone(),

@@ -13,6 +13,7 @@ mod upstream;
 
 pub use cache::{ChatCache, GLOBAL_SCOPE, Route};
 pub use event::{ChatEvent, Usage};
+pub use flight::Upstream;
 pub use memory::{Memory, MemorySettings, estimate_tokens};
 pub use models::{ModelCatalog, RoutingSettings, Why};
 pub use pipeline::{ChatPipeline, ChatStream, PipelineOptions};

@@ -199,14 +199,6 @@ impl ChatPipeline {
             Some(cache) => cache.plan(principal, route, ask, &provider_request)?,
             None => None,
         };
-        let reservation = match &self.limits {
-            Some(limits) => {
-                let input = estimate_prompt_tokens(&provider_request);
-                let max_tokens = provider_request.inference.max_tokens;
-                Some(limits.reserve(principal, input, max_tokens).await?)
-            }
-            None => None,
-        };
         let delivery = Delivery {
             request_id,
             conversation_id: recorder.as_ref().map(|r| r.conversation_id().to_owned()),
@@ -214,15 +206,31 @@ impl ChatPipeline {
             recorder,
             started,
             capacity: self.options.channel_capacity,
-            reservation: reservation.clone(),
         };
+        // Runs only when the model is called: a cache hit, or a request joining another's
+        // flight, reserves no tokens and takes no upstream slot.
         let upstream = async {
-            let slot = match &self.limits {
-                Some(limits) => limits.upstream_slot().await?,
-                None => None,
-            };
             let (provider, breakers) = (self.provider.as_ref(), self.breakers.as_ref());
-            upstream::open(provider, breakers, provider_request, &chain, slot).await
+            let Some(limits) = &self.limits else {
+                return upstream::open(provider, breakers, provider_request, &chain, None).await;
+            };
+            let input = estimate_prompt_tokens(&provider_request);
+            let max_tokens = provider_request.inference.max_tokens;
+            let reservation = limits.reserve(principal, input, max_tokens).await?;
+            let opened = match limits.upstream_slot().await {
+                Ok(slot) => {
+                    upstream::open(provider, breakers, provider_request, &chain, slot).await
+                }
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(upstream) => Ok(reservation.settle_on_usage(upstream)),
+                Err(e) => {
+                    // Nothing reached the model, so nothing was used.
+                    reservation.settle(0).await;
+                    Err(e)
+                }
+            }
         };
         // The producer and delivery tasks spawned here inherit the span.
         let events = async {
@@ -233,14 +241,7 @@ impl ChatPipeline {
         }
         .instrument(span.clone())
         .await;
-        if let Err(e) = &events {
-            // Nothing reached the model, so nothing was used.
-            if let Some(reservation) = &reservation {
-                reservation.settle(0).await;
-            }
-            span.in_scope(|| log_failure(e, started));
-        }
-        events
+        events.inspect_err(|e| span.in_scope(|| log_failure(e, started)))
     }
 }
 
@@ -281,7 +282,6 @@ fn replay_turn(
         recorder: None,
         started,
         capacity,
-        reservation: None,
     };
     flight::replay(Arc::new(stored), delivery, false)
 }

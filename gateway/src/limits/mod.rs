@@ -13,11 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::StreamExt;
 use nagare_authorizer::Principal;
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::chat::Upstream;
 use crate::error::Error;
+use crate::provider::ProviderEvent;
 use crate::store::unix_now;
 
 pub use counters::{Counters, LocalCounters};
@@ -295,8 +298,25 @@ impl Reservation {
         }
     }
 
-    /// The tokens reserved.
-    pub fn tokens(&self) -> u64 {
-        self.0.tokens
+    /// Settles this reservation when `upstream` reports its usage (Bedrock's `metadata`, before
+    /// the chat's `done`). A stream that ends without it keeps the reservation in full.
+    pub fn settle_on_usage(self, upstream: Upstream) -> Upstream {
+        let stream = upstream
+            .stream
+            .then(move |event| {
+                let used = match &event {
+                    Ok(ProviderEvent::Usage(u)) => Some(u.input_tokens + u.output_tokens),
+                    _ => None,
+                };
+                let reservation = used.map(|_| self.clone());
+                async move {
+                    if let (Some(reservation), Some(used)) = (reservation, used) {
+                        reservation.settle(used).await;
+                    }
+                    event
+                }
+            })
+            .boxed();
+        Upstream { stream, ..upstream }
     }
 }
