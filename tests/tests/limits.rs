@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use nagare_authorizer::dev::{self, DevClaims};
 use nagare_authorizer::{AuthSettings, Verifier};
+use nagare_cache::{CacheSettings, ResponseCache};
 use nagare_gateway::Error;
+use nagare_gateway::chat::ChatCache;
 use nagare_gateway::limits::{
     Counters, DynamoCounters, Limits, LocalCounters, Quota, RateLimitSettings,
 };
@@ -302,4 +304,30 @@ async fn two_gateways_share_one_limit_through_dynamodb() {
     }
     assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
     assert_eq!(fake.calls(), 4);
+}
+
+#[tokio::test]
+async fn a_cache_hit_reserves_no_tokens() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let settings = RateLimitSettings {
+        tokens_per_minute: 995,
+        ..off()
+    };
+    let cache_settings = CacheSettings::default();
+    let cache = Arc::new(ResponseCache::new(cache_settings.clone(), None));
+    let pipeline = test_pipeline(Arc::new(bedrock_provider(&fake.url())), "fake", &[])
+        .with_cache(ChatCache::new(cache, cache_settings))
+        .with_limits(limits(settings, Arc::new(LocalCounters::default())));
+    let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
+    let gw = Gateway::start_pipeline(Arc::new(pipeline), verifier, WsSettings::default())
+        .await
+        .unwrap();
+    let alice = as_user("alice");
+    // 991 reserved, 5 used. The same request again would need 5 + 991 = 996 if it reserved.
+    let body = json!({"message": "hi", "inference": {"max_tokens": 990}});
+    assert_eq!(chat(&gw, &alice, body.clone()).await.0, 200);
+    let (status, _, reply) = chat(&gw, &alice, body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["cached"], true);
+    assert_eq!(fake.calls(), 1);
 }
