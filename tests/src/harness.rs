@@ -20,9 +20,14 @@ pub const DEV_SECRET: &[u8] = b"nagare-tests-dev-secret-32-bytes";
 
 /// A dev-mode token for `sub`, valid for ten minutes.
 pub fn dev_token(sub: &str, scopes: &[&str]) -> String {
+    tenant_token(sub, None, scopes)
+}
+
+/// A dev-mode token for `sub` in `tenant` (without one, the tenant is the sub).
+pub fn tenant_token(sub: &str, tenant: Option<&str>, scopes: &[&str]) -> String {
     let claims = DevClaims {
         sub: sub.to_owned(),
-        tenant: None,
+        tenant: tenant.map(str::to_owned),
         scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         ttl: Duration::from_secs(600),
     };
@@ -139,6 +144,12 @@ impl Gateway {
     ) -> anyhow::Result<Self> {
         let pipeline = Arc::new(test_pipeline(provider, default_model, allow));
         Self::start_pipeline(pipeline, verifier, ws).await
+    }
+
+    /// [`Gateway::start_pipeline`] with dev-mode auth and default WebSocket settings.
+    pub async fn serving(pipeline: ChatPipeline) -> anyhow::Result<Self> {
+        let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET))?;
+        Self::start_pipeline(Arc::new(pipeline), verifier, WsSettings::default()).await
     }
 
     /// Starts the router and the gRPC services around a pipeline of the test's own (with

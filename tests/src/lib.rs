@@ -17,7 +17,9 @@ pub mod ws_client;
 pub use fake_bedrock::FakeBedrock;
 pub use fake_issuer::{FakeIssuer, TestKey};
 pub use fake_lambda::FakeLambdaRuntime;
-pub use harness::{Gateway, authed_client, bedrock_provider, dev_token, test_sdk_config};
+pub use harness::{
+    Gateway, authed_client, bedrock_provider, dev_token, tenant_token, test_sdk_config,
+};
 
 /// The Python of the test venv (`tests/.venv`, made by `tests/run.sh`), or `NAGARE_TEST_PYTHON`.
 pub fn python() -> std::path::PathBuf {

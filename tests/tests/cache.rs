@@ -8,12 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use nagare_authorizer::{AuthSettings, Verifier};
 use nagare_cache::{CacheSettings, DynamoCache, Mode, RedisCache, ResponseCache, SharedCache};
 use nagare_gateway::chat::{ChatCache, Memory, MemorySettings};
 use nagare_gateway::store::{Database, SqliteConversationStore};
-use nagare_gateway::ws::WsSettings;
-use nagare_tests::harness::{DEV_SECRET, test_pipeline};
+use nagare_tests::harness::test_pipeline;
 use nagare_tests::redis_server::RedisServer;
 use nagare_tests::ws_client::{self, joined_text, send, until_done};
 use nagare_tests::{FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, moto};
@@ -36,10 +34,7 @@ async fn gateway_with(
     )
     .with_memory(memory)
     .with_cache(ChatCache::new(cache.clone(), settings));
-    let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
-    let gw = Gateway::start_pipeline(Arc::new(pipeline), verifier, WsSettings::default())
-        .await
-        .unwrap();
+    let gw = Gateway::serving(pipeline).await.unwrap();
     (gw, cache)
 }
 

@@ -10,7 +10,6 @@ use futures::StreamExt;
 use nagare_authorizer::{AuthSettings, Verifier};
 use nagare_gateway::chat::{Memory, MemorySettings};
 use nagare_gateway::store::{Database, SqliteConversationStore};
-use nagare_gateway::ws::WsSettings;
 use nagare_proto::v1 as pb;
 use nagare_proto::v1::chat_event::Event;
 use nagare_proto::v1::chat_service_client::ChatServiceClient;
@@ -358,10 +357,7 @@ async fn conversations_are_listed_read_and_deleted_by_their_owner_only() {
     let store = Arc::new(SqliteConversationStore::new(Database::in_memory().unwrap()));
     let pipeline = test_pipeline(Arc::new(bedrock_provider(&fake.url())), "fake", &[])
         .with_memory(Memory::new(store, MemorySettings::default()));
-    let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
-    let gw = Gateway::start_pipeline(Arc::new(pipeline), verifier, WsSettings::default())
-        .await
-        .unwrap();
+    let gw = Gateway::serving(pipeline).await.unwrap();
     let mut chat = chat_client(&gw).await;
     let mut conversations = ConversationServiceClient::connect(gw.grpc_url())
         .await

@@ -6,12 +6,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use nagare_authorizer::dev::{self, DevClaims};
-use nagare_authorizer::{AuthSettings, Verifier};
 use nagare_cache::{CacheSettings, ResponseCache};
 use nagare_gateway::Error;
 use nagare_gateway::chat::ChatCache;
@@ -21,9 +18,10 @@ use nagare_gateway::limits::{
 use nagare_gateway::provider::{
     MockProvider, MockSettings, ModelProvider, ProviderRequest, ProviderStream,
 };
-use nagare_gateway::ws::WsSettings;
-use nagare_tests::harness::{DEV_SECRET, test_pipeline};
-use nagare_tests::{FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, moto};
+use nagare_tests::harness::test_pipeline;
+use nagare_tests::{
+    FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, moto, tenant_token,
+};
 use serde_json::{Value, json};
 
 /// Ten minutes past a minute and a day boundary: far from the end of either window.
@@ -44,10 +42,7 @@ fn off() -> RateLimitSettings {
 
 async fn gateway(provider: Arc<dyn ModelProvider>, model: &str, limits: Limits) -> Gateway {
     let pipeline = test_pipeline(provider, model, &[]).with_limits(limits);
-    let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
-    Gateway::start_pipeline(Arc::new(pipeline), verifier, WsSettings::default())
-        .await
-        .unwrap()
+    Gateway::serving(pipeline).await.unwrap()
 }
 
 async fn fake_gateway(fake: &FakeBedrock, limits: Limits) -> Gateway {
@@ -79,13 +74,7 @@ fn as_user(sub: &str) -> reqwest::Client {
 }
 
 fn in_tenant(sub: &str, tenant: &str) -> reqwest::Client {
-    let claims = DevClaims {
-        sub: sub.into(),
-        tenant: Some(tenant.into()),
-        scopes: vec!["chat".into()],
-        ttl: Duration::from_secs(600),
-    };
-    authed_client(&dev::mint(DEV_SECRET, &claims).unwrap())
+    authed_client(&tenant_token(sub, Some(tenant), &["chat"]))
 }
 
 #[tokio::test]
@@ -318,10 +307,7 @@ async fn a_cache_hit_reserves_no_tokens() {
     let pipeline = test_pipeline(Arc::new(bedrock_provider(&fake.url())), "fake", &[])
         .with_cache(ChatCache::new(cache, cache_settings))
         .with_limits(limits(settings, Arc::new(LocalCounters::default())));
-    let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
-    let gw = Gateway::start_pipeline(Arc::new(pipeline), verifier, WsSettings::default())
-        .await
-        .unwrap();
+    let gw = Gateway::serving(pipeline).await.unwrap();
     let alice = as_user("alice");
     // 991 reserved, 5 used. The same request again would need 5 + 991 = 996 if it reserved.
     let body = json!({"message": "hi", "inference": {"max_tokens": 990}});

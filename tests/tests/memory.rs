@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use nagare_authorizer::{AuthSettings, Verifier};
 use nagare_gateway::chat::{Memory, MemorySettings};
 use nagare_gateway::store::{
     ConversationStore, Database, DynamoConversationStore, SqliteConversationStore,
 };
-use nagare_gateway::ws::WsSettings;
-use nagare_tests::harness::{DEV_SECRET, test_pipeline};
+use nagare_tests::harness::test_pipeline;
 use nagare_tests::{FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, moto};
 use serde_json::{Value, json};
 
@@ -28,10 +26,7 @@ async fn gateway(
         &["fake.slow", "fake.midstream-error"],
     )
     .with_memory(Memory::new(store, settings));
-    let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
-    Gateway::start_pipeline(Arc::new(pipeline), verifier, WsSettings::default())
-        .await
-        .unwrap()
+    Gateway::serving(pipeline).await.unwrap()
 }
 
 fn client(sub: &str) -> reqwest::Client {

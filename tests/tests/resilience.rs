@@ -6,11 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nagare_authorizer::{AuthSettings, Verifier};
 use nagare_gateway::chat::{ChatPipeline, ModelCatalog, PipelineOptions};
 use nagare_gateway::provider::{BreakerSettings, Breakers, ResilientProvider, UpstreamSettings};
-use nagare_gateway::ws::WsSettings;
-use nagare_tests::harness::DEV_SECRET;
 use nagare_tests::{FakeBedrock, Gateway, bedrock_provider};
 use serde_json::{Value, json};
 
@@ -139,10 +136,7 @@ async fn fallback_gateway(fake: &FakeBedrock, primary: &str, breaker: BreakerSet
     };
     let pipeline = ChatPipeline::new(Arc::new(provider), models, PipelineOptions::default())
         .with_breakers(Breakers::new(breaker));
-    let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
-    Gateway::start_pipeline(Arc::new(pipeline), verifier, WsSettings::default())
-        .await
-        .unwrap()
+    Gateway::serving(pipeline).await.unwrap()
 }
 
 async fn circuit(gw: &Gateway, model: &str) -> Value {

@@ -4,14 +4,9 @@
 //! and the fake saw a call to that model; a tenant's allow-list refuses other models.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use nagare_authorizer::dev::{self, DevClaims};
-use nagare_authorizer::{AuthSettings, Verifier};
 use nagare_gateway::chat::{ChatPipeline, ModelCatalog, PipelineOptions, RoutingSettings};
-use nagare_gateway::ws::WsSettings;
-use nagare_tests::harness::DEV_SECRET;
-use nagare_tests::{FakeBedrock, Gateway, authed_client, bedrock_provider};
+use nagare_tests::{FakeBedrock, Gateway, authed_client, bedrock_provider, tenant_token};
 use serde_json::{Value, json};
 
 async fn gateway(fake: &FakeBedrock) -> Gateway {
@@ -38,20 +33,11 @@ async fn gateway(fake: &FakeBedrock) -> Gateway {
     };
     let provider = Arc::new(bedrock_provider(&fake.url()));
     let pipeline = ChatPipeline::new(provider, models, PipelineOptions::default());
-    let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
-    Gateway::start_pipeline(Arc::new(pipeline), verifier, WsSettings::default())
-        .await
-        .unwrap()
+    Gateway::serving(pipeline).await.unwrap()
 }
 
 fn in_tenant(tenant: &str) -> reqwest::Client {
-    let claims = DevClaims {
-        sub: "someone".into(),
-        tenant: Some(tenant.into()),
-        scopes: vec!["chat".into()],
-        ttl: Duration::from_secs(600),
-    };
-    authed_client(&dev::mint(DEV_SECRET, &claims).unwrap())
+    authed_client(&tenant_token("someone", Some(tenant), &["chat"]))
 }
 
 /// The status and the model the reply (or error) names.
