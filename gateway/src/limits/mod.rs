@@ -155,7 +155,7 @@ impl Limits {
         }
         let now = (self.clock)();
         let (n, ends) = window(now, MINUTE);
-        let key = format!("r/{}/{}/{n}", p.tenant, p.sub);
+        let key = format!("r/{}/{n}", principal_key(p));
         if self.add(&key, 1, limit, ends).await {
             Ok(())
         } else {
@@ -195,7 +195,7 @@ impl Limits {
                 )));
             }
             let (n, ends) = window(now, length);
-            let key = format!("{tag}/{}/{}/{n}", p.tenant, p.sub);
+            let key = format!("{tag}/{}/{n}", principal_key(p));
             if !self.add(&key, tokens, limit, ends).await {
                 self.undo(&taken, tokens).await;
                 return Err(refused(
@@ -253,6 +253,12 @@ impl Limits {
     }
 }
 
+/// The principal in a counter's key. The tenant's length comes first, so that no tenant and sub
+/// pair can spell another's key (`a/b` + `c` and `a` + `b/c` differ).
+fn principal_key(p: &Principal) -> String {
+    format!("{}:{}/{}", p.tenant.len(), p.tenant, p.sub)
+}
+
 fn refused(what: String, retry_after_secs: u64) -> Error {
     Error::RateLimited {
         message: format!("rate limited: {what}"),
@@ -301,6 +307,10 @@ impl Reservation {
     /// Settles this reservation when `upstream` reports its usage (Bedrock's `metadata`, before
     /// the chat's `done`). A stream that ends without it keeps the reservation in full.
     pub fn settle_on_usage(self, upstream: Upstream) -> Upstream {
+        if self.0.keys.is_empty() {
+            // No token limit applies: nothing to settle, so no cost per event.
+            return upstream;
+        }
         let stream = upstream
             .stream
             .then(move |event| {
@@ -318,5 +328,35 @@ impl Reservation {
             })
             .boxed();
         Upstream { stream, ..upstream }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(tenant: &str, sub: &str) -> Principal {
+        Principal {
+            sub: sub.into(),
+            tenant: tenant.into(),
+            scopes: vec!["chat".into()],
+            groups: vec![],
+            expires_at: u64::MAX,
+        }
+    }
+
+    #[tokio::test]
+    async fn principals_never_share_a_counter_by_spelling() {
+        let settings = RateLimitSettings {
+            requests_per_minute: 1,
+            ..RateLimitSettings::default()
+        };
+        let limits = Limits::new(settings, Arc::new(LocalCounters::default()))
+            .with_clock(Arc::new(|| 1_000_000));
+        limits.admit(&principal("a/b", "c")).await.unwrap();
+        limits.admit(&principal("a", "b/c")).await.unwrap();
+        let again = limits.admit(&principal("a", "b/c")).await.unwrap_err();
+        assert_eq!(again.code().as_str(), "rate_limited");
+        assert_eq!(again.retry_after(), Some(Duration::from_secs(20)));
     }
 }
