@@ -492,6 +492,9 @@ async fn health_is_serving_until_shutdown_begins() {
         serving(watch.message().await.unwrap()),
         Some(ServingStatus::NotServing as i32)
     );
+    // Then the stream ends, so it does not hold the graceful shutdown open.
+    assert_eq!(watch.message().await.unwrap(), None);
+    gw.stopped.take().unwrap().await.unwrap();
 }
 
 #[tokio::test]

@@ -101,7 +101,7 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
-    health: HealthReporter,
+    mut health: HealthReporter,
     settings: &GrpcSettings,
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
@@ -141,6 +141,11 @@ pub async fn serve(
         });
     }
     set_health(&health, ServingStatus::NotServing).await;
+    // Health `Watch` streams never end on their own, so they would hold the graceful shutdown for
+    // the whole grace period. Forgetting the statuses ends them, after they have seen NOT_SERVING.
+    for service in [""].iter().chain(SERVICES) {
+        health.clear_service_status(service).await;
+    }
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
