@@ -94,6 +94,14 @@ pub fn test_pipeline(
     ChatPipeline::new(provider, models, PipelineOptions::default())
 }
 
+/// The answer to one `POST /v1/chat`.
+pub struct ChatAnswer {
+    pub status: u16,
+    /// `Retry-After`, in seconds.
+    pub retry_after: Option<u64>,
+    pub body: serde_json::Value,
+}
+
 /// A running gateway, REST and gRPC; it stops when dropped or on [`Gateway::shutdown`].
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -210,6 +218,26 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends `body` to `POST /v1/chat` as `client`.
+    pub async fn post_chat(
+        &self,
+        client: &reqwest::Client,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<ChatAnswer> {
+        let response = client.post(self.url("/v1/chat")).json(body).send().await?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = response.json().await?;
+        Ok(ChatAnswer {
+            status,
+            retry_after,
+            body,
+        })
     }
 
     /// The gRPC endpoint, for `tonic::transport::Channel` and other clients.

@@ -51,18 +51,8 @@ async fn fake_gateway(fake: &FakeBedrock, limits: Limits) -> Gateway {
 
 /// Sends a chat as `client`; the status, the `Retry-After` header and the body.
 async fn chat(gw: &Gateway, client: &reqwest::Client, body: Value) -> (u16, Option<u64>, Value) {
-    let response = client
-        .post(gw.url("/v1/chat"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok()?.parse().ok());
-    (status, retry_after, response.json().await.unwrap())
+    let answer = gw.post_chat(client, &body).await.unwrap();
+    (answer.status, answer.retry_after, answer.body)
 }
 
 fn hi() -> Value {

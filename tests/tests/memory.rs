@@ -34,13 +34,8 @@ fn client(sub: &str) -> reqwest::Client {
 }
 
 async fn chat(gw: &Gateway, who: &reqwest::Client, body: Value) -> (u16, Value) {
-    let r = who
-        .post(gw.url("/v1/chat"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    let answer = gw.post_chat(who, &body).await.unwrap();
+    (answer.status, answer.body)
 }
 
 async fn get(gw: &Gateway, who: &reqwest::Client, path: &str) -> (u16, Value) {

@@ -42,15 +42,8 @@ fn in_tenant(tenant: &str) -> reqwest::Client {
 
 /// The status and the model the reply (or error) names.
 async fn served(gw: &Gateway, tenant: &str, body: Value) -> (u16, Value) {
-    let response = in_tenant(tenant)
-        .post(gw.url("/v1/chat"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    (status, body)
+    let answer = gw.post_chat(&in_tenant(tenant), &body).await.unwrap();
+    (answer.status, answer.body)
 }
 
 #[tokio::test]

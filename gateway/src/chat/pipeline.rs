@@ -69,7 +69,7 @@ impl ChatPipeline {
             memory: None,
             cache: None,
             limits: None,
-            breakers: upstream::no_breakers(),
+            breakers: Arc::new(Breakers::off()),
         }
     }
 

@@ -2,8 +2,6 @@
 //! whose circuit is open. The provider has already retried each one (`ResilientProvider`); a
 //! fallback is for when that was not enough.
 
-use std::sync::Arc;
-
 use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -71,13 +69,4 @@ pub async fn open(
         }
     }
     Err(last.unwrap_or_else(|| Error::Internal("no model to call".into())))
-}
-
-/// A `Breakers` that never opens, for pipelines built without one.
-pub fn no_breakers() -> Arc<Breakers> {
-    Arc::new(Breakers::new(crate::provider::BreakerSettings {
-        consecutive_failures: 0,
-        failure_rate: 0.0,
-        ..Default::default()
-    }))
 }

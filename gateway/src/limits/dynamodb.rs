@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::error::Error;
 use crate::limits::Counters;
-use crate::store::{dynamodb_failure, is_condition_failure};
+use crate::store::{dynamodb_failure, dynamodb_number as n, is_condition_failure};
 
 pub struct DynamoCounters {
     client: Client,
@@ -21,10 +21,6 @@ impl DynamoCounters {
             table: table.into(),
         }
     }
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 #[async_trait]

@@ -85,6 +85,15 @@ impl Breakers {
         }
     }
 
+    /// Breakers that never open.
+    pub fn off() -> Self {
+        Self::new(BreakerSettings {
+            consecutive_failures: 0,
+            failure_rate: 0.0,
+            ..BreakerSettings::default()
+        })
+    }
+
     fn enabled(&self) -> bool {
         self.settings.consecutive_failures > 0 || self.settings.failure_rate > 0.0
     }

@@ -15,7 +15,7 @@ pub use conversations::{
     check_conversation_id, not_found, page_size, valid_conversation_id,
 };
 pub use dynamodb::{DynamoConnectionStore, DynamoConversationStore, TableNames, create_tables};
-pub(crate) use dynamodb::{fail as dynamodb_failure, is_condition_failure};
+pub(crate) use dynamodb::{fail as dynamodb_failure, is_condition_failure, n as dynamodb_number};
 pub use sqlite::{Database, SqliteConnectionStore, SqliteConversationStore};
 
 use crate::error::Error;
