@@ -17,6 +17,7 @@ use crate::lambda::LambdaWsSettings;
 use crate::limits::RateLimitSettings;
 use crate::provider::{BedrockSettings, MockSettings, UpstreamSettings};
 use crate::store::StoreSettings;
+use crate::telemetry::{MetricsSettings, TraceSettings};
 use crate::ws::WsSettings;
 
 const ENV_PREFIX: &str = "NAGARE__";
@@ -60,6 +61,8 @@ struct RawConfig {
     upstream: UpstreamSettings,
     rate_limits: RateLimitSettings,
     routing: RoutingSettings,
+    traces: TraceSettings,
+    metrics: MetricsSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +187,10 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     /// Requests, tokens and upstream streams per principal and per process.
     pub rate_limits: RateLimitSettings,
+    /// Trace export over OTLP.
+    pub traces: TraceSettings,
+    /// `GET /metrics`, and the Lambda functions' metric lines.
+    pub metrics: MetricsSettings,
 }
 
 /// Reads, layers and validates the configuration.
@@ -361,6 +368,7 @@ impl RawConfig {
                 "must be between 0 and 1",
             ));
         }
+        self.traces.validate().map_err(StartupError::Config)?;
         if self.memory.context_tokens == 0 {
             return Err(bad("memory.context_tokens", "must be at least 1"));
         }
@@ -437,6 +445,8 @@ impl RawConfig {
             grpc: self.grpc,
             upstream: self.upstream,
             rate_limits: self.rate_limits,
+            traces: self.traces,
+            metrics: self.metrics,
         })
     }
 }

@@ -79,6 +79,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [Self; 12] = [
+        Self::InvalidRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::PayloadTooLarge,
+        Self::RateLimited,
+        Self::UpstreamThrottled,
+        Self::UpstreamUnavailable,
+        Self::UpstreamTimeout,
+        Self::UpstreamError,
+        Self::Cancelled,
+        Self::Internal,
+    ];
+
+    /// The code named `wire` (as [`Self::as_str`] writes it).
+    pub fn from_wire(wire: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == wire)
+    }
+
     /// The wire name, e.g. `upstream_throttled`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -19,10 +19,14 @@ use crate::store::{
     self, ConnectionStore, ConversationStore, Database, DynamoConnectionStore,
     DynamoConversationStore, SqliteConnectionStore, SqliteConversationStore, StoreKind, TableNames,
 };
+use crate::telemetry::{Metrics, NoRecorder, Recorder};
 
 /// Builds the provider the config names, with retries and timeouts around it, failing fast when
 /// it cannot work.
-pub async fn build_provider(config: &Config) -> Result<Arc<dyn ModelProvider>, StartupError> {
+pub async fn build_provider(
+    config: &Config,
+    recorder: Arc<dyn Recorder>,
+) -> Result<Arc<dyn ModelProvider>, StartupError> {
     let provider: Arc<dyn ModelProvider> = match config.provider {
         ProviderKind::Mock => {
             tracing::info!(
@@ -52,7 +56,9 @@ pub async fn build_provider(config: &Config) -> Result<Arc<dyn ModelProvider>, S
         idle_timeout_ms = upstream.idle_timeout_ms,
         "model calls: retried before the first token, timed out when silent"
     );
-    Ok(Arc::new(ResilientProvider::new(provider, upstream.clone())))
+    Ok(Arc::new(
+        ResilientProvider::new(provider, upstream.clone()).with_recorder(recorder),
+    ))
 }
 
 /// Builds the pipeline and checks that the default model routes somewhere.
@@ -60,13 +66,15 @@ pub fn build_pipeline(
     config: &Config,
     provider: Arc<dyn ModelProvider>,
     stores: &Stores,
+    recorder: Arc<dyn Recorder>,
 ) -> Result<ChatPipeline, StartupError> {
     config
         .models
         .resolve(None, provider.as_ref())
         .map_err(|e| StartupError::Config(format!("models.default: {e}")))?;
     let mut pipeline = ChatPipeline::new(provider, config.models.clone(), config.pipeline.clone())
-        .with_breakers(Breakers::new(config.upstream.breaker.clone()));
+        .with_breakers(Breakers::new(config.upstream.breaker.clone()))
+        .with_recorder(recorder);
     if config.memory.enabled {
         let memory = Memory::new(stores.conversations.clone(), config.memory.clone());
         pipeline = pipeline.with_memory(memory);
@@ -249,17 +257,27 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
     raise_open_file_limit();
-    let provider = build_provider(&config).await?;
+    let metrics = Metrics::new(&config.metrics, config.cache.prices.clone());
+    let recorder: Arc<dyn Recorder> = if config.metrics.enabled {
+        Arc::new(metrics.clone())
+    } else {
+        tracing::info!("metrics: off (metrics.enabled = false)");
+        Arc::new(NoRecorder)
+    };
+    let provider = build_provider(&config, recorder.clone()).await?;
     let stores = build_stores(&config).await?;
-    let pipeline = Arc::new(build_pipeline(&config, provider, &stores)?);
+    let pipeline = Arc::new(build_pipeline(&config, provider, &stores, recorder)?);
     let verifier = build_verifier(&config)?;
-    let state = AppState::new(
+    let mut state = AppState::new(
         pipeline,
         verifier,
         config.auth.chat_scope.clone(),
         config.body_limit,
     )
     .with_ws(config.websocket.clone());
+    if config.metrics.enabled {
+        state = state.with_metrics(metrics);
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartupError::Io {
@@ -327,7 +345,7 @@ async fn bind_grpc(
 ) -> Result<
     (
         TcpListener,
-        tonic::service::Routes,
+        grpc::GrpcRoutes,
         tonic_health::server::HealthReporter,
     ),
     StartupError,

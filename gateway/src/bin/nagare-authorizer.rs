@@ -7,12 +7,12 @@ use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
 use lambda_runtime::{LambdaEvent, service_fn};
 use nagare_authorizer::Verifier;
 use nagare_authorizer::lambda::authorize;
-use nagare_gateway::config::{self, LogFormat, Overrides, ProcessEnv};
+use nagare_gateway::config::{self, Overrides, ProcessEnv};
 use nagare_gateway::telemetry;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let _log_guard = telemetry::init(LogFormat::Json);
+    let _telemetry = telemetry::init_lambda();
     let config = config::load(None, &ProcessEnv, &Overrides::default())?;
     // Built once per instance: the JWKS cache lives across warm invocations.
     let verifier = Arc::new(Verifier::new(&config.auth, None)?);

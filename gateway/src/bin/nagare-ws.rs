@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use nagare_gateway::config::{self, LogFormat, Overrides, ProcessEnv};
+use nagare_gateway::config::{self, Overrides, ProcessEnv};
 use nagare_gateway::{lambda, telemetry};
 use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let _log_guard = telemetry::init(LogFormat::Json);
+    let _telemetry = telemetry::init_lambda();
     let config = config::load(None, &ProcessEnv, &Overrides::default())?;
     let this_function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok();
     let function = Arc::new(lambda::build(&config, this_function).await?);

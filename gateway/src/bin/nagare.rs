@@ -128,10 +128,18 @@ fn serve(file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string(), 2),
     };
-    let _log_guard = telemetry::init(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => return fail(&format!("starting the async runtime: {e}"), 1),
+    };
+    // The trace exporter's channel lives on the runtime; the guard is dropped (flushing the last
+    // spans) before the runtime is.
+    let _telemetry = {
+        let _inside = runtime.enter();
+        match telemetry::init(config.log_format, &config.traces) {
+            Ok(t) => t,
+            Err(e) => return fail(&e.to_string(), 2),
+        }
     };
     match runtime.block_on(server::run(config, server::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,10 +10,16 @@ use nagare_authorizer::Principal;
 use nagare_cache::key::{KeyInput, key};
 use nagare_cache::{CacheKey, CacheSettings, Flight, Flights, Joined, Mode, ResponseCache};
 
-use crate::chat::flight::{Delivery, Piece, Store, Upstream, deliver, replay, spawn_producer};
-use crate::chat::{CacheMode, CacheScope, ChatStream};
+use nagare_cache::MetricsSnapshot;
+use tracing::Instrument;
+
+use crate::chat::flight::{
+    Delivery, EventStream, Piece, Store, Upstream, deliver, replay, spawn_producer,
+};
+use crate::chat::{CacheMode, CacheScope};
 use crate::error::Error;
 use crate::provider::{ProviderRequest, Role};
+use crate::telemetry::SPAN_TARGET;
 
 /// The token scope that lets a request read and write the `global` cache scope.
 pub const GLOBAL_SCOPE: &str = "cache:global";
@@ -77,6 +83,11 @@ impl ChatCache {
         }
     }
 
+    /// The cache's counters.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        self.cache.snapshot()
+    }
+
     /// Decides how `request` may use the cache; `None` when it may not at all.
     pub fn plan(
         &self,
@@ -118,12 +129,16 @@ impl ChatCache {
         plan: Plan,
         mut delivery: Delivery,
         upstream: F,
-    ) -> Result<ChatStream, Error>
+    ) -> Result<EventStream, Error>
     where
         F: Future<Output = Result<Upstream, Error>>,
     {
         if plan.read
-            && let Some((hit, _tier)) = self.cache.get(&plan.key).await
+            && let Some((hit, _tier)) = self
+                .cache
+                .get(&plan.key)
+                .instrument(tracing::info_span!(target: SPAN_TARGET, "cache.lookup"))
+                .await
         {
             self.cache.saved(&hit);
             return Ok(replay(hit, delivery, true));
@@ -163,8 +178,8 @@ impl ChatCache {
             write: plan.write,
             flights: registered.then(|| self.flights.clone()),
         };
-        delivery.model = upstream.model;
-        spawn_producer(upstream.stream, flight, &delivery, Some(store));
+        delivery.model.clone_from(&upstream.model);
+        spawn_producer(upstream, flight, &delivery, Some(store));
         Ok(deliver(subscription, delivery, false))
     }
 }

@@ -39,6 +39,11 @@ pub enum ChatEvent {
         /// Set on cached answers: what this request cost, which is nothing.
         #[serde(skip_serializing_if = "Option::is_none")]
         billed_usage: Option<Usage>,
+
+        /// How long this request's model call took, for the gateway-overhead metric; `None`
+        /// when it made none (a cache hit, a replay). Never on the wire.
+        #[serde(skip)]
+        upstream_time: Option<std::time::Duration>,
     },
     Error {
         request_id: Arc<str>,
@@ -92,6 +97,8 @@ mod tests {
             latency_ms: 812,
             cached: false,
             billed_usage: None,
+            // Internal: never serialized.
+            upstream_time: Some(std::time::Duration::from_millis(800)),
         };
         assert_eq!(
             serde_json::to_string(&done).unwrap(),

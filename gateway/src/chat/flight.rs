@@ -7,19 +7,23 @@
 //! has gone the producer drops the upstream stream, which aborts the model call.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use nagare_cache::{CacheKey, CachedResponse, Flight, Flights, ResponseCache, Subscription};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use crate::chat::memory::Recorder;
-use crate::chat::{ChatEvent, ChatStream, Usage};
+use crate::chat::{ChatEvent, Usage};
 use crate::error::{Error, ErrorBody};
 use crate::provider::{ProviderEvent, ProviderStream, incomplete_stream};
 use crate::store::unix_now_ms;
+use crate::telemetry;
+
+/// A chat's events as the pipeline produces them, before the transport's watch.
+pub type EventStream = ReceiverStream<ChatEvent>;
 
 /// What moves from a flight's producer to each request in it.
 #[derive(Debug, Clone)]
@@ -32,6 +36,8 @@ pub enum Piece {
     Done {
         stop_reason: String,
         usage: Usage,
+        /// How long the model call took, from its start to its last event.
+        upstream_time: Duration,
     },
     Failed(ErrorBody),
 }
@@ -63,22 +69,22 @@ pub struct Store {
 pub struct Upstream {
     pub stream: ProviderStream,
     pub model: String,
+    /// When the call began (before retries and fallbacks), to time it.
+    pub opened_at: Instant,
+    /// The trace's model-call span, ended when the stream is.
+    pub span: Span,
 }
 
 /// Starts the upstream call for a request that shares with no one: its events come straight
 /// from the producer.
-pub async fn solo<F>(mut delivery: Delivery, upstream: F) -> Result<ChatStream, Error>
+pub async fn solo<F>(mut delivery: Delivery, upstream: F) -> Result<EventStream, Error>
 where
     F: Future<Output = Result<Upstream, Error>>,
 {
-    let Upstream { stream, model } = upstream.await?;
-    delivery.model = model;
+    let upstream = upstream.await?;
+    delivery.model.clone_from(&upstream.model);
     let (tx, rx) = mpsc::channel(delivery.capacity.max(1));
-    let producer = Producer {
-        store: None,
-        model: delivery.model.clone(),
-        started: delivery.started,
-    };
+    let (producer, stream) = Producer::new(upstream, None, delivery.started);
     let output = Output::Direct {
         tx,
         answer: delivery.recorder.as_ref().map(|_| String::new()),
@@ -90,19 +96,15 @@ where
 
 /// Runs the producer of `flight` in the background.
 pub fn spawn_producer(
-    upstream: ProviderStream,
+    upstream: Upstream,
     flight: Arc<Flight<Piece>>,
     d: &Delivery,
     store: Option<Store>,
 ) {
-    let producer = Producer {
-        store,
-        model: d.model.clone(),
-        started: d.started,
-    };
+    let (producer, stream) = Producer::new(upstream, store, d.started);
     tokio::spawn(
         producer
-            .run(upstream, Output::Flight(flight))
+            .run(stream, Output::Flight(flight))
             .in_current_span(),
     );
 }
@@ -169,10 +171,14 @@ impl Output {
         }
     }
 
-    async fn done(&mut self, stop_reason: String, usage: Usage) {
+    async fn done(&mut self, stop_reason: String, usage: Usage, upstream_time: Duration) {
         match self {
             Self::Flight(flight) => {
-                flight.push(Piece::Done { stop_reason, usage });
+                flight.push(Piece::Done {
+                    stop_reason,
+                    usage,
+                    upstream_time,
+                });
                 flight.finish();
             }
             Self::Direct {
@@ -180,7 +186,13 @@ impl Output {
                 delivery,
                 answer,
             } => {
-                let done = finish(delivery, answer.take(), stop_reason, usage, false).await;
+                let ended = Ended {
+                    stop_reason,
+                    usage,
+                    cached: false,
+                    upstream_time: Some(upstream_time),
+                };
+                let done = finish(delivery, answer.take(), ended).await;
                 let _ = tx.send(done).await;
             }
         }
@@ -208,9 +220,22 @@ struct Producer {
     store: Option<Store>,
     model: String,
     started: Instant,
+    opened_at: Instant,
+    span: Span,
 }
 
 impl Producer {
+    fn new(upstream: Upstream, store: Option<Store>, started: Instant) -> (Self, ProviderStream) {
+        let producer = Self {
+            store,
+            model: upstream.model,
+            started,
+            opened_at: upstream.opened_at,
+            span: upstream.span,
+        };
+        (producer, upstream.stream)
+    }
+
     async fn run(self, mut upstream: ProviderStream, mut output: Output) {
         let mut answer = CachedResponse {
             model: self.model.clone(),
@@ -272,7 +297,9 @@ impl Producer {
             latency_ms = self.started.elapsed().as_millis() as u64,
             "chat finished"
         );
-        output.done(stop_reason.clone(), usage).await;
+        let upstream_time = self.opened_at.elapsed();
+        telemetry::model_call_done(&self.span, &self.model, &usage, &stop_reason);
+        output.done(stop_reason.clone(), usage, upstream_time).await;
         if let Some(store) = self.store.as_ref().filter(|s| s.write) {
             answer.stop_reason = stop_reason;
             answer.input_tokens = usage.input_tokens;
@@ -284,6 +311,7 @@ impl Producer {
 
     async fn fail(&self, output: &Output, e: &Error) {
         log_failure(e, self.started);
+        telemetry::record_error(&self.span, e.code().as_str());
         output.failed(e.body()).await;
         self.land(output);
     }
@@ -314,7 +342,7 @@ pub fn log_failure(error: &Error, started: Instant) {
 }
 
 /// A request's own view of a flight: its events, its exchange recorded before its `done`.
-pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> ChatStream {
+pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> EventStream {
     let (tx, rx) = mpsc::channel(d.capacity.max(1));
     let task = async move {
         let mut answer = d.recorder.as_ref().map(|_| String::new());
@@ -347,9 +375,20 @@ pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> C
                         text,
                     }
                 }
-                Some(Piece::Done { stop_reason, usage }) => {
+                Some(Piece::Done {
+                    stop_reason,
+                    usage,
+                    upstream_time,
+                }) => {
                     drop(sub);
-                    let done = finish(&d, answer.take(), stop_reason, usage, cached).await;
+                    let ended = Ended {
+                        stop_reason,
+                        usage,
+                        cached,
+                        // A follower made no call of its own.
+                        upstream_time: (!cached).then_some(upstream_time),
+                    };
+                    let done = finish(&d, answer.take(), ended).await;
                     let _ = tx.send(done).await;
                     return;
                 }
@@ -371,7 +410,7 @@ pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> C
 
 /// A stored answer, streamed at once as its original deltas: a cache hit (`cached`), or the
 /// answer of a retried request id.
-pub fn replay(answer: Arc<CachedResponse>, mut d: Delivery, cached: bool) -> ChatStream {
+pub fn replay(answer: Arc<CachedResponse>, mut d: Delivery, cached: bool) -> EventStream {
     let (tx, rx) = mpsc::channel(d.capacity.max(1));
     let task = async move {
         // The model that wrote the answer, which a fallback may have been.
@@ -388,12 +427,17 @@ pub fn replay(answer: Arc<CachedResponse>, mut d: Delivery, cached: bool) -> Cha
                 return;
             }
         }
-        let usage = Usage {
-            input_tokens: answer.input_tokens,
-            output_tokens: answer.output_tokens,
+        let ended = Ended {
+            stop_reason: answer.stop_reason.clone(),
+            usage: Usage {
+                input_tokens: answer.input_tokens,
+                output_tokens: answer.output_tokens,
+            },
+            cached,
+            upstream_time: None,
         };
         let text = d.recorder.as_ref().map(|_| answer.text.clone());
-        let done = finish(&d, text, answer.stop_reason.clone(), usage, cached).await;
+        let done = finish(&d, text, ended).await;
         let _ = tx.send(done).await;
     };
     tokio::spawn(task.in_current_span());
@@ -409,18 +453,29 @@ fn start_event(d: &Delivery, cached: bool) -> ChatEvent {
     }
 }
 
-/// Records the exchange (when memory is on) and builds the final event: a `done` only once the
-/// exchange is saved. A `cached` answer cost nothing: its `billed_usage` is zero while `usage`
-/// reports what the model originally used.
-async fn finish(
-    d: &Delivery,
-    answer: Option<String>,
+/// How a chat's answer ended, for its `done`.
+struct Ended {
     stop_reason: String,
     usage: Usage,
     cached: bool,
-) -> ChatEvent {
+    upstream_time: Option<Duration>,
+}
+
+/// Records the exchange (when memory is on) and builds the final event: a `done` only once the
+/// exchange is saved. A `cached` answer cost nothing: its `billed_usage` is zero while `usage`
+/// reports what the model originally used.
+async fn finish(d: &Delivery, answer: Option<String>, ended: Ended) -> ChatEvent {
+    let Ended {
+        stop_reason,
+        usage,
+        cached,
+        upstream_time,
+    } = ended;
     if let (Some(recorder), Some(answer)) = (&d.recorder, answer)
-        && let Err(e) = recorder.record(&d.model, answer, usage, &stop_reason).await
+        && let Err(e) = recorder
+            .record(&d.model, answer, usage, &stop_reason)
+            .instrument(tracing::info_span!(target: telemetry::SPAN_TARGET, "history.append"))
+            .await
     {
         return ChatEvent::Error {
             request_id: d.request_id.clone(),
@@ -434,5 +489,6 @@ async fn finish(
         latency_ms: d.started.elapsed().as_millis() as u64,
         cached,
         billed_usage: cached.then_some(Usage::default()),
+        upstream_time,
     }
 }

@@ -6,6 +6,7 @@ mod event;
 mod flight;
 mod memory;
 mod models;
+mod observe;
 mod pipeline;
 mod reply;
 mod request;
@@ -16,7 +17,8 @@ pub use event::{ChatEvent, Usage};
 pub use flight::Upstream;
 pub use memory::{Memory, MemorySettings, estimate_tokens};
 pub use models::{ModelCatalog, RoutingSettings, Why};
-pub use pipeline::{ChatPipeline, ChatStream, PipelineOptions};
+pub use observe::ChatStream;
+pub use pipeline::{ChatPipeline, PipelineOptions};
 pub use reply::ChatReply;
 pub use request::{
     CacheMode, CacheScope, ChatRequest, InferenceParams, RequestLimits, parse_chat_request,

@@ -6,24 +6,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use nagare_authorizer::Principal;
-use nagare_cache::CachedResponse;
-use tokio_stream::wrappers::ReceiverStream;
+use nagare_cache::{CachedResponse, MetricsSnapshot};
 use tracing::{Instrument, field};
 
 use crate::chat::cache::CacheAsk;
-use crate::chat::flight::{self, Delivery, log_failure};
+use crate::chat::flight::{self, Delivery, EventStream, log_failure};
 use crate::chat::memory::Recall;
+use crate::chat::observe::Watch;
 use crate::chat::upstream;
 use crate::chat::{
-    ChatCache, ChatEvent, ChatRequest, Memory, ModelCatalog, RequestLimits, Route, estimate_tokens,
+    ChatCache, ChatRequest, ChatStream, Memory, ModelCatalog, RequestLimits, Route, estimate_tokens,
 };
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::provider::{Breakers, CircuitState, Message, ModelProvider, ProviderRequest, Role};
 use crate::store::{ConversationStore, Turn};
-
-/// The events of one chat. Dropping it cancels the upstream model call.
-pub type ChatStream = ReceiverStream<ChatEvent>;
+use crate::telemetry::{NoRecorder, Recorder, SPAN_TARGET};
 
 /// Knobs of the pipeline, from the config.
 #[derive(Debug, Clone)]
@@ -54,6 +52,7 @@ pub struct ChatPipeline {
     cache: Option<ChatCache>,
     limits: Option<Arc<Limits>>,
     breakers: Arc<Breakers>,
+    recorder: Arc<dyn Recorder>,
 }
 
 impl ChatPipeline {
@@ -70,7 +69,19 @@ impl ChatPipeline {
             cache: None,
             limits: None,
             breakers: Arc::new(Breakers::off()),
+            recorder: Arc::new(NoRecorder),
         }
+    }
+
+    /// Reports every chat to `recorder` (metrics).
+    pub fn with_recorder(mut self, recorder: Arc<dyn Recorder>) -> Self {
+        self.recorder = recorder;
+        self
+    }
+
+    /// The response cache's counters, when the cache is on.
+    pub fn cache_snapshot(&self) -> Option<MetricsSnapshot> {
+        self.cache.as_ref().map(ChatCache::snapshot)
     }
 
     /// Skips models whose circuit `breakers` has opened, for their fallbacks.
@@ -127,6 +138,30 @@ impl ChatPipeline {
         request: ChatRequest,
         started: Instant,
     ) -> Result<ChatStream, Error> {
+        let asked = request.model.as_deref().unwrap_or(&self.models.default);
+        let watch = Watch::new(
+            self.recorder.clone(),
+            route,
+            &principal.tenant,
+            asked,
+            started,
+        );
+        match self.events(principal, route, request, started).await {
+            Ok(events) => Ok(ChatStream::watched(events, watch)),
+            Err(e) => {
+                watch.failed(e.code());
+                Err(e)
+            }
+        }
+    }
+
+    async fn events(
+        &self,
+        principal: &Principal,
+        route: Route,
+        request: ChatRequest,
+        started: Instant,
+    ) -> Result<EventStream, Error> {
         let request_id: Arc<str> = Arc::from(request.id());
         let span = tracing::info_span!(
             "chat",
@@ -137,7 +172,8 @@ impl ChatPipeline {
 
         // The transport verified `principal` before it got here.
         if let Some(limits) = &self.limits {
-            limits.admit(principal).await?;
+            let span = tracing::info_span!(target: SPAN_TARGET, "limits.admit");
+            limits.admit(principal).instrument(span).await?;
         }
         let (name, why) = self.models.pick(&request, &principal.tenant)?;
         let model_id = self.models.resolve(Some(name), self.provider.as_ref())?;
@@ -152,7 +188,11 @@ impl ChatPipeline {
                 ));
             }
             None => (Vec::new(), None),
-            Some(memory) => match memory.recall(principal, &request, &model_id).await? {
+            Some(memory) => match memory
+                .recall(principal, &request, &model_id)
+                .instrument(tracing::info_span!(target: SPAN_TARGET, "history.load"))
+                .await?
+            {
                 Recall::Replay {
                     conversation_id,
                     answer,
@@ -216,7 +256,10 @@ impl ChatPipeline {
             };
             let input = estimate_prompt_tokens(&provider_request);
             let max_tokens = provider_request.inference.max_tokens;
-            let reservation = limits.reserve(principal, input, max_tokens).await?;
+            let reservation = limits
+                .reserve(principal, input, max_tokens)
+                .instrument(tracing::info_span!(target: SPAN_TARGET, "limits.reserve"))
+                .await?;
             let opened = match limits.upstream_slot().await {
                 Ok(slot) => {
                     upstream::open(provider, breakers, provider_request, &chain, slot).await
@@ -264,7 +307,7 @@ fn replay_turn(
     answer: Turn,
     started: Instant,
     capacity: usize,
-) -> ChatStream {
+) -> EventStream {
     let usage = answer.usage.unwrap_or_default();
     let stored = CachedResponse {
         model: model.clone(),
@@ -291,6 +334,7 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
+    use crate::chat::ChatEvent;
     use crate::chat::test_support::{alice, mock_pipeline};
 
     fn request(body: &str) -> ChatRequest {

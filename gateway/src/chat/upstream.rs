@@ -2,12 +2,16 @@
 //! whose circuit is open. The provider has already retried each one (`ResilientProvider`); a
 //! fallback is for when that was not enough.
 
+use std::time::Instant;
+
 use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 use crate::chat::flight::Upstream;
 use crate::error::Error;
-use crate::provider::{Breakers, ModelProvider, ProviderRequest};
+use crate::provider::{Breakers, ModelProvider, ProviderRequest, ProviderStream};
+use crate::telemetry;
 
 /// Failures that say the model (not the request) is in trouble: these count against its circuit
 /// and move on to the next model.
@@ -26,10 +30,49 @@ fn model_trouble(error: &Error) -> bool {
 pub async fn open(
     provider: &dyn ModelProvider,
     breakers: &Breakers,
-    mut request: ProviderRequest,
+    request: ProviderRequest,
     chain: &[String],
     slot: Option<OwnedSemaphorePermit>,
 ) -> Result<Upstream, Error> {
+    let opened_at = Instant::now();
+    let first = chain.first().map_or("", String::as_str);
+    let span = telemetry::model_call_span(provider.name(), first, request.inference.max_tokens);
+    match first_working(provider, breakers, request, chain)
+        .instrument(span.clone())
+        .await
+    {
+        Ok((stream, model)) => {
+            // The slot is held by the stream, so it frees when the stream ends or is dropped.
+            let stream = match slot {
+                Some(slot) => stream
+                    .map(move |event| {
+                        let _held = &slot;
+                        event
+                    })
+                    .boxed(),
+                None => stream,
+            };
+            Ok(Upstream {
+                stream,
+                model,
+                opened_at,
+                span,
+            })
+        }
+        Err(e) => {
+            telemetry::record_error(&span, e.code().as_str());
+            Err(e)
+        }
+    }
+}
+
+/// The stream of the first model in `chain` that answers, and that model.
+async fn first_working(
+    provider: &dyn ModelProvider,
+    breakers: &Breakers,
+    mut request: ProviderRequest,
+    chain: &[String],
+) -> Result<(ProviderStream, String), Error> {
     let mut last = None;
     for model in chain {
         if !breakers.allow(model) {
@@ -45,20 +88,7 @@ pub async fn open(
                 if model != &chain[0] {
                     tracing::info!(model = %model, "served by a fallback model");
                 }
-                // The slot is held by the stream, so it frees when the stream ends or is dropped.
-                let stream = match slot {
-                    Some(slot) => stream
-                        .map(move |event| {
-                            let _held = &slot;
-                            event
-                        })
-                        .boxed(),
-                    None => stream,
-                };
-                return Ok(Upstream {
-                    stream,
-                    model: model.clone(),
-                });
+                return Ok((stream, model.clone()));
             }
             Err(e) if model_trouble(&e) => {
                 breakers.record(model, false);

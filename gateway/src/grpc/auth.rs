@@ -3,20 +3,27 @@
 
 use nagare_authorizer::{AuthError, Principal, token};
 use tonic::metadata::MetadataMap;
+use tracing::Instrument;
 
 use crate::error::Error;
 use crate::http::AppState;
+use crate::telemetry::SPAN_TARGET;
 
 /// The caller, or the error table's `unauthorized` / `forbidden` / `upstream_unavailable`.
 pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> Result<Principal, Error> {
     let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
     let result = match token::find(authorization, None, None) {
         None => Err(AuthError::MissingToken),
-        Some(raw) => state.verifier.verify(raw).await.and_then(|principal| {
-            principal
-                .require_scope(&state.chat_scope)
-                .map(|()| principal)
-        }),
+        Some(raw) => state
+            .verifier
+            .verify(raw)
+            .instrument(tracing::info_span!(target: SPAN_TARGET, "auth"))
+            .await
+            .and_then(|principal| {
+                principal
+                    .require_scope(&state.chat_scope)
+                    .map(|()| principal)
+            }),
     };
     result.map_err(|e| {
         tracing::info!(reason = e.kind(), "gRPC call refused by authentication");

@@ -221,6 +221,7 @@ fn message(event: ChatEvent, request_id: &str) -> Result<pb::ChatEvent, Status> 
             latency_ms,
             cached,
             billed_usage,
+            ..
         } => Event::Done(pb::Done {
             request_id: request_id.to_string(),
             stop_reason,

@@ -6,6 +6,7 @@ mod auth;
 mod chat;
 mod conversations;
 mod deadline;
+mod observe;
 mod status;
 
 use std::future::Future;
@@ -22,6 +23,9 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::http::AppState;
+
+/// Every gRPC route, each call traced and counted.
+pub type GrpcRoutes = observe::Observed<Routes>;
 
 /// `[grpc]` settings.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -62,7 +66,8 @@ const SERVICES: &[&str] = &["nagare.v1.ChatService", "nagare.v1.ConversationServ
 pub fn routes(
     state: AppState,
     settings: &GrpcSettings,
-) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
+) -> Result<(GrpcRoutes, HealthReporter), tonic_reflection::server::Error> {
+    let metrics = state.metrics.clone();
     let limit = settings.max_message_bytes;
     let chat =
         ChatServiceServer::new(chat::ChatApi::new(state.clone())).max_decoding_message_size(limit);
@@ -81,6 +86,10 @@ pub fn routes(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .prepare();
+    let routes = observe::Observed {
+        inner: routes,
+        metrics,
+    };
     Ok((routes, reporter))
 }
 
@@ -100,7 +109,7 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 /// included, and answer DEADLINE_EXCEEDED.
 pub async fn serve(
     listener: TcpListener,
-    routes: Routes,
+    routes: GrpcRoutes,
     mut health: HealthReporter,
     settings: &GrpcSettings,
     shutdown: impl Future<Output = ()> + Send,

@@ -6,10 +6,12 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use nagare_authorizer::{AuthError, AuthFailure, token};
+use tracing::Instrument;
 
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::{AppState, header_request_id};
+use crate::telemetry::SPAN_TARGET;
 
 /// Verifies the caller and puts its [`nagare_authorizer::Principal`] into the request's extensions.
 pub async fn require_chat_scope(
@@ -36,7 +38,12 @@ pub async fn require_chat_scope(
     );
     let result = match found {
         None => Err(AuthError::MissingToken),
-        Some(raw) => match state.verifier.verify(raw).await {
+        Some(raw) => match state
+            .verifier
+            .verify(raw)
+            .instrument(tracing::info_span!(target: SPAN_TARGET, "auth"))
+            .await
+        {
             Ok(principal) => principal
                 .require_scope(&state.chat_scope)
                 .map(|()| principal),

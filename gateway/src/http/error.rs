@@ -47,6 +47,8 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        // For the request metrics and the server span.
+        response.extensions_mut().insert(self.body.code);
         if let Some(ms) = self.body.retry_after_ms {
             // Retry-After counts whole seconds; round up so a client never retries early.
             let secs = ms.div_ceil(1000).max(1);

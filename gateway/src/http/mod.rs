@@ -4,6 +4,7 @@ mod auth;
 mod chat;
 mod conversations;
 mod error;
+mod observe;
 #[cfg(test)]
 mod tests;
 mod ws;
@@ -28,7 +29,9 @@ use tokio::net::TcpListener;
 use crate::chat::ChatPipeline;
 use crate::error::Error;
 use crate::store::ConversationStore;
+use crate::telemetry::Metrics;
 use crate::ws::WsSettings;
+use prometheus_client::registry::Registry;
 
 pub use error::ApiError;
 
@@ -43,6 +46,10 @@ pub struct AppState {
     /// False once shutdown has begun, so load balancers stop sending new work.
     pub ready: Arc<AtomicBool>,
     pub ws: WsSettings,
+    /// Request counts and the WebSocket gauge; `None` when metrics are off.
+    pub metrics: Option<Metrics>,
+    /// What `GET /metrics` encodes.
+    pub registry: Option<Arc<Registry>>,
 }
 
 impl AppState {
@@ -59,6 +66,8 @@ impl AppState {
             body_limit,
             ready: Arc::new(AtomicBool::new(true)),
             ws: WsSettings::default(),
+            metrics: None,
+            registry: None,
         }
     }
 
@@ -70,6 +79,13 @@ impl AppState {
             .ok_or_else(|| {
                 Error::NotFound("conversation memory is not enabled on this server".into())
             })
+    }
+
+    /// Counts requests into `metrics` and serves them, with the pipeline's, on `GET /metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.registry = Some(Arc::new(metrics.registry(self.pipeline.clone())));
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Replaces the WebSocket settings.
@@ -121,7 +137,12 @@ pub fn router(state: AppState) -> Router {
         ))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(observe::metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .with_state(state)
 }
 

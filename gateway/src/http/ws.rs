@@ -7,8 +7,10 @@ use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use futures::StreamExt;
 use nagare_authorizer::Principal;
+use tracing::Instrument;
 
 use crate::http::AppState;
+use crate::telemetry::{Metrics, SPAN_TARGET};
 use crate::ws;
 
 /// The subprotocol the server speaks; browsers that pass their token as `bearer.<jwt>` must also
@@ -42,8 +44,15 @@ pub async fn upgrade(
     }
     let settings = state.ws.clone();
     let pipeline = state.pipeline.clone();
-    upgrade.on_upgrade(move |socket| async move {
-        let (sink, stream) = socket.split();
-        ws::run(sink, stream, pipeline, principal, settings).await;
+    let open = state.metrics.as_ref().map(Metrics::websocket_open);
+    // The session outlives this request; its chats join the upgrade's trace through this span.
+    let session = tracing::info_span!(target: SPAN_TARGET, "websocket.session");
+    upgrade.on_upgrade(move |socket| {
+        async move {
+            let _open = open;
+            let (sink, stream) = socket.split();
+            ws::run(sink, stream, pipeline, principal, settings).await;
+        }
+        .instrument(session)
     })
 }

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::error::StartupError;
 use crate::push::ApiGatewayPusher;
 use crate::server;
+use crate::telemetry::{Emf, NoRecorder, Recorder};
 
 /// Builds the WebSocket function from the config, once per Lambda instance. `this_function` is
 /// `AWS_LAMBDA_FUNCTION_NAME`, the default target of the asynchronous hand-off.
@@ -35,10 +36,16 @@ pub async fn build(
                     .into(),
             )
         })?;
-    let provider = server::build_provider(config).await?;
+    // Metrics leave as Embedded Metric Format lines on stdout, which CloudWatch Logs reads.
+    let recorder: Arc<dyn Recorder> = if config.metrics.enabled {
+        Arc::new(Emf::new(&config.metrics.emf_namespace, std::io::stdout()))
+    } else {
+        Arc::new(NoRecorder)
+    };
+    let provider = server::build_provider(config, recorder.clone()).await?;
     let stores = server::build_stores(config).await?;
     Ok(WsFunction {
-        pipeline: Arc::new(server::build_pipeline(config, provider, &stores)?),
+        pipeline: Arc::new(server::build_pipeline(config, provider, &stores, recorder)?),
         store: stores.connections,
         pusher: Arc::new(ApiGatewayPusher::new(sdk.clone())),
         invoker: Arc::new(LambdaInvoker::new(

@@ -50,6 +50,15 @@ impl CircuitState {
             Self::HalfOpen => "half_open",
         }
     }
+
+    /// The `circuit_state` gauge's value: 0 closed, 1 half-open, 2 open.
+    pub fn level(self) -> i64 {
+        match self {
+            Self::Closed => 0,
+            Self::HalfOpen => 1,
+            Self::Open => 2,
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::provider::{
     BreakerSettings, ModelProvider, ProviderEvent, ProviderRequest, ProviderStream,
 };
+use crate::telemetry::{NoRecorder, Recorder};
 
 /// `[upstream]` settings.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -59,11 +60,22 @@ impl Default for UpstreamSettings {
 pub struct ResilientProvider {
     inner: Arc<dyn ModelProvider>,
     settings: UpstreamSettings,
+    recorder: Arc<dyn Recorder>,
 }
 
 impl ResilientProvider {
     pub fn new(inner: Arc<dyn ModelProvider>, settings: UpstreamSettings) -> Self {
-        Self { inner, settings }
+        Self {
+            inner,
+            settings,
+            recorder: Arc::new(NoRecorder),
+        }
+    }
+
+    /// Counts every retry in `recorder`.
+    pub fn with_recorder(mut self, recorder: Arc<dyn Recorder>) -> Self {
+        self.recorder = recorder;
+        self
     }
 
     /// One call, up to its first event: the stream with that event put back in front.
@@ -162,6 +174,7 @@ impl ResilientProvider {
                 code = error.code().as_str(),
                 "retrying the model call"
             );
+            self.recorder.retry(&request.model_id);
             tokio::time::sleep(wait).await;
         };
         Ok(stream)

@@ -163,6 +163,7 @@ mod tests {
             latency_ms: 1,
             cached: false,
             billed_usage: None,
+            upstream_time: None,
         };
         assert_eq!(texts(&c.push(&done, t0)), ["b", "done"]);
     }

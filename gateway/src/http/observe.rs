@@ -1,0 +1,56 @@
+//! Every HTTP request's server span (continuing the caller's `traceparent`) and its count and
+//! latency by route and error code; and `GET /metrics`.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use crate::error::{Error, ErrorCode};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::telemetry::{self, CONTENT_TYPE, Metrics};
+
+/// Wraps every route. The route label is the matched pattern (`/v1/conversations/{id}`), never
+/// the raw path, so ids cannot grow the label set.
+pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let span = telemetry::http_span(request.method(), &route, request.headers());
+    let response = next.run(request).instrument(span.clone()).await;
+    let code = response
+        .extensions()
+        .get::<ErrorCode>()
+        .map_or("ok", |c| c.as_str());
+    if !span.is_disabled() {
+        span.record("http.response.status_code", response.status().as_u16());
+        if code != "ok" {
+            telemetry::record_error(&span, code);
+        }
+    }
+    if let Some(metrics) = &state.metrics {
+        metrics.request("http", &route, code, started.elapsed());
+    }
+    response
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(registry) = &state.registry else {
+        let error =
+            Error::NotFound("metrics are off on this server (metrics.enabled = false)".into());
+        return ApiError::new(&error, uuid::Uuid::new_v4().to_string()).into_response();
+    };
+    let mut response = Metrics::encode(registry).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    response
+}
