@@ -13,6 +13,7 @@ use nagare_gateway::chat::{ChatPipeline, ModelCatalog, PipelineOptions};
 use nagare_gateway::grpc::{self, GrpcSettings};
 use nagare_gateway::http::{self, AppState};
 use nagare_gateway::provider::{BedrockProvider, BedrockSettings, ModelProvider};
+use nagare_gateway::telemetry::Metrics;
 use nagare_gateway::ws::WsSettings;
 
 /// The dev-mode secret of test gateways.
@@ -160,6 +161,15 @@ impl Gateway {
         Self::start_pipeline(Arc::new(pipeline), verifier, WsSettings::default()).await
     }
 
+    /// [`Gateway::serving`] with `GET /metrics` and request counts in `metrics` (give the
+    /// pipeline the same `metrics` as its recorder to count chats too).
+    pub async fn serving_metrics(pipeline: ChatPipeline, metrics: Metrics) -> anyhow::Result<Self> {
+        let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET))?;
+        let state = AppState::new(Arc::new(pipeline), Arc::new(verifier), "chat", 256 * 1024)
+            .with_metrics(metrics);
+        Self::start_state(state).await
+    }
+
     /// Starts the router and the gRPC services around a pipeline of the test's own (with
     /// memory, say).
     pub async fn start_pipeline(
@@ -168,6 +178,10 @@ impl Gateway {
         ws: WsSettings,
     ) -> anyhow::Result<Self> {
         let state = AppState::new(pipeline, Arc::new(verifier), "chat", 256 * 1024).with_ws(ws);
+        Self::start_state(state).await
+    }
+
+    async fn start_state(state: AppState) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

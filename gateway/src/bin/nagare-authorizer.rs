@@ -9,6 +9,7 @@ use nagare_authorizer::Verifier;
 use nagare_authorizer::lambda::authorize;
 use nagare_gateway::config::{self, Overrides, ProcessEnv};
 use nagare_gateway::telemetry;
+use tracing::Instrument;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -20,7 +21,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>| {
             let (verifier, scope) = (verifier.clone(), scope.clone());
-            async move { authorize(&verifier, &scope, &event.payload).await }
+            let span = tracing::info_span!(
+                "invocation",
+                aws_request_id = %event.context.request_id,
+                apigw_request_id = event.payload.request_context.request_id.as_deref()
+            );
+            async move {
+                authorize(&verifier, &scope, &event.payload)
+                    .instrument(span)
+                    .await
+            }
         },
     ))
     .await

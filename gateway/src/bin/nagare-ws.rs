@@ -7,6 +7,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use nagare_gateway::config::{self, Overrides, ProcessEnv};
 use nagare_gateway::{lambda, telemetry};
 use serde_json::Value;
+use tracing::Instrument;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -16,7 +17,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let function = Arc::new(lambda::build(&config, this_function).await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let function = function.clone();
-        async move { function.handle(event.payload).await }
+        let span = lambda::invocation_span(&event.context.request_id, &event.payload);
+        async move { function.handle(event.payload).instrument(span).await }
     }))
     .await
 }

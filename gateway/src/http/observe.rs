@@ -30,7 +30,11 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         .get::<ErrorCode>()
         .map_or("ok", |c| c.as_str());
     if !span.is_disabled() {
-        span.record("http.response.status_code", response.status().as_u16());
+        // As i64: OpenTelemetry has no unsigned integers.
+        span.record(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()),
+        );
         if code != "ok" {
             telemetry::record_error(&span, code);
         }

@@ -57,6 +57,19 @@ pub async fn build(
     })
 }
 
+/// The span of one invocation: every log line inside it carries the Lambda request id and, for
+/// an API Gateway event, API Gateway's request id.
+pub fn invocation_span(lambda_request_id: &str, event: &serde_json::Value) -> tracing::Span {
+    let apigw = event
+        .pointer("/requestContext/requestId")
+        .and_then(serde_json::Value::as_str);
+    tracing::info_span!(
+        "invocation",
+        aws_request_id = lambda_request_id,
+        apigw_request_id = apigw
+    )
+}
+
 /// `[lambda]` settings of the WebSocket function.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -13,6 +13,9 @@ use serde_json::{Map, Value, json};
 use crate::store::unix_now_ms;
 use crate::telemetry::record::{ChatRecord, Recorder};
 
+/// One EMF directive: a dimension set and its metrics as (name, unit).
+type Directive<'a> = (&'a [&'a str], Vec<(&'a str, &'a str)>);
+
 /// Writes EMF lines to `out` (stdout in Lambda).
 pub struct Emf<W> {
     namespace: String,
@@ -29,7 +32,7 @@ impl<W: Write + Send + 'static> Emf<W> {
 
     /// Writes one EMF object: `directives` are (dimension set, [(metric, unit)]) pairs whose
     /// members `values` holds.
-    fn emit(&self, directives: &[(&[&str], Vec<(&str, &str)>)], values: Map<String, Value>) {
+    fn emit(&self, directives: &[Directive<'_>], values: Map<String, Value>) {
         let metrics: Vec<Value> = directives
             .iter()
             .map(|(dimensions, metrics)| {

@@ -175,7 +175,7 @@ pub fn model_call_span(provider: &str, model: &str, max_tokens: Option<u32>) -> 
         gen_ai.operation.name = "chat",
         gen_ai.system = system,
         gen_ai.request.model = model,
-        gen_ai.request.max_tokens = max_tokens,
+        gen_ai.request.max_tokens = max_tokens.map(i64::from),
         gen_ai.response.model = tracing::field::Empty,
         gen_ai.usage.input_tokens = tracing::field::Empty,
         gen_ai.usage.output_tokens = tracing::field::Empty,
@@ -190,8 +190,10 @@ pub fn model_call_done(span: &Span, model: &str, usage: &Usage, stop_reason: &st
         return;
     }
     span.record("gen_ai.response.model", model);
-    span.record("gen_ai.usage.input_tokens", usage.input_tokens);
-    span.record("gen_ai.usage.output_tokens", usage.output_tokens);
+    // As i64: OpenTelemetry has no unsigned integers.
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    span.record("gen_ai.usage.input_tokens", count(usage.input_tokens));
+    span.record("gen_ai.usage.output_tokens", count(usage.output_tokens));
     // An array attribute, which `tracing` fields cannot express.
     let reasons = Array::String(vec![StringValue::from(stop_reason.to_owned())]);
     span.set_attribute("gen_ai.response.finish_reasons", Value::Array(reasons));

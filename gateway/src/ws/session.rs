@@ -12,6 +12,7 @@ use nagare_authorizer::Principal;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::chat::{ChatPipeline, ChatRequest, Route};
 use crate::error::Error;
@@ -232,10 +233,12 @@ async fn start_chat(
         return conn.send_error(Some(&request_id), &e).await;
     }
     let (conn, pipeline, principal) = (conn.clone(), pipeline.clone(), principal.clone());
-    tokio::spawn(async move {
+    // In the session's span, so each chat joins the upgrade's trace.
+    let task = async move {
         chat(&conn, &pipeline, &principal, request, &request_id, &cancel).await;
         conn.finish(&request_id);
-    });
+    };
+    tokio::spawn(task.in_current_span());
     true
 }
 
