@@ -17,6 +17,7 @@ use nagare_authorizer::{AuthSettings, Verifier};
 use nagare_gateway::lambda::{LambdaInvoker, LambdaWsSettings, WsFunction};
 use nagare_gateway::push::{ApiGatewayPusher, MAX_POST_BYTES};
 use nagare_gateway::store::{DynamoConnectionStore, unix_now};
+use nagare_gateway::telemetry::Emf;
 use nagare_gateway::ws::WsSettings;
 use nagare_tests::fake_apigw::{ApiGatewayEmulator, Authorizer, Function};
 use nagare_tests::fake_bedrock::HUGE_DELTA;
@@ -24,15 +25,19 @@ use nagare_tests::fake_lambda::{Invocation, Outcome, workspace_binary};
 use nagare_tests::harness::{DEV_SECRET, test_pipeline};
 use nagare_tests::ws_client::{self, Ws, joined_text, next, send, until_done};
 use nagare_tests::{
-    FakeBedrock, FakeLambdaRuntime, bedrock_provider, dev_token, moto, test_sdk_config,
+    FakeBedrock, FakeLambdaRuntime, INSTALL_PYTHON, bedrock_provider, dev_token, moto, python,
+    test_sdk_config,
 };
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
 const STAGE: &str = "test";
 
 struct Aws {
     emulator: ApiGatewayEmulator,
+    /// What the function's metrics wrote: Embedded Metric Format lines.
+    emf: Lines,
     bedrock: FakeBedrock,
     dynamodb: aws_sdk_dynamodb::Client,
     table: String,
@@ -64,12 +69,15 @@ impl Aws {
                 .endpoint_url(emulator.lambda_endpoint())
                 .build(),
         );
+        let emf = Lines::default();
+        let pipeline = test_pipeline(
+            Arc::new(bedrock_provider(&bedrock.url())),
+            "fake",
+            &["fake.slow", "fake.stall", "fake.huge"],
+        )
+        .with_recorder(Arc::new(Emf::new("Nagare", emf.clone())));
         let function = Arc::new(WsFunction {
-            pipeline: Arc::new(test_pipeline(
-                Arc::new(bedrock_provider(&bedrock.url())),
-                "fake",
-                &["fake.slow", "fake.stall", "fake.huge"],
-            )),
+            pipeline: Arc::new(pipeline),
             store: Arc::new(DynamoConnectionStore::new(dynamodb.clone(), &table)),
             pusher: Arc::new(ApiGatewayPusher::new(sdk)),
             invoker: Arc::new(LambdaInvoker::new(lambda, "nagare-ws")),
@@ -88,6 +96,7 @@ impl Aws {
         emulator.attach(handler);
         Self {
             emulator,
+            emf,
             bedrock,
             dynamodb,
             table,
@@ -146,6 +155,43 @@ impl Aws {
 }
 
 /// Sends the chat frame `{"message": "hi"}` to `model` as `request_id`.
+/// A writer the test reads back.
+#[derive(Clone, Default)]
+struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The EMF documents in `text`, each checked against the EMF specification by
+/// tests/python/check_emf.py.
+fn emf_documents(text: &[u8]) -> Vec<Value> {
+    use std::io::Write;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/check_emf.py");
+    let mut child = std::process::Command::new(python())
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}; {INSTALL_PYTHON}", python().display()));
+    child.stdin.take().unwrap().write_all(text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not valid EMF: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(text)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 async fn send_chat(ws: &mut Ws, model: &str, request_id: &str) {
     let frame =
         json!({"action": "chat", "message": "hi", "model": model, "request_id": request_id});
@@ -470,6 +516,36 @@ async fn every_post_fits_a_websocket_frame() {
     assert!(frames.len() > 5, "{}", frames.len());
 }
 
+#[tokio::test]
+async fn every_chat_leaves_one_valid_emf_line() {
+    let aws = Aws::default().await;
+    let (mut ws, _) = aws.connect().await;
+    send_chat(&mut ws, "fake", "m1").await;
+    let frames = until_done(&mut ws, "m1").await;
+    let done = frames.last().unwrap();
+    assert_eq!(done["type"], "done");
+    let documents = emf_documents(&aws.emf.0.lock().unwrap());
+    assert_eq!(documents.len(), 1, "{documents:?}");
+    let line = &documents[0];
+    assert_eq!(line["Route"], "lambda_websocket");
+    assert_eq!(line["Code"], "ok");
+    assert_eq!(line["Model"], "fake");
+    assert_eq!(line["Tenant"], "alice");
+    assert_eq!(line["Chats"], 1);
+    assert_eq!(line["OutputTokens"], done["usage"]["output_tokens"]);
+    assert!(line["GatewayOverhead"].as_f64().unwrap() >= 0.0);
+    assert!(line["TimeToFirstDelta"].as_f64().unwrap() <= line["Latency"].as_f64().unwrap());
+    // The tenant is a property, never a dimension: dimensions are bounded.
+    assert!(!line["_aws"].to_string().contains("Tenant"));
+
+    send_chat(&mut ws, "fake.unknown-model", "m2").await;
+    let frames = until_done(&mut ws, "m2").await;
+    assert_eq!(frames.last().unwrap()["type"], "error");
+    let documents = emf_documents(&aws.emf.0.lock().unwrap());
+    assert_eq!(documents.len(), 2);
+    assert_eq!(documents[1]["Code"], frames.last().unwrap()["code"]);
+}
+
 /// The `nagare-ws` binary under the Lambda Runtime API, configured only through the environment
 /// as on AWS: `$connect` stores the connection in DynamoDB, `$disconnect` deletes it, and a
 /// `$connect` without the authorizer's subject is refused.
@@ -486,7 +562,7 @@ async fn the_nagare_ws_binary_serves_connect_and_disconnect() {
         .env("AWS_ENDPOINT_URL_DYNAMODB", moto::url())
         .env("NAGARE__STORE__KIND", "dynamodb")
         .env("NAGARE__STORE__CONNECTIONS_TABLE", &table)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -496,12 +572,13 @@ async fn the_nagare_ws_binary_serves_connect_and_disconnect() {
                 "routeKey": route, "eventType": "CONNECT", "stage": "prod",
                 "domainName": "abc.execute-api.us-east-1.amazonaws.com",
                 "connectionId": "bin-conn=", "connectedAt": 0, "requestTimeEpoch": 0,
+                "requestId": "apigw-request-1",
                 "identity": {"sourceIp": "127.0.0.1"}, "authorizer": authorizer,
             },
             "isBase64Encoded": false,
         })
     };
-    let status = async |event: Value| {
+    let invoke = async |event: Value| {
         runtime.invoke(event).await;
         match runtime
             .result(Duration::from_secs(30))
@@ -510,16 +587,35 @@ async fn the_nagare_ws_binary_serves_connect_and_disconnect() {
         {
             Invocation {
                 outcome: Outcome::Response(r),
-                ..
-            } => r["statusCode"].clone(),
+                request_id,
+            } => (r["statusCode"].clone(), request_id),
             other => panic!("{other:?}"),
         }
     };
+    let status = async |event: Value| invoke(event).await.0;
 
+    let (refused, lambda_request_id) = invoke(event("$connect", json!({"principalId": "x"}))).await;
+    assert_eq!(refused, 403);
+    // The refusal's log line carries both request ids, from the invocation's span.
+    let mut logs = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), logs.next_line())
+            .await
+            .expect("no log line within 10 s")
+            .unwrap()
+            .expect("stdout closed");
+        if line.contains("without an authorizer subject") {
+            break serde_json::from_str::<Value>(&line).unwrap();
+        }
+    };
+    let invocation = &line["span"];
     assert_eq!(
-        status(event("$connect", json!({"principalId": "x"}))).await,
-        403
+        invocation["aws_request_id"],
+        lambda_request_id.as_str(),
+        "{line}"
     );
+    assert_eq!(invocation["apigw_request_id"], "apigw-request-1", "{line}");
+    tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
     let context =
         json!({"principalId": "alice", "sub": "alice", "tenant": "acme", "scopes": "chat"});
     assert_eq!(status(event("$connect", context.clone())).await, 200);
