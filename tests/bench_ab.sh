@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# A/B overhead of two `nagare` binaries: the same /v1/chat request at the same open-loop rate,
+# through each to the fake Bedrock, in ABBA order over ROUNDS rounds, each round beside a direct
+# run to the fake. Use it to check that a change costs nothing measurable, e.g.:
+#   git worktree add /tmp/base HEAD~1 && (cd /tmp/base && cargo build --release --bin nagare)
+#   tests/bench_ab.sh /tmp/base/target/release/nagare target/release/nagare
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# = 2 ] || { echo "usage: $0 BINARY_A BINARY_B" >&2; exit 2; }
+a=$1 b=$2
+rounds=${ROUNDS:-4} seconds=${BENCH_SECONDS:-10} rate=${BENCH_RATE:-1000}
+cargo build --release --locked --bin nagare-load --bin fake-bedrock >&2
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+start() {
+  local var=$1 log=$2; shift 2
+  "$@" >"$log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 200); do
+    url=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n1 | sed 's/listening on //' || true)
+    if [ -n "$url" ]; then printf -v "$var" '%s' "$url"; return 0; fi
+    sleep 0.05
+  done
+  echo "server did not start: $*" >&2; cat "$log" >&2; return 1
+}
+start fake "$work/fake.log" target/release/fake-bedrock
+token=$("$b" token --sub bench --data-dir "$work/data")
+# Nothing but the pipeline: no cache, no memory, no limits (one token sends everything).
+export NAGARE__RATE_LIMITS__REQUESTS_PER_MINUTE=0 NAGARE__RATE_LIMITS__TOKENS_PER_MINUTE=0
+export NAGARE__CACHE__ENABLED=false NAGARE__MEMORY__ENABLED=false
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+export NAGARE__PROVIDER__BEDROCK__ENDPOINT_URL="$fake" NAGARE__MODELS__DEFAULT=bench.model NAGARE__MODELS__ALLOW='["bench.model"]'
+load() { target/release/nagare-load --seconds "$seconds" --warmup 2 --json --connections 32 --rate "$rate" "$@"; }
+for round in $(seq 1 "$rounds"); do
+  load --url "$fake/model/bench.model/converse-stream" \
+    --body '{"messages":[{"role":"user","content":[{"text":"hello"}]}]}' >"$work/direct-$round.json"
+  order="a b"; [ $((round % 2)) = 0 ] && order="b a"
+  for v in $order; do
+    bin=$a; [ "$v" = b ] && bin=$b
+    start gw "$work/gw.log" "$bin" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$work/data" --provider bedrock
+    load --url "$gw/v1/chat" --header "authorization: Bearer $token" >"$work/$v-$round.json"
+    kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+  done
+done
+python3 - "$work" "$rounds" <<'PY'
+import json, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+print("overhead = through Nagare minus direct, same round; ms")
+print("| round | A p50 | B p50 | A p99 | B p99 |")
+print("|---|---|---|---|---|")
+over = {"a": {"p50": [], "p99": []}, "b": {"p50": [], "p99": []}}
+for r in range(1, rounds + 1):
+    d = json.load(open(f"{work}/direct-{r}.json"))["latency_ms"]
+    row = {}
+    for v in "ab":
+        x = json.load(open(f"{work}/{v}-{r}.json"))
+        assert not x["errors"], x["errors"]
+        for p in ("p50", "p99"):
+            row[v, p] = x["latency_ms"][p] - d[p]
+            over[v][p].append(row[v, p])
+    print(f"| {r} | {row['a','p50']:.3f} | {row['b','p50']:.3f} | {row['a','p99']:.3f} | {row['b','p99']:.3f} |")
+m = lambda v, p: statistics.median(over[v][p])
+print(f"| median | {m('a','p50'):.3f} | {m('b','p50'):.3f} | {m('a','p99'):.3f} | {m('b','p99'):.3f} |")
+PY
