@@ -76,6 +76,9 @@ echo "3/13 fake Bedrock direct, open loop at $rate req/s" >&2
 load --url "$fake/model/bench.model/converse-stream" --body "$direct_body" --connections 32 --rate "$rate" >"$work/direct.json"
 echo "4/13 through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat" --connections 32 --rate "$rate" >"$work/via.json"
+# The same run as the gateway measured it: its gateway-overhead histogram (warm-up included).
+python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+  "$gw/metrics" >"$work/via-metrics.txt"
 echo "5/13 SSE through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat/stream" --connections 32 --rate "$rate" --mode sse >"$work/viasse.json"
 idle_conns=${BENCH_WS_IDLE:-10000}
@@ -161,6 +164,24 @@ lines += ["", "Gateway overhead (through Nagare minus direct, same rate, same re
           "| percentile | direct ms | through Nagare ms | overhead ms |", "|---|---|---|---|"]
 for p in ["p50", "p90", "p99", "p999"]:
     lines.append(f"| {p} | {lat(d,p):.3f} | {lat(v,p):.3f} | {lat(v,p)-lat(d,p):.3f} |")
+# nagare_gateway_overhead_seconds{route="chat"} from the gateway's own /metrics after that run.
+buckets, total, count = [], 0.0, 0
+for line in open(os.path.join(work, "via-metrics.txt")):
+    if not line.startswith("nagare_gateway_overhead_seconds") or 'route="chat"' not in line:
+        continue
+    value = float(line.rsplit(" ", 1)[1])
+    if "_bucket" in line:
+        buckets.append((float(line.split('le="', 1)[1].split('"', 1)[0]), value))
+    elif "_sum" in line:
+        total = value
+    elif "_count" in line:
+        count = int(value)
+def bound(q):
+    return next((le for le, n in buckets if n >= q * count), float("inf")) * 1000
+if count:
+    lines += ["", f"The gateway's own view of the same run (`nagare_gateway_overhead_seconds`, total minus the model call, per "
+              f"request, {count} requests including the warm-up): mean {total / count * 1000:.3f} ms; p50 ≤ {bound(0.5):.3f} ms, "
+              f"p99 ≤ {bound(0.99):.3f} ms (histogram bucket bounds)."]
 s = r["viasse"].get("first_delta_ms")
 if s:
     lines += ["", f"SSE through Nagare to the fake: time to first delta p50 {s['p50']:.3f} ms, p99 {s['p99']:.3f} ms."]

@@ -19,16 +19,18 @@ use crate::chat::{
 };
 use crate::error::Error;
 use crate::http::error::ApiError;
-use crate::http::{AppState, header_id, header_request_id, with_request_id};
+use crate::http::{AppState, Arrived, header_id, header_request_id, with_request_id};
 
 /// `POST /v1/chat`: the whole reply as one JSON object.
 pub async fn unary(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    Extension(Arrived(arrived)): Extension<Arrived>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (request_id, stream) = match start(&state, &principal, Route::Chat, &headers, body).await {
+    let chat = start(&state, &principal, Route::Chat, arrived, &headers, body).await;
+    let (request_id, stream) = match chat {
         Ok(started) => started,
         Err(e) => return e.into_response(),
     };
@@ -43,10 +45,19 @@ pub async fn unary(
 pub async fn stream(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    Extension(Arrived(arrived)): Extension<Arrived>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = start(&state, &principal, Route::ChatStream, &headers, body).await;
+    let started = start(
+        &state,
+        &principal,
+        Route::ChatStream,
+        arrived,
+        &headers,
+        body,
+    )
+    .await;
     let (request_id, events) = match started {
         Ok(started) => started,
         Err(e) => return e.into_response(),
@@ -67,10 +78,10 @@ async fn start(
     state: &AppState,
     principal: &Principal,
     route: Route,
+    started: Instant,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(String, ChatStream), ApiError> {
-    let started = Instant::now();
     let request = read_request(state, headers, body)?;
     let request_id = request.id().to_owned();
     match state

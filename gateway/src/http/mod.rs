@@ -5,6 +5,8 @@ mod chat;
 mod conversations;
 mod error;
 mod observe;
+
+pub use observe::Arrived;
 #[cfg(test)]
 mod tests;
 mod ws;

@@ -14,10 +14,16 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::telemetry::{self, CONTENT_TYPE, Metrics};
 
+/// When the request reached the router, before authentication and the body: where a chat's
+/// latency and gateway overhead start.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrived(pub Instant);
+
 /// Wraps every route. The route label is the matched pattern (`/v1/conversations/{id}`), never
 /// the raw path, so ids cannot grow the label set.
-pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
+    request.extensions_mut().insert(Arrived(started));
     let route = request
         .extensions()
         .get::<MatchedPath>()
