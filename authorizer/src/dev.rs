@@ -25,27 +25,36 @@ pub fn secret_path(data_dir: &Path) -> PathBuf {
 /// first use.
 pub fn load_or_create_secret(data_dir: &Path) -> std::io::Result<Vec<u8>> {
     let path = secret_path(data_dir);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => return decode_secret(&text, &path),
+    decode_secret(&load_or_create_text_secret(&path)?, &path)
+}
+
+/// Reads the secret text at `path`, creating it (and its directory) on first use: 256 random
+/// bits, base64url, in a file of mode 0600. Two processes starting at once agree on one.
+pub fn load_or_create_text_secret(path: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => return Ok(text.trim().to_owned()),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         Err(_) => {}
     }
-    std::fs::create_dir_all(data_dir)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let text = URL_SAFE_NO_PAD.encode(secret);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
+    match options.open(path) {
         Ok(mut file) => {
-            file.write_all(URL_SAFE_NO_PAD.encode(secret).as_bytes())?;
+            file.write_all(text.as_bytes())?;
             file.sync_all()?;
-            Ok(secret.to_vec())
+            Ok(text)
         }
         // Another process created it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            decode_secret(&std::fs::read_to_string(&path)?, &path)
+            Ok(std::fs::read_to_string(path)?.trim().to_owned())
         }
         Err(e) => Err(e),
     }

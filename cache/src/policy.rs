@@ -31,4 +31,5 @@ pub const ROUTES: &[&str] = &[
     "websocket",
     "lambda_websocket",
     "grpc",
+    "task",
 ];

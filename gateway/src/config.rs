@@ -17,6 +17,7 @@ use crate::lambda::LambdaWsSettings;
 use crate::limits::RateLimitSettings;
 use crate::provider::{BedrockSettings, MockSettings, UpstreamSettings};
 use crate::store::StoreSettings;
+use crate::tasks::TaskSettings;
 use crate::telemetry::{MetricsSettings, TraceSettings};
 use crate::ws::WsSettings;
 
@@ -63,6 +64,7 @@ struct RawConfig {
     routing: RoutingSettings,
     traces: TraceSettings,
     metrics: MetricsSettings,
+    tasks: TaskSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +193,8 @@ pub struct Config {
     pub traces: TraceSettings,
     /// `GET /metrics`, and the Lambda functions' metric lines.
     pub metrics: MetricsSettings,
+    /// `/v1/tasks` and its workers.
+    pub tasks: TaskSettings,
 }
 
 /// Reads, layers and validates the configuration.
@@ -369,6 +373,17 @@ impl RawConfig {
             ));
         }
         self.traces.validate().map_err(StartupError::Config)?;
+        let t = &self.tasks;
+        if t.workers == 0
+            || t.max_attempts == 0
+            || t.visibility_timeout_secs == 0
+            || t.callback_attempts == 0
+        {
+            return Err(bad(
+                "tasks",
+                "workers, max_attempts, visibility_timeout_secs and callback_attempts must be at least 1",
+            ));
+        }
         if self.memory.context_tokens == 0 {
             return Err(bad("memory.context_tokens", "must be at least 1"));
         }
@@ -447,6 +462,7 @@ impl RawConfig {
             rate_limits: self.rate_limits,
             traces: self.traces,
             metrics: self.metrics,
+            tasks: self.tasks,
         })
     }
 }

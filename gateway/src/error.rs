@@ -162,6 +162,14 @@ impl serde::Serialize for ErrorCode {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = String::deserialize(d)?;
+        Self::from_wire(&wire)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code {wire}")))
+    }
+}
+
 impl Error {
     /// The row of the error table this error belongs to.
     pub fn code(&self) -> ErrorCode {
@@ -224,7 +232,7 @@ impl Error {
 }
 
 /// `{"code","message","retryable","retry_after_ms"?}` — the error object of every transport.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,

@@ -13,6 +13,7 @@ pub mod provider;
 pub mod push;
 pub mod server;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod ws;
 

@@ -19,6 +19,7 @@ use crate::store::{
     self, ConnectionStore, ConversationStore, Database, DynamoConnectionStore,
     DynamoConversationStore, SqliteConnectionStore, SqliteConversationStore, StoreKind, TableNames,
 };
+use crate::tasks::{Callbacks, SqliteQueue, SqliteTaskStore, Tasks, Worker};
 use crate::telemetry::{Metrics, NoRecorder, Recorder};
 
 /// Builds the provider the config names, with retries and timeouts around it, failing fast when
@@ -113,6 +114,8 @@ pub struct Stores {
     pub shared_cache: Option<Arc<dyn SharedCache>>,
     /// Where `[rate_limits]` counts: this process, or DynamoDB.
     pub limit_counters: Arc<dyn Counters>,
+    /// The embedded database, when `[store]` uses it.
+    pub sqlite: Option<Database>,
 }
 
 /// Opens the stores the config names: the SQLite file in the data dir, or DynamoDB tables.
@@ -173,6 +176,7 @@ pub async fn build_stores(config: &Config) -> Result<Stores, StartupError> {
                 )),
                 shared_cache,
                 limit_counters,
+                sqlite: None,
             }
         }
         _ => {
@@ -186,9 +190,10 @@ pub async fn build_stores(config: &Config) -> Result<Stores, StartupError> {
             tracing::info!(path = %path.display(), "conversations and connections: sqlite");
             Stores {
                 connections: Arc::new(SqliteConnectionStore::new(db.clone())),
-                conversations: Arc::new(SqliteConversationStore::new(db)),
+                conversations: Arc::new(SqliteConversationStore::new(db.clone())),
                 shared_cache,
                 limit_counters,
+                sqlite: Some(db),
             }
         }
     })
@@ -218,6 +223,49 @@ pub async fn create_tables(config: &Config) -> Result<Vec<(String, bool)>, Error
     })
     .collect())
 }
+
+/// The task store and the embedded queue, in the SQLite database (opened here when `[store]`
+/// does not use it), and the callback signer.
+pub fn build_tasks(config: &Config, sqlite: Option<Database>) -> Result<Tasks, StartupError> {
+    let db = match sqlite {
+        Some(db) => db,
+        None => {
+            let path = config.data_dir.join("nagare.db");
+            Database::open(&path)
+                .map_err(|e| StartupError::Backend(format!("{}: {e}", path.display())))?
+        }
+    };
+    let settings = config.tasks.clone();
+    let secret = match &settings.callback_secret {
+        Some(secret) => secret.clone(),
+        None => {
+            let path = config.data_dir.join(CALLBACK_SECRET_FILE);
+            dev::load_or_create_text_secret(&path).map_err(|source| StartupError::Io {
+                context: format!("reading or creating {}", path.display()),
+                source,
+            })?
+        }
+    };
+    let dev_mode = config.auth.issuers.is_empty();
+    tracing::info!(
+        workers = settings.workers,
+        queue = "sqlite",
+        max_attempts = settings.max_attempts,
+        "tasks: on"
+    );
+    // One more receive than attempts: the worker sees the message once more and fails the task
+    // for good, instead of leaving it `running` in the dead letters.
+    let queue = SqliteQueue::new(db.clone(), settings.max_attempts + 1);
+    Ok(Tasks {
+        store: Arc::new(SqliteTaskStore::new(db)),
+        queue: Arc::new(queue),
+        callbacks: Arc::new(Callbacks::new(secret.into_bytes(), &settings, dev_mode)),
+        settings,
+    })
+}
+
+/// Where the callback signing key lives in the data dir when `tasks.callback_secret` is unset.
+pub const CALLBACK_SECRET_FILE: &str = "callback-secret";
 
 /// Builds the token verifier: the configured issuers, or dev mode with the secret in the data dir.
 pub fn build_verifier(config: &Config) -> Result<Arc<Verifier>, StartupError> {
@@ -278,6 +326,15 @@ pub async fn run(
     if config.metrics.enabled {
         state = state.with_metrics(metrics);
     }
+    let tasks = if config.tasks.enabled {
+        Some(build_tasks(&config, stores.sqlite.clone())?)
+    } else {
+        tracing::info!("tasks: off (tasks.enabled = false)");
+        None
+    };
+    if let Some(tasks) = &tasks {
+        state = state.with_tasks(tasks.clone());
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartupError::Io {
@@ -305,6 +362,10 @@ pub async fn run(
             stopping.cancel();
         }
     });
+    // Workers stop taking tasks at the signal; a task they were running comes back after its
+    // visibility timeout, to this process after a restart or to another one.
+    let workers =
+        tasks.map(|tasks| Worker::new(tasks, state.pipeline.clone()).spawn(stopping.clone()));
     let ready = state.ready.clone();
     let http_stopping = stopping.clone();
     let http = http::serve(
@@ -331,6 +392,9 @@ pub async fn run(
         }
     };
     let (served, ()) = tokio::join!(http, grpc);
+    for worker in workers.into_iter().flatten() {
+        let _ = worker.await;
+    }
     served.map_err(|source| StartupError::Io {
         context: "serving HTTP".into(),
         source,

@@ -37,6 +37,8 @@ pub enum Route {
     LambdaWebSocket,
     /// gRPC `ChatService.Converse` and `ConverseStream`.
     Grpc,
+    /// An asynchronous task (`POST /v1/tasks`), run by a worker.
+    Task,
 }
 
 impl Route {
@@ -47,6 +49,7 @@ impl Route {
             Self::WebSocket => "websocket",
             Self::LambdaWebSocket => "lambda_websocket",
             Self::Grpc => "grpc",
+            Self::Task => "task",
         }
     }
 }

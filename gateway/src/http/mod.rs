@@ -5,6 +5,7 @@ mod chat;
 mod conversations;
 mod error;
 mod observe;
+mod tasks;
 
 pub use observe::Arrived;
 #[cfg(test)]
@@ -31,6 +32,7 @@ use tokio::net::TcpListener;
 use crate::chat::ChatPipeline;
 use crate::error::Error;
 use crate::store::ConversationStore;
+use crate::tasks::Tasks;
 use crate::telemetry::Metrics;
 use crate::ws::WsSettings;
 use prometheus_client::registry::Registry;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub metrics: Option<Metrics>,
     /// What `GET /metrics` encodes.
     pub registry: Option<Arc<Registry>>,
+    /// `/v1/tasks`; `None` when tasks are off.
+    pub tasks: Option<Tasks>,
 }
 
 impl AppState {
@@ -70,6 +74,7 @@ impl AppState {
             ws: WsSettings::default(),
             metrics: None,
             registry: None,
+            tasks: None,
         }
     }
 
@@ -87,6 +92,12 @@ impl AppState {
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.registry = Some(Arc::new(metrics.registry(self.pipeline.clone())));
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Serves `/v1/tasks` from `tasks`.
+    pub fn with_tasks(mut self, tasks: Tasks) -> Self {
+        self.tasks = Some(tasks);
         self
     }
 
@@ -126,6 +137,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat", post(chat::unary))
         .route("/v1/chat/stream", post(chat::stream))
         .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/tasks", post(tasks::submit))
+        .route("/v1/tasks/{id}", get(tasks::get))
         .route("/v1/conversations", get(conversations::list))
         .route(
             "/v1/conversations/{id}",

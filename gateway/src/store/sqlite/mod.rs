@@ -62,6 +62,33 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (conversation_id, exchange, role)
     );
     CREATE UNIQUE INDEX turns_by_request ON turns (conversation_id, request_id, role);",
+    // 3: asynchronous tasks, and the embedded queue that feeds them to workers.
+    "CREATE TABLE tasks (
+        task_id TEXT PRIMARY KEY,
+        sub TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        request TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        result TEXT,
+        error TEXT,
+        callback_url TEXT,
+        delivery TEXT,
+        delivery_attempts INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE task_queue (
+        message_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        receive_count INTEGER NOT NULL DEFAULT 0,
+        visible_at INTEGER NOT NULL,
+        receipt TEXT,
+        dead INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX task_queue_ready ON task_queue (dead, visible_at, message_id);
+    CREATE UNIQUE INDEX task_queue_receipt ON task_queue (receipt);",
 ];
 
 /// Runs on the database thread inside the batch's transaction; the reply it returns is called
@@ -108,7 +135,7 @@ impl Database {
 
     /// Runs `f` on the database thread, inside a transaction shared with other calls: `f` must
     /// use a savepoint (`db.savepoint()`) where it needs its writes to stand or fall together.
-    pub(super) async fn with<T: Send + 'static>(
+    pub(crate) async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, Error> {

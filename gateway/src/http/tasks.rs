@@ -1,0 +1,157 @@
+//! `POST /v1/tasks` (a chat to run later: 202 with its id) and `GET /v1/tasks/{id}` (its status
+//! and result, for its submitter only; anyone else gets 404, as for a missing task).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use nagare_authorizer::Principal;
+use serde_json::{Value, json};
+
+use crate::chat::parse_chat_request;
+use crate::error::Error;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::store::unix_now_ms;
+use crate::tasks::{TaskRecord, TaskStatus, Tasks};
+
+fn tasks(state: &AppState) -> Result<&Tasks, Error> {
+    state
+        .tasks
+        .as_ref()
+        .ok_or_else(|| Error::NotFound("tasks are not enabled on this server".into()))
+}
+
+fn respond(result: Result<Response, Error>, request_id: &str) -> Response {
+    result.unwrap_or_else(|e| ApiError::new(&e, request_id).into_response())
+}
+
+/// `POST /v1/tasks`: a chat request, plus an optional `callback_url`.
+pub async fn submit(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let task_id = uuid::Uuid::new_v4().to_string();
+    respond(
+        submit_task(&state, &principal, &task_id, body).await,
+        &task_id,
+    )
+}
+
+async fn submit_task(
+    state: &AppState,
+    principal: &Principal,
+    task_id: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let tasks = tasks(state)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge {
+                limit: state.body_limit,
+            }
+        } else {
+            Error::InvalidRequest(e.body_text())
+        }
+    })?;
+    let mut fields: serde_json::Map<String, Value> = crate::chat::parse_json(&body)?;
+    let callback_url = match fields.remove("callback_url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(url)) => Some(url),
+        Some(_) => {
+            return Err(Error::InvalidRequest(
+                "callback_url: must be a string".into(),
+            ));
+        }
+    };
+    // The rest is a chat request, checked now so a bad one is refused at once, not later.
+    let request = serde_json::to_vec(&fields).map_err(|e| Error::Internal(e.to_string()))?;
+    parse_chat_request(&request)?.validate(state.pipeline.limits(), || task_id.to_owned())?;
+    if let Some(url) = &callback_url {
+        tasks.callbacks.vet(url).await?;
+    }
+    let now = unix_now_ms();
+    let record = TaskRecord {
+        task_id: task_id.to_owned(),
+        sub: principal.sub.clone(),
+        tenant: principal.tenant.clone(),
+        scopes: principal.scopes.join(" "),
+        request: String::from_utf8_lossy(&request).into_owned(),
+        status: TaskStatus::Queued,
+        attempts: 0,
+        result: None,
+        error: None,
+        callback_url,
+        delivery: None,
+        delivery_attempts: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    tasks.store.create(&record).await?;
+    tasks.queue.send(task_id).await?;
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(json!({ "task_id": task_id, "status": "queued" })),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/tasks/{task_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// `GET /v1/tasks/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(task_id): Path<String>,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let result = async {
+        let tasks = tasks(&state)?;
+        if task_id.is_empty() || task_id.len() > 128 {
+            return Err(Error::InvalidRequest("task id: 1 to 128 characters".into()));
+        }
+        let record = tasks
+            .store
+            .get(&task_id)
+            .await?
+            .filter(|r| r.owned_by(&principal))
+            .ok_or_else(|| Error::NotFound(format!("no task {task_id}")))?;
+        Ok(Json(view(&record)).into_response())
+    }
+    .await;
+    respond(result, &request_id)
+}
+
+/// A task as its submitter sees it.
+pub fn view(record: &TaskRecord) -> Value {
+    let mut v = json!({
+        "task_id": record.task_id,
+        "status": record.status.as_str(),
+        "attempts": record.attempts,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    });
+    if let Some(result) = record
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str::<Value>(r).ok())
+    {
+        v["result"] = result;
+    }
+    if let Some(error) = &record.error {
+        v["error"] = json!(error);
+    }
+    if let Some(url) = &record.callback_url {
+        v["callback"] = json!({
+            "url": url,
+            "delivery": record.delivery.map(|d| d.as_str()),
+            "attempts": record.delivery_attempts,
+        });
+    }
+    v
+}

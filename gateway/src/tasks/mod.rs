@@ -1,0 +1,233 @@
+//! Asynchronous tasks: a chat submitted with `POST /v1/tasks`, answered 202 at once, run later by
+//! a worker, and read with `GET /v1/tasks/{id}` or received as a signed callback.
+//!
+//! Two outside dependencies, two traits: [`TaskStore`] keeps the task records, [`TaskQueue`]
+//! carries task ids to workers with SQS's semantics (a received message stays hidden for a
+//! visibility timeout and comes back if not deleted; one received too often is dead-lettered).
+
+mod callback;
+mod sqlite;
+mod worker;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use nagare_authorizer::Principal;
+use serde::{Deserialize, Serialize};
+
+pub use callback::{Callbacks, SIGNATURE_HEADER, check_callback_url, sign};
+pub use sqlite::{SqliteQueue, SqliteTaskStore};
+pub use worker::Worker;
+
+use crate::error::{Error, ErrorBody};
+
+/// `[tasks]` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskSettings {
+    /// Serve `/v1/tasks` and run workers.
+    pub enabled: bool,
+    /// Tasks one `nagare serve` runs at once.
+    pub workers: usize,
+    /// How long a received task stays hidden from other workers; extended while it runs.
+    pub visibility_timeout_secs: u64,
+    /// Runs of one task before it is failed for good (a worker that dies counts as a run).
+    pub max_attempts: u32,
+    /// The HMAC-SHA256 key of callback signatures. Unset: a random key kept in the data dir
+    /// (`callback-secret`).
+    pub callback_secret: Option<String>,
+    /// Callback posts tried before the delivery is marked failed.
+    pub callback_attempts: u32,
+    pub callback_timeout_ms: u64,
+    /// Hosts whose callbacks may resolve to private or loopback addresses (an internal service).
+    pub callback_allow_hosts: Vec<String>,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            workers: 4,
+            visibility_timeout_secs: 300,
+            max_attempts: 3,
+            callback_secret: None,
+            callback_attempts: 5,
+            callback_timeout_ms: 10_000,
+            callback_allow_hosts: Vec::new(),
+        }
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Queued, Self::Running, Self::Succeeded, Self::Failed]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// How the callback went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Failed]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+}
+
+/// One task, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    pub task_id: String,
+    /// Who submitted it: only they may read it, and it runs as them.
+    pub sub: String,
+    pub tenant: String,
+    /// The submitter's scopes, space-separated, for the pipeline's checks when it runs.
+    pub scopes: String,
+    /// The chat request as submitted (JSON, without the task's own fields).
+    pub request: String,
+    pub status: TaskStatus,
+    /// Runs so far.
+    pub attempts: u32,
+    /// The chat reply (JSON), once succeeded.
+    pub result: Option<String>,
+    /// Why it failed, or why the last run failed while it waits for another.
+    pub error: Option<ErrorBody>,
+    pub callback_url: Option<String>,
+    pub delivery: Option<DeliveryStatus>,
+    pub delivery_attempts: u32,
+    /// Milliseconds since the epoch.
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+impl TaskRecord {
+    /// The principal the task runs as.
+    pub fn principal(&self) -> Principal {
+        Principal {
+            sub: self.sub.clone(),
+            tenant: self.tenant.clone(),
+            scopes: self.scopes.split(' ').map(str::to_owned).collect(),
+            groups: Vec::new(),
+            expires_at: u64::MAX,
+        }
+    }
+
+    pub fn owned_by(&self, principal: &Principal) -> bool {
+        self.sub == principal.sub && self.tenant == principal.tenant
+    }
+}
+
+/// Task records.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    async fn create(&self, record: &TaskRecord) -> Result<(), Error>;
+    async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, Error>;
+    /// A run begins: `running`, with its attempt number.
+    async fn started(&self, task_id: &str, attempt: u32) -> Result<(), Error>;
+    /// A run failed and the task waits for another: back to `queued`, keeping the error.
+    async fn retrying(&self, task_id: &str, error: &ErrorBody) -> Result<(), Error>;
+    /// The task is done for good: `result` (succeeded) or `error` (failed).
+    async fn finished(
+        &self,
+        task_id: &str,
+        outcome: Result<String, ErrorBody>,
+    ) -> Result<(), Error>;
+    async fn delivered(
+        &self,
+        task_id: &str,
+        delivery: DeliveryStatus,
+        attempts: u32,
+    ) -> Result<(), Error>;
+}
+
+/// A received task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub task_id: String,
+    /// Deletes or extends this receipt of the message.
+    pub receipt: String,
+    /// How many times the message has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// Carries task ids to workers, at least once.
+#[async_trait]
+pub trait TaskQueue: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn send(&self, task_id: &str) -> Result<(), Error>;
+    /// Up to `max` messages, each hidden from other receivers for `visibility_secs`; waits a
+    /// while (long polling) when there are none, then may return nothing.
+    async fn receive(&self, max: usize, visibility_secs: u64) -> Result<Vec<Message>, Error>;
+    /// Keeps the message hidden for `visibility_secs` from now.
+    async fn extend(&self, receipt: &str, visibility_secs: u64) -> Result<(), Error>;
+    /// The message is done with.
+    async fn delete(&self, receipt: &str) -> Result<(), Error>;
+}
+
+/// What the HTTP and gRPC layers need of tasks.
+#[derive(Clone)]
+pub struct Tasks {
+    pub store: Arc<dyn TaskStore>,
+    pub queue: Arc<dyn TaskQueue>,
+    pub callbacks: Arc<Callbacks>,
+    pub settings: TaskSettings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in [
+            TaskStatus::Queued,
+            TaskStatus::Running,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+        ] {
+            assert_eq!(TaskStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(TaskStatus::parse("done"), None);
+        assert!(TaskStatus::Failed.is_terminal() && !TaskStatus::Running.is_terminal());
+    }
+}

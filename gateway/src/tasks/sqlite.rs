@@ -1,0 +1,395 @@
+//! Tasks and their queue in the embedded SQLite database, so they survive a restart of
+//! `nagare serve`. The queue keeps SQS's semantics: a received message is hidden until its
+//! visibility timeout passes, and one received more than `max_receives` times is dead-lettered
+//! (kept, marked dead, never delivered again).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Notify;
+
+use super::{DeliveryStatus, Message, TaskQueue, TaskRecord, TaskStatus, TaskStore};
+use crate::error::{Error, ErrorBody};
+use crate::store::{Database, unix_now_ms};
+
+/// Task records in SQLite.
+#[derive(Clone)]
+pub struct SqliteTaskStore {
+    db: Database,
+}
+
+impl SqliteTaskStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+}
+
+fn error_json(error: &ErrorBody) -> String {
+    serde_json::to_string(error).unwrap_or_default()
+}
+
+fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+    let status: String = row.get(5)?;
+    let error: Option<String> = row.get(8)?;
+    let delivery: Option<String> = row.get(10)?;
+    Ok(TaskRecord {
+        task_id: row.get(0)?,
+        sub: row.get(1)?,
+        tenant: row.get(2)?,
+        scopes: row.get(3)?,
+        request: row.get(4)?,
+        status: TaskStatus::parse(&status).unwrap_or(TaskStatus::Failed),
+        attempts: row.get(6)?,
+        result: row.get(7)?,
+        error: error.and_then(|e| serde_json::from_str(&e).ok()),
+        callback_url: row.get(9)?,
+        delivery: delivery.as_deref().and_then(DeliveryStatus::parse),
+        delivery_attempts: row.get(11)?,
+        created_at: row.get(12)?,
+        updated_at: row.get(13)?,
+    })
+}
+
+fn update(
+    db: &Connection,
+    sql: &str,
+    task_id: &str,
+    values: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<()> {
+    let mut all: Vec<&dyn rusqlite::ToSql> = vec![&task_id];
+    let now = unix_now_ms();
+    all.push(&now);
+    all.extend_from_slice(values);
+    db.execute(sql, all.as_slice())?;
+    Ok(())
+}
+
+#[async_trait]
+impl TaskStore for SqliteTaskStore {
+    async fn create(&self, record: &TaskRecord) -> Result<(), Error> {
+        let r = record.clone();
+        self.db
+            .with(move |db| {
+                db.execute(
+                    "INSERT INTO tasks (task_id, sub, tenant, scopes, request, status, attempts,
+                     result, error, callback_url, delivery, delivery_attempts, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    params![
+                        r.task_id,
+                        r.sub,
+                        r.tenant,
+                        r.scopes,
+                        r.request,
+                        r.status.as_str(),
+                        r.attempts,
+                        r.result,
+                        r.error.as_ref().map(error_json),
+                        r.callback_url,
+                        r.delivery.map(DeliveryStatus::as_str),
+                        r.delivery_attempts,
+                        r.created_at,
+                        r.updated_at,
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, Error> {
+        let id = task_id.to_owned();
+        self.db
+            .with(move |db| {
+                db.query_row(
+                    "SELECT task_id, sub, tenant, scopes, request, status, attempts, result, error,
+                     callback_url, delivery, delivery_attempts, created_at, updated_at
+                     FROM tasks WHERE task_id = ?1",
+                    [&id],
+                    read,
+                )
+                .optional()
+            })
+            .await
+    }
+
+    async fn started(&self, task_id: &str, attempt: u32) -> Result<(), Error> {
+        let id = task_id.to_owned();
+        self.db
+            .with(move |db| {
+                update(
+                    db,
+                    "UPDATE tasks SET status = 'running', updated_at = ?2, attempts = ?3
+                     WHERE task_id = ?1 AND status IN ('queued', 'running')",
+                    &id,
+                    &[&attempt],
+                )
+            })
+            .await
+    }
+
+    async fn retrying(&self, task_id: &str, error: &ErrorBody) -> Result<(), Error> {
+        let (id, error) = (task_id.to_owned(), error_json(error));
+        self.db
+            .with(move |db| {
+                update(
+                    db,
+                    "UPDATE tasks SET status = 'queued', updated_at = ?2, error = ?3
+                     WHERE task_id = ?1 AND status IN ('queued', 'running')",
+                    &id,
+                    &[&error],
+                )
+            })
+            .await
+    }
+
+    async fn finished(
+        &self,
+        task_id: &str,
+        outcome: Result<String, ErrorBody>,
+    ) -> Result<(), Error> {
+        let id = task_id.to_owned();
+        let (status, result, error) = match outcome {
+            Ok(result) => (TaskStatus::Succeeded, Some(result), None),
+            Err(e) => (TaskStatus::Failed, None, Some(error_json(&e))),
+        };
+        self.db
+            .with(move |db| {
+                // A task finishes once: a late duplicate run cannot overwrite the first outcome.
+                update(
+                    db,
+                    "UPDATE tasks SET status = ?3, updated_at = ?2, result = ?4, error = ?5,
+                     delivery = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END
+                     WHERE task_id = ?1 AND status IN ('queued', 'running')",
+                    &id,
+                    &[&status.as_str(), &result, &error],
+                )
+            })
+            .await
+    }
+
+    async fn delivered(
+        &self,
+        task_id: &str,
+        delivery: DeliveryStatus,
+        attempts: u32,
+    ) -> Result<(), Error> {
+        let id = task_id.to_owned();
+        self.db
+            .with(move |db| {
+                update(
+                    db,
+                    "UPDATE tasks SET delivery = ?3, delivery_attempts = delivery_attempts + ?4,
+                     updated_at = ?2 WHERE task_id = ?1",
+                    &id,
+                    &[&delivery.as_str(), &attempts],
+                )
+            })
+            .await
+    }
+}
+
+/// The embedded queue.
+#[derive(Clone)]
+pub struct SqliteQueue {
+    db: Database,
+    /// Wakes waiting receivers when this process sends.
+    sent: Arc<Notify>,
+    max_receives: u32,
+    /// How long `receive` waits for a message before returning none.
+    wait: Duration,
+}
+
+impl SqliteQueue {
+    /// A message received more than `max_receives` times is dead-lettered instead.
+    pub fn new(db: Database, max_receives: u32) -> Self {
+        Self {
+            db,
+            sent: Arc::new(Notify::new()),
+            max_receives,
+            wait: Duration::from_secs(1),
+        }
+    }
+
+    /// Messages dead-lettered so far, for tests and operators.
+    pub async fn dead_letters(&self) -> Result<Vec<String>, Error> {
+        self.db
+            .with(|db| {
+                let mut q = db
+                    .prepare("SELECT task_id FROM task_queue WHERE dead = 1 ORDER BY message_id")?;
+                let ids = q.query_map([], |row| row.get(0))?;
+                ids.collect()
+            })
+            .await
+    }
+
+    async fn take(&self, max: usize, visibility_secs: u64) -> Result<Vec<Message>, Error> {
+        let max_receives = self.max_receives;
+        self.db
+            .with(move |db| {
+                let tx = db.savepoint()?;
+                let now = unix_now_ms();
+                let ready: Vec<(i64, String, u32)> = {
+                    let mut q = tx.prepare(
+                        "SELECT message_id, task_id, receive_count FROM task_queue
+                         WHERE dead = 0 AND visible_at <= ?1 ORDER BY visible_at, message_id LIMIT ?2",
+                    )?;
+                    let rows = q.query_map(params![now, max as i64], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })?;
+                    rows.collect::<rusqlite::Result<_>>()?
+                };
+                let mut messages = Vec::with_capacity(ready.len());
+                for (message_id, task_id, count) in ready {
+                    let count = count + 1;
+                    if count > max_receives {
+                        tx.execute(
+                            "UPDATE task_queue SET dead = 1, receipt = NULL WHERE message_id = ?1",
+                            [message_id],
+                        )?;
+                        tracing::warn!(task_id = %task_id, receives = count - 1, "task dead-lettered");
+                        continue;
+                    }
+                    let receipt = uuid::Uuid::new_v4().to_string();
+                    let hidden_until = now + visibility_secs * 1000;
+                    tx.execute(
+                        "UPDATE task_queue SET receive_count = ?2, visible_at = ?3, receipt = ?4
+                         WHERE message_id = ?1",
+                        params![message_id, count, hidden_until, receipt],
+                    )?;
+                    messages.push(Message {
+                        task_id,
+                        receipt,
+                        receive_count: count,
+                    });
+                }
+                tx.commit()?;
+                Ok(messages)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl TaskQueue for SqliteQueue {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn send(&self, task_id: &str) -> Result<(), Error> {
+        let id = task_id.to_owned();
+        self.db
+            .with(move |db| {
+                db.execute(
+                    "INSERT INTO task_queue (task_id, visible_at) VALUES (?1, ?2)",
+                    params![id, unix_now_ms()],
+                )?;
+                Ok(())
+            })
+            .await?;
+        self.sent.notify_waiters();
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, visibility_secs: u64) -> Result<Vec<Message>, Error> {
+        // Registered before looking, so a send between the look and the wait still wakes us.
+        let sent = self.sent.notified();
+        tokio::pin!(sent);
+        sent.as_mut().enable();
+        let messages = self.take(max, visibility_secs).await?;
+        if !messages.is_empty() {
+            return Ok(messages);
+        }
+        // Nothing yet: wait for a send here, or a while for hidden messages to reappear.
+        let _ = tokio::time::timeout(self.wait, sent).await;
+        self.take(max, visibility_secs).await
+    }
+
+    async fn extend(&self, receipt: &str, visibility_secs: u64) -> Result<(), Error> {
+        let receipt = receipt.to_owned();
+        self.db
+            .with(move |db| {
+                let until = unix_now_ms() + visibility_secs * 1000;
+                db.execute(
+                    "UPDATE task_queue SET visible_at = ?2 WHERE receipt = ?1",
+                    params![receipt, until],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), Error> {
+        let receipt = receipt.to_owned();
+        self.db
+            .with(move |db| {
+                db.execute("DELETE FROM task_queue WHERE receipt = ?1", [receipt])?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(max_receives: u32) -> SqliteQueue {
+        let mut q = SqliteQueue::new(Database::in_memory().unwrap(), max_receives);
+        q.wait = Duration::from_millis(10);
+        q
+    }
+
+    #[tokio::test]
+    async fn a_received_message_is_hidden_until_deleted_or_its_timeout_passes() {
+        let q = queue(3);
+        q.send("t1").await.unwrap();
+        let first = q.receive(10, 60).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].receive_count, 1);
+        assert!(q.receive(10, 60).await.unwrap().is_empty(), "hidden");
+        // Visibility 0: it reappears at once, counted again, with a new receipt.
+        q.extend(&first[0].receipt, 0).await.unwrap();
+        let again = q.receive(10, 60).await.unwrap();
+        assert_eq!(again[0].receive_count, 2);
+        assert_ne!(again[0].receipt, first[0].receipt);
+        // The old receipt no longer deletes it; the new one does.
+        q.delete(&first[0].receipt).await.unwrap();
+        q.extend(&again[0].receipt, 0).await.unwrap();
+        let third = q.receive(10, 60).await.unwrap();
+        q.delete(&third[0].receipt).await.unwrap();
+        q.extend(&third[0].receipt, 0).await.unwrap();
+        assert!(q.receive(10, 60).await.unwrap().is_empty(), "deleted");
+    }
+
+    #[tokio::test]
+    async fn a_message_received_too_often_is_dead_lettered() {
+        let q = queue(2);
+        q.send("poison").await.unwrap();
+        for n in 1..=2 {
+            let m = q.receive(1, 0).await.unwrap();
+            assert_eq!(m[0].receive_count, n);
+        }
+        assert!(q.receive(1, 0).await.unwrap().is_empty());
+        assert_eq!(q.dead_letters().await.unwrap(), ["poison"]);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_wakes_on_send() {
+        let mut q = queue(3);
+        q.wait = Duration::from_secs(30);
+        let receiver = {
+            let q = q.clone();
+            tokio::spawn(async move { q.receive(1, 60).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        q.send("t1").await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), receiver)
+            .await
+            .expect("woken by the send")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got[0].task_id, "t1");
+    }
+}

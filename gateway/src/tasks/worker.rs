@@ -1,0 +1,191 @@
+//! The worker: receives task ids from the queue, runs each chat through the pipeline, records the
+//! outcome, delivers the callback, and only then deletes the message. A worker that dies at any
+//! point leaves the message to reappear after its visibility timeout; the task record makes the
+//! next run idempotent (a finished task is not run again, only its pending callback is retried).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{DeliveryStatus, Message, TaskRecord, TaskStatus, Tasks};
+use crate::chat::{ChatPipeline, ChatReply, Route, parse_chat_request};
+use crate::error::{Error, ErrorBody};
+
+/// Runs tasks until cancelled.
+pub struct Worker {
+    tasks: Tasks,
+    pipeline: Arc<ChatPipeline>,
+}
+
+impl Worker {
+    pub fn new(tasks: Tasks, pipeline: Arc<ChatPipeline>) -> Self {
+        Self { tasks, pipeline }
+    }
+
+    /// Spawns `tasks.settings.workers` loops; they stop taking work when `stop` is cancelled
+    /// (a task in progress is abandoned, and reappears after its visibility timeout).
+    pub fn spawn(self, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let worker = Arc::new(self);
+        (0..worker.tasks.settings.workers.max(1))
+            .map(|_| {
+                let (worker, stop) = (worker.clone(), stop.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = worker.run() => {}
+                    }
+                })
+            })
+            .collect()
+    }
+
+    async fn run(&self) {
+        let visibility = self.tasks.settings.visibility_timeout_secs;
+        loop {
+            match self.tasks.queue.receive(1, visibility).await {
+                Ok(messages) => {
+                    for message in messages {
+                        self.handle(message).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "receiving tasks failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// One received message, start to finish. Store failures leave the message to come back.
+    pub async fn handle(&self, message: Message) {
+        let span = tracing::info_span!("task", task_id = %message.task_id, attempt = message.receive_count);
+        let _ = tracing::Instrument::instrument(self.handle_in_span(message), span).await;
+    }
+
+    async fn handle_in_span(&self, message: Message) -> Result<(), Error> {
+        let store = &self.tasks.store;
+        let Some(record) = store.get(&message.task_id).await? else {
+            tracing::warn!("no record for a queued task; dropping the message");
+            return self.tasks.queue.delete(&message.receipt).await;
+        };
+        if record.status.is_terminal() {
+            // A redelivery after the outcome was recorded: no second model call.
+            self.deliver(&message, &record).await?;
+            return self.tasks.queue.delete(&message.receipt).await;
+        }
+        let max = self.tasks.settings.max_attempts;
+        if message.receive_count > max {
+            let error = Error::Internal(format!(
+                "the task was started {max} times and never finished"
+            ));
+            return self.finish(&message, Err(error.body())).await;
+        }
+        store
+            .started(&record.task_id, message.receive_count)
+            .await?;
+        match self.keep_hidden(&message, self.run_chat(&record)).await {
+            Ok(reply) => self.finish(&message, Ok(reply)).await,
+            Err(e) if e.retryable && message.receive_count < max => {
+                tracing::info!(
+                    code = e.code.as_str(),
+                    "task run failed; it will be retried"
+                );
+                store.retrying(&record.task_id, &e).await?;
+                // Back in the queue after a backoff that grows with each attempt.
+                let backoff = 2u64.saturating_pow(message.receive_count).min(60);
+                self.tasks.queue.extend(&message.receipt, backoff).await
+            }
+            Err(e) => self.finish(&message, Err(e)).await,
+        }
+    }
+
+    /// The chat of `record`, run as its submitter.
+    async fn run_chat(&self, record: &TaskRecord) -> Result<String, ErrorBody> {
+        let request = parse_chat_request(record.request.as_bytes())
+            .and_then(|r| r.validate(self.pipeline.limits(), || record.task_id.clone()))
+            .map_err(|e| e.body())?;
+        let events = self
+            .pipeline
+            .start(&record.principal(), Route::Task, request, Instant::now())
+            .await
+            .map_err(|e| e.body())?;
+        let reply = ChatReply::collect(events).await?;
+        serde_json::to_string(&reply).map_err(|e| Error::Internal(e.to_string()).body())
+    }
+
+    /// Runs `work`, extending the message's visibility every half timeout so no other worker
+    /// takes it while it runs.
+    async fn keep_hidden<T>(&self, message: &Message, work: impl Future<Output = T>) -> T {
+        let visibility = self.tasks.settings.visibility_timeout_secs;
+        let every = Duration::from_secs(visibility.max(2) / 2);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                () = tokio::time::sleep(every) => {
+                    if let Err(e) = self.tasks.queue.extend(&message.receipt, visibility).await {
+                        tracing::warn!(error = %e, "extending a task's visibility failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records the outcome, delivers the callback, deletes the message.
+    async fn finish(
+        &self,
+        message: &Message,
+        outcome: Result<String, ErrorBody>,
+    ) -> Result<(), Error> {
+        let store = &self.tasks.store;
+        store.finished(&message.task_id, outcome).await?;
+        if let Some(record) = store.get(&message.task_id).await? {
+            tracing::info!(status = record.status.as_str(), "task finished");
+            self.deliver(message, &record).await?;
+        }
+        self.tasks.queue.delete(&message.receipt).await
+    }
+
+    /// Posts a finished task to its callback, if it has one still pending.
+    async fn deliver(&self, message: &Message, record: &TaskRecord) -> Result<(), Error> {
+        let (Some(url), Some(DeliveryStatus::Pending)) = (&record.callback_url, record.delivery)
+        else {
+            return Ok(());
+        };
+        let body = callback_body(record);
+        let (delivered, attempts) = self
+            .keep_hidden(
+                message,
+                self.tasks.callbacks.deliver(&record.task_id, url, &body),
+            )
+            .await;
+        let status = if delivered {
+            DeliveryStatus::Delivered
+        } else {
+            DeliveryStatus::Failed
+        };
+        self.tasks
+            .store
+            .delivered(&record.task_id, status, attempts)
+            .await
+    }
+}
+
+/// `{task_id, status, result | error}`: what a callback receives.
+pub fn callback_body(record: &TaskRecord) -> Vec<u8> {
+    let mut body = json!({ "task_id": record.task_id, "status": record.status.as_str() });
+    if record.status == TaskStatus::Succeeded
+        && let Some(result) = record
+            .result
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+    {
+        body["result"] = result;
+    }
+    if let Some(error) = &record.error {
+        body["error"] = json!(error);
+    }
+    serde_json::to_vec(&body).unwrap_or_default()
+}
