@@ -181,7 +181,8 @@ impl Gateway {
         Self::start_state(state).await
     }
 
-    async fn start_state(state: AppState) -> anyhow::Result<Self> {
+    /// Starts the router and the gRPC services around `state`, built by the test.
+    pub async fn start_state(state: AppState) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -1,0 +1,469 @@
+//! Asynchronous tasks on the embedded queue: submit → 202 → a worker runs the chat against the
+//! fake Bedrock (real SDK) → `succeeded`, with a signed callback that Python's `hmac` verifies
+//! the way the README tells receivers to. Also: owner-only reads, bad input, a receiver that is
+//! down or flaky, retryable and final failures, a worker killed mid-task, redelivery of a
+//! finished task, and queued tasks surviving a restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use nagare_authorizer::{AuthSettings, Verifier};
+use nagare_gateway::chat::ChatPipeline;
+use nagare_gateway::http::AppState;
+use nagare_gateway::store::Database;
+use nagare_gateway::tasks::{
+    Callbacks, SIGNATURE_HEADER, SqliteQueue, SqliteTaskStore, TaskQueue, TaskSettings, Tasks,
+    Worker,
+};
+use nagare_tests::harness::{DEV_SECRET, Gateway, authed_client, dev_token, test_pipeline};
+use nagare_tests::serve::{StopOnDrop, spawn};
+use nagare_tests::{FakeBedrock, INSTALL_PYTHON, bedrock_provider, python};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "test-callback-secret";
+
+/// What the callback receiver got: (signature header, body).
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A callback receiver answering with the statuses in `answers` in turn (then 200).
+struct Receiver {
+    url: String,
+    received: Received,
+    _stop: StopOnDrop,
+}
+
+impl Receiver {
+    async fn start(answers: Vec<u16>) -> Self {
+        let received = Received::default();
+        let answers = Arc::new(Mutex::new(answers));
+        let app = Router::new()
+            .route(
+                "/hook",
+                post(
+                    |State((received, answers)): State<(Received, Arc<Mutex<Vec<u16>>>)>,
+                     headers: HeaderMap,
+                     body: axum::body::Bytes| async move {
+                        let signature = headers
+                            .get(SIGNATURE_HEADER)
+                            .map(|v| v.to_str().unwrap().to_owned())
+                            .unwrap_or_default();
+                        received.lock().unwrap().push((signature, body.to_vec()));
+                        let mut answers = answers.lock().unwrap();
+                        let status = if answers.is_empty() {
+                            200
+                        } else {
+                            answers.remove(0)
+                        };
+                        StatusCode::from_u16(status).unwrap()
+                    },
+                ),
+            )
+            .with_state((received.clone(), answers));
+        let (addr, stop) = spawn(app).await.unwrap();
+        Self {
+            url: format!("http://{addr}/hook"),
+            received,
+            _stop: stop,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+}
+
+struct Setup {
+    gw: Gateway,
+    fake: FakeBedrock,
+    tasks: Tasks,
+    pipeline: Arc<ChatPipeline>,
+    /// Stops the workers.
+    workers: CancellationToken,
+}
+
+fn settings() -> TaskSettings {
+    TaskSettings {
+        workers: 2,
+        visibility_timeout_secs: 2,
+        callback_attempts: 3,
+        callback_secret: Some(SECRET.into()),
+        ..TaskSettings::default()
+    }
+}
+
+fn tasks_on(db: Database, settings: TaskSettings) -> Tasks {
+    let callbacks = Callbacks::new(SECRET.as_bytes().to_vec(), &settings, true)
+        .with_backoff(Duration::from_millis(20));
+    Tasks {
+        store: Arc::new(SqliteTaskStore::new(db.clone())),
+        queue: Arc::new(SqliteQueue::new(db, settings.max_attempts + 1)),
+        callbacks: Arc::new(callbacks),
+        settings,
+    }
+}
+
+impl Setup {
+    async fn start(db: Database, settings: TaskSettings, run_workers: bool) -> Self {
+        let fake = FakeBedrock::start().await.unwrap();
+        let pipeline = Arc::new(test_pipeline(
+            Arc::new(bedrock_provider(&fake.url())),
+            "fake",
+            &["fake.slow", "fake.throttle-1", "fake.validation"],
+        ));
+        let tasks = tasks_on(db, settings);
+        let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
+        let state = AppState::new(pipeline.clone(), Arc::new(verifier), "chat", 256 * 1024)
+            .with_tasks(tasks.clone());
+        let gw = Gateway::start_state(state).await.unwrap();
+        let workers = CancellationToken::new();
+        if run_workers {
+            Worker::new(tasks.clone(), pipeline.clone()).spawn(workers.clone());
+        }
+        Self {
+            gw,
+            fake,
+            tasks,
+            pipeline,
+            workers,
+        }
+    }
+
+    async fn default() -> Self {
+        Self::start(Database::in_memory().unwrap(), settings(), true).await
+    }
+
+    async fn submit(&self, client: &reqwest::Client, body: Value) -> (u16, Value) {
+        let response = client
+            .post(self.gw.url("/v1/tasks"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn task(&self, client: &reqwest::Client, id: &str) -> (u16, Value) {
+        let response = client
+            .get(self.gw.url(&format!("/v1/tasks/{id}")))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Polls the task until `done(task)`, for at most 30 s.
+    async fn until(
+        &self,
+        client: &reqwest::Client,
+        id: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        for _ in 0..600 {
+            let (status, task) = self.task(client, id).await;
+            assert_eq!(status, 200, "{task}");
+            if done(&task) {
+                return task;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "task {id} never got there: {:?}",
+            self.task(client, id).await
+        );
+    }
+}
+
+fn alice() -> reqwest::Client {
+    authed_client(&dev_token("alice", &["chat"]))
+}
+
+fn finished(task: &Value) -> bool {
+    task["status"] == "succeeded" || task["status"] == "failed"
+}
+
+fn delivered(task: &Value) -> bool {
+    finished(task) && task["callback"]["delivery"] != "pending"
+}
+
+/// Verifies a callback with the README's Python snippet (tests/python/verify_callback.py).
+fn python_verifies(signature: &str, body: &[u8], secret: &str) -> bool {
+    use std::io::Write;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/verify_callback.py");
+    let mut child = std::process::Command::new(python())
+        .args([script, secret, signature])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}; {INSTALL_PYTHON}", python().display()));
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    child.wait_with_output().unwrap().status.success()
+}
+
+#[tokio::test]
+async fn a_task_succeeds_and_its_signed_callback_arrives_once() {
+    let s = Setup::default().await;
+    let receiver = Receiver::start(vec![]).await;
+    let client = alice();
+    let (status, accepted) = s
+        .submit(
+            &client,
+            json!({"message": "summarize", "callback_url": receiver.url}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["status"], "queued");
+    let id = accepted["task_id"].as_str().unwrap();
+    let task = s.until(&client, id, delivered).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert_eq!(task["attempts"], 1);
+    assert_eq!(task["result"]["model"], "fake");
+    assert!(
+        !task["result"]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(task["callback"]["delivery"], "delivered");
+    assert_eq!(task["callback"]["attempts"], 1);
+    assert_eq!(s.fake.calls_to("fake"), 1);
+
+    assert_eq!(receiver.count(), 1);
+    let (signature, body) = receiver.received.lock().unwrap()[0].clone();
+    let posted: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(posted["task_id"], id);
+    assert_eq!(posted["status"], "succeeded");
+    assert_eq!(posted["result"], task["result"]);
+    assert!(python_verifies(&signature, &body, SECRET));
+    assert!(!python_verifies(&signature, &body, "another secret"));
+    let mut tampered = body.clone();
+    tampered.push(b' ');
+    assert!(!python_verifies(&signature, &tampered, SECRET));
+
+    // Only its submitter sees it.
+    let bob = authed_client(&dev_token("bob", &["chat"]));
+    assert_eq!(s.task(&bob, id).await.0, 404);
+    assert_eq!(s.task(&client, "no-such-task").await.0, 404);
+    assert_eq!(s.task(&client, &"x".repeat(200)).await.0, 400);
+
+    // A redelivered finished task is acknowledged without a second model call or callback.
+    s.tasks.queue.send(id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.fake.calls_to("fake"), 1);
+    assert_eq!(receiver.count(), 1);
+}
+
+#[tokio::test]
+async fn bad_submissions_are_refused_at_once() {
+    let s = Setup::default().await;
+    let client = alice();
+    for (body, needle) in [
+        (
+            json!({"message": "x", "callback_url": "http://10.0.0.1/hook"}),
+            "must be https",
+        ),
+        (
+            json!({"message": "x", "callback_url": "https://169.254.169.254/latest"}),
+            "private, loopback",
+        ),
+        (
+            json!({"message": "x", "callback_url": "https://[::1]/hook"}),
+            "private, loopback",
+        ),
+        (
+            json!({"message": "x", "callback_url": "gopher://example.com/"}),
+            "not allowed",
+        ),
+        (json!({"message": "x", "callback_url": 7}), "callback_url"),
+        (json!({"callback_url": "https://example.com/"}), "message"),
+        (json!({"message": "x", "surprise": true}), "surprise"),
+        (json!(["not", "an", "object"]), "invalid"),
+    ] {
+        let (status, error) = s.submit(&client, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+    let stranger = authed_client("not-a-token");
+    assert_eq!(s.submit(&stranger, json!({"message": "x"})).await.0, 401);
+    assert_eq!(s.fake.calls_to("fake"), 0);
+}
+
+#[tokio::test]
+async fn a_receiver_that_is_down_leaves_the_task_succeeded_with_delivery_failed() {
+    let s = Setup::default().await;
+    let client = alice();
+    // A port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let (_, accepted) = s
+        .submit(&client, json!({"message": "x", "callback_url": url}))
+        .await;
+    let task = s
+        .until(&client, accepted["task_id"].as_str().unwrap(), delivered)
+        .await;
+    assert_eq!(task["status"], "succeeded");
+    assert_eq!(task["callback"]["delivery"], "failed");
+    assert_eq!(task["callback"]["attempts"], 3);
+
+    // A flaky receiver: a 503, then 200.
+    let receiver = Receiver::start(vec![503]).await;
+    let (_, accepted) = s
+        .submit(
+            &client,
+            json!({"message": "y", "callback_url": receiver.url}),
+        )
+        .await;
+    let task = s
+        .until(&client, accepted["task_id"].as_str().unwrap(), delivered)
+        .await;
+    assert_eq!(task["callback"]["delivery"], "delivered");
+    assert_eq!(task["callback"]["attempts"], 2);
+    assert_eq!(receiver.count(), 2);
+
+    // A receiver that refuses (400) is not retried.
+    let refusing = Receiver::start(vec![400]).await;
+    let (_, accepted) = s
+        .submit(
+            &client,
+            json!({"message": "z", "callback_url": refusing.url}),
+        )
+        .await;
+    let task = s
+        .until(&client, accepted["task_id"].as_str().unwrap(), delivered)
+        .await;
+    assert_eq!(task["callback"]["delivery"], "failed");
+    assert_eq!(refusing.count(), 1);
+}
+
+#[tokio::test]
+async fn a_retryable_failure_runs_again_and_a_final_one_fails_the_task() {
+    let s = Setup::default().await;
+    let client = alice();
+    // Throttled once, then fine: a second run, after a backoff.
+    let (_, accepted) = s
+        .submit(&client, json!({"message": "x", "model": "fake.throttle-1"}))
+        .await;
+    let task = s
+        .until(&client, accepted["task_id"].as_str().unwrap(), finished)
+        .await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert_eq!(task["attempts"], 2);
+    assert_eq!(s.fake.calls_to("fake.throttle-1"), 2);
+
+    // The model refuses the request: not retryable, failed with the error table's code.
+    let receiver = Receiver::start(vec![]).await;
+    let (_, accepted) = s
+        .submit(
+            &client,
+            json!({"message": "x", "model": "fake.validation", "callback_url": receiver.url}),
+        )
+        .await;
+    let task = s
+        .until(&client, accepted["task_id"].as_str().unwrap(), delivered)
+        .await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["attempts"], 1);
+    assert_eq!(task["error"]["code"], "invalid_request");
+    let posted: Value = serde_json::from_slice(&receiver.received.lock().unwrap()[0].1).unwrap();
+    assert_eq!(posted["status"], "failed");
+    assert_eq!(posted["error"]["code"], "invalid_request");
+}
+
+#[tokio::test]
+async fn a_poison_message_is_failed_after_max_attempts_and_dead_lettered() {
+    let db = Database::in_memory().unwrap();
+    let s = Setup::start(db.clone(), settings(), false).await;
+    // A message whose task has no record: dropped, no model call.
+    s.tasks.queue.send("ghost").await.unwrap();
+    // A task whose worker "dies" every time: received max_attempts times, never finished.
+    let client = alice();
+    let (_, accepted) = s.submit(&client, json!({"message": "x"})).await;
+    let id = accepted["task_id"].as_str().unwrap().to_owned();
+    let queue = SqliteQueue::new(db, s.tasks.settings.max_attempts + 1);
+    for _ in 0..s.tasks.settings.max_attempts {
+        let got = loop {
+            let got = queue.receive(10, 0).await.unwrap();
+            if got.iter().any(|m| m.task_id == id) {
+                break got;
+            }
+        };
+        assert!(got.iter().any(|m| m.task_id == id));
+    }
+    // Now a real worker: it sees the message once more, and fails the task for good.
+    Worker::new(s.tasks.clone(), s.pipeline.clone()).spawn(s.workers.clone());
+    let task = s.until(&client, &id, finished).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert!(
+        task["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("internal")
+    );
+    assert_eq!(s.fake.calls_to("fake"), 0);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_task_leaves_it_to_another_which_completes_it_once() {
+    let db = Database::in_memory().unwrap();
+    let s = Setup::start(db, settings(), false).await;
+    let receiver = Receiver::start(vec![]).await;
+    let client = alice();
+    let first = CancellationToken::new();
+    Worker::new(s.tasks.clone(), s.pipeline.clone()).spawn(first.clone());
+    let (_, accepted) = s
+        .submit(
+            &client,
+            json!({"message": "x", "model": "fake.slow", "callback_url": receiver.url}),
+        )
+        .await;
+    let id = accepted["task_id"].as_str().unwrap();
+    s.until(&client, id, |t| t["status"] == "running").await;
+    // The first worker dies mid-generation: its model stream is dropped.
+    first.cancel();
+    Worker::new(s.tasks.clone(), s.pipeline.clone()).spawn(s.workers.clone());
+    let task = s.until(&client, id, delivered).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert_eq!(
+        task["attempts"], 2,
+        "redelivered after the visibility timeout"
+    );
+    assert_eq!(s.fake.calls_to("fake.slow"), 2);
+    assert_eq!(receiver.count(), 1, "one callback");
+}
+
+#[tokio::test]
+async fn queued_tasks_survive_a_restart() {
+    let dir = std::env::temp_dir().join(format!("nagare-tasks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("nagare.db");
+    let client = alice();
+    let id = {
+        // No workers: the task stays queued when this "process" stops.
+        let s = Setup::start(Database::open(&path).unwrap(), settings(), false).await;
+        let (status, accepted) = s.submit(&client, json!({"message": "x"})).await;
+        assert_eq!(status, 202);
+        accepted["task_id"].as_str().unwrap().to_owned()
+    };
+    let s = Setup::start(reopen(&path).await, settings(), true).await;
+    let task = s.until(&client, &id, finished).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert_eq!(s.fake.calls_to("fake"), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Opens the database again once the previous handle's thread has let go of it.
+async fn reopen(path: &Path) -> Database {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Database::open(path).unwrap()
+}
