@@ -22,6 +22,7 @@ use nagare_gateway::tasks::{
     Callbacks, SIGNATURE_HEADER, SqliteQueue, SqliteTaskStore, TaskQueue, TaskSettings, Tasks,
     Worker,
 };
+use nagare_gateway::telemetry::{Metrics, MetricsSettings};
 use nagare_tests::harness::{DEV_SECRET, Gateway, authed_client, dev_token, test_pipeline};
 use nagare_tests::serve::{StopOnDrop, spawn};
 use nagare_tests::{FakeBedrock, INSTALL_PYTHON, bedrock_provider, python};
@@ -121,7 +122,11 @@ impl Setup {
         let tasks = tasks_on(db, settings);
         let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
         let state = AppState::new(pipeline.clone(), Arc::new(verifier), "chat", 256 * 1024)
-            .with_tasks(tasks.clone());
+            .with_tasks(tasks.clone())
+            .with_metrics(Metrics::new(
+                &MetricsSettings::default(),
+                Default::default(),
+            ));
         let gw = Gateway::start_state(state).await.unwrap();
         let workers = CancellationToken::new();
         if run_workers {
@@ -453,6 +458,16 @@ async fn queued_tasks_survive_a_restart() {
         let s = Setup::start(Database::open(&path).unwrap(), settings(), false).await;
         let (status, accepted) = s.submit(&client, json!({"message": "x"})).await;
         assert_eq!(status, 202);
+        let metrics = reqwest::get(s.gw.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(r#"nagare_task_queue_messages{queue="sqlite",state="waiting"} 1"#),
+            "{metrics}"
+        );
         accepted["task_id"].as_str().unwrap().to_owned()
     };
     let s = Setup::start(reopen(&path).await, settings(), true).await;

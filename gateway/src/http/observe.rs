@@ -58,6 +58,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             Error::NotFound("metrics are off on this server (metrics.enabled = false)".into());
         return ApiError::new(&error, uuid::Uuid::new_v4().to_string()).into_response();
     };
+    // The queue's depth lives in its store: read it now, so the scrape sees it current.
+    if let (Some(metrics), Some(tasks)) = (&state.metrics, &state.tasks) {
+        match tasks.queue.depth().await {
+            Ok(depth) => metrics.queue_depth(tasks.queue.name(), depth),
+            Err(e) => tracing::warn!(error = %e, "reading the task queue's depth"),
+        }
+    }
     let mut response = Metrics::encode(registry).into_response();
     response
         .headers_mut()

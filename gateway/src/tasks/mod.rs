@@ -202,6 +202,18 @@ pub trait TaskQueue: Send + Sync {
     async fn extend(&self, receipt: &str, visibility_secs: u64) -> Result<(), Error>;
     /// The message is done with.
     async fn delete(&self, receipt: &str) -> Result<(), Error>;
+    /// How many messages wait, are being worked on, and were dead-lettered.
+    async fn depth(&self) -> Result<QueueDepth, Error>;
+}
+
+/// A queue's messages by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Ready to be received.
+    pub waiting: u64,
+    /// Received and hidden: being worked on, or waiting out a backoff.
+    pub in_flight: u64,
+    pub dead: u64,
 }
 
 /// What the HTTP and gRPC layers need of tasks.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
-use super::{DeliveryStatus, Message, TaskQueue, TaskRecord, TaskStatus, TaskStore};
+use super::{DeliveryStatus, Message, QueueDepth, TaskQueue, TaskRecord, TaskStatus, TaskStore};
 use crate::error::{Error, ErrorBody};
 use crate::store::{Database, unix_now_ms};
 
@@ -329,6 +329,27 @@ impl TaskQueue for SqliteQueue {
             })
             .await
     }
+
+    async fn depth(&self) -> Result<QueueDepth, Error> {
+        self.db
+            .with(|db| {
+                db.query_row(
+                    "SELECT COALESCE(SUM(dead = 0 AND visible_at <= ?1), 0),
+                            COALESCE(SUM(dead = 0 AND visible_at > ?1), 0),
+                            COALESCE(SUM(dead = 1), 0)
+                     FROM task_queue",
+                    [unix_now_ms()],
+                    |row| {
+                        Ok(QueueDepth {
+                            waiting: row.get(0)?,
+                            in_flight: row.get(1)?,
+                            dead: row.get(2)?,
+                        })
+                    },
+                )
+            })
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -373,6 +394,11 @@ mod tests {
         }
         assert!(q.receive(1, 0).await.unwrap().is_empty());
         assert_eq!(q.dead_letters().await.unwrap(), ["poison"]);
+        q.send("fresh").await.unwrap();
+        q.send("taken").await.unwrap();
+        q.receive(1, 60).await.unwrap();
+        let depth = q.depth().await.unwrap();
+        assert_eq!((depth.waiting, depth.in_flight, depth.dead), (1, 1, 1));
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
 use crate::chat::ChatPipeline;
+use crate::tasks::QueueDepth;
 use crate::telemetry::record::{BoundedLabel, ChatRecord, Recorder};
 
 /// The Prometheus text format's content type.
@@ -86,6 +87,12 @@ struct UsageLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: &'static str,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
     model: String,
 }
@@ -120,6 +127,7 @@ struct Families {
     cost_usd: Family<UsageLabels, Counter<f64>>,
     retries: Family<ModelLabels, Counter>,
     websockets: Gauge,
+    queue: Family<QueueLabels, Gauge>,
     tenants: BoundedLabel,
     models: BoundedLabel,
     prices: BTreeMap<String, Price>,
@@ -140,6 +148,7 @@ impl Metrics {
                 cost_usd: Family::default(),
                 retries: Family::default(),
                 websockets: Gauge::default(),
+                queue: Family::default(),
                 tenants: BoundedLabel::new(settings.max_tenants),
                 models: BoundedLabel::new(settings.max_models),
                 prices,
@@ -170,6 +179,21 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// The task queue's depth, read just before a scrape.
+    pub fn queue_depth(&self, queue: &'static str, depth: QueueDepth) {
+        for (state, n) in [
+            ("waiting", depth.waiting),
+            ("in_flight", depth.in_flight),
+            ("dead", depth.dead),
+        ] {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            self.inner
+                .queue
+                .get_or_create(&QueueLabels { queue, state })
+                .set(n);
+        }
     }
 
     /// Counts an open WebSocket connection until the guard is dropped.
@@ -232,6 +256,11 @@ impl Metrics {
             "websocket_connections",
             "Open WebSocket connections",
             m.websockets.clone(),
+        );
+        r.register(
+            "task_queue_messages",
+            "Task queue messages by state: waiting, in_flight (being run or backing off), dead",
+            m.queue.clone(),
         );
         r.register_collector(Box::new(PipelineState(pipeline)));
         r
