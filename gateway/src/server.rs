@@ -19,7 +19,10 @@ use crate::store::{
     self, ConnectionStore, ConversationStore, Database, DynamoConnectionStore,
     DynamoConversationStore, SqliteConnectionStore, SqliteConversationStore, StoreKind, TableNames,
 };
-use crate::tasks::{Callbacks, SqliteQueue, SqliteTaskStore, Tasks, Worker};
+use crate::tasks::{
+    Callbacks, DynamoTaskStore, QueueKind, SqliteQueue, SqliteTaskStore, SqsQueue, TaskQueue,
+    TaskStore, Tasks, Worker,
+};
 use crate::telemetry::{Metrics, NoRecorder, Recorder};
 
 /// Builds the provider the config names, with retries and timeouts around it, failing fast when
@@ -200,7 +203,7 @@ pub async fn build_stores(config: &Config) -> Result<Stores, StartupError> {
 }
 
 /// `nagare create-tables`: creates the DynamoDB tables the config names (`[store]`, `[cache]`,
-/// `[rate_limits]`); true for each one created.
+/// `[rate_limits]`, `[tasks]`); true for each one created.
 pub async fn create_tables(config: &Config) -> Result<Vec<(String, bool)>, Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let names = TableNames {
@@ -208,6 +211,7 @@ pub async fn create_tables(config: &Config) -> Result<Vec<(String, bool)>, Error
         conversations: config.store.conversations_table.clone(),
         cache: config.cache.table.clone(),
         limits: config.rate_limits.table.clone(),
+        tasks: config.tasks.table.clone(),
     };
     let created = store::create_tables(&aws_sdk_dynamodb::Client::new(&sdk), &names).await?;
     Ok([
@@ -215,6 +219,7 @@ pub async fn create_tables(config: &Config) -> Result<Vec<(String, bool)>, Error
         names.conversations,
         names.cache,
         names.limits,
+        names.tasks,
     ]
     .into_iter()
     .map(|t| {
@@ -224,18 +229,46 @@ pub async fn create_tables(config: &Config) -> Result<Vec<(String, bool)>, Error
     .collect())
 }
 
-/// The task store and the embedded queue, in the SQLite database (opened here when `[store]`
-/// does not use it), and the callback signer.
-pub fn build_tasks(config: &Config, sqlite: Option<Database>) -> Result<Tasks, StartupError> {
-    let db = match sqlite {
-        Some(db) => db,
+/// The task store (DynamoDB when `[store]` uses it, else SQLite), the queue (`tasks.queue`: the
+/// embedded one in SQLite, or SQS), and the callback signer.
+pub async fn build_tasks(config: &Config, sqlite: Option<Database>) -> Result<Tasks, StartupError> {
+    let settings = config.tasks.clone();
+    let open_sqlite = || match &sqlite {
+        Some(db) => Ok(db.clone()),
         None => {
             let path = config.data_dir.join("nagare.db");
             Database::open(&path)
-                .map_err(|e| StartupError::Backend(format!("{}: {e}", path.display())))?
+                .map_err(|e| StartupError::Backend(format!("{}: {e}", path.display())))
         }
     };
-    let settings = config.tasks.clone();
+    let aws = if config.store.kind == StoreKind::Dynamodb || settings.queue == QueueKind::Sqs {
+        Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+    } else {
+        None
+    };
+    let store: Arc<dyn TaskStore> = match &aws {
+        Some(sdk) if config.store.kind == StoreKind::Dynamodb => Arc::new(DynamoTaskStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            &settings.table,
+            settings.retention_days * 24 * 60 * 60,
+        )),
+        _ => Arc::new(SqliteTaskStore::new(open_sqlite()?)),
+    };
+    let queue: Arc<dyn TaskQueue> = match (&aws, settings.queue) {
+        (Some(sdk), QueueKind::Sqs) => {
+            let url = settings.queue_url.clone().ok_or_else(|| {
+                StartupError::Config("tasks.queue_url: required with tasks.queue = \"sqs\"".into())
+            })?;
+            Arc::new(SqsQueue::new(
+                aws_sdk_sqs::Client::new(sdk),
+                url,
+                settings.dead_letter_queue_url.clone(),
+            ))
+        }
+        // One more receive than attempts: the worker sees the message once more and fails the
+        // task for good, instead of leaving it `running` in the dead letters.
+        _ => Arc::new(SqliteQueue::new(open_sqlite()?, settings.max_attempts + 1)),
+    };
     let secret = match &settings.callback_secret {
         Some(secret) => secret.clone(),
         None => {
@@ -249,16 +282,13 @@ pub fn build_tasks(config: &Config, sqlite: Option<Database>) -> Result<Tasks, S
     let dev_mode = config.auth.issuers.is_empty();
     tracing::info!(
         workers = settings.workers,
-        queue = "sqlite",
+        queue = queue.name(),
         max_attempts = settings.max_attempts,
         "tasks: on"
     );
-    // One more receive than attempts: the worker sees the message once more and fails the task
-    // for good, instead of leaving it `running` in the dead letters.
-    let queue = SqliteQueue::new(db.clone(), settings.max_attempts + 1);
     Ok(Tasks {
-        store: Arc::new(SqliteTaskStore::new(db)),
-        queue: Arc::new(queue),
+        store,
+        queue,
         callbacks: Arc::new(Callbacks::new(secret.into_bytes(), &settings, dev_mode)),
         settings,
     })
@@ -327,7 +357,7 @@ pub async fn run(
         state = state.with_metrics(metrics);
     }
     let tasks = if config.tasks.enabled {
-        Some(build_tasks(&config, stores.sqlite.clone())?)
+        Some(build_tasks(&config, stores.sqlite.clone()).await?)
     } else {
         tracing::info!("tasks: off (tasks.enabled = false)");
         None

@@ -83,6 +83,50 @@ pub fn dynamodb() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(config)
 }
 
+/// An SQS client for moto's server.
+pub fn sqs() -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::config::Builder::from(&test_sdk_config())
+        .endpoint_url(url())
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// A fresh task queue and its dead-letter queue, which takes messages received more than
+/// `max_receives` times: (queue URL, dead-letter queue URL).
+pub async fn task_queues(
+    client: &aws_sdk_sqs::Client,
+    max_receives: u32,
+) -> anyhow::Result<(String, String)> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let suffix = uuid_like();
+    let dlq = client
+        .create_queue()
+        .queue_name(format!("tasks-dlq-{suffix}"))
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
+    let arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    let redrive = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max_receives});
+    let queue = client
+        .create_queue()
+        .queue_name(format!("tasks-{suffix}"))
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
+    Ok((queue, dlq))
+}
+
 /// Fresh tables shaped like the deployed ones, under unique names so tests sharing the server
 /// do not see each other's items.
 pub async fn tables(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<TableNames> {
@@ -92,6 +136,7 @@ pub async fn tables(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<TableNa
         conversations: format!("conversations-{suffix}"),
         cache: format!("cache-{suffix}"),
         limits: format!("limits-{suffix}"),
+        tasks: format!("tasks-{suffix}"),
     };
     create_tables(client, &names).await?;
     Ok(names)

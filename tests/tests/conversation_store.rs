@@ -226,11 +226,12 @@ async fn nagare_create_tables_creates_once_then_reports_existing() {
         std::process::id(),
         nagare_gateway::store::unix_now_ms()
     );
-    let (connections, conversations, cache, limits) = (
+    let (connections, conversations, cache, limits, tasks) = (
         format!("conn-{suffix}"),
         format!("conv-{suffix}"),
         format!("cache-{suffix}"),
         format!("limits-{suffix}"),
+        format!("tasks-{suffix}"),
     );
     let run = || {
         std::process::Command::new(workspace_binary("nagare").unwrap())
@@ -245,6 +246,7 @@ async fn nagare_create_tables_creates_once_then_reports_existing() {
             .env("NAGARE__STORE__CONVERSATIONS_TABLE", &conversations)
             .env("NAGARE__CACHE__TABLE", &cache)
             .env("NAGARE__RATE_LIMITS__TABLE", &limits)
+            .env("NAGARE__TASKS__TABLE", &tasks)
             .output()
             .unwrap()
     };
@@ -253,14 +255,14 @@ async fn nagare_create_tables_creates_once_then_reports_existing() {
     assert_eq!(
         String::from_utf8_lossy(&first.stdout),
         format!(
-            "{connections}: created\n{conversations}: created\n{cache}: created\n{limits}: created\n"
+            "{connections}: created\n{conversations}: created\n{cache}: created\n{limits}: created\n{tasks}: created\n"
         )
     );
     let second = run();
     assert_eq!(
         String::from_utf8_lossy(&second.stdout),
         format!(
-            "{connections}: exists\n{conversations}: exists\n{cache}: exists\n{limits}: exists\n"
+            "{connections}: exists\n{conversations}: exists\n{cache}: exists\n{limits}: exists\n{tasks}: exists\n"
         )
     );
     let table = moto::dynamodb()

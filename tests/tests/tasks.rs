@@ -19,13 +19,13 @@ use nagare_gateway::chat::ChatPipeline;
 use nagare_gateway::http::AppState;
 use nagare_gateway::store::Database;
 use nagare_gateway::tasks::{
-    Callbacks, SIGNATURE_HEADER, SqliteQueue, SqliteTaskStore, TaskQueue, TaskSettings, Tasks,
-    Worker,
+    Callbacks, DynamoTaskStore, SIGNATURE_HEADER, SqliteQueue, SqliteTaskStore, SqsQueue,
+    TaskQueue, TaskSettings, TaskStore, Tasks, Worker,
 };
 use nagare_gateway::telemetry::{Metrics, MetricsSettings};
 use nagare_tests::harness::{DEV_SECRET, Gateway, authed_client, dev_token, test_pipeline};
 use nagare_tests::serve::{StopOnDrop, spawn};
-use nagare_tests::{FakeBedrock, INSTALL_PYTHON, bedrock_provider, python};
+use nagare_tests::{FakeBedrock, INSTALL_PYTHON, bedrock_provider, moto, python};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -100,26 +100,51 @@ fn settings() -> TaskSettings {
     }
 }
 
-fn tasks_on(db: Database, settings: TaskSettings) -> Tasks {
+/// Where the tasks of a test live.
+enum Backend {
+    Sqlite(Database),
+    /// DynamoDB task records and an SQS queue, on moto's server.
+    Aws,
+}
+
+async fn tasks_on(backend: Backend, settings: TaskSettings) -> Tasks {
     let callbacks = Callbacks::new(SECRET.as_bytes().to_vec(), &settings, true)
         .with_backoff(Duration::from_millis(20));
+    let (store, queue): (Arc<dyn TaskStore>, Arc<dyn TaskQueue>) = match backend {
+        Backend::Sqlite(db) => (
+            Arc::new(SqliteTaskStore::new(db.clone())),
+            Arc::new(SqliteQueue::new(db, settings.max_attempts + 1)),
+        ),
+        Backend::Aws => {
+            let dynamodb = moto::dynamodb();
+            let table = moto::tables(&dynamodb).await.unwrap().tasks;
+            let sqs = moto::sqs();
+            let (queue, dlq) = moto::task_queues(&sqs, settings.max_attempts + 1)
+                .await
+                .unwrap();
+            (
+                Arc::new(DynamoTaskStore::new(dynamodb, table, 3600)),
+                Arc::new(SqsQueue::new(sqs, queue, Some(dlq)).with_wait_secs(1)),
+            )
+        }
+    };
     Tasks {
-        store: Arc::new(SqliteTaskStore::new(db.clone())),
-        queue: Arc::new(SqliteQueue::new(db, settings.max_attempts + 1)),
+        store,
+        queue,
         callbacks: Arc::new(callbacks),
         settings,
     }
 }
 
 impl Setup {
-    async fn start(db: Database, settings: TaskSettings, run_workers: bool) -> Self {
+    async fn start(backend: Backend, settings: TaskSettings, run_workers: bool) -> Self {
         let fake = FakeBedrock::start().await.unwrap();
         let pipeline = Arc::new(test_pipeline(
             Arc::new(bedrock_provider(&fake.url())),
             "fake",
             &["fake.slow", "fake.throttle-1", "fake.validation"],
         ));
-        let tasks = tasks_on(db, settings);
+        let tasks = tasks_on(backend, settings).await;
         let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
         let state = AppState::new(pipeline.clone(), Arc::new(verifier), "chat", 256 * 1024)
             .with_tasks(tasks.clone())
@@ -142,7 +167,12 @@ impl Setup {
     }
 
     async fn default() -> Self {
-        Self::start(Database::in_memory().unwrap(), settings(), true).await
+        Self::start(
+            Backend::Sqlite(Database::in_memory().unwrap()),
+            settings(),
+            true,
+        )
+        .await
     }
 
     async fn submit(&self, client: &reqwest::Client, body: Value) -> (u16, Value) {
@@ -388,7 +418,7 @@ async fn a_retryable_failure_runs_again_and_a_final_one_fails_the_task() {
 #[tokio::test]
 async fn a_poison_message_is_failed_after_max_attempts_and_dead_lettered() {
     let db = Database::in_memory().unwrap();
-    let s = Setup::start(db.clone(), settings(), false).await;
+    let s = Setup::start(Backend::Sqlite(db.clone()), settings(), false).await;
     // A message whose task has no record: dropped, no model call.
     s.tasks.queue.send("ghost").await.unwrap();
     // A task whose worker "dies" every time: received max_attempts times, never finished.
@@ -420,8 +450,12 @@ async fn a_poison_message_is_failed_after_max_attempts_and_dead_lettered() {
 
 #[tokio::test]
 async fn a_worker_killed_mid_task_leaves_it_to_another_which_completes_it_once() {
-    let db = Database::in_memory().unwrap();
-    let s = Setup::start(db, settings(), false).await;
+    let s = Setup::start(
+        Backend::Sqlite(Database::in_memory().unwrap()),
+        settings(),
+        false,
+    )
+    .await;
     let receiver = Receiver::start(vec![]).await;
     let client = alice();
     let first = CancellationToken::new();
@@ -455,7 +489,12 @@ async fn queued_tasks_survive_a_restart() {
     let client = alice();
     let id = {
         // No workers: the task stays queued when this "process" stops.
-        let s = Setup::start(Database::open(&path).unwrap(), settings(), false).await;
+        let s = Setup::start(
+            Backend::Sqlite(Database::open(&path).unwrap()),
+            settings(),
+            false,
+        )
+        .await;
         let (status, accepted) = s.submit(&client, json!({"message": "x"})).await;
         assert_eq!(status, 202);
         let metrics = reqwest::get(s.gw.url("/metrics"))
@@ -470,7 +509,7 @@ async fn queued_tasks_survive_a_restart() {
         );
         accepted["task_id"].as_str().unwrap().to_owned()
     };
-    let s = Setup::start(reopen(&path).await, settings(), true).await;
+    let s = Setup::start(Backend::Sqlite(reopen(&path).await), settings(), true).await;
     let task = s.until(&client, &id, finished).await;
     assert_eq!(task["status"], "succeeded", "{task}");
     assert_eq!(s.fake.calls_to("fake"), 1);
@@ -481,4 +520,84 @@ async fn queued_tasks_survive_a_restart() {
 async fn reopen(path: &Path) -> Database {
     tokio::time::sleep(Duration::from_millis(100)).await;
     Database::open(path).unwrap()
+}
+
+#[tokio::test]
+async fn tasks_run_on_sqs_and_dynamodb_with_the_same_guarantees() {
+    // moto answers one request at a time, so a call can wait behind another worker's long poll:
+    // one worker, and a visibility timeout that such waits cannot outlast.
+    let settings = TaskSettings {
+        workers: 1,
+        visibility_timeout_secs: 10,
+        ..settings()
+    };
+    let s = Setup::start(Backend::Aws, settings, true).await;
+    let receiver = Receiver::start(vec![503]).await;
+    let client = alice();
+    let (status, accepted) = s
+        .submit(
+            &client,
+            json!({"message": "on aws", "callback_url": receiver.url}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["task_id"].as_str().unwrap();
+    let task = s.until(&client, id, delivered).await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert_eq!(task["callback"]["delivery"], "delivered");
+    assert_eq!(task["callback"]["attempts"], 2);
+    let (signature, body) = receiver.received.lock().unwrap()[1].clone();
+    assert!(python_verifies(&signature, &body, SECRET));
+    assert_eq!(
+        s.task(&authed_client(&dev_token("bob", &["chat"])), id)
+            .await
+            .0,
+        404
+    );
+
+    // Throttled once: the message comes back after its backoff, on SQS too.
+    let (_, accepted) = s
+        .submit(&client, json!({"message": "x", "model": "fake.throttle-1"}))
+        .await;
+    let task = s
+        .until(&client, accepted["task_id"].as_str().unwrap(), finished)
+        .await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert_eq!(task["attempts"], 2);
+
+    // A finished task redelivered: acknowledged, no second call.
+    let calls = s.fake.calls_to("fake");
+    s.tasks.queue.send(id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(s.fake.calls_to("fake"), calls);
+    let depth = s.tasks.queue.depth().await.unwrap();
+    assert_eq!((depth.waiting, depth.in_flight), (0, 0), "{depth:?}");
+}
+
+#[tokio::test]
+async fn the_sqs_queue_hides_extends_deletes_and_dead_letters() {
+    let sqs = moto::sqs();
+    let (url, dlq) = moto::task_queues(&sqs, 2).await.unwrap();
+    let q = SqsQueue::new(sqs, url, Some(dlq)).with_wait_secs(0);
+    q.send("t1").await.unwrap();
+    let first = q.receive(10, 60).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        (first[0].task_id.as_str(), first[0].receive_count),
+        ("t1", 1)
+    );
+    assert!(q.receive(10, 60).await.unwrap().is_empty(), "hidden");
+    assert_eq!(q.depth().await.unwrap().in_flight, 1);
+    q.extend(&first[0].receipt, 0).await.unwrap();
+    let second = q.receive(10, 0).await.unwrap();
+    assert_eq!(second[0].receive_count, 2);
+    // Received twice with maxReceiveCount 2: the next receive moves it to the dead letters.
+    assert!(q.receive(10, 60).await.unwrap().is_empty());
+    assert_eq!(q.depth().await.unwrap().dead, 1);
+
+    q.send("t2").await.unwrap();
+    let got = q.receive(10, 60).await.unwrap();
+    q.delete(&got[0].receipt).await.unwrap();
+    let depth = q.depth().await.unwrap();
+    assert_eq!((depth.waiting, depth.in_flight), (0, 0), "{depth:?}");
 }

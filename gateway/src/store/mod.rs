@@ -3,7 +3,7 @@
 
 mod connections;
 mod conversations;
-mod dynamodb;
+pub(crate) mod dynamodb;
 mod page;
 mod sqlite;
 
@@ -67,7 +67,7 @@ pub fn unix_now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn store_error(backend: &str, e: impl std::fmt::Display) -> Error {
+pub(crate) fn store_error(backend: &str, e: impl std::fmt::Display) -> Error {
     // The full error goes to the log; the client sees only that the store failed.
     tracing::warn!(backend, error = %e, "store failed");
     Error::Internal(format!("the {backend} store failed"))

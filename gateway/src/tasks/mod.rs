@@ -6,7 +6,9 @@
 //! visibility timeout and comes back if not deleted; one received too often is dead-lettered).
 
 mod callback;
+mod dynamodb;
 mod sqlite;
+mod sqs;
 mod worker;
 
 use std::sync::Arc;
@@ -16,7 +18,9 @@ use nagare_authorizer::Principal;
 use serde::{Deserialize, Serialize};
 
 pub use callback::{Callbacks, SIGNATURE_HEADER, check_callback_url, sign};
+pub use dynamodb::DynamoTaskStore;
 pub use sqlite::{SqliteQueue, SqliteTaskStore};
+pub use sqs::SqsQueue;
 pub use worker::Worker;
 
 use crate::error::{Error, ErrorBody};
@@ -41,6 +45,26 @@ pub struct TaskSettings {
     pub callback_timeout_ms: u64,
     /// Hosts whose callbacks may resolve to private or loopback addresses (an internal service).
     pub callback_allow_hosts: Vec<String>,
+    /// Where tasks wait: the embedded queue in SQLite, or SQS.
+    pub queue: QueueKind,
+    /// The SQS queue, with `queue = "sqs"`; its redrive policy's `maxReceiveCount` should be
+    /// `max_attempts + 1`.
+    pub queue_url: Option<String>,
+    /// Its dead-letter queue, for the depth metric.
+    pub dead_letter_queue_url: Option<String>,
+    /// The DynamoDB table of task records, when `[store] kind = "dynamodb"`.
+    pub table: String,
+    /// Days a task record is kept after its last change (DynamoDB TTL).
+    pub retention_days: u64,
+}
+
+/// Where tasks wait.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKind {
+    #[default]
+    Sqlite,
+    Sqs,
 }
 
 impl Default for TaskSettings {
@@ -54,6 +78,11 @@ impl Default for TaskSettings {
             callback_attempts: 5,
             callback_timeout_ms: 10_000,
             callback_allow_hosts: Vec::new(),
+            queue: QueueKind::Sqlite,
+            queue_url: None,
+            dead_letter_queue_url: None,
+            table: "nagare-tasks".into(),
+            retention_days: 7,
         }
     }
 }

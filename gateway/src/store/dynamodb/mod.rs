@@ -19,7 +19,7 @@ pub use conversations::DynamoConversationStore;
 use super::store_error;
 use crate::error::Error;
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 /// The GSI that lists a user's conversations, newest first (only `META` items carry `owner`).
 pub const OWNER_INDEX: &str = "owner-updated";
@@ -34,14 +34,14 @@ pub(crate) fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R
     e.code() == Some("ConditionalCheckFailedException")
 }
 
-fn string(item: &Item, name: &str) -> String {
+pub(crate) fn string(item: &Item, name: &str) -> String {
     item.get(name)
         .and_then(|v| v.as_s().ok())
         .cloned()
         .unwrap_or_default()
 }
 
-fn number(item: &Item, name: &str) -> Option<u64> {
+pub(crate) fn number(item: &Item, name: &str) -> Option<u64> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
 
@@ -51,7 +51,7 @@ fn set_contains(item: &Item, name: &str, value: &str) -> bool {
         .is_some_and(|set| set.iter().any(|s| s == value))
 }
 
-fn s(value: &str) -> AttributeValue {
+pub(crate) fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_owned())
 }
 
@@ -68,6 +68,8 @@ pub struct TableNames {
     pub cache: String,
     /// The shared counters of `[rate_limits]`.
     pub limits: String,
+    /// Task records.
+    pub tasks: String,
 }
 
 /// Creates the tables if they do not exist, with their keys, index and TTL. Safe to run again.
@@ -121,21 +123,30 @@ pub async fn create_tables(client: &Client, names: &TableNames) -> Result<Vec<St
     if created_now(conversations.send().await)? {
         created.push(names.conversations.clone());
     }
-    // The cache and the limit counters: one string key each.
-    for table in [&names.cache, &names.limits] {
+    // The cache, the limit counters and the tasks: one string key each.
+    for (table, key_name) in [
+        (&names.cache, "key"),
+        (&names.limits, "key"),
+        (&names.tasks, "task_id"),
+    ] {
         let keyed = client
             .create_table()
             .table_name(table)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr("key", ScalarAttributeType::S)?)
-            .key_schema(key("key", KeyType::Hash)?);
+            .attribute_definitions(attr(key_name, ScalarAttributeType::S)?)
+            .key_schema(key(key_name, KeyType::Hash)?);
         if created_now(keyed.send().await)? {
             created.push(table.clone());
         }
     }
-    // Connection records, cache entries and counters expire (`$disconnect` is best effort;
-    // answers age; windows end).
-    for table in [&names.connections, &names.cache, &names.limits] {
+    // Connection records, cache entries, counters and tasks expire (`$disconnect` is best
+    // effort; answers age; windows end; tasks are kept for `tasks.retention_days`).
+    for table in [
+        &names.connections,
+        &names.cache,
+        &names.limits,
+        &names.tasks,
+    ] {
         let ttl = TimeToLiveSpecification::builder()
             .enabled(true)
             .attribute_name("ttl")
