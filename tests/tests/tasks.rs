@@ -601,3 +601,106 @@ async fn the_sqs_queue_hides_extends_deletes_and_dead_letters() {
     let depth = q.depth().await.unwrap();
     assert_eq!((depth.waiting, depth.in_flight), (0, 0), "{depth:?}");
 }
+
+/// The `nagare-worker` binary under the Lambda Runtime API, configured only through the
+/// environment as on AWS: a batch of two SQS records, one that succeeds and one throttled (left
+/// for later), answered with the throttled one as the batch's only item failure.
+#[tokio::test]
+async fn the_nagare_worker_binary_reports_what_must_come_back() {
+    use nagare_gateway::tasks::{TaskRecord, TaskStatus};
+    use nagare_tests::FakeLambdaRuntime;
+    use nagare_tests::fake_lambda::{Invocation, Outcome, workspace_binary};
+
+    let dynamodb = moto::dynamodb();
+    let tables = moto::tables(&dynamodb).await.unwrap();
+    let table = tables.tasks.clone();
+    let sqs = moto::sqs();
+    let (queue_url, _) = moto::task_queues(&sqs, 4).await.unwrap();
+    let store = DynamoTaskStore::new(dynamodb, &table, 3600);
+    let queue = SqsQueue::new(sqs, &queue_url, None).with_wait_secs(1);
+    let now = nagare_gateway::store::unix_now_ms();
+    for (id, model) in [("task-ok", "mock"), ("task-throttled", "mock.throttle-1")] {
+        let record = TaskRecord {
+            task_id: id.into(),
+            sub: "alice".into(),
+            tenant: "alice".into(),
+            scopes: "chat".into(),
+            request: json!({"message": "hi", "model": model}).to_string(),
+            status: TaskStatus::Queued,
+            attempts: 0,
+            result: None,
+            error: None,
+            callback_url: None,
+            delivery: None,
+            delivery_attempts: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        store.create(&record).await.unwrap();
+        queue.send(id).await.unwrap();
+    }
+    let mut messages = Vec::new();
+    while messages.len() < 2 {
+        messages.extend(queue.receive(10, 60).await.unwrap());
+    }
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            json!({
+                "messageId": format!("m-{}", m.task_id),
+                "receiptHandle": m.receipt,
+                "body": m.task_id,
+                "attributes": {"ApproximateReceiveCount": m.receive_count.to_string()},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:tasks",
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+
+    let runtime = FakeLambdaRuntime::start().await.unwrap();
+    let mut child = tokio::process::Command::new(workspace_binary("nagare-worker").unwrap())
+        .env_clear()
+        .envs(runtime.env("nagare-worker"))
+        .env("AWS_ACCESS_KEY_ID", "AKIDNAGARETEST")
+        .env("AWS_SECRET_ACCESS_KEY", "nagare-test-secret")
+        .env("AWS_ENDPOINT_URL_DYNAMODB", moto::url())
+        .env("AWS_ENDPOINT_URL_SQS", moto::url())
+        .env("NAGARE__STORE__KIND", "dynamodb")
+        .env("NAGARE__STORE__CONVERSATIONS_TABLE", &tables.conversations)
+        .env("NAGARE__STORE__CONNECTIONS_TABLE", &tables.connections)
+        .env("NAGARE__TASKS__TABLE", &table)
+        .env("NAGARE__TASKS__QUEUE", "sqs")
+        .env("NAGARE__TASKS__QUEUE_URL", &queue_url)
+        .env("NAGARE__TASKS__CALLBACK_SECRET", SECRET)
+        .env("NAGARE__UPSTREAM__MAX_ATTEMPTS", "1")
+        .env("NAGARE__PROVIDER__MOCK__TTFT_MS", "0")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    runtime.invoke(json!({ "Records": records })).await;
+    let response = match runtime
+        .result(Duration::from_secs(60))
+        .await
+        .expect("no answer")
+    {
+        Invocation {
+            outcome: Outcome::Response(r),
+            ..
+        } => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        response,
+        json!({"batchItemFailures": [{"itemIdentifier": "m-task-throttled"}]})
+    );
+    let ok = store.get("task-ok").await.unwrap().unwrap();
+    assert_eq!(ok.status, TaskStatus::Succeeded, "{ok:?}");
+    assert!(ok.result.unwrap().contains("\"model\":\"mock\""));
+    let throttled = store.get("task-throttled").await.unwrap().unwrap();
+    assert_eq!(throttled.status, TaskStatus::Queued);
+    assert_eq!(throttled.error.unwrap().code.as_str(), "upstream_throttled");
+    child.kill().await.unwrap();
+}

@@ -4,10 +4,12 @@
 
 mod generate;
 mod invoke;
+mod worker;
 mod ws;
 
 pub use generate::GenerateJob;
 pub use invoke::{AsyncInvoker, LambdaInvoker};
+pub use worker::{build_worker, handle_batch};
 pub use ws::WsFunction;
 
 use std::sync::Arc;

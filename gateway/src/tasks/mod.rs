@@ -21,7 +21,7 @@ pub use callback::{Callbacks, SIGNATURE_HEADER, check_callback_url, sign};
 pub use dynamodb::DynamoTaskStore;
 pub use sqlite::{SqliteQueue, SqliteTaskStore};
 pub use sqs::SqsQueue;
-pub use worker::Worker;
+pub use worker::{Handled, Worker};
 
 use crate::error::{Error, ErrorBody};
 

@@ -13,6 +13,15 @@ use super::{DeliveryStatus, Message, TaskRecord, TaskStatus, Tasks};
 use crate::chat::{ChatPipeline, ChatReply, Route, parse_chat_request};
 use crate::error::{Error, ErrorBody};
 
+/// What became of a received message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Finished with and deleted.
+    Done,
+    /// Left in the queue, to be received again when its visibility timeout ends.
+    Later,
+}
+
 /// Runs tasks until cancelled.
 pub struct Worker {
     tasks: Tasks,
@@ -58,22 +67,31 @@ impl Worker {
         }
     }
 
-    /// One received message, start to finish. Store failures leave the message to come back.
-    pub async fn handle(&self, message: Message) {
+    /// One received message, start to finish: [`Handled::Done`] once it is deleted from the
+    /// queue, [`Handled::Later`] when it stays to come back (a retry, or a store failure).
+    pub async fn handle(&self, message: Message) -> Handled {
         let span = tracing::info_span!("task", task_id = %message.task_id, attempt = message.receive_count);
-        let _ = tracing::Instrument::instrument(self.handle_in_span(message), span).await;
+        match tracing::Instrument::instrument(self.handle_in_span(message), span).await {
+            Ok(handled) => handled,
+            Err(e) => {
+                tracing::warn!(error = %e, "task handling failed; it will come back");
+                Handled::Later
+            }
+        }
     }
 
-    async fn handle_in_span(&self, message: Message) -> Result<(), Error> {
+    async fn handle_in_span(&self, message: Message) -> Result<Handled, Error> {
         let store = &self.tasks.store;
         let Some(record) = store.get(&message.task_id).await? else {
             tracing::warn!("no record for a queued task; dropping the message");
-            return self.tasks.queue.delete(&message.receipt).await;
+            self.tasks.queue.delete(&message.receipt).await?;
+            return Ok(Handled::Done);
         };
         if record.status.is_terminal() {
             // A redelivery after the outcome was recorded: no second model call.
             self.deliver(&message, &record).await?;
-            return self.tasks.queue.delete(&message.receipt).await;
+            self.tasks.queue.delete(&message.receipt).await?;
+            return Ok(Handled::Done);
         }
         let max = self.tasks.settings.max_attempts;
         if message.receive_count > max {
@@ -95,7 +113,8 @@ impl Worker {
                 store.retrying(&record.task_id, &e).await?;
                 // Back in the queue after a backoff that grows with each attempt.
                 let backoff = 2u64.saturating_pow(message.receive_count).min(60);
-                self.tasks.queue.extend(&message.receipt, backoff).await
+                self.tasks.queue.extend(&message.receipt, backoff).await?;
+                Ok(Handled::Later)
             }
             Err(e) => self.finish(&message, Err(e)).await,
         }
@@ -138,14 +157,15 @@ impl Worker {
         &self,
         message: &Message,
         outcome: Result<String, ErrorBody>,
-    ) -> Result<(), Error> {
+    ) -> Result<Handled, Error> {
         let store = &self.tasks.store;
         store.finished(&message.task_id, outcome).await?;
         if let Some(record) = store.get(&message.task_id).await? {
             tracing::info!(status = record.status.as_str(), "task finished");
             self.deliver(message, &record).await?;
         }
-        self.tasks.queue.delete(&message.receipt).await
+        self.tasks.queue.delete(&message.receipt).await?;
+        Ok(Handled::Done)
     }
 
     /// Posts a finished task to its callback, if it has one still pending.

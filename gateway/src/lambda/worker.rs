@@ -1,0 +1,68 @@
+//! `nagare-worker`: the Lambda function behind the task queue's SQS event source. Each record is
+//! one task, run by the same [`Worker`] as in `nagare serve`; records that must come back (a
+//! retry after its backoff, a store failure) are reported as batch item failures
+//! (`ReportBatchItemFailures`), so Lambda deletes only the others.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use futures::future::join_all;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::StartupError;
+use crate::server;
+use crate::tasks::{Handled, Message, QueueKind, Worker};
+use crate::telemetry::{Emf, NoRecorder, Recorder};
+
+/// Builds the worker from the config, once per Lambda instance.
+pub async fn build_worker(config: &Config) -> Result<Worker, StartupError> {
+    if config.tasks.queue != QueueKind::Sqs {
+        return Err(StartupError::Config(
+            "tasks.queue: nagare-worker takes its tasks from SQS; set tasks.queue = \"sqs\" and tasks.queue_url".into(),
+        ));
+    }
+    if config.tasks.callback_secret.is_none() {
+        return Err(StartupError::Config(
+            "tasks.callback_secret: required in Lambda, which has no data dir to keep a generated key".into(),
+        ));
+    }
+    let recorder: Arc<dyn Recorder> = if config.metrics.enabled {
+        Arc::new(Emf::new(&config.metrics.emf_namespace, std::io::stdout()))
+    } else {
+        Arc::new(NoRecorder)
+    };
+    let provider = server::build_provider(config, recorder.clone()).await?;
+    let stores = server::build_stores(config).await?;
+    let pipeline = Arc::new(server::build_pipeline(config, provider, &stores, recorder)?);
+    let tasks = server::build_tasks(config, stores.sqlite).await?;
+    Ok(Worker::new(tasks, pipeline))
+}
+
+/// Runs every record of `event` at once; the ones left for later are the batch's failures.
+pub async fn handle_batch(worker: &Worker, event: SqsEvent) -> SqsBatchResponse {
+    let runs = event.records.into_iter().map(|record| async move {
+        let id = record.message_id.clone().unwrap_or_default();
+        let (Some(task_id), Some(receipt)) = (record.body, record.receipt_handle) else {
+            tracing::warn!(message_id = %id, "an SQS record without a body or receipt handle");
+            return Some(id);
+        };
+        let receive_count = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        let message = Message {
+            task_id,
+            receipt,
+            receive_count,
+        };
+        match worker.handle(message).await {
+            Handled::Done => None,
+            Handled::Later => Some(id),
+        }
+    });
+    let mut response = SqsBatchResponse::default();
+    for failed in join_all(runs).await.into_iter().flatten() {
+        response.add_failure(failed);
+    }
+    response
+}
