@@ -6,7 +6,11 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["nagare/v1/chat.proto", "nagare/v1/conversations.proto"];
+const PROTOS: &[&str] = &[
+    "nagare/v1/chat.proto",
+    "nagare/v1/conversations.proto",
+    "nagare/v1/tasks.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

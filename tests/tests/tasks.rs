@@ -704,3 +704,72 @@ async fn the_nagare_worker_binary_reports_what_must_come_back() {
     assert_eq!(throttled.error.unwrap().code.as_str(), "upstream_throttled");
     child.kill().await.unwrap();
 }
+
+/// `message` as `sub`, with a dev token.
+fn as_user<T>(sub: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let token = format!("Bearer {}", dev_token(sub, &["chat"]));
+    request
+        .metadata_mut()
+        .insert("authorization", token.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn task_service_submits_and_reads_over_grpc() {
+    use nagare_proto::v1 as pb;
+    use nagare_proto::v1::task_service_client::TaskServiceClient;
+
+    let s = Setup::default().await;
+    let mut client = TaskServiceClient::connect(s.gw.grpc_url()).await.unwrap();
+    let submit = |callback_url: Option<&str>| pb::SubmitTaskRequest {
+        chat: Some(pb::ChatRequest {
+            message: "over grpc".into(),
+            ..Default::default()
+        }),
+        callback_url: callback_url.map(str::to_owned),
+    };
+    let accepted = client
+        .submit(as_user("alice", submit(None)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(accepted.status(), pb::TaskStatus::Queued);
+    let get = |id: &str| pb::GetTaskRequest {
+        task_id: id.to_owned(),
+    };
+    let mut task = pb::Task::default();
+    for _ in 0..600 {
+        task = client
+            .get(as_user("alice", get(&accepted.task_id)))
+            .await
+            .unwrap()
+            .into_inner();
+        if task.status() == pb::TaskStatus::Succeeded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(task.status(), pb::TaskStatus::Succeeded, "{task:?}");
+    let result = task.result.unwrap();
+    assert_eq!(result.model, "fake");
+    assert_eq!(result.request_id, accepted.task_id);
+    assert!(!result.message.unwrap().content.is_empty());
+
+    let foreign = client
+        .get(as_user("bob", get(&accepted.task_id)))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), tonic::Code::NotFound);
+    let bad = client
+        .submit(as_user("alice", submit(Some("http://10.1.2.3/hook"))))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("callback_url"), "{}", bad.message());
+    let unauthenticated = client
+        .submit(tonic::Request::new(submit(None)))
+        .await
+        .unwrap_err();
+    assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+}

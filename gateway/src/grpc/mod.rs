@@ -8,6 +8,7 @@ mod conversations;
 mod deadline;
 mod observe;
 mod status;
+mod tasks;
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use nagare_proto::v1::chat_service_server::ChatServiceServer;
 use nagare_proto::v1::conversation_service_server::ConversationServiceServer;
+use nagare_proto::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -60,7 +62,11 @@ impl Default for GrpcSettings {
 }
 
 /// The services nagare.v1 serves by name, for health.
-const SERVICES: &[&str] = &["nagare.v1.ChatService", "nagare.v1.ConversationService"];
+const SERVICES: &[&str] = &[
+    "nagare.v1.ChatService",
+    "nagare.v1.ConversationService",
+    "nagare.v1.TaskService",
+];
 
 /// Every gRPC service, ready to serve, and the health reporter that [`serve`] updates.
 pub fn routes(
@@ -71,8 +77,10 @@ pub fn routes(
     let limit = settings.max_message_bytes;
     let chat =
         ChatServiceServer::new(chat::ChatApi::new(state.clone())).max_decoding_message_size(limit);
-    let conversations = ConversationServiceServer::new(conversations::ConversationApi::new(state))
-        .max_decoding_message_size(limit);
+    let conversations =
+        ConversationServiceServer::new(conversations::ConversationApi::new(state.clone()))
+            .max_decoding_message_size(limit);
+    let tasks = TaskServiceServer::new(tasks::TaskApi::new(state)).max_decoding_message_size(limit);
     let (reporter, health) = tonic_health::server::health_reporter();
     // v1 and the older v1alpha: grpcurl asks for v1 first, many tools only speak v1alpha.
     let reflection = || {
@@ -82,6 +90,7 @@ pub fn routes(
     };
     let routes = Routes::new(chat)
         .add_service(conversations)
+        .add_service(tasks)
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

@@ -13,12 +13,14 @@ use crate::error::ErrorCode;
 use crate::telemetry::{self, Metrics};
 
 /// The methods served, so an unknown path cannot grow the label set.
-const METHODS: [&str; 5] = [
+const METHODS: [&str; 7] = [
     "/nagare.v1.ChatService/Converse",
     "/nagare.v1.ChatService/ConverseStream",
     "/nagare.v1.ConversationService/List",
     "/nagare.v1.ConversationService/Get",
     "/nagare.v1.ConversationService/Delete",
+    "/nagare.v1.TaskService/Submit",
+    "/nagare.v1.TaskService/Get",
 ];
 
 /// gRPC status codes by number, as labels.

@@ -10,12 +10,11 @@ use axum::{Extension, Json};
 use nagare_authorizer::Principal;
 use serde_json::{Value, json};
 
-use crate::chat::parse_chat_request;
+use crate::chat::{parse_chat_request, parse_json};
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::store::unix_now_ms;
-use crate::tasks::{TaskRecord, TaskStatus, Tasks};
+use crate::tasks::{TaskRecord, Tasks};
 
 fn tasks(state: &AppState) -> Result<&Tasks, Error> {
     state
@@ -34,17 +33,13 @@ pub async fn submit(
     Extension(principal): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let task_id = uuid::Uuid::new_v4().to_string();
-    respond(
-        submit_task(&state, &principal, &task_id, body).await,
-        &task_id,
-    )
+    let request_id = uuid::Uuid::new_v4().to_string();
+    respond(submit_task(&state, &principal, body).await, &request_id)
 }
 
 async fn submit_task(
     state: &AppState,
     principal: &Principal,
-    task_id: &str,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let tasks = tasks(state)?;
@@ -57,7 +52,7 @@ async fn submit_task(
             Error::InvalidRequest(e.body_text())
         }
     })?;
-    let mut fields: serde_json::Map<String, Value> = crate::chat::parse_json(&body)?;
+    let mut fields: serde_json::Map<String, Value> = parse_json(&body)?;
     let callback_url = match fields.remove("callback_url") {
         None | Some(Value::Null) => None,
         Some(Value::String(url)) => Some(url),
@@ -67,31 +62,13 @@ async fn submit_task(
             ));
         }
     };
-    // The rest is a chat request, checked now so a bad one is refused at once, not later.
-    let request = serde_json::to_vec(&fields).map_err(|e| Error::Internal(e.to_string()))?;
-    parse_chat_request(&request)?.validate(state.pipeline.limits(), || task_id.to_owned())?;
-    if let Some(url) = &callback_url {
-        tasks.callbacks.vet(url).await?;
-    }
-    let now = unix_now_ms();
-    let record = TaskRecord {
-        task_id: task_id.to_owned(),
-        sub: principal.sub.clone(),
-        tenant: principal.tenant.clone(),
-        scopes: principal.scopes.join(" "),
-        request: String::from_utf8_lossy(&request).into_owned(),
-        status: TaskStatus::Queued,
-        attempts: 0,
-        result: None,
-        error: None,
-        callback_url,
-        delivery: None,
-        delivery_attempts: 0,
-        created_at: now,
-        updated_at: now,
-    };
-    tasks.store.create(&record).await?;
-    tasks.queue.send(task_id).await?;
+    // The rest is a chat request.
+    let rest = serde_json::to_vec(&fields).map_err(|e| Error::Internal(e.to_string()))?;
+    let request = parse_chat_request(&rest)?;
+    let limits = state.pipeline.limits();
+    let task_id = tasks
+        .submit(principal, request, callback_url, limits)
+        .await?;
     let mut response = (
         StatusCode::ACCEPTED,
         Json(json!({ "task_id": task_id, "status": "queued" })),
@@ -111,16 +88,7 @@ pub async fn get(
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let result = async {
-        let tasks = tasks(&state)?;
-        if task_id.is_empty() || task_id.len() > 128 {
-            return Err(Error::InvalidRequest("task id: 1 to 128 characters".into()));
-        }
-        let record = tasks
-            .store
-            .get(&task_id)
-            .await?
-            .filter(|r| r.owned_by(&principal))
-            .ok_or_else(|| Error::NotFound(format!("no task {task_id}")))?;
+        let record = tasks(&state)?.get(&principal, &task_id).await?;
         Ok(Json(view(&record)).into_response())
     }
     .await;

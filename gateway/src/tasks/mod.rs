@@ -23,7 +23,9 @@ pub use sqlite::{SqliteQueue, SqliteTaskStore};
 pub use sqs::SqsQueue;
 pub use worker::{Handled, Worker};
 
+use crate::chat::{ChatRequest, RequestLimits};
 use crate::error::{Error, ErrorBody};
+use crate::store::unix_now_ms;
 
 /// `[tasks]` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -252,6 +254,56 @@ pub struct Tasks {
     pub queue: Arc<dyn TaskQueue>,
     pub callbacks: Arc<Callbacks>,
     pub settings: TaskSettings,
+}
+
+impl Tasks {
+    /// Checks `request` and `callback_url` now (a bad one is refused at once, not failed later),
+    /// then records the task and queues it. Returns its id.
+    pub async fn submit(
+        &self,
+        principal: &Principal,
+        request: ChatRequest,
+        callback_url: Option<String>,
+        limits: &RequestLimits,
+    ) -> Result<String, Error> {
+        let task_id = uuid::Uuid::new_v4().to_string();
+        let request = request.validate(limits, || task_id.clone())?;
+        if let Some(url) = &callback_url {
+            self.callbacks.vet(url).await?;
+        }
+        let now = unix_now_ms();
+        let record = TaskRecord {
+            task_id: task_id.clone(),
+            sub: principal.sub.clone(),
+            tenant: principal.tenant.clone(),
+            scopes: principal.scopes.join(" "),
+            request: serde_json::to_string(&request).map_err(|e| Error::Internal(e.to_string()))?,
+            status: TaskStatus::Queued,
+            attempts: 0,
+            result: None,
+            error: None,
+            callback_url,
+            delivery: None,
+            delivery_attempts: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.create(&record).await?;
+        self.queue.send(&task_id).await?;
+        Ok(task_id)
+    }
+
+    /// The caller's own task; anyone else's is `not_found`, as a missing one is.
+    pub async fn get(&self, principal: &Principal, task_id: &str) -> Result<TaskRecord, Error> {
+        if task_id.is_empty() || task_id.len() > 128 {
+            return Err(Error::InvalidRequest("task id: 1 to 128 characters".into()));
+        }
+        self.store
+            .get(task_id)
+            .await?
+            .filter(|r| r.owned_by(principal))
+            .ok_or_else(|| Error::NotFound(format!("no task {task_id}")))
+    }
 }
 
 #[cfg(test)]

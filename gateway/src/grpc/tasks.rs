@@ -1,0 +1,142 @@
+//! `nagare.v1.TaskService`: `POST` and `GET /v1/tasks` over gRPC. The same submission checks,
+//! the same owner-only reads (anyone else's task is NOT_FOUND, as a missing one is).
+
+use nagare_proto::v1 as pb;
+use nagare_proto::v1::task_service_server::TaskService;
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+use crate::chat::ChatRequest;
+use crate::error::Error;
+use crate::grpc::auth::authenticate;
+use crate::grpc::status;
+use crate::http::AppState;
+use crate::tasks::{TaskRecord, TaskStatus, Tasks};
+
+pub struct TaskApi {
+    state: AppState,
+}
+
+impl TaskApi {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    fn tasks(&self) -> Result<&Tasks, Status> {
+        self.state.tasks.as_ref().ok_or_else(|| {
+            failed(Error::NotFound(
+                "tasks are not enabled on this server".into(),
+            ))
+        })
+    }
+}
+
+fn failed(e: Error) -> Status {
+    status::from_error(&e, None)
+}
+
+fn status_of(s: TaskStatus) -> pb::TaskStatus {
+    match s {
+        TaskStatus::Queued => pb::TaskStatus::Queued,
+        TaskStatus::Running => pb::TaskStatus::Running,
+        TaskStatus::Succeeded => pb::TaskStatus::Succeeded,
+        TaskStatus::Failed => pb::TaskStatus::Failed,
+    }
+}
+
+/// The stored reply (JSON, as `POST /v1/chat` answers) as its gRPC message.
+fn reply_of(json: &str) -> Option<pb::ChatReply> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let usage = |v: &Value| pb::Usage {
+        input_tokens: v["input_tokens"].as_u64().unwrap_or(0),
+        output_tokens: v["output_tokens"].as_u64().unwrap_or(0),
+    };
+    Some(pb::ChatReply {
+        request_id: text(&v["request_id"]),
+        conversation_id: v["conversation_id"].as_str().map(str::to_owned),
+        model: text(&v["model"]),
+        message: Some(pb::Message {
+            role: text(&v["message"]["role"]),
+            content: text(&v["message"]["content"]),
+        }),
+        stop_reason: text(&v["stop_reason"]),
+        usage: Some(usage(&v["usage"])),
+        latency_ms: v["latency_ms"].as_u64().unwrap_or(0),
+        cached: v["cached"].as_bool().unwrap_or(false),
+        billed_usage: v.get("billed_usage").map(usage),
+    })
+}
+
+impl From<&TaskRecord> for pb::Task {
+    fn from(r: &TaskRecord) -> Self {
+        Self {
+            task_id: r.task_id.clone(),
+            status: status_of(r.status).into(),
+            attempts: r.attempts,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            result: r.result.as_deref().and_then(reply_of),
+            error: r.error.as_ref().map(|e| pb::TaskError {
+                code: e.code.as_str().to_owned(),
+                message: e.message.clone(),
+                retryable: e.retryable,
+            }),
+            callback: r.callback_url.as_ref().map(|url| pb::TaskCallback {
+                url: url.clone(),
+                delivery: r
+                    .delivery
+                    .map(|d| d.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+                attempts: r.delivery_attempts,
+            }),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl TaskService for TaskApi {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitTaskRequest>,
+    ) -> Result<Response<pb::SubmitTaskReply>, Status> {
+        let principal = authenticate(&self.state, request.metadata())
+            .await
+            .map_err(failed)?;
+        let tasks = self.tasks()?;
+        let r = request.into_inner();
+        let limit = self.state.body_limit;
+        if prost::Message::encoded_len(&r) > limit {
+            return Err(failed(Error::PayloadTooLarge { limit }));
+        }
+        let chat = r
+            .chat
+            .ok_or_else(|| failed(Error::InvalidRequest("chat: required".into())))?;
+        let chat = ChatRequest::try_from(chat).map_err(failed)?;
+        let limits = self.state.pipeline.limits();
+        let task_id = tasks
+            .submit(&principal, chat, r.callback_url, limits)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::SubmitTaskReply {
+            task_id,
+            status: pb::TaskStatus::Queued.into(),
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let principal = authenticate(&self.state, request.metadata())
+            .await
+            .map_err(failed)?;
+        let record = self
+            .tasks()?
+            .get(&principal, &request.into_inner().task_id)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new((&record).into()))
+    }
+}
