@@ -62,27 +62,29 @@ start hits "$work/hits.log" env NAGARE__MEMORY__ENABLED=false NAGARE__PROVIDER__
 start defaults "$work/defaults.log" env NAGARE__PROVIDER__MOCK__TTFT_MS=0 NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 \
   "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data/defaults"
 
+start tasksgw "$work/tasksgw.log" env $plain NAGARE__PROVIDER__MOCK__TTFT_MS=0 NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 \
+  "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data/tasks"
 start wsgw "$work/wsgw.log" env NAGARE__CACHE__ENABLED=false NAGARE__PROVIDER__MOCK__TTFT_MS=0 \
   NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=50 "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data"
 wsgw_pid=${pids[-1]}
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 direct_body='{"messages":[{"role":"user","content":[{"text":"hello"}]}]}'
-echo "1/13 /v1/chat closed loop, unpaced mock, 64 connections" >&2
+echo "1/14 /v1/chat closed loop, unpaced mock, 64 connections" >&2
 load --url "$mock/v1/chat" --connections 64 >"$work/mock64.json"
-echo "2/13 /v1/chat/stream closed loop, unpaced mock, 64 connections" >&2
+echo "2/14 /v1/chat/stream closed loop, unpaced mock, 64 connections" >&2
 load --url "$mock/v1/chat/stream" --connections 64 --mode sse >"$work/mocksse.json"
-echo "3/13 fake Bedrock direct, open loop at $rate req/s" >&2
+echo "3/14 fake Bedrock direct, open loop at $rate req/s" >&2
 load --url "$fake/model/bench.model/converse-stream" --body "$direct_body" --connections 32 --rate "$rate" >"$work/direct.json"
-echo "4/13 through Nagare to the fake, open loop at $rate req/s" >&2
+echo "4/14 through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat" --connections 32 --rate "$rate" >"$work/via.json"
 # The same run as the gateway measured it: its gateway-overhead histogram (warm-up included).
 python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' \
   "$gw/metrics" >"$work/via-metrics.txt"
-echo "5/13 SSE through Nagare to the fake, open loop at $rate req/s" >&2
+echo "5/14 SSE through Nagare to the fake, open loop at $rate req/s" >&2
 load --url "$gw/v1/chat/stream" --connections 32 --rate "$rate" --mode sse >"$work/viasse.json"
 idle_conns=${BENCH_WS_IDLE:-10000}
-echo "6/13 $idle_conns idle WebSocket connections: server RSS per connection" >&2
+echo "6/14 $idle_conns idle WebSocket connections: server RSS per connection" >&2
 before=$(rss_kb "$wsgw_pid")
 "$bin/nagare-load" --url "ws://${wsgw#http://}/v1/ws" --mode ws-idle --connections "$idle_conns" --seconds 3 --warmup 0 \
   --header "authorization: Bearer $token" --json >"$work/wsidle.json" 2>"$work/wsidle.err" &
@@ -93,29 +95,45 @@ after=$(rss_kb "$wsgw_pid")
 wait "$idle_pid"
 echo "{\"before_kb\": $before, \"after_kb\": $after}" >"$work/wsrss.json"
 streams=${BENCH_WS_STREAMS:-1000}
-echo "7/13 $streams concurrent WebSocket chats, 100 tokens at 50 tokens/s" >&2
+echo "7/14 $streams concurrent WebSocket chats, 100 tokens at 50 tokens/s" >&2
 load --url "ws://${wsgw#http://}/v1/ws" --mode ws --connections "$streams" --delta-interval-ms 20 \
   --body '{"message":"hi","model":"mock.long","inference":{"max_tokens":100}}' >"$work/wsstream.json"
 grpc_url mockgrpc "$work/mock.log"
-echo "8/13 gRPC Converse closed loop, unpaced mock, 64 connections" >&2
+echo "8/14 gRPC Converse closed loop, unpaced mock, 64 connections" >&2
 load --url "$mockgrpc" --mode grpc-unary --connections 64 >"$work/grpc64.json"
-echo "9/13 gRPC ConverseStream and SSE on the unpaced mock, open loop at $rate req/s: time to first delta" >&2
+echo "9/14 gRPC ConverseStream and SSE on the unpaced mock, open loop at $rate req/s: time to first delta" >&2
 load --url "$mockgrpc" --mode grpc-stream --connections 32 --rate "$rate" >"$work/grpcstream.json"
 load --url "$mock/v1/chat/stream" --mode sse --connections 32 --rate "$rate" >"$work/sseopen.json"
-echo "10/13 Lambda cold starts under the fake Runtime API" >&2
+echo "10/14 Lambda cold starts under the fake Runtime API" >&2
 for f in authorizer ws; do
   "$bin/lambda-coldstart" --function "$f" --binary "$bin/nagare-$f" --runs "${BENCH_COLD_RUNS:-20}" >"$work/cold-$f.json"
 done
-echo "11/13 cache hits, and the default config (memory records every chat), 64 connections" >&2
+echo "11/14 cache hits, and the default config (memory records every chat), 64 connections" >&2
 hits_token=$("$bin/nagare" token --sub bench --data-dir "$data/hits")
 "$bin/nagare-load" --seconds "$seconds" --warmup "$warmup" --json --header "authorization: Bearer $hits_token" \
   --url "$hits/v1/chat" --connections 64 >"$work/hits.json"
 defaults_token=$("$bin/nagare" token --sub bench --data-dir "$data/defaults")
 "$bin/nagare-load" --seconds "$seconds" --warmup "$warmup" --json --header "authorization: Bearer $defaults_token" \
   --url "$defaults/v1/chat" --connections 64 >"$work/defaults.json"
-echo "12/13 conversation memory on SQLite: history load + append, 50-exchange conversations" >&2
+echo "12/14 conversation memory on SQLite: history load + append, 50-exchange conversations" >&2
 "$bin/memory-bench" --conversations "${BENCH_MEMORY_CONVERSATIONS:-200}" --rounds "${BENCH_MEMORY_ROUNDS:-10}" >"$work/memory.json"
-echo "13/13 criterion micro-benchmarks" >&2
+echo "13/14 tasks through the embedded queue: submits, then completions while the backlog drains" >&2
+tasks_token=$("$bin/nagare" token --sub bench --data-dir "$data/tasks")
+"$bin/nagare-load" --seconds "$seconds" --warmup 0 --json --header "authorization: Bearer $tasks_token" \
+  --url "$tasksgw/v1/tasks" --connections 16 --body '{"message":"summarize this document"}' >"$work/tasks.json"
+# Completed tasks are chats on the `task` route: count them on /metrics over a few seconds.
+python3 - "$tasksgw" "$seconds" >"$work/tasksdrain.json" <<'PY'
+import json, sys, time, urllib.request
+url, seconds = sys.argv[1], float(sys.argv[2])
+def done():
+    text = urllib.request.urlopen(url + "/metrics").read().decode()
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith('nagare_chats_total{route="task"'))
+a, t0 = done(), time.monotonic()
+time.sleep(max(1.0, min(5.0, seconds)))
+b, t1 = done(), time.monotonic()
+json.dump({"completed_per_second": (b - a) / (t1 - t0), "completed": b}, sys.stdout)
+PY
+echo "14/14 criterion micro-benchmarks" >&2
 crit="${CARGO_TARGET_DIR:-target}/criterion"
 rm -rf "$crit"
 crit_args=(-- --warm-up-time 1 --measurement-time "${BENCH_CRITERION_SECONDS:-3}")
@@ -210,6 +228,11 @@ for f in ["authorizer", "ws"]:
     c = json.load(open(os.path.join(work, f"cold-{f}.json")))
     cs = c["cold_start_ms"]
     lines.append(f"| nagare-{f} | {c['runs']} | {cs['p50']:.1f} | {cs['min']:.1f} | {cs['max']:.1f} | {c['peak_rss_mb']:.1f} |")
+t, td = json.load(open(os.path.join(work, "tasks.json"))), json.load(open(os.path.join(work, "tasksdrain.json")))
+lines += ["", "Tasks on the embedded SQLite queue (`POST /v1/tasks`, unpaced mock, 4 workers, cache and memory off): "
+          f"**{t['requests_per_second']:.0f} submits/s** (16 connections, p99 {lat(t,'p99'):.2f} ms, {errs(t)} errors); then, with no "
+          f"submits competing, **{td['completed_per_second']:.0f} tasks completed/s** while the backlog drained "
+          f"({td['completed']:.0f} completed in all)."]
 mem = json.load(open(os.path.join(work, "memory.json")))
 mm = mem["micros"]
 lines += ["", f"Conversation memory on SQLite (`memory-bench`): loading a {mem['exchanges']}-exchange conversation and appending",
