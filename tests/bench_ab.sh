@@ -14,17 +14,8 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-start() {
-  local var=$1 log=$2; shift 2
-  "$@" >"$log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 200); do
-    url=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -n1 | sed 's/listening on //' || true)
-    if [ -n "$url" ]; then printf -v "$var" '%s' "$url"; return 0; fi
-    sleep 0.05
-  done
-  echo "server did not start: $*" >&2; cat "$log" >&2; return 1
-}
+# shellcheck source=tests/bench_lib.sh
+source tests/bench_lib.sh
 start fake "$work/fake.log" target/release/fake-bedrock
 token=$("$b" token --sub bench --data-dir "$work/data")
 # Nothing but the pipeline: no cache, no memory, no limits (one token sends everything).

@@ -196,6 +196,14 @@ impl Setup {
         (status, response.json().await.unwrap())
     }
 
+    /// Submits `body` and waits until the task is finished and its callback settled.
+    async fn run(&self, client: &reqwest::Client, body: Value) -> Value {
+        let (status, accepted) = self.submit(client, body).await;
+        assert_eq!(status, 202, "{accepted}");
+        self.until(client, accepted["task_id"].as_str().unwrap(), delivered)
+            .await
+    }
+
     /// Polls the task until `done(task)`, for at most 30 s.
     async fn until(
         &self,
@@ -341,11 +349,8 @@ async fn a_receiver_that_is_down_leaves_the_task_succeeded_with_delivery_failed(
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", closed.local_addr().unwrap());
     drop(closed);
-    let (_, accepted) = s
-        .submit(&client, json!({"message": "x", "callback_url": url}))
-        .await;
     let task = s
-        .until(&client, accepted["task_id"].as_str().unwrap(), delivered)
+        .run(&client, json!({"message": "x", "callback_url": url}))
         .await;
     assert_eq!(task["status"], "succeeded");
     assert_eq!(task["callback"]["delivery"], "failed");
@@ -353,14 +358,11 @@ async fn a_receiver_that_is_down_leaves_the_task_succeeded_with_delivery_failed(
 
     // A flaky receiver: a 503, then 200.
     let receiver = Receiver::start(vec![503]).await;
-    let (_, accepted) = s
-        .submit(
+    let task = s
+        .run(
             &client,
             json!({"message": "y", "callback_url": receiver.url}),
         )
-        .await;
-    let task = s
-        .until(&client, accepted["task_id"].as_str().unwrap(), delivered)
         .await;
     assert_eq!(task["callback"]["delivery"], "delivered");
     assert_eq!(task["callback"]["attempts"], 2);
@@ -368,14 +370,11 @@ async fn a_receiver_that_is_down_leaves_the_task_succeeded_with_delivery_failed(
 
     // A receiver that refuses (400) is not retried.
     let refusing = Receiver::start(vec![400]).await;
-    let (_, accepted) = s
-        .submit(
+    let task = s
+        .run(
             &client,
             json!({"message": "z", "callback_url": refusing.url}),
         )
-        .await;
-    let task = s
-        .until(&client, accepted["task_id"].as_str().unwrap(), delivered)
         .await;
     assert_eq!(task["callback"]["delivery"], "failed");
     assert_eq!(refusing.count(), 1);
@@ -398,15 +397,8 @@ async fn a_retryable_failure_runs_again_and_a_final_one_fails_the_task() {
 
     // The model refuses the request: not retryable, failed with the error table's code.
     let receiver = Receiver::start(vec![]).await;
-    let (_, accepted) = s
-        .submit(
-            &client,
-            json!({"message": "x", "model": "fake.validation", "callback_url": receiver.url}),
-        )
-        .await;
-    let task = s
-        .until(&client, accepted["task_id"].as_str().unwrap(), delivered)
-        .await;
+    let body = json!({"message": "x", "model": "fake.validation", "callback_url": receiver.url});
+    let task = s.run(&client, body).await;
     assert_eq!(task["status"], "failed", "{task}");
     assert_eq!(task["attempts"], 1);
     assert_eq!(task["error"]["code"], "invalid_request");

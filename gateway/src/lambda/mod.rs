@@ -14,10 +14,11 @@ pub use ws::WsFunction;
 
 use std::sync::Arc;
 
+use crate::chat::ChatPipeline;
 use crate::config::Config;
 use crate::error::StartupError;
 use crate::push::ApiGatewayPusher;
-use crate::server;
+use crate::server::{self, Stores};
 use crate::telemetry::{Emf, NoRecorder, Recorder};
 
 /// Builds the WebSocket function from the config, once per Lambda instance. `this_function` is
@@ -38,16 +39,9 @@ pub async fn build(
                     .into(),
             )
         })?;
-    // Metrics leave as Embedded Metric Format lines on stdout, which CloudWatch Logs reads.
-    let recorder: Arc<dyn Recorder> = if config.metrics.enabled {
-        Arc::new(Emf::new(&config.metrics.emf_namespace, std::io::stdout()))
-    } else {
-        Arc::new(NoRecorder)
-    };
-    let provider = server::build_provider(config, recorder.clone()).await?;
-    let stores = server::build_stores(config).await?;
+    let (pipeline, stores) = build_pipeline(config).await?;
     Ok(WsFunction {
-        pipeline: Arc::new(server::build_pipeline(config, provider, &stores, recorder)?),
+        pipeline,
         store: stores.connections,
         pusher: Arc::new(ApiGatewayPusher::new(sdk.clone())),
         invoker: Arc::new(LambdaInvoker::new(
@@ -57,6 +51,20 @@ pub async fn build(
         settings: config.lambda.clone(),
         websocket: config.websocket.clone(),
     })
+}
+
+/// The pipeline and stores of a Lambda function, with its metrics as Embedded Metric Format lines
+/// on stdout, which CloudWatch Logs reads.
+async fn build_pipeline(config: &Config) -> Result<(Arc<ChatPipeline>, Stores), StartupError> {
+    let recorder: Arc<dyn Recorder> = if config.metrics.enabled {
+        Arc::new(Emf::new(&config.metrics.emf_namespace, std::io::stdout()))
+    } else {
+        Arc::new(NoRecorder)
+    };
+    let provider = server::build_provider(config, recorder.clone()).await?;
+    let stores = server::build_stores(config).await?;
+    let pipeline = server::build_pipeline(config, provider, &stores, recorder)?;
+    Ok((Arc::new(pipeline), stores))
 }
 
 /// The span of one invocation: every log line inside it carries the Lambda request id and, for

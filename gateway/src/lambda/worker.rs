@@ -5,13 +5,11 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::future::join_all;
-use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::StartupError;
 use crate::server;
 use crate::tasks::{Handled, Message, QueueKind, Worker};
-use crate::telemetry::{Emf, NoRecorder, Recorder};
 
 /// Builds the worker from the config, once per Lambda instance.
 pub async fn build_worker(config: &Config) -> Result<Worker, StartupError> {
@@ -25,14 +23,7 @@ pub async fn build_worker(config: &Config) -> Result<Worker, StartupError> {
             "tasks.callback_secret: required in Lambda, which has no data dir to keep a generated key".into(),
         ));
     }
-    let recorder: Arc<dyn Recorder> = if config.metrics.enabled {
-        Arc::new(Emf::new(&config.metrics.emf_namespace, std::io::stdout()))
-    } else {
-        Arc::new(NoRecorder)
-    };
-    let provider = server::build_provider(config, recorder.clone()).await?;
-    let stores = server::build_stores(config).await?;
-    let pipeline = Arc::new(server::build_pipeline(config, provider, &stores, recorder)?);
+    let (pipeline, stores) = super::build_pipeline(config).await?;
     let tasks = server::build_tasks(config, stores.sqlite).await?;
     Ok(Worker::new(tasks, pipeline))
 }
