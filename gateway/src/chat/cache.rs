@@ -19,7 +19,6 @@ use crate::chat::flight::{
 use crate::chat::{CacheMode, CacheScope};
 use crate::error::Error;
 use crate::provider::{ProviderRequest, Role};
-use crate::telemetry::SPAN_TARGET;
 
 /// The token scope that lets a request read and write the `global` cache scope.
 pub const GLOBAL_SCOPE: &str = "cache:global";
@@ -140,7 +139,7 @@ impl ChatCache {
             && let Some((hit, _tier)) = self
                 .cache
                 .get(&plan.key)
-                .instrument(tracing::info_span!(target: SPAN_TARGET, "cache.lookup"))
+                .instrument(crate::trace_span!("cache.lookup"))
                 .await
         {
             self.cache.saved(&hit);

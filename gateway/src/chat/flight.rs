@@ -474,7 +474,7 @@ async fn finish(d: &Delivery, answer: Option<String>, ended: Ended) -> ChatEvent
     if let (Some(recorder), Some(answer)) = (&d.recorder, answer)
         && let Err(e) = recorder
             .record(&d.model, answer, usage, &stop_reason)
-            .instrument(tracing::info_span!(target: telemetry::SPAN_TARGET, "history.append"))
+            .instrument(crate::trace_span!("history.append"))
             .await
     {
         return ChatEvent::Error {

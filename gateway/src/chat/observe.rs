@@ -13,7 +13,7 @@ use tracing::Span;
 
 use crate::chat::{ChatEvent, Route, Usage};
 use crate::error::ErrorCode;
-use crate::telemetry::{ChatRecord, Outcome, Recorder, SPAN_TARGET};
+use crate::telemetry::{ChatRecord, Outcome, Recorder};
 
 /// The events of one chat, in order. Dropping it cancels the upstream model call.
 pub struct ChatStream {
@@ -75,7 +75,7 @@ impl Watch {
 
 impl ChatStream {
     pub(crate) fn watched(events: ReceiverStream<ChatEvent>, mut watch: Watch) -> Self {
-        watch.span = tracing::info_span!(target: SPAN_TARGET, "delivery");
+        watch.span = crate::trace_span!("delivery");
         Self {
             events,
             watch: Some(watch),

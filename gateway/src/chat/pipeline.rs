@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::limits::Limits;
 use crate::provider::{Breakers, CircuitState, Message, ModelProvider, ProviderRequest, Role};
 use crate::store::{ConversationStore, Turn};
-use crate::telemetry::{NoRecorder, Recorder, SPAN_TARGET};
+use crate::telemetry::{NoRecorder, Recorder};
 
 /// Knobs of the pipeline, from the config.
 #[derive(Debug, Clone)]
@@ -172,7 +172,7 @@ impl ChatPipeline {
 
         // The transport verified `principal` before it got here.
         if let Some(limits) = &self.limits {
-            let span = tracing::info_span!(target: SPAN_TARGET, "limits.admit");
+            let span = crate::trace_span!("limits.admit");
             limits.admit(principal).instrument(span).await?;
         }
         let (name, why) = self.models.pick(&request, &principal.tenant)?;
@@ -190,7 +190,7 @@ impl ChatPipeline {
             None => (Vec::new(), None),
             Some(memory) => match memory
                 .recall(principal, &request, &model_id)
-                .instrument(tracing::info_span!(target: SPAN_TARGET, "history.load"))
+                .instrument(crate::trace_span!("history.load"))
                 .await?
             {
                 Recall::Replay {
@@ -258,7 +258,7 @@ impl ChatPipeline {
             let max_tokens = provider_request.inference.max_tokens;
             let reservation = limits
                 .reserve(principal, input, max_tokens)
-                .instrument(tracing::info_span!(target: SPAN_TARGET, "limits.reserve"))
+                .instrument(crate::trace_span!("limits.reserve"))
                 .await?;
             let opened = match limits.upstream_slot().await {
                 Ok(slot) => {

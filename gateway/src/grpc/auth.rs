@@ -7,7 +7,6 @@ use tracing::Instrument;
 
 use crate::error::Error;
 use crate::http::AppState;
-use crate::telemetry::SPAN_TARGET;
 
 /// The caller, or the error table's `unauthorized` / `forbidden` / `upstream_unavailable`.
 pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> Result<Principal, Error> {
@@ -17,7 +16,7 @@ pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> Result<Pr
         Some(raw) => state
             .verifier
             .verify(raw)
-            .instrument(tracing::info_span!(target: SPAN_TARGET, "auth"))
+            .instrument(crate::trace_span!("auth"))
             .await
             .and_then(|principal| {
                 principal

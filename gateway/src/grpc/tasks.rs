@@ -23,7 +23,7 @@ impl TaskApi {
     }
 
     fn tasks(&self) -> Result<&Tasks, Status> {
-        self.state.tasks.as_ref().ok_or_else(|| {
+        self.state.tasks.as_deref().ok_or_else(|| {
             failed(Error::NotFound(
                 "tasks are not enabled on this server".into(),
             ))

@@ -11,7 +11,6 @@ use tracing::Instrument;
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::{AppState, header_request_id};
-use crate::telemetry::SPAN_TARGET;
 
 /// Verifies the caller and puts its [`nagare_authorizer::Principal`] into the request's extensions.
 pub async fn require_chat_scope(
@@ -41,7 +40,7 @@ pub async fn require_chat_scope(
         Some(raw) => match state
             .verifier
             .verify(raw)
-            .instrument(tracing::info_span!(target: SPAN_TARGET, "auth"))
+            .instrument(crate::trace_span!("auth"))
             .await
         {
             Ok(principal) => principal

@@ -45,7 +45,7 @@ pub struct AppState {
     pub pipeline: Arc<ChatPipeline>,
     pub verifier: Arc<Verifier>,
     /// The scope a token needs for the chat routes.
-    pub chat_scope: String,
+    pub chat_scope: Arc<str>,
     pub body_limit: usize,
     /// False once shutdown has begun, so load balancers stop sending new work.
     pub ready: Arc<AtomicBool>,
@@ -54,8 +54,8 @@ pub struct AppState {
     pub metrics: Option<Metrics>,
     /// What `GET /metrics` encodes.
     pub registry: Option<Arc<Registry>>,
-    /// `/v1/tasks`; `None` when tasks are off.
-    pub tasks: Option<Tasks>,
+    /// `/v1/tasks`; `None` when tasks are off. Behind an `Arc`: the state is cloned per request.
+    pub tasks: Option<Arc<Tasks>>,
 }
 
 impl AppState {
@@ -68,7 +68,7 @@ impl AppState {
         Self {
             pipeline,
             verifier,
-            chat_scope: chat_scope.into(),
+            chat_scope: Arc::from(chat_scope.into()),
             body_limit,
             ready: Arc::new(AtomicBool::new(true)),
             ws: WsSettings::default(),
@@ -97,7 +97,7 @@ impl AppState {
 
     /// Serves `/v1/tasks` from `tasks`.
     pub fn with_tasks(mut self, tasks: Tasks) -> Self {
-        self.tasks = Some(tasks);
+        self.tasks = Some(Arc::new(tasks));
         self
     }
 
@@ -154,8 +154,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(observe::metrics))
         .fallback(not_found)
+        // Given only the metrics: this runs on every request, and the whole state is more to clone.
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             observe::observe,
         ))
         .with_state(state)

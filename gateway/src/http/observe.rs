@@ -21,7 +21,11 @@ pub struct Arrived(pub Instant);
 
 /// Wraps every route. The route label is the matched pattern (`/v1/conversations/{id}`), never
 /// the raw path, so ids cannot grow the label set.
-pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn observe(
+    State(metrics): State<Option<Metrics>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     request.extensions_mut().insert(Arrived(started));
     let route = request
@@ -45,7 +49,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
             telemetry::record_error(&span, code);
         }
     }
-    if let Some(metrics) = &state.metrics {
+    if let Some(metrics) = &metrics {
         metrics.request("http", &route, code, started.elapsed());
     }
     response

@@ -19,7 +19,7 @@ use crate::tasks::{TaskRecord, Tasks};
 fn tasks(state: &AppState) -> Result<&Tasks, Error> {
     state
         .tasks
-        .as_ref()
+        .as_deref()
         .ok_or_else(|| Error::NotFound("tasks are not enabled on this server".into()))
 }
 

@@ -10,7 +10,7 @@ use nagare_authorizer::Principal;
 use tracing::Instrument;
 
 use crate::http::AppState;
-use crate::telemetry::{Metrics, SPAN_TARGET};
+use crate::telemetry::Metrics;
 use crate::ws;
 
 /// The subprotocol the server speaks; browsers that pass their token as `bearer.<jwt>` must also
@@ -46,7 +46,7 @@ pub async fn upgrade(
     let pipeline = state.pipeline.clone();
     let open = state.metrics.as_ref().map(Metrics::websocket_open);
     // The session outlives this request; its chats join the upgrade's trace through this span.
-    let session = tracing::info_span!(target: SPAN_TARGET, "websocket.session");
+    let session = crate::trace_span!("websocket.session");
     upgrade.on_upgrade(move |socket| {
         async move {
             let _open = open;

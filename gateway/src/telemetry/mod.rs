@@ -22,7 +22,7 @@ pub use metrics::{CONTENT_TYPE, Metrics, MetricsSettings, WebSocketGuard};
 pub use record::{BoundedLabel, ChatRecord, NoRecorder, OTHER, Outcome, Recorder};
 pub use traces::{
     SPAN_TARGET, TraceSettings, grpc_span, http_span, model_call_done, model_call_span,
-    record_error,
+    record_error, traces_on,
 };
 
 use crate::config::LogFormat;
@@ -76,6 +76,7 @@ pub fn init(format: LogFormat, traces: &TraceSettings) -> Result<Telemetry, Star
         .with(otel)
         .try_init();
     if let Some(endpoint) = &traces.otlp_endpoint {
+        traces::turn_on();
         tracing::info!(endpoint = %endpoint, sample_ratio = traces.sample_ratio, "traces: exported over OTLP/gRPC");
     }
     Ok(Telemetry {

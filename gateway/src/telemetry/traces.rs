@@ -5,6 +5,7 @@
 //! OpenTelemetry layer listens to. With traces off no layer does, so each of those spans costs a
 //! cached interest check and nothing else, and they never reach the logs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -24,6 +25,31 @@ use crate::error::StartupError;
 
 /// The target of spans that exist for traces only.
 pub const SPAN_TARGET: &str = "nagare_span";
+
+/// Set once trace export is installed. Until then the trace-only spans are not even built: no
+/// layer listens to them, but the span registry would still allocate and free each one.
+static TRACES_ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are being exported.
+pub fn traces_on() -> bool {
+    TRACES_ON.load(Ordering::Relaxed)
+}
+
+pub(super) fn turn_on() {
+    TRACES_ON.store(true, Ordering::Relaxed);
+}
+
+/// A trace-only span named `$name`, or a disabled span when traces are off.
+#[macro_export]
+macro_rules! trace_span {
+    ($name:literal) => {
+        if $crate::telemetry::traces_on() {
+            tracing::info_span!(target: $crate::telemetry::SPAN_TARGET, $name)
+        } else {
+            tracing::Span::none()
+        }
+    };
+}
 
 /// `[traces]` settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -123,6 +149,9 @@ fn continue_trace(span: &Span, headers: &HeaderMap) {
 /// The server span of one HTTP request (also a WebSocket upgrade). `route` is the matched
 /// pattern, never the raw path, so ids stay out of span names.
 pub fn http_span(method: &http::Method, route: &str, headers: &HeaderMap) -> Span {
+    if !traces_on() {
+        return Span::none();
+    }
     let span = tracing::info_span!(
         target: SPAN_TARGET,
         "request",
@@ -140,6 +169,9 @@ pub fn http_span(method: &http::Method, route: &str, headers: &HeaderMap) -> Spa
 
 /// The server span of one gRPC call; `method` is a known `/package.Service/Method` path.
 pub fn grpc_span(method: &str, headers: &HeaderMap) -> Span {
+    if !traces_on() {
+        return Span::none();
+    }
     let (service, name) = method
         .trim_start_matches('/')
         .split_once('/')
@@ -163,6 +195,9 @@ pub fn grpc_span(method: &str, headers: &HeaderMap) -> Span {
 /// The span of one model call, with the GenAI semantic conventions' request attributes.
 /// `provider` is the provider's name (`bedrock`, `mock`).
 pub fn model_call_span(provider: &str, model: &str, max_tokens: Option<u32>) -> Span {
+    if !traces_on() {
+        return Span::none();
+    }
     let system = match provider {
         "bedrock" => "aws.bedrock",
         other => other,
