@@ -1,13 +1,14 @@
 //! The unary REST reply, built by draining the same event stream every other transport sends.
 
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatEvent, ChatStream, Usage};
 use crate::error::{Error, ErrorBody};
 
 /// `{"request_id","conversation_id","model","message":{"role","content"},"stop_reason","usage","latency_ms","cached"}`
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Deserialized too: a task stores its reply as this JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatReply {
     pub request_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -24,9 +25,9 @@ pub struct ChatReply {
 }
 
 /// The assistant's message in a [`ChatReply`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplyMessage {
-    pub role: &'static str,
+    pub role: String,
     pub content: String,
 }
 
@@ -38,7 +39,7 @@ impl ChatReply {
             conversation_id: None,
             model: String::new(),
             message: ReplyMessage {
-                role: "assistant",
+                role: "assistant".into(),
                 content: String::new(),
             },
             stop_reason: String::new(),

@@ -251,7 +251,7 @@ impl From<ChatReply> for pb::ChatReply {
             conversation_id: r.conversation_id,
             model: r.model,
             message: Some(pb::Message {
-                role: r.message.role.to_owned(),
+                role: r.message.role,
                 content: r.message.content,
             }),
             stop_reason: r.stop_reason,

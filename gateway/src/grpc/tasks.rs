@@ -3,10 +3,9 @@
 
 use nagare_proto::v1 as pb;
 use nagare_proto::v1::task_service_server::TaskService;
-use serde_json::Value;
 use tonic::{Request, Response, Status};
 
-use crate::chat::ChatRequest;
+use crate::chat::{ChatReply, ChatRequest};
 use crate::error::Error;
 use crate::grpc::auth::authenticate;
 use crate::grpc::status;
@@ -44,30 +43,6 @@ fn status_of(s: TaskStatus) -> pb::TaskStatus {
     }
 }
 
-/// The stored reply (JSON, as `POST /v1/chat` answers) as its gRPC message.
-fn reply_of(json: &str) -> Option<pb::ChatReply> {
-    let v: Value = serde_json::from_str(json).ok()?;
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-    let usage = |v: &Value| pb::Usage {
-        input_tokens: v["input_tokens"].as_u64().unwrap_or(0),
-        output_tokens: v["output_tokens"].as_u64().unwrap_or(0),
-    };
-    Some(pb::ChatReply {
-        request_id: text(&v["request_id"]),
-        conversation_id: v["conversation_id"].as_str().map(str::to_owned),
-        model: text(&v["model"]),
-        message: Some(pb::Message {
-            role: text(&v["message"]["role"]),
-            content: text(&v["message"]["content"]),
-        }),
-        stop_reason: text(&v["stop_reason"]),
-        usage: Some(usage(&v["usage"])),
-        latency_ms: v["latency_ms"].as_u64().unwrap_or(0),
-        cached: v["cached"].as_bool().unwrap_or(false),
-        billed_usage: v.get("billed_usage").map(usage),
-    })
-}
-
 impl From<&TaskRecord> for pb::Task {
     fn from(r: &TaskRecord) -> Self {
         Self {
@@ -76,7 +51,11 @@ impl From<&TaskRecord> for pb::Task {
             attempts: r.attempts,
             created_at: r.created_at,
             updated_at: r.updated_at,
-            result: r.result.as_deref().and_then(reply_of),
+            result: r
+                .result
+                .as_deref()
+                .and_then(|json| serde_json::from_str::<ChatReply>(json).ok())
+                .map(Into::into),
             error: r.error.as_ref().map(|e| pb::TaskError {
                 code: e.code.as_str().to_owned(),
                 message: e.message.clone(),

@@ -97,23 +97,10 @@ pub async fn get(
 
 /// A task as its submitter sees it.
 pub fn view(record: &TaskRecord) -> Value {
-    let mut v = json!({
-        "task_id": record.task_id,
-        "status": record.status.as_str(),
-        "attempts": record.attempts,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-    });
-    if let Some(result) = record
-        .result
-        .as_deref()
-        .and_then(|r| serde_json::from_str::<Value>(r).ok())
-    {
-        v["result"] = result;
-    }
-    if let Some(error) = &record.error {
-        v["error"] = json!(error);
-    }
+    let mut v = record.outcome();
+    v["attempts"] = json!(record.attempts);
+    v["created_at"] = json!(record.created_at);
+    v["updated_at"] = json!(record.updated_at);
     if let Some(url) = &record.callback_url {
         v["callback"] = json!({
             "url": url,

@@ -186,6 +186,23 @@ impl TaskRecord {
     pub fn owned_by(&self, principal: &Principal) -> bool {
         self.sub == principal.sub && self.tenant == principal.tenant
     }
+
+    /// `{task_id, status, result | error}`: what a callback receives, and the core of what
+    /// `GET /v1/tasks/{id}` shows.
+    pub fn outcome(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "task_id": self.task_id, "status": self.status.as_str() });
+        if let Some(result) = self
+            .result
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        {
+            v["result"] = result;
+        }
+        if let Some(error) = &self.error {
+            v["error"] = serde_json::json!(error);
+        }
+        v
+    }
 }
 
 /// Task records.

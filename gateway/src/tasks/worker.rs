@@ -6,10 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{DeliveryStatus, Message, TaskRecord, TaskStatus, Tasks};
+use super::{DeliveryStatus, Message, TaskRecord, Tasks};
 use crate::chat::{ChatPipeline, ChatReply, Route, parse_chat_request};
 use crate::error::{Error, ErrorBody};
 
@@ -174,7 +173,7 @@ impl Worker {
         else {
             return Ok(());
         };
-        let body = callback_body(record);
+        let body = serde_json::to_vec(&record.outcome()).unwrap_or_default();
         let (delivered, attempts) = self
             .keep_hidden(
                 message,
@@ -191,21 +190,4 @@ impl Worker {
             .delivered(&record.task_id, status, attempts)
             .await
     }
-}
-
-/// `{task_id, status, result | error}`: what a callback receives.
-pub fn callback_body(record: &TaskRecord) -> Vec<u8> {
-    let mut body = json!({ "task_id": record.task_id, "status": record.status.as_str() });
-    if record.status == TaskStatus::Succeeded
-        && let Some(result) = record
-            .result
-            .as_deref()
-            .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-    {
-        body["result"] = result;
-    }
-    if let Some(error) = &record.error {
-        body["error"] = json!(error);
-    }
-    serde_json::to_vec(&body).unwrap_or_default()
 }
