@@ -20,7 +20,7 @@ use crate::store::{
     DynamoConversationStore, SqliteConnectionStore, SqliteConversationStore, StoreKind, TableNames,
 };
 use crate::tasks::{
-    Callbacks, DynamoTaskStore, QueueKind, SqliteQueue, SqliteTaskStore, SqsQueue, TaskQueue,
+    Callbacks, ConnectionDelivery, DynamoTaskStore, QueueKind, SqliteQueue, SqliteTaskStore, SqsQueue, TaskQueue,
     TaskStore, Tasks, Worker,
 };
 use crate::telemetry::{Metrics, NoRecorder, Recorder};
@@ -231,7 +231,12 @@ pub async fn create_tables(config: &Config) -> Result<Vec<(String, bool)>, Error
 
 /// The task store (DynamoDB when `[store]` uses it, else SQLite), the queue (`tasks.queue`: the
 /// embedded one in SQLite, or SQS), and the callback signer.
-pub async fn build_tasks(config: &Config, sqlite: Option<Database>) -> Result<Tasks, StartupError> {
+/// `connections` delivers results to WebSocket connections, where this process can reach any.
+pub async fn build_tasks(
+    config: &Config,
+    sqlite: Option<Database>,
+    connections: Option<Arc<ConnectionDelivery>>,
+) -> Result<Tasks, StartupError> {
     let settings = config.tasks.clone();
     let open_sqlite = || match &sqlite {
         Some(db) => Ok(db.clone()),
@@ -290,6 +295,7 @@ pub async fn build_tasks(config: &Config, sqlite: Option<Database>) -> Result<Ta
         store,
         queue,
         callbacks: Arc::new(Callbacks::new(secret.into_bytes(), &settings, dev_mode)),
+        connections,
         settings,
     })
 }
@@ -357,7 +363,10 @@ pub async fn run(
         state = state.with_metrics(metrics);
     }
     let tasks = if config.tasks.enabled {
-        Some(build_tasks(&config, stores.sqlite.clone()).await?)
+        // Results go to the sockets of this process (`connection_id` from a `/v1/ws` pong).
+        let sockets = state.connections.clone();
+        let delivery = ConnectionDelivery::new(sockets.clone(), sockets, 0);
+        Some(build_tasks(&config, stores.sqlite.clone(), Some(Arc::new(delivery))).await?)
     } else {
         tracing::info!("tasks: off (tasks.enabled = false)");
         None

@@ -132,6 +132,7 @@ async fn tasks_on(backend: Backend, settings: TaskSettings) -> Tasks {
         store,
         queue,
         callbacks: Arc::new(callbacks),
+        connections: None,
         settings,
     }
 }
@@ -625,6 +626,8 @@ async fn the_nagare_worker_binary_reports_what_must_come_back() {
             callback_url: None,
             delivery: None,
             delivery_attempts: 0,
+            connection_id: None,
+            connection_delivery: None,
             created_at: now,
             updated_at: now,
         };

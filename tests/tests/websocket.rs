@@ -70,10 +70,11 @@ async fn a_token_in_the_subprotocol_works_and_the_server_picks_nagare_v1() {
     let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["sec-websocket-protocol"], "nagare.v1");
     send(&mut ws, json!({"action": "ping", "request_id": "p1"})).await;
-    assert_eq!(
-        next(&mut ws).await,
-        json!({"type": "pong", "request_id": "p1"})
-    );
+    let pong = next(&mut ws).await;
+    assert_eq!(pong["type"], "pong");
+    assert_eq!(pong["request_id"], "p1");
+    // The id a task names to deliver its result here.
+    assert_eq!(pong["connection_id"].as_str().unwrap().len(), 36, "{pong}");
 }
 
 #[tokio::test]

@@ -353,7 +353,7 @@ async fn throttled_posts_are_retried_and_nothing_is_lost() {
 #[tokio::test]
 async fn bad_frames_get_error_frames_and_ping_gets_pong() {
     let aws = Aws::default().await;
-    let (mut ws, _) = aws.connect().await;
+    let (mut ws, connection_id) = aws.connect().await;
     let error_of = |f: &Value| {
         (
             f["type"].clone(),
@@ -389,7 +389,7 @@ async fn bad_frames_get_error_frames_and_ping_gets_pong() {
     send(&mut ws, json!({"action": "ping", "request_id": "p1"})).await;
     assert_eq!(
         next(&mut ws).await,
-        json!({"type": "pong", "request_id": "p1"})
+        json!({"type": "pong", "request_id": "p1", "connection_id": connection_id})
     );
     // Still usable.
     send_chat(&mut ws, "fake", "ok").await;
@@ -644,4 +644,90 @@ async fn the_nagare_ws_binary_serves_connect_and_disconnect() {
         .item;
     assert!(gone.is_none());
     child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_task_result_reaches_the_connection_through_the_management_api() {
+    use nagare_gateway::push::StoredConnections;
+    use nagare_gateway::chat::{RequestLimits, parse_chat_request};
+    use nagare_gateway::tasks::{
+        Callbacks, ConnectionDelivery, DeliveryStatus, Destinations, DynamoTaskStore, Handled,
+        SqsQueue, TaskSettings, TaskStatus, Tasks, Worker,
+    };
+
+    let aws = Aws::default().await;
+    let (mut ws, connection_id) = aws.connect().await;
+    // As `nagare-worker` builds it: task records and the queue on moto, the connection found in
+    // the table `$connect` wrote, frames posted through the real Management API client.
+    let tasks_table = moto::tables(&aws.dynamodb).await.unwrap().tasks;
+    let sqs = moto::sqs();
+    let (queue_url, _) = moto::task_queues(&sqs, 4).await.unwrap();
+    let settings = TaskSettings::default();
+    let lambda = LambdaWsSettings {
+        management_endpoint: Some(aws.emulator.management_endpoint()),
+        ..LambdaWsSettings::default()
+    };
+    let connections = Arc::new(DynamoConnectionStore::new(aws.dynamodb.clone(), &aws.table));
+    let tasks = Tasks {
+        store: Arc::new(DynamoTaskStore::new(aws.dynamodb.clone(), tasks_table, 3600)),
+        queue: Arc::new(SqsQueue::new(sqs, queue_url, None).with_wait_secs(1)),
+        callbacks: Arc::new(Callbacks::new(b"secret".to_vec(), &settings, true)),
+        connections: Some(Arc::new(ConnectionDelivery::new(
+            Arc::new(StoredConnections::new(connections, lambda)),
+            Arc::new(ApiGatewayPusher::new(test_sdk_config())),
+            3,
+        ))),
+        settings,
+    };
+    let pipeline = test_pipeline(
+        Arc::new(bedrock_provider(&aws.bedrock.url())),
+        "fake",
+        &["fake.huge"],
+    );
+    let worker = Worker::new(tasks.clone(), Arc::new(pipeline));
+    let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap();
+    let run = |principal, body: Value| {
+        let (tasks, worker, connection_id) = (&tasks, &worker, connection_id.clone());
+        async move {
+            let request = parse_chat_request(body.to_string().as_bytes()).unwrap();
+            let to = Destinations {
+                callback_url: None,
+                connection_id: Some(connection_id),
+            };
+            let limits = RequestLimits::default();
+            let task_id = tasks.submit(&principal, request, to, &limits).await?;
+            let message = tasks.queue.receive(1, 60).await.unwrap().pop().unwrap();
+            assert_eq!(worker.handle(message).await, Handled::Done);
+            Ok::<_, nagare_gateway::Error>(tasks.store.get(&task_id).await.unwrap().unwrap())
+        }
+    };
+    let alice = verifier
+        .verify(&dev_token("alice", &["chat"]))
+        .await
+        .unwrap();
+
+    // A long answer, with one throttled post on the way: every frame fits, nothing is lost.
+    aws.emulator.throttle_next_posts(1);
+    let body = json!({"message": "x", "model": "fake.huge", "request_id": "t1"});
+    let record = run(alice.clone(), body).await.unwrap();
+    let frames = until_done(&mut ws, "t1").await;
+    assert_eq!(frames.first().unwrap()["type"], "start");
+    assert_eq!(frames.last().unwrap()["type"], "done");
+    let reply: Value = serde_json::from_str(record.result.as_deref().unwrap()).unwrap();
+    assert_eq!(joined_text(&frames, "t1"), reply["message"]["content"]);
+    assert_eq!(record.connection_delivery, Some(DeliveryStatus::Delivered));
+    assert_eq!(aws.emulator.count(|c| &c.throttled), 1);
+    assert!(aws.emulator.count(|c| &c.largest_post) < MAX_POST_BYTES as u64);
+
+    // Someone else's connection is refused at submit.
+    let bob = verifier.verify(&dev_token("bob", &["chat"])).await.unwrap();
+    let refused = run(bob, json!({"message": "x"})).await.unwrap_err();
+    assert_eq!(refused.code(), nagare_gateway::ErrorCode::InvalidRequest);
+
+    // A connection lost without `$disconnect`: 410 fails the delivery, not the task.
+    aws.emulator.vanish(&connection_id);
+    let record = run(alice, json!({"message": "x"})).await.unwrap();
+    assert_eq!(record.status, TaskStatus::Succeeded);
+    assert_eq!(record.connection_delivery, Some(DeliveryStatus::Failed));
+    assert!(aws.emulator.count(|c| &c.gone) >= 1);
 }

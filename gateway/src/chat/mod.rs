@@ -19,7 +19,7 @@ pub use memory::{Memory, MemorySettings, estimate_tokens};
 pub use models::{ModelCatalog, RoutingSettings, Why};
 pub use observe::ChatStream;
 pub use pipeline::{ChatPipeline, PipelineOptions};
-pub use reply::ChatReply;
+pub use reply::{ChatReply, ReplyMessage};
 pub use request::{
     CacheMode, CacheScope, ChatRequest, InferenceParams, RequestLimits, parse_chat_request,
     parse_json,

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::grpc::auth::authenticate;
 use crate::grpc::status;
 use crate::http::AppState;
-use crate::tasks::{TaskRecord, TaskStatus, Tasks};
+use crate::tasks::{Destinations, TaskRecord, TaskStatus, Tasks};
 
 pub struct TaskApi {
     state: AppState,
@@ -70,6 +70,14 @@ impl From<&TaskRecord> for pb::Task {
                     .to_owned(),
                 attempts: r.delivery_attempts,
             }),
+            connection: r.connection_id.as_ref().map(|id| pb::TaskConnection {
+                connection_id: id.clone(),
+                delivery: r
+                    .connection_delivery
+                    .map(|d| d.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+            }),
         }
     }
 }
@@ -95,7 +103,15 @@ impl TaskService for TaskApi {
         let chat = ChatRequest::try_from(chat).map_err(failed)?;
         let limits = self.state.pipeline.limits();
         let task_id = tasks
-            .submit(&principal, chat, r.callback_url, limits)
+            .submit(
+                &principal,
+                chat,
+                Destinations {
+                    callback_url: r.callback_url,
+                    connection_id: r.connection_id,
+                },
+                limits,
+            )
             .await
             .map_err(failed)?;
         Ok(Response::new(pb::SubmitTaskReply {

@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 
 use crate::chat::ChatPipeline;
 use crate::error::Error;
+use crate::push::LocalConnections;
 use crate::store::ConversationStore;
 use crate::tasks::Tasks;
 use crate::telemetry::Metrics;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub registry: Option<Arc<Registry>>,
     /// `/v1/tasks`; `None` when tasks are off. Behind an `Arc`: the state is cloned per request.
     pub tasks: Option<Arc<Tasks>>,
+    /// The open `/v1/ws` sockets, by connection id, for tasks that deliver to them.
+    pub connections: Arc<LocalConnections>,
 }
 
 impl AppState {
@@ -75,6 +78,9 @@ impl AppState {
             metrics: None,
             registry: None,
             tasks: None,
+            connections: LocalConnections::new(Duration::from_millis(
+                WsSettings::default().slow_consumer_timeout_ms,
+            )),
         }
     }
 
@@ -101,8 +107,10 @@ impl AppState {
         self
     }
 
-    /// Replaces the WebSocket settings.
+    /// Replaces the WebSocket settings (and the socket registry, which waits on a full queue as
+    /// long as a session does).
     pub fn with_ws(mut self, ws: WsSettings) -> Self {
+        self.connections = LocalConnections::new(Duration::from_millis(ws.slow_consumer_timeout_ms));
         self.ws = ws;
         self
     }

@@ -14,7 +14,7 @@ use crate::chat::{parse_chat_request, parse_json};
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::tasks::{TaskRecord, Tasks};
+use crate::tasks::{Destinations, TaskRecord, Tasks};
 
 fn tasks(state: &AppState) -> Result<&Tasks, Error> {
     state
@@ -27,7 +27,7 @@ fn respond(result: Result<Response, Error>, request_id: &str) -> Response {
     result.unwrap_or_else(|e| ApiError::new(&e, request_id).into_response())
 }
 
-/// `POST /v1/tasks`: a chat request, plus an optional `callback_url`.
+/// `POST /v1/tasks`: a chat request, plus an optional `callback_url` and `connection_id`.
 pub async fn submit(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -53,21 +53,16 @@ async fn submit_task(
         }
     })?;
     let mut fields: serde_json::Map<String, Value> = parse_json(&body)?;
-    let callback_url = match fields.remove("callback_url") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(url)) => Some(url),
-        Some(_) => {
-            return Err(Error::InvalidRequest(
-                "callback_url: must be a string".into(),
-            ));
-        }
+    let to = Destinations {
+        callback_url: optional_string(&mut fields, "callback_url")?,
+        connection_id: optional_string(&mut fields, "connection_id")?,
     };
     // The rest is a chat request.
     let rest = serde_json::to_vec(&fields).map_err(|e| Error::Internal(e.to_string()))?;
     let request = parse_chat_request(&rest)?;
     let limits = state.pipeline.limits();
     let task_id = tasks
-        .submit(principal, request, callback_url, limits)
+        .submit(principal, request, to, limits)
         .await?;
     let mut response = (
         StatusCode::ACCEPTED,
@@ -78,6 +73,18 @@ async fn submit_task(
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+/// Takes `name` out of the body: absent, null or a string.
+fn optional_string(
+    fields: &mut serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, Error> {
+    match fields.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Error::InvalidRequest(format!("{name}: must be a string"))),
+    }
 }
 
 /// `GET /v1/tasks/{id}`.
@@ -106,6 +113,12 @@ pub fn view(record: &TaskRecord) -> Value {
             "url": url,
             "delivery": record.delivery.map(|d| d.as_str()),
             "attempts": record.delivery_attempts,
+        });
+    }
+    if let Some(id) = &record.connection_id {
+        v["connection"] = json!({
+            "connection_id": id,
+            "delivery": record.connection_delivery.map(|d| d.as_str()),
         });
     }
     v

@@ -44,6 +44,7 @@ pub async fn upgrade(
     }
     let settings = state.ws.clone();
     let pipeline = state.pipeline.clone();
+    let connections = state.connections.clone();
     let open = state.metrics.as_ref().map(Metrics::websocket_open);
     // The session outlives this request; its chats join the upgrade's trace through this span.
     let session = crate::trace_span!("websocket.session");
@@ -51,7 +52,7 @@ pub async fn upgrade(
         async move {
             let _open = open;
             let (sink, stream) = socket.split();
-            ws::run(sink, stream, pipeline, principal, settings).await;
+            ws::run(sink, stream, pipeline, principal, settings, &connections).await;
         }
         .instrument(session)
     })

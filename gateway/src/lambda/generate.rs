@@ -14,7 +14,7 @@ use super::WsFunction;
 use super::ws::Target;
 use crate::chat::{ChatRequest, Route};
 use crate::error::Error;
-use crate::push::{Coalescer, PushError};
+use crate::push::{self, Coalescer, PushError};
 use crate::store::ChatState;
 use crate::ws::frames;
 
@@ -119,31 +119,18 @@ async fn stream(
     }
 }
 
-/// Posts one frame; LimitExceeded and 5xx are retried with doubling backoff.
+/// Posts one frame, retrying throttled and 5xx posts.
 pub(super) async fn post(
     f: &WsFunction,
     target: &Target<'_>,
     frame: Bytes,
 ) -> Result<(), PushError> {
-    let mut backoff = Duration::from_millis(50);
-    let mut attempt = 0;
-    loop {
-        let result = f
-            .pusher
-            .post(&target.endpoint, target.connection_id, frame.clone())
-            .await;
-        match result {
-            Err(
-                PushError::Throttled
-                | PushError::Failed {
-                    retryable: true, ..
-                },
-            ) if attempt < f.settings.post_retries => {
-                attempt += 1;
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
-            other => return other,
-        }
-    }
+    push::post_with_retries(
+        f.pusher.as_ref(),
+        &target.endpoint,
+        target.connection_id,
+        frame,
+        f.settings.post_retries,
+    )
+    .await
 }

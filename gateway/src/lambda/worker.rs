@@ -3,13 +3,16 @@
 //! retry after its backoff, a store failure) are reported as batch item failures
 //! (`ReportBatchItemFailures`), so Lambda deletes only the others.
 
+use std::sync::Arc;
+
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::future::join_all;
 
 use crate::config::Config;
 use crate::error::StartupError;
+use crate::push::{ApiGatewayPusher, StoredConnections};
 use crate::server;
-use crate::tasks::{Handled, Message, QueueKind, Worker};
+use crate::tasks::{ConnectionDelivery, Handled, Message, QueueKind, Worker};
 
 /// Builds the worker from the config, once per Lambda instance.
 pub async fn build_worker(config: &Config) -> Result<Worker, StartupError> {
@@ -24,7 +27,18 @@ pub async fn build_worker(config: &Config) -> Result<Worker, StartupError> {
         ));
     }
     let (pipeline, stores) = super::build_pipeline(config).await?;
-    let tasks = server::build_tasks(config, stores.sqlite).await?;
+    // A task's `connection_id` is a connection of the WebSocket API: its record says who opened
+    // it and where its Management API is.
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let delivery = ConnectionDelivery::new(
+        Arc::new(StoredConnections::new(
+            stores.connections.clone(),
+            config.lambda.clone(),
+        )),
+        Arc::new(ApiGatewayPusher::new(sdk)),
+        config.lambda.post_retries,
+    );
+    let tasks = server::build_tasks(config, stores.sqlite, Some(Arc::new(delivery))).await?;
     Ok(Worker::new(tasks, pipeline))
 }
 

@@ -132,7 +132,11 @@ impl WsFunction {
         }
         match frames::parse(body, self.websocket.max_message_bytes) {
             Ok(ClientFrame::Ping { request_id }) => {
-                self.send(target, frames::pong(request_id.as_deref())).await;
+                self.send(
+                    target,
+                    frames::pong(request_id.as_deref(), target.connection_id),
+                )
+                .await;
             }
             Ok(ClientFrame::Cancel { request_id }) => {
                 // A cancel that crosses the chat's `done` on the wire is not an error.

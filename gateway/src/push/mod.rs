@@ -1,15 +1,23 @@
-//! Pushing frames to a WebSocket connection that this process does not hold: on AWS, through
-//! the API Gateway Management API. Coalescing deltas into fewer pushes lives here too, because
-//! every push is a billed message.
+//! Pushing frames to a WebSocket connection by its id, from outside the code that serves it: on
+//! AWS through the API Gateway Management API, on `nagare serve` into the socket's own queue.
+//! Coalescing deltas into fewer pushes lives here too, because every push is a billed message.
 
 mod apigw;
 mod coalesce;
+mod local;
+mod stored;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use apigw::ApiGatewayPusher;
 pub use coalesce::{Coalescer, MAX_POST_BYTES};
+pub use local::{LocalConnections, Registration};
+pub use stored::StoredConnections;
+
+use crate::error::Error;
 
 /// Why a push failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,4 +43,48 @@ pub trait ConnectionPusher: Send + Sync {
         connection_id: &str,
         frame: Bytes,
     ) -> Result<(), PushError>;
+}
+
+/// Posts one frame; LimitExceeded and retryable failures are retried `retries` times with
+/// doubling backoff from 50 ms.
+pub async fn post_with_retries(
+    pusher: &dyn ConnectionPusher,
+    endpoint: &str,
+    connection_id: &str,
+    frame: Bytes,
+    retries: u32,
+) -> Result<(), PushError> {
+    let mut backoff = Duration::from_millis(50);
+    let mut attempt = 0;
+    loop {
+        match pusher.post(endpoint, connection_id, frame.clone()).await {
+            Err(
+                PushError::Throttled
+                | PushError::Failed {
+                    retryable: true, ..
+                },
+            ) if attempt < retries => {
+                attempt += 1;
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// An open connection, as someone pushing to it needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionTarget {
+    /// Who opened it.
+    pub sub: String,
+    pub tenant: String,
+    /// The Management API base to post to; empty for a socket of this process.
+    pub endpoint: String,
+}
+
+/// Finds open connections by id: the connection store on AWS, the sockets of `nagare serve`.
+#[async_trait]
+pub trait ConnectionDirectory: Send + Sync {
+    async fn find(&self, connection_id: &str) -> Result<Option<ConnectionTarget>, Error>;
 }

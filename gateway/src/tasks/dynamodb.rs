@@ -97,6 +97,10 @@ fn record(item: &Item) -> TaskRecord {
             .as_deref()
             .and_then(DeliveryStatus::parse),
         delivery_attempts: number(item, "delivery_attempts").unwrap_or(0) as u32,
+        connection_id: optional(item, "connection_id"),
+        connection_delivery: optional(item, "connection_delivery")
+            .as_deref()
+            .and_then(DeliveryStatus::parse),
         created_at: number(item, "created_at").unwrap_or(0),
         updated_at: number(item, "updated_at").unwrap_or(0),
     }
@@ -123,6 +127,9 @@ impl TaskStore for DynamoTaskStore {
         ]);
         if let Some(url) = &r.callback_url {
             item.insert("callback_url".into(), s(url));
+        }
+        if let Some(id) = &r.connection_id {
+            item.insert("connection_id".into(), s(id));
         }
         self.client
             .put_item()
@@ -177,9 +184,9 @@ impl TaskStore for DynamoTaskStore {
         task_id: &str,
         outcome: Result<String, ErrorBody>,
     ) -> Result<(), Error> {
-        let pending = match self.get(task_id).await? {
-            Some(r) if r.callback_url.is_some() => Some(DeliveryStatus::Pending),
-            _ => None,
+        let (callback, connection) = match self.get(task_id).await? {
+            Some(r) => (r.callback_url.is_some(), r.connection_id.is_some()),
+            None => (false, false),
         };
         let (status, field, value) = match &outcome {
             Ok(result) => (TaskStatus::Succeeded, "#result", s(result)),
@@ -187,9 +194,14 @@ impl TaskStore for DynamoTaskStore {
         };
         let mut sets = format!("#status = :to, {field} = :value");
         let mut values = vec![(":to", s(status.as_str())), (":value", value)];
-        if let Some(pending) = pending {
+        let pending = s(DeliveryStatus::Pending.as_str());
+        if callback {
             sets.push_str(", #delivery = :delivery");
-            values.push((":delivery", s(pending.as_str())));
+            values.push((":delivery", pending.clone()));
+        }
+        if connection {
+            sets.push_str(", connection_delivery = :pushed");
+            values.push((":pushed", pending));
         }
         self.update_open(task_id, &sets, values).await
     }
@@ -212,6 +224,21 @@ impl TaskStore for DynamoTaskStore {
             .expression_attribute_values(":delivery", s(delivery.as_str()))
             .expression_attribute_values(":now", n(unix_now_ms()))
             .expression_attribute_values(":attempts", n(u64::from(attempts)))
+            .send()
+            .await
+            .map_err(fail)?;
+        Ok(())
+    }
+
+    async fn pushed(&self, task_id: &str, delivery: DeliveryStatus) -> Result<(), Error> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("task_id", s(task_id))
+            .update_expression("SET connection_delivery = :delivery, updated_at = :now")
+            .condition_expression("attribute_exists(task_id)")
+            .expression_attribute_values(":delivery", s(delivery.as_str()))
+            .expression_attribute_values(":now", n(unix_now_ms()))
             .send()
             .await
             .map_err(fail)?;

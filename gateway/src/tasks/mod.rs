@@ -6,6 +6,7 @@
 //! visibility timeout and comes back if not deleted; one received too often is dead-lettered).
 
 mod callback;
+mod connection;
 mod dynamodb;
 mod sqlite;
 mod sqs;
@@ -18,6 +19,7 @@ use nagare_authorizer::Principal;
 use serde::{Deserialize, Serialize};
 
 pub use callback::{Callbacks, SIGNATURE_HEADER, check_callback_url, sign};
+pub use connection::ConnectionDelivery;
 pub use dynamodb::DynamoTaskStore;
 pub use sqlite::{SqliteQueue, SqliteTaskStore};
 pub use sqs::SqsQueue;
@@ -166,6 +168,9 @@ pub struct TaskRecord {
     pub callback_url: Option<String>,
     pub delivery: Option<DeliveryStatus>,
     pub delivery_attempts: u32,
+    /// The submitter's WebSocket connection that receives the outcome as chat events.
+    pub connection_id: Option<String>,
+    pub connection_delivery: Option<DeliveryStatus>,
     /// Milliseconds since the epoch.
     pub created_at: u64,
     pub updated_at: u64,
@@ -226,6 +231,8 @@ pub trait TaskStore: Send + Sync {
         delivery: DeliveryStatus,
         attempts: u32,
     ) -> Result<(), Error>;
+    /// How the push of the outcome to `connection_id` went.
+    async fn pushed(&self, task_id: &str, delivery: DeliveryStatus) -> Result<(), Error>;
 }
 
 /// A received task.
@@ -270,23 +277,44 @@ pub struct Tasks {
     pub store: Arc<dyn TaskStore>,
     pub queue: Arc<dyn TaskQueue>,
     pub callbacks: Arc<Callbacks>,
+    /// Delivery to WebSocket connections; `None` where this process can reach none.
+    pub connections: Option<Arc<ConnectionDelivery>>,
     pub settings: TaskSettings,
 }
 
+/// Where a task's outcome goes besides its record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Destinations {
+    pub callback_url: Option<String>,
+    /// One of the submitter's own WebSocket connections.
+    pub connection_id: Option<String>,
+}
+
 impl Tasks {
-    /// Checks `request` and `callback_url` now (a bad one is refused at once, not failed later),
-    /// then records the task and queues it. Returns its id.
+    /// Checks `request` and the destinations now (a bad one is refused at once, not failed
+    /// later), then records the task and queues it. Returns its id.
     pub async fn submit(
         &self,
         principal: &Principal,
         request: ChatRequest,
-        callback_url: Option<String>,
+        to: Destinations,
         limits: &RequestLimits,
     ) -> Result<String, Error> {
         let task_id = uuid::Uuid::new_v4().to_string();
         let request = request.validate(limits, || task_id.clone())?;
-        if let Some(url) = &callback_url {
+        if let Some(url) = &to.callback_url {
             self.callbacks.vet(url).await?;
+        }
+        if let Some(connection_id) = &to.connection_id {
+            self.connections
+                .as_ref()
+                .ok_or_else(|| {
+                    Error::InvalidRequest(
+                        "connection_id: this server delivers to no WebSocket connections".into(),
+                    )
+                })?
+                .vet(principal, connection_id)
+                .await?;
         }
         let now = unix_now_ms();
         let record = TaskRecord {
@@ -299,9 +327,11 @@ impl Tasks {
             attempts: 0,
             result: None,
             error: None,
-            callback_url,
+            callback_url: to.callback_url,
             delivery: None,
             delivery_attempts: 0,
+            connection_id: to.connection_id,
+            connection_delivery: None,
             created_at: now,
             updated_at: now,
         };

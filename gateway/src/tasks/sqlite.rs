@@ -34,6 +34,7 @@ fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
     let status: String = row.get(5)?;
     let error: Option<String> = row.get(8)?;
     let delivery: Option<String> = row.get(10)?;
+    let connection_delivery: Option<String> = row.get(13)?;
     Ok(TaskRecord {
         task_id: row.get(0)?,
         sub: row.get(1)?,
@@ -47,8 +48,10 @@ fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
         callback_url: row.get(9)?,
         delivery: delivery.as_deref().and_then(DeliveryStatus::parse),
         delivery_attempts: row.get(11)?,
-        created_at: row.get(12)?,
-        updated_at: row.get(13)?,
+        connection_id: row.get(12)?,
+        connection_delivery: connection_delivery.as_deref().and_then(DeliveryStatus::parse),
+        created_at: row.get(14)?,
+        updated_at: row.get(15)?,
     })
 }
 
@@ -74,8 +77,9 @@ impl TaskStore for SqliteTaskStore {
             .with(move |db| {
                 db.execute(
                     "INSERT INTO tasks (task_id, sub, tenant, scopes, request, status, attempts,
-                     result, error, callback_url, delivery, delivery_attempts, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     result, error, callback_url, delivery, delivery_attempts, connection_id,
+                     connection_delivery, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                     params![
                         r.task_id,
                         r.sub,
@@ -89,6 +93,8 @@ impl TaskStore for SqliteTaskStore {
                         r.callback_url,
                         r.delivery.map(DeliveryStatus::as_str),
                         r.delivery_attempts,
+                        r.connection_id,
+                        r.connection_delivery.map(DeliveryStatus::as_str),
                         r.created_at,
                         r.updated_at,
                     ],
@@ -104,7 +110,8 @@ impl TaskStore for SqliteTaskStore {
             .with(move |db| {
                 db.query_row(
                     "SELECT task_id, sub, tenant, scopes, request, status, attempts, result, error,
-                     callback_url, delivery, delivery_attempts, created_at, updated_at
+                     callback_url, delivery, delivery_attempts, connection_id, connection_delivery,
+                     created_at, updated_at
                      FROM tasks WHERE task_id = ?1",
                     [&id],
                     read,
@@ -160,7 +167,9 @@ impl TaskStore for SqliteTaskStore {
                 update(
                     db,
                     "UPDATE tasks SET status = ?3, updated_at = ?2, result = ?4, error = ?5,
-                     delivery = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END
+                     delivery = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END,
+                     connection_delivery =
+                         CASE WHEN connection_id IS NULL THEN NULL ELSE 'pending' END
                      WHERE task_id = ?1 AND status IN ('queued', 'running')",
                     &id,
                     &[&status.as_str(), &result, &error],
@@ -184,6 +193,20 @@ impl TaskStore for SqliteTaskStore {
                      updated_at = ?2 WHERE task_id = ?1",
                     &id,
                     &[&delivery.as_str(), &attempts],
+                )
+            })
+            .await
+    }
+
+    async fn pushed(&self, task_id: &str, delivery: DeliveryStatus) -> Result<(), Error> {
+        let id = task_id.to_owned();
+        self.db
+            .with(move |db| {
+                update(
+                    db,
+                    "UPDATE tasks SET connection_delivery = ?3, updated_at = ?2 WHERE task_id = ?1",
+                    &id,
+                    &[&delivery.as_str()],
                 )
             })
             .await

@@ -151,7 +151,7 @@ impl Worker {
         }
     }
 
-    /// Records the outcome, delivers the callback, deletes the message.
+    /// Records the outcome, delivers it, deletes the message.
     async fn finish(
         &self,
         message: &Message,
@@ -167,8 +167,36 @@ impl Worker {
         Ok(Handled::Done)
     }
 
-    /// Posts a finished task to its callback, if it has one still pending.
+    /// Delivers a finished task wherever it is still pending: first to its WebSocket
+    /// connection, where someone may be waiting, then to its callback.
     async fn deliver(&self, message: &Message, record: &TaskRecord) -> Result<(), Error> {
+        self.push(message, record).await?;
+        self.call_back(message, record).await
+    }
+
+    async fn push(&self, message: &Message, record: &TaskRecord) -> Result<(), Error> {
+        if record.connection_delivery != Some(DeliveryStatus::Pending) {
+            return Ok(());
+        }
+        let pushed = match &self.tasks.connections {
+            Some(connections) => {
+                self.keep_hidden(message, connections.deliver(record))
+                    .await
+            }
+            None => {
+                tracing::warn!("a task names a connection, but this worker reaches none");
+                false
+            }
+        };
+        let status = if pushed {
+            DeliveryStatus::Delivered
+        } else {
+            DeliveryStatus::Failed
+        };
+        self.tasks.store.pushed(&record.task_id, status).await
+    }
+
+    async fn call_back(&self, message: &Message, record: &TaskRecord) -> Result<(), Error> {
         let (Some(url), Some(DeliveryStatus::Pending)) = (&record.callback_url, record.delivery)
         else {
             return Ok(());

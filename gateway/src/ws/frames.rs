@@ -109,13 +109,15 @@ pub fn too_many_chats(max: usize) -> Error {
     }
 }
 
-/// `{"type":"pong","request_id"?}`
+/// `{"type":"pong","request_id"?,"connection_id"}`: the connection id is how a client learns
+/// where a task may deliver its result.
 #[derive(Debug, Serialize)]
 struct Pong<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
+    connection_id: &'a str,
 }
 
 /// `{"type":"error","request_id"?, "code", "message", "retryable", ...}`
@@ -130,10 +132,11 @@ struct ErrorFrame<'a> {
 }
 
 /// The text of a `pong` frame.
-pub fn pong(request_id: Option<&str>) -> String {
+pub fn pong(request_id: Option<&str>, connection_id: &str) -> String {
     serde_json::to_string(&Pong {
         kind: "pong",
         request_id,
+        connection_id,
     })
     .unwrap_or_default()
 }
@@ -226,8 +229,11 @@ mod tests {
 
     #[test]
     fn server_frames() {
-        assert_eq!(pong(Some("p1")), r#"{"type":"pong","request_id":"p1"}"#);
-        assert_eq!(pong(None), r#"{"type":"pong"}"#);
+        assert_eq!(
+            pong(Some("p1"), "c1"),
+            r#"{"type":"pong","request_id":"p1","connection_id":"c1"}"#
+        );
+        assert_eq!(pong(None, "c1"), r#"{"type":"pong","connection_id":"c1"}"#);
         let e = error(None, &Error::InvalidRequest("nope".into()));
         assert_eq!(
             e,

@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use crate::chat::{ChatPipeline, ChatRequest, Route};
 use crate::error::Error;
+use crate::push::LocalConnections;
 use crate::ws::frames::{self, ClientFrame};
 
 /// Close codes (RFC 6455).
@@ -59,6 +60,8 @@ impl Default for WsSettings {
 
 /// What every task of one connection shares.
 struct Conn {
+    /// The id a task names to deliver here; the client reads it in `pong`.
+    id: Arc<str>,
     out: mpsc::Sender<Message>,
     /// Cancelled when the connection ends for any reason; every chat's token is a child of it.
     closed: CancellationToken,
@@ -127,12 +130,16 @@ pub async fn run<S, R, E>(
     pipeline: Arc<ChatPipeline>,
     principal: Principal,
     settings: WsSettings,
+    connections: &Arc<LocalConnections>,
 ) where
     S: Sink<Message> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, E>> + Unpin,
 {
     let (out, out_rx) = mpsc::channel(settings.outbound_frames.max(1));
+    // Registered while the session runs, so tasks can deliver into the same bounded queue.
+    let registration = connections.register(&principal, out.clone());
     let conn = Arc::new(Conn {
+        id: registration.id().clone(),
         out,
         closed: CancellationToken::new(),
         close_reason: Mutex::new(None),
@@ -168,6 +175,7 @@ pub async fn run<S, R, E>(
         }
     }
     conn.closed.cancel();
+    drop(registration);
     let _ = writer.await;
 }
 
@@ -211,7 +219,8 @@ async fn handle(
             true
         }
         Ok(ClientFrame::Ping { request_id }) => {
-            conn.send(frames::pong(request_id.as_deref())).await
+            conn.send(frames::pong(request_id.as_deref(), &conn.id))
+                .await
         }
         Err(e) => conn.send_error(e.request_id.as_deref(), &e.error).await,
     }
@@ -340,7 +349,16 @@ mod tests {
             ..WsSettings::default()
         };
         let started = Instant::now();
-        run(sink, incoming, Arc::new(mock_pipeline()), alice(), settings).await;
+        let connections = LocalConnections::new(Duration::from_secs(1));
+        run(
+            sink,
+            incoming,
+            Arc::new(mock_pipeline()),
+            alice(),
+            settings,
+            &connections,
+        )
+        .await;
         assert_eq!(started.elapsed(), Duration::from_secs(90));
         let mut frames = Vec::new();
         while let Ok(frame) = sent.try_recv() {
@@ -363,13 +381,19 @@ mod tests {
     async fn frames_from_a_channel_drive_a_whole_chat() {
         let (sink, mut sent) = fmpsc::unbounded::<Message>();
         let (client, incoming) = fmpsc::unbounded::<Result<Message, std::convert::Infallible>>();
-        let session = tokio::spawn(run(
-            sink,
-            incoming,
-            Arc::new(mock_pipeline()),
-            alice(),
-            WsSettings::default(),
-        ));
+        let connections = LocalConnections::new(Duration::from_secs(1));
+        let registry = connections.clone();
+        let session = tokio::spawn(async move {
+            run(
+                sink,
+                incoming,
+                Arc::new(mock_pipeline()),
+                alice(),
+                WsSettings::default(),
+                &registry,
+            )
+            .await;
+        });
         let chat = r#"{"action":"chat","request_id":"r1","message":"hello"}"#;
         client
             .unbounded_send(Ok(Message::Text(chat.into())))
@@ -383,8 +407,10 @@ mod tests {
             }
         }
         assert_eq!(kinds.first().map(String::as_str), Some("start"));
+        assert_eq!(connections.len(), 1);
         drop(client);
         session.await.unwrap();
+        assert!(connections.is_empty(), "the session unregisters when it ends");
         assert!(matches!(sent.next().await, Some(Message::Close(_))));
     }
 }

@@ -76,6 +76,8 @@ const MIGRATIONS: &[&str] = &[
         callback_url TEXT,
         delivery TEXT,
         delivery_attempts INTEGER NOT NULL,
+        connection_id TEXT,
+        connection_delivery TEXT,
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL
     );
