@@ -20,8 +20,8 @@ use crate::store::{
     DynamoConversationStore, SqliteConnectionStore, SqliteConversationStore, StoreKind, TableNames,
 };
 use crate::tasks::{
-    Callbacks, ConnectionDelivery, DynamoTaskStore, QueueKind, SqliteQueue, SqliteTaskStore, SqsQueue, TaskQueue,
-    TaskStore, Tasks, Worker,
+    Callbacks, ConnectionDelivery, DynamoTaskStore, QueueKind, SqliteQueue, SqliteTaskStore,
+    SqsQueue, TaskQueue, TaskStore, Tasks, Worker,
 };
 use crate::telemetry::{Metrics, NoRecorder, Recorder};
 

@@ -723,6 +723,7 @@ async fn task_service_submits_and_reads_over_grpc() {
             ..Default::default()
         }),
         callback_url: callback_url.map(str::to_owned),
+        connection_id: None,
     };
     let accepted = client
         .submit(as_user("alice", submit(None)))

@@ -110,7 +110,8 @@ impl AppState {
     /// Replaces the WebSocket settings (and the socket registry, which waits on a full queue as
     /// long as a session does).
     pub fn with_ws(mut self, ws: WsSettings) -> Self {
-        self.connections = LocalConnections::new(Duration::from_millis(ws.slow_consumer_timeout_ms));
+        self.connections =
+            LocalConnections::new(Duration::from_millis(ws.slow_consumer_timeout_ms));
         self.ws = ws;
         self
     }

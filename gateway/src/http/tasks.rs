@@ -61,9 +61,7 @@ async fn submit_task(
     let rest = serde_json::to_vec(&fields).map_err(|e| Error::Internal(e.to_string()))?;
     let request = parse_chat_request(&rest)?;
     let limits = state.pipeline.limits();
-    let task_id = tasks
-        .submit(principal, request, to, limits)
-        .await?;
+    let task_id = tasks.submit(principal, request, to, limits).await?;
     let mut response = (
         StatusCode::ACCEPTED,
         Json(json!({ "task_id": task_id, "status": "queued" })),

@@ -120,11 +120,14 @@ impl ConnectionPusher for LocalConnections {
 #[async_trait]
 impl ConnectionDirectory for LocalConnections {
     async fn find(&self, connection_id: &str) -> Result<Option<ConnectionTarget>, Error> {
-        Ok(self.lock().get(connection_id).map(|local| ConnectionTarget {
-            sub: local.sub.clone(),
-            tenant: local.tenant.clone(),
-            endpoint: String::new(),
-        }))
+        Ok(self
+            .lock()
+            .get(connection_id)
+            .map(|local| ConnectionTarget {
+                sub: local.sub.clone(),
+                tenant: local.tenant.clone(),
+                endpoint: String::new(),
+            }))
     }
 }
 

@@ -26,10 +26,14 @@ impl StoredConnections {
 #[async_trait]
 impl ConnectionDirectory for StoredConnections {
     async fn find(&self, connection_id: &str) -> Result<Option<ConnectionTarget>, Error> {
-        Ok(self.store.get(connection_id).await?.map(|r| ConnectionTarget {
-            endpoint: self.settings.endpoint(&r.domain, &r.stage),
-            sub: r.sub,
-            tenant: r.tenant,
-        }))
+        Ok(self
+            .store
+            .get(connection_id)
+            .await?
+            .map(|r| ConnectionTarget {
+                endpoint: self.settings.endpoint(&r.domain, &r.stage),
+                sub: r.sub,
+                tenant: r.tenant,
+            }))
     }
 }

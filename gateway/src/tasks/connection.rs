@@ -209,7 +209,7 @@ mod tests {
         assert_eq!(kinds.first().map(String::as_str), Some("start"));
         assert_eq!(kinds.last().map(String::as_str), Some("done"));
         assert!(kinds.len() > 4, "{kinds:?}");
-        assert!(frames.iter().all(|f| f.len() < MAX_POST_BYTES));
+        assert!(frames.iter().all(|f| f.len() <= MAX_POST_BYTES));
         let text: String = frames
             .iter()
             .filter_map(|f| {

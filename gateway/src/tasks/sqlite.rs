@@ -49,7 +49,9 @@ fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
         delivery: delivery.as_deref().and_then(DeliveryStatus::parse),
         delivery_attempts: row.get(11)?,
         connection_id: row.get(12)?,
-        connection_delivery: connection_delivery.as_deref().and_then(DeliveryStatus::parse),
+        connection_delivery: connection_delivery
+            .as_deref()
+            .and_then(DeliveryStatus::parse),
         created_at: row.get(14)?,
         updated_at: row.get(15)?,
     })

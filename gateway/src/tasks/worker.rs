@@ -179,10 +179,7 @@ impl Worker {
             return Ok(());
         }
         let pushed = match &self.tasks.connections {
-            Some(connections) => {
-                self.keep_hidden(message, connections.deliver(record))
-                    .await
-            }
+            Some(connections) => self.keep_hidden(message, connections.deliver(record)).await,
             None => {
                 tracing::warn!("a task names a connection, but this worker reaches none");
                 false

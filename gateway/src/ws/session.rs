@@ -410,7 +410,10 @@ mod tests {
         assert_eq!(connections.len(), 1);
         drop(client);
         session.await.unwrap();
-        assert!(connections.is_empty(), "the session unregisters when it ends");
+        assert!(
+            connections.is_empty(),
+            "the session unregisters when it ends"
+        );
         assert!(matches!(sent.next().await, Some(Message::Close(_))));
     }
 }
