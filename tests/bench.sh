@@ -14,8 +14,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-cargo build --release --locked --bin nagare --bin nagare-load --bin fake-bedrock \
-  --bin lambda-coldstart --bin nagare-authorizer --bin nagare-ws --bin memory-bench >&2
+# Every binary, the Lambda functions deploy/template.yaml names among them.
+cargo build --release --locked --workspace --bins >&2
 bin=target/release
 
 # shellcheck source=tests/bench_lib.sh

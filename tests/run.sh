@@ -34,6 +34,9 @@ for tool in "cargo fmt" "cargo clippy"; do
   $tool --version >/dev/null 2>&1 || { echo "$tool is missing: rustup component add ${tool#cargo }" >&2; exit 1; }
 done
 
+say "cfn-lint deploy/"
+cfn-lint deploy/template.yaml
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -202,17 +202,22 @@ pub async fn build_stores(config: &Config) -> Result<Stores, StartupError> {
     })
 }
 
-/// `nagare create-tables`: creates the DynamoDB tables the config names (`[store]`, `[cache]`,
-/// `[rate_limits]`, `[tasks]`); true for each one created.
-pub async fn create_tables(config: &Config) -> Result<Vec<(String, bool)>, Error> {
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let names = TableNames {
+/// The DynamoDB tables the config names (`[store]`, `[cache]`, `[rate_limits]`, `[tasks]`).
+pub fn table_names(config: &Config) -> TableNames {
+    TableNames {
         connections: config.store.connections_table.clone(),
         conversations: config.store.conversations_table.clone(),
         cache: config.cache.table.clone(),
         limits: config.rate_limits.table.clone(),
         tasks: config.tasks.table.clone(),
-    };
+    }
+}
+
+/// `nagare create-tables`: creates the DynamoDB tables the config names (`[store]`, `[cache]`,
+/// `[rate_limits]`, `[tasks]`); true for each one created.
+pub async fn create_tables(config: &Config) -> Result<Vec<(String, bool)>, Error> {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let names = table_names(config);
     let created = store::create_tables(&aws_sdk_dynamodb::Client::new(&sdk), &names).await?;
     Ok([
         names.connections,

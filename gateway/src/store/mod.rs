@@ -14,7 +14,10 @@ pub use conversations::{
     Appended, ConversationMeta, ConversationStore, Exchange, MAX_TURN_BYTES, Page, Turn,
     check_conversation_id, not_found, page_size, valid_conversation_id,
 };
-pub use dynamodb::{DynamoConnectionStore, DynamoConversationStore, TableNames, create_tables};
+pub use dynamodb::{
+    DynamoConnectionStore, DynamoConversationStore, Key, KeyKind, TableNames, TableSpec,
+    create_tables, table_specs,
+};
 pub(crate) use dynamodb::{fail as dynamodb_failure, is_condition_failure, n as dynamodb_number};
 pub use sqlite::{Database, SqliteConnectionStore, SqliteConversationStore};
 

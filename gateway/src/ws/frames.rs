@@ -131,6 +131,10 @@ struct ErrorFrame<'a> {
     error: ErrorBody,
 }
 
+/// The client actions, as API Gateway routes them (`$request.body.action`): each is a route of
+/// the WebSocket API in `deploy/template.yaml`.
+pub const ACTIONS: [&str; 3] = ["chat", "cancel", "ping"];
+
 /// The text of a `pong` frame.
 pub fn pong(request_id: Option<&str>, connection_id: &str) -> String {
     serde_json::to_string(&Pong {

@@ -1,0 +1,360 @@
+//! `deploy/template.yaml` and the code cannot drift apart: every Lambda binary has a function and
+//! every function a binary; each function's environment loads as the binary's config (no unknown
+//! key, no bad value); the tables it names are declared with the keys, index and TTL the stores
+//! use; the WebSocket API routes every client action; the worker's queue reports partial batch
+//! failures and dead-letters; and each function may reach only what it uses. (tests/run.sh lints
+//! the template with cfn-lint before this runs.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use nagare_gateway::config::{self, Config, Overrides};
+use nagare_gateway::server::table_names;
+use nagare_gateway::store::{StoreKind, TableSpec, table_specs};
+use nagare_gateway::tasks::QueueKind;
+use nagare_gateway::ws::frames::ACTIONS;
+use nagare_tests::{INSTALL_PYTHON, python};
+use serde_json::{Value, json};
+
+/// The template, short-form intrinsics in long form, parsed by cfn-lint's own decoder.
+fn template() -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(python())
+        .arg(root.join("tests/python/template_json.py"))
+        .arg(root.join("deploy/template.yaml"))
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}; {INSTALL_PYTHON}", python().display()));
+    assert!(
+        out.status.success(),
+        "the template does not parse: {}; {INSTALL_PYTHON}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn resources_of<'a>(t: &'a Value, kind: &str) -> BTreeMap<&'a str, &'a Value> {
+    t["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .map(|(name, r)| (name.as_str(), r))
+        .collect()
+}
+
+/// A value as the function would see it, with parameters at their defaults (or a sample for
+/// those without), a resource's `Ref` as `ref:Name`, and other intrinsics as a marker.
+fn resolve(t: &Value, v: &Value) -> String {
+    let parameter = |name: &str| -> Option<String> {
+        let p = t["Parameters"].get(name)?;
+        Some(match (&p["Default"], name) {
+            (Value::String(d), _) => d.clone(),
+            (Value::Number(d), _) => d.to_string(),
+            (_, "JwtIssuer") => "https://issuer.example.com".into(),
+            (_, "CallbackSecret") => "s".repeat(32),
+            _ => "sample".into(),
+        })
+    };
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => {
+            if let Some(name) = v["Ref"].as_str() {
+                return parameter(name).unwrap_or_else(|| format!("ref:{name}"));
+            }
+            if let Some(text) = v["Fn::Sub"].as_str() {
+                let mut out = text.to_owned();
+                while let Some(start) = out.find("${") {
+                    let end = start + out[start..].find('}').unwrap();
+                    let name = &out[start + 2..end];
+                    let value = parameter(name).unwrap_or_else(|| format!("sub-{name}"));
+                    out.replace_range(start..=end, &value);
+                }
+                return out;
+            }
+            format!("intrinsic:{v}")
+        }
+    }
+}
+
+/// Each function's environment (the globals, then its own) and the config it loads into.
+fn function_configs(t: &Value) -> BTreeMap<String, (BTreeMap<String, String>, Config)> {
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    resources_of(t, "AWS::Serverless::Function")
+        .into_iter()
+        .map(|(name, f)| {
+            let own = &f["Properties"]["Environment"]["Variables"];
+            let mut env = BTreeMap::new();
+            for vars in [globals, own] {
+                for (k, v) in vars.as_object().into_iter().flatten() {
+                    env.insert(k.clone(), resolve(t, v));
+                }
+            }
+            let config = config::load(None, &env, &Overrides::default())
+                .unwrap_or_else(|e| panic!("{name}: its environment is not a valid config: {e}"));
+            (name.to_owned(), (env, config))
+        })
+        .collect()
+}
+
+/// The binary a function runs.
+fn binary(f: &Value) -> &str {
+    assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda");
+    f["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap()
+}
+
+fn function<'a>(t: &'a Value, bin: &str) -> (&'a str, &'a Value) {
+    resources_of(t, "AWS::Serverless::Function")
+        .into_iter()
+        .find(|(_, f)| binary(f) == bin)
+        .unwrap_or_else(|| panic!("no function runs {bin}"))
+}
+
+#[test]
+fn every_lambda_binary_has_a_function_and_every_function_a_binary() {
+    let t = template();
+    let bins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/src/bin");
+    let lambda_binaries: BTreeSet<String> = std::fs::read_dir(bins)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| Some(p.file_stem()?.to_str()?.to_owned()))
+        // `nagare` is the self-hosted server and CLI, not a Lambda function.
+        .filter(|name| name != "nagare")
+        .collect();
+    let functions = resources_of(&t, "AWS::Serverless::Function");
+    let deployed: BTreeSet<String> = functions.values().map(|f| binary(f).to_owned()).collect();
+    assert_eq!(deployed, lambda_binaries);
+    let globals = &t["Globals"]["Function"];
+    assert_eq!(globals["Runtime"], "provided.al2023");
+    assert_eq!(globals["Architectures"], json!(["arm64"]));
+}
+
+#[test]
+fn every_function_environment_loads_as_its_config() {
+    let t = template();
+    let configs = function_configs(&t);
+    assert!(configs.len() >= 3, "{:?}", configs.keys());
+    for (name, (_, config)) in &configs {
+        assert!(
+            !config.auth.issuers.is_empty(),
+            "{name}: no issuer, so it would run in dev mode"
+        );
+    }
+    // The chat functions call Bedrock and keep their state in DynamoDB.
+    for bin in ["nagare-ws", "nagare-worker"] {
+        let (name, _) = function(&t, bin);
+        let config = &configs[name].1;
+        assert_eq!(
+            config.provider,
+            nagare_gateway::config::ProviderKind::Bedrock,
+            "{name}"
+        );
+        assert_eq!(config.store.kind, StoreKind::Dynamodb, "{name}");
+    }
+    let (worker, _) = function(&t, "nagare-worker");
+    let tasks = &configs[worker].1.tasks;
+    assert_eq!(tasks.queue, QueueKind::Sqs);
+    assert_eq!(tasks.queue_url.as_deref(), Some("ref:TaskQueue"));
+    assert!(tasks.callback_secret.is_some(), "nagare-worker needs it");
+}
+
+/// The `AWS::DynamoDB::Table` declaration a spec needs.
+fn declared(spec: &TableSpec) -> Value {
+    let key = |k: &nagare_gateway::store::Key, kind: &str| json!({"AttributeName": k.name, "KeyType": kind});
+    let mut attributes = vec![spec.partition];
+    let mut schema = vec![key(&spec.partition, "HASH")];
+    if let Some(sort) = &spec.sort {
+        attributes.push(*sort);
+        schema.push(key(sort, "RANGE"));
+    }
+    let mut p = json!({"BillingMode": "PAY_PER_REQUEST", "KeySchema": schema});
+    if let Some((index, partition, sort)) = &spec.index {
+        attributes.extend([*partition, *sort]);
+        p["GlobalSecondaryIndexes"] = json!([{
+            "IndexName": index,
+            "KeySchema": [key(partition, "HASH"), key(sort, "RANGE")],
+            "Projection": {"ProjectionType": "ALL"},
+        }]);
+    }
+    p["AttributeDefinitions"] = attributes
+        .iter()
+        .map(|a| json!({"AttributeName": a.name, "AttributeType": a.kind.letter()}))
+        .collect();
+    if let Some(ttl) = spec.ttl {
+        p["TimeToLiveSpecification"] = json!({"AttributeName": ttl, "Enabled": true});
+    }
+    p
+}
+
+#[test]
+fn the_tables_the_functions_name_are_declared_as_the_stores_use_them() {
+    let t = template();
+    let tables = resources_of(&t, "AWS::DynamoDB::Table");
+    let mut checked = BTreeSet::new();
+    for (name, (_, config)) in function_configs(&t) {
+        if config.store.kind != StoreKind::Dynamodb {
+            continue;
+        }
+        for spec in table_specs(&table_names(&config)) {
+            let Some(resource) = spec.name.strip_prefix("ref:") else {
+                // A table this function does not use keeps its default name; it must not be
+                // one the stack creates under another name.
+                continue;
+            };
+            let table = tables
+                .get(resource)
+                .unwrap_or_else(|| panic!("{name} names {resource}, which is not a table"));
+            let p = &table["Properties"];
+            let want = declared(&spec);
+            for (field, value) in want.as_object().unwrap() {
+                assert_eq!(&p[field], value, "{resource}.{field}");
+            }
+            checked.insert(resource.to_owned());
+        }
+    }
+    let all: BTreeSet<String> = tables.keys().map(|k| (*k).to_owned()).collect();
+    assert_eq!(
+        checked, all,
+        "a table no function uses, or one never checked"
+    );
+    let conversations = &tables["ConversationsTable"];
+    assert_eq!(
+        conversations["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+    assert_eq!(conversations["DeletionPolicy"], "Retain");
+}
+
+#[test]
+fn the_websocket_api_routes_every_action_behind_the_authorizer() {
+    let t = template();
+    let routes: BTreeMap<String, &Value> = resources_of(&t, "AWS::ApiGatewayV2::Route")
+        .into_values()
+        .map(|r| (r["Properties"]["RouteKey"].as_str().unwrap().to_owned(), r))
+        .collect();
+    let want: BTreeSet<String> = ACTIONS
+        .iter()
+        .copied()
+        .chain(["$connect", "$disconnect", "$default"])
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(routes.keys().cloned().collect::<BTreeSet<_>>(), want);
+    let api = resources_of(&t, "AWS::ApiGatewayV2::Api");
+    let api = api.values().next().unwrap();
+    assert_eq!(api["Properties"]["ProtocolType"], "WEBSOCKET");
+    assert_eq!(
+        api["Properties"]["RouteSelectionExpression"],
+        "$request.body.action"
+    );
+
+    let connect = &routes["$connect"]["Properties"];
+    assert_eq!(connect["AuthorizationType"], "CUSTOM");
+    let authorizer_name = connect["AuthorizerId"]["Ref"].as_str().unwrap();
+    let authorizer = &t["Resources"][authorizer_name]["Properties"];
+    assert_eq!(authorizer["AuthorizerType"], "REQUEST");
+    assert_eq!(
+        authorizer["IdentitySource"],
+        json!(["route.request.querystring.token"])
+    );
+    let (authorizer_fn, _) = function(&t, "nagare-authorizer");
+    assert!(
+        authorizer["AuthorizerUri"]
+            .to_string()
+            .contains(authorizer_fn),
+        "the authorizer must run nagare-authorizer"
+    );
+    // Every route reaches nagare-ws.
+    let (ws_fn, _) = function(&t, "nagare-ws");
+    for (key, route) in &routes {
+        let target = resolve(&t, &route["Properties"]["Target"]);
+        let integration = target.trim_start_matches("integrations/");
+        let integration = integration.trim_start_matches("sub-");
+        let uri = t["Resources"][integration]["Properties"]["IntegrationUri"].to_string();
+        assert!(uri.contains(ws_fn), "{key} does not reach nagare-ws: {uri}");
+    }
+}
+
+#[test]
+fn the_worker_reports_partial_failures_and_its_queue_dead_letters() {
+    let t = template();
+    let (_, worker) = function(&t, "nagare-worker");
+    let events = worker["Properties"]["Events"].as_object().unwrap();
+    let sqs = events.values().find(|e| e["Type"] == "SQS").unwrap();
+    assert_eq!(
+        sqs["Properties"]["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    assert_eq!(sqs["Properties"]["Queue"]["Fn::GetAtt"][0], "TaskQueue");
+    let queue = &t["Resources"]["TaskQueue"]["Properties"];
+    assert_eq!(
+        queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0],
+        "TaskDeadLetterQueue"
+    );
+}
+
+/// Every IAM statement of a function, with SAM's policy templates named by their key.
+fn permissions(f: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for policy in f["Properties"]["Policies"].as_array().into_iter().flatten() {
+        for (kind, body) in policy.as_object().unwrap() {
+            if kind == "Statement" {
+                for s in body.as_array().unwrap() {
+                    let actions = match &s["Action"] {
+                        Value::Array(a) => a.iter().map(|a| a.as_str().unwrap()).collect(),
+                        a => vec![a.as_str().unwrap()],
+                    };
+                    for action in actions {
+                        out.push((action.to_owned(), s["Resource"].to_string()));
+                    }
+                }
+            } else {
+                out.push((kind.clone(), body.to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn each_function_may_reach_only_what_it_uses() {
+    let t = template();
+    for (name, f) in resources_of(&t, "AWS::Serverless::Function") {
+        for (action, resource) in permissions(f) {
+            assert!(
+                !resource.contains("\"*\"") && !action.ends_with(":*"),
+                "{name}: {action} on {resource} is wider than it needs"
+            );
+        }
+    }
+    let (_, ws) = function(&t, "nagare-ws");
+    let ws = permissions(ws);
+    let has = |perms: &[(String, String)], action: &str, on: &str| {
+        perms.iter().any(|(a, r)| a == action && r.contains(on))
+    };
+    assert!(has(
+        &ws,
+        "execute-api:ManageConnections",
+        "${WebSocketApi}/"
+    ));
+    assert!(has(
+        &ws,
+        "bedrock:InvokeModelWithResponseStream",
+        "${FastModelId}"
+    ));
+    assert!(has(&ws, "lambda:InvokeFunction", "${AWS::StackName}-ws"));
+    assert!(has(&ws, "DynamoDBCrudPolicy", "ConnectionsTable"));
+    let (_, authorizer) = function(&t, "nagare-authorizer");
+    assert!(
+        permissions(authorizer).is_empty(),
+        "the authorizer needs no AWS access"
+    );
+    let (_, worker) = function(&t, "nagare-worker");
+    let worker = permissions(worker);
+    assert!(has(&worker, "SQSPollerPolicy", "TaskQueue"));
+    assert!(has(&worker, "DynamoDBCrudPolicy", "TasksTable"));
+    assert!(has(&worker, "DynamoDBReadPolicy", "ConnectionsTable"));
+    assert!(!has(&worker, "DynamoDBCrudPolicy", "ConnectionsTable"));
+}
