@@ -6,14 +6,15 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio::sync::{Mutex, Notify, mpsc};
 
@@ -30,6 +31,13 @@ pub enum Outcome {
     },
     /// The function failed during initialisation.
     InitError(Value),
+    /// A streamed response (`Lambda-Runtime-Function-Response-Mode: streaming`, as a Function
+    /// URL in `RESPONSE_STREAM` mode receives it): the prelude with the status and headers, then
+    /// the body as it arrived, each piece with its time since the prelude.
+    Streamed {
+        prelude: Value,
+        body: Vec<(Duration, String)>,
+    },
 }
 
 /// One finished invocation.
@@ -166,13 +174,57 @@ fn json(body: &Bytes) -> Value {
 async fn response(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> StatusCode {
+    let streaming = headers
+        .get("lambda-runtime-function-response-mode")
+        .is_some_and(|v| v == "streaming");
+    let outcome = if streaming {
+        streamed(body).await
+    } else {
+        match body.collect().await {
+            Ok(body) => Outcome::Response(json(&body.to_bytes())),
+            Err(_) => return StatusCode::BAD_REQUEST,
+        }
+    };
     let _ = shared.results.send(Invocation {
         request_id: id,
-        outcome: Outcome::Response(json(&body)),
+        outcome,
     });
     StatusCode::ACCEPTED
+}
+
+/// Reads a streamed response: a JSON prelude, eight NUL bytes, then the body, piece by piece.
+async fn streamed(mut body: Body) -> Outcome {
+    const DELIMITER: &[u8] = &[0; 8];
+    let mut head = Vec::new();
+    let mut prelude = None;
+    let mut pieces = Vec::new();
+    let mut since = Instant::now();
+    while let Some(Ok(frame)) = body.frame().await {
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers (an error in mid-stream) end the body
+        };
+        let rest = if prelude.is_none() {
+            head.extend_from_slice(&data);
+            let Some(at) = head.windows(8).position(|w| w == DELIMITER) else {
+                continue;
+            };
+            prelude = Some(json(&Bytes::copy_from_slice(&head[..at])));
+            since = Instant::now();
+            head.split_off(at + DELIMITER.len())
+        } else {
+            data.to_vec()
+        };
+        if !rest.is_empty() {
+            pieces.push((since.elapsed(), String::from_utf8_lossy(&rest).into_owned()));
+        }
+    }
+    Outcome::Streamed {
+        prelude: prelude.unwrap_or(Value::Null),
+        body: pieces,
+    }
 }
 
 async fn error(

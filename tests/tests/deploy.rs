@@ -143,8 +143,8 @@ fn every_function_environment_loads_as_its_config() {
             "{name}: no issuer, so it would run in dev mode"
         );
     }
-    // The chat functions call Bedrock and keep their state in DynamoDB.
-    for bin in ["nagare-ws", "nagare-worker"] {
+    // The chat functions call Bedrock, keep their state in DynamoDB and queue tasks in SQS.
+    for bin in ["nagare-ws", "nagare-worker", "nagare-http", "nagare-stream"] {
         let (name, _) = function(&t, bin);
         let config = &configs[name].1;
         assert_eq!(
@@ -153,12 +153,27 @@ fn every_function_environment_loads_as_its_config() {
             "{name}"
         );
         assert_eq!(config.store.kind, StoreKind::Dynamodb, "{name}");
+        assert_eq!(config.tasks.queue, QueueKind::Sqs, "{name}");
+        assert_eq!(config.tasks.queue_url.as_deref(), Some("ref:TaskQueue"));
     }
     let (worker, _) = function(&t, "nagare-worker");
-    let tasks = &configs[worker].1.tasks;
-    assert_eq!(tasks.queue, QueueKind::Sqs);
-    assert_eq!(tasks.queue_url.as_deref(), Some("ref:TaskQueue"));
-    assert!(tasks.callback_secret.is_some(), "nagare-worker needs it");
+    assert!(
+        configs[worker].1.tasks.callback_secret.is_some(),
+        "nagare-worker signs callbacks"
+    );
+    for bin in ["nagare-http", "nagare-stream"] {
+        let (name, _) = function(&t, bin);
+        let config = &configs[name].1;
+        assert!(
+            config.tasks.callback_secret.is_none(),
+            "{name} signs nothing"
+        );
+        assert_eq!(
+            config.data_dir,
+            Path::new("/tmp"),
+            "{name}: Lambda's writable dir"
+        );
+    }
 }
 
 /// The `AWS::DynamoDB::Table` declaration a spec needs.
@@ -357,4 +372,73 @@ fn each_function_may_reach_only_what_it_uses() {
     assert!(has(&worker, "DynamoDBCrudPolicy", "TasksTable"));
     assert!(has(&worker, "DynamoDBReadPolicy", "ConnectionsTable"));
     assert!(!has(&worker, "DynamoDBCrudPolicy", "ConnectionsTable"));
+    for bin in ["nagare-http", "nagare-stream"] {
+        let (_, f) = function(&t, bin);
+        let f = permissions(f);
+        assert!(has(&f, "SQSSendMessagePolicy", "TaskQueue"), "{bin}");
+        assert!(
+            !has(&f, "SQSPollerPolicy", "TaskQueue"),
+            "{bin} runs no tasks"
+        );
+        assert!(has(&f, "DynamoDBReadPolicy", "ConnectionsTable"), "{bin}");
+        assert!(
+            !f.iter().any(|(a, _)| a == "execute-api:ManageConnections"),
+            "{bin} pushes nothing"
+        );
+    }
+}
+
+#[test]
+fn the_stream_function_streams_through_a_function_url() {
+    let t = template();
+    let (_, stream) = function(&t, "nagare-stream");
+    let url = &stream["Properties"]["FunctionUrlConfig"];
+    assert_eq!(url["InvokeMode"], "RESPONSE_STREAM");
+    assert_eq!(url["AuthType"], "NONE", "the function verifies JWTs itself");
+}
+
+#[tokio::test]
+async fn every_http_api_route_is_a_route_of_the_router_behind_the_jwt_authorizer() {
+    use std::sync::Arc;
+
+    use nagare_gateway::provider::{MockProvider, MockSettings};
+    use nagare_tests::Gateway;
+
+    let t = template();
+    let (_, http) = function(&t, "nagare-http");
+    let api = &t["Resources"]["HttpApi"]["Properties"]["Auth"];
+    assert_eq!(api["DefaultAuthorizer"], "Jwt");
+    let jwt = &api["Authorizers"]["Jwt"]["JwtConfiguration"];
+    assert_eq!(jwt["issuer"]["Ref"], "JwtIssuer");
+
+    let gw = Gateway::start(
+        Arc::new(MockProvider::new(MockSettings::default())),
+        "mock",
+        &[],
+    )
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    let events = http["Properties"]["Events"].as_object().unwrap();
+    let mut paths = BTreeSet::new();
+    for (name, event) in events {
+        assert_eq!(event["Type"], "HttpApi", "{name}");
+        let p = &event["Properties"];
+        let path = p["Path"].as_str().unwrap().replace("{id}", "x");
+        let method = reqwest::Method::from_bytes(p["Method"].as_str().unwrap().as_bytes()).unwrap();
+        let open = p["Auth"]["Authorizer"] == "NONE";
+        let status = client
+            .request(method, gw.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        // Without a token, a route of the router answers 401; one it lacks would be 404 or 405.
+        let want = if open { 200 } else { 401 };
+        assert_eq!(status.as_u16(), want, "{name}: {path}");
+        paths.insert(p["Path"].as_str().unwrap().to_owned());
+    }
+    for path in ["/v1/chat", "/v1/tasks", "/v1/conversations"] {
+        assert!(paths.contains(path), "the HTTP API does not route {path}");
+    }
 }

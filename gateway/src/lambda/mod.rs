@@ -1,13 +1,15 @@
 //! Lambda functions of the AWS deployment that are more than a thin `main`: the WebSocket
 //! handler `nagare-ws` (routes `$connect`, `$disconnect`, `chat`, `cancel`, `ping`, `$default`)
-//! and the generation it hands each chat to.
+//! and the generation it hands each chat to, the task worker, and the HTTP API.
 
 mod generate;
+mod http;
 mod invoke;
 mod worker;
 mod ws;
 
 pub use generate::GenerateJob;
+pub use http::build_router;
 pub use invoke::{AsyncInvoker, LambdaInvoker};
 pub use worker::{build_worker, handle_batch};
 pub use ws::WsFunction;
@@ -17,8 +19,9 @@ use std::sync::Arc;
 use crate::chat::ChatPipeline;
 use crate::config::Config;
 use crate::error::StartupError;
-use crate::push::ApiGatewayPusher;
+use crate::push::{ApiGatewayPusher, StoredConnections};
 use crate::server::{self, Stores};
+use crate::tasks::{ConnectionDelivery, QueueKind, Tasks};
 use crate::telemetry::{Emf, NoRecorder, Recorder};
 
 /// Builds the WebSocket function from the config, once per Lambda instance. `this_function` is
@@ -65,6 +68,27 @@ async fn build_pipeline(config: &Config) -> Result<(Arc<ChatPipeline>, Stores), 
     let stores = server::build_stores(config).await?;
     let pipeline = server::build_pipeline(config, provider, &stores, recorder)?;
     Ok((Arc::new(pipeline), stores))
+}
+
+/// Tasks as the Lambda functions have them: queued in SQS, and delivered to connections of the
+/// WebSocket API (a record of the connections table says who opened one and where its
+/// Management API is).
+async fn build_tasks(config: &Config, stores: &Stores) -> Result<Tasks, StartupError> {
+    if config.tasks.queue != QueueKind::Sqs {
+        return Err(StartupError::Config(
+            "tasks.queue: Lambda functions queue tasks in SQS; set tasks.queue = \"sqs\" and tasks.queue_url".into(),
+        ));
+    }
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let delivery = ConnectionDelivery::new(
+        Arc::new(StoredConnections::new(
+            stores.connections.clone(),
+            config.lambda.clone(),
+        )),
+        Arc::new(ApiGatewayPusher::new(sdk)),
+        config.lambda.post_retries,
+    );
+    server::build_tasks(config, stores.sqlite.clone(), Some(Arc::new(delivery))).await
 }
 
 /// The span of one invocation: every log line inside it carries the Lambda request id and, for

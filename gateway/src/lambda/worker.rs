@@ -3,42 +3,22 @@
 //! retry after its backoff, a store failure) are reported as batch item failures
 //! (`ReportBatchItemFailures`), so Lambda deletes only the others.
 
-use std::sync::Arc;
-
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::future::join_all;
 
 use crate::config::Config;
 use crate::error::StartupError;
-use crate::push::{ApiGatewayPusher, StoredConnections};
-use crate::server;
-use crate::tasks::{ConnectionDelivery, Handled, Message, QueueKind, Worker};
+use crate::tasks::{Handled, Message, Worker};
 
 /// Builds the worker from the config, once per Lambda instance.
 pub async fn build_worker(config: &Config) -> Result<Worker, StartupError> {
-    if config.tasks.queue != QueueKind::Sqs {
-        return Err(StartupError::Config(
-            "tasks.queue: nagare-worker takes its tasks from SQS; set tasks.queue = \"sqs\" and tasks.queue_url".into(),
-        ));
-    }
     if config.tasks.callback_secret.is_none() {
         return Err(StartupError::Config(
             "tasks.callback_secret: required in Lambda, which has no data dir to keep a generated key".into(),
         ));
     }
     let (pipeline, stores) = super::build_pipeline(config).await?;
-    // A task's `connection_id` is a connection of the WebSocket API: its record says who opened
-    // it and where its Management API is.
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let delivery = ConnectionDelivery::new(
-        Arc::new(StoredConnections::new(
-            stores.connections.clone(),
-            config.lambda.clone(),
-        )),
-        Arc::new(ApiGatewayPusher::new(sdk)),
-        config.lambda.post_retries,
-    );
-    let tasks = server::build_tasks(config, stores.sqlite, Some(Arc::new(delivery))).await?;
+    let tasks = super::build_tasks(config, &stores).await?;
     Ok(Worker::new(tasks, pipeline))
 }
 
