@@ -30,12 +30,30 @@ if ! command -v redis-server >/dev/null; then
     || { echo "could not install redis-server; install it (Debian: apt-get install redis-server)" >&2; exit 1; }
 fi
 
+# asl-validator (npm) for the Step Functions definitions in deploy/statemachines/.
+if ! command -v npm >/dev/null; then
+  say "installing Node.js and npm"
+  if [ "$(id -u)" = 0 ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
+  { $apt_get update >/dev/null && $apt_get install -y --no-install-recommends nodejs npm >/dev/null; } \
+    || { echo "could not install npm; install Node.js and npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+fi
+node_stamp=tests/node_modules/.lock-stamp
+if [ ! -x tests/node_modules/.bin/asl-validator ] || ! cmp -s tests/package-lock.json "$node_stamp"; then
+  say "installing Node test tools into tests/node_modules"
+  npm ci --prefix tests --no-audit --no-fund --loglevel=error
+  cp tests/package-lock.json "$node_stamp"
+fi
+
 for tool in "cargo fmt" "cargo clippy"; do
   $tool --version >/dev/null 2>&1 || { echo "$tool is missing: rustup component add ${tool#cargo }" >&2; exit 1; }
 done
 
-say "cfn-lint deploy/"
+say "cfn-lint and asl-validator on deploy/"
 cfn-lint deploy/template.yaml
+for asl in deploy/statemachines/*.asl.json; do
+  tests/node_modules/.bin/asl-validator --silent --json-path "$asl" \
+    || { echo "$asl is not a valid state machine (tests/node_modules/.bin/asl-validator --json-path $asl)" >&2; exit 1; }
+done
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

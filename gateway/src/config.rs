@@ -19,6 +19,7 @@ use crate::provider::{BedrockSettings, MockSettings, UpstreamSettings};
 use crate::store::StoreSettings;
 use crate::tasks::TaskSettings;
 use crate::telemetry::{MetricsSettings, TraceSettings};
+use crate::workflow::WorkflowSettings;
 use crate::ws::WsSettings;
 
 const ENV_PREFIX: &str = "NAGARE__";
@@ -65,6 +66,7 @@ struct RawConfig {
     traces: TraceSettings,
     metrics: MetricsSettings,
     tasks: TaskSettings,
+    workflow: WorkflowSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +197,8 @@ pub struct Config {
     pub metrics: MetricsSettings,
     /// `/v1/tasks` and its workers.
     pub tasks: TaskSettings,
+    /// The Step Functions task functions.
+    pub workflow: WorkflowSettings,
 }
 
 /// Reads, layers and validates the configuration.
@@ -384,6 +388,12 @@ impl RawConfig {
                 "workers, max_attempts, visibility_timeout_secs and callback_attempts must be at least 1",
             ));
         }
+        if self.workflow.max_text_chars == 0 || self.workflow.max_document_bytes == 0 {
+            return Err(bad(
+                "workflow",
+                "max_text_chars and max_document_bytes must be at least 1",
+            ));
+        }
         if self.memory.context_tokens == 0 {
             return Err(bad("memory.context_tokens", "must be at least 1"));
         }
@@ -463,6 +473,7 @@ impl RawConfig {
             traces: self.traces,
             metrics: self.metrics,
             tasks: self.tasks,
+            workflow: self.workflow,
         })
     }
 }

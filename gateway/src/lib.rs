@@ -15,6 +15,7 @@ pub mod server;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod workflow;
 pub mod ws;
 
 pub use error::{Error, ErrorCode, StartupError};

@@ -91,6 +91,15 @@ pub fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(config)
 }
 
+/// An S3 client for moto's server, path-style (a bucket cannot be a subdomain of 127.0.0.1).
+pub fn s3() -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(&test_sdk_config())
+        .endpoint_url(url())
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
 /// A fresh task queue and its dead-letter queue, which takes messages received more than
 /// `max_receives` times: (queue URL, dead-letter queue URL).
 pub async fn task_queues(

@@ -442,3 +442,121 @@ async fn every_http_api_route_is_a_route_of_the_router_behind_the_jwt_authorizer
         assert!(paths.contains(path), "the HTTP API does not route {path}");
     }
 }
+
+/// Every state of a definition, those inside `Parallel` branches included.
+fn states(definition: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (name, state) in definition["States"].as_object().unwrap() {
+        out.push((name.clone(), state.clone()));
+        for branch in state["Branches"].as_array().into_iter().flatten() {
+            out.extend(states(branch));
+        }
+    }
+    out
+}
+
+fn retries(state: &Value, error: &str) -> bool {
+    state["Retry"].as_array().into_iter().flatten().any(|r| {
+        r["ErrorEquals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == error)
+    })
+}
+
+#[test]
+fn the_state_machines_fit_their_functions_models_and_permissions() {
+    use nagare_gateway::workflow::{Extracted, WorkflowSettings, combine};
+
+    let t = template();
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let machines = resources_of(&t, "AWS::Serverless::StateMachine");
+    assert_eq!(
+        machines.len(),
+        2,
+        "the document pipeline and the parallel analysis"
+    );
+    let extracted = serde_json::to_value(Extracted {
+        extracted_text: String::new(),
+        content_type: String::new(),
+        chars: 0,
+        truncated: false,
+    })
+    .unwrap();
+    for (name, machine) in machines {
+        let p = &machine["Properties"];
+        let file = deploy.join(p["DefinitionUri"].as_str().unwrap());
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{name}: {}: {e}", file.display()));
+        let definition: Value = serde_json::from_str(&text).unwrap();
+
+        // Every ${Var} in the definition is substituted, and nothing else is.
+        let used: BTreeSet<&str> = text
+            .split("${")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('}').unwrap()])
+            .collect();
+        let given: BTreeSet<&str> = p["DefinitionSubstitutions"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(used, given, "{name}");
+        let policies = p["Policies"].to_string();
+
+        for (state, s) in states(&definition) {
+            if s["Type"] != "Task" {
+                continue;
+            }
+            let resource = s["Resource"].as_str().unwrap();
+            if resource == "arn:aws:states:::bedrock:invokeModel" {
+                assert!(retries(&s, "Bedrock.ThrottlingException"), "{name}.{state}");
+                let var = s["Parameters"]["ModelId"].as_str().unwrap();
+                let var = var.trim_start_matches("${").trim_end_matches('}');
+                let parameter = p["DefinitionSubstitutions"][var]["Ref"].as_str().unwrap();
+                assert!(
+                    policies.contains(&format!("foundation-model/${{{parameter}}}")),
+                    "{name}.{state}: may not invoke {parameter}"
+                );
+            } else {
+                // A Nagare function: one of ours, invocable, retried when Lambda throttles.
+                assert!(
+                    retries(&s, "Lambda.TooManyRequestsException"),
+                    "{name}.{state}"
+                );
+                let var = resource.trim_start_matches("${").trim_end_matches('}');
+                let function = p["DefinitionSubstitutions"][var]["Fn::GetAtt"][0]
+                    .as_str()
+                    .unwrap();
+                let bin = binary(&t["Resources"][function]);
+                assert!(bin.starts_with("nagare-"), "{name}.{state}: {bin}");
+                assert!(
+                    policies.contains(function),
+                    "{name} may not invoke {function}"
+                );
+            }
+        }
+
+        // What the definition reads from the functions is what they write, and the reverse.
+        if text.contains("ExtractTextFunctionArn") {
+            assert!(text.contains("$.document.extractedText"));
+            assert!(extracted.get("extractedText").is_some());
+            assert!(text.contains("$.document.truncated"));
+            assert!(extracted.get("truncated").is_some());
+        }
+        if text.contains("CombineResultsFunctionArn") {
+            let branches: Vec<Value> = states(&definition)
+                .into_iter()
+                .filter_map(|(_, s)| s.get("ResultSelector").cloned())
+                .map(|selector| {
+                    let key = selector.as_object().unwrap().keys().next().unwrap().clone();
+                    json!({ key.trim_end_matches(".$"): "positive: a, b" })
+                })
+                .collect();
+            combine(Value::Array(branches), &WorkflowSettings::default())
+                .unwrap_or_else(|e| panic!("{name}: the branches' outputs do not combine: {e}"));
+        }
+    }
+}
