@@ -94,7 +94,7 @@ echo "9/14 gRPC ConverseStream and SSE on the unpaced mock, open loop at $rate r
 load --url "$mockgrpc" --mode grpc-stream --connections 32 --rate "$rate" >"$work/grpcstream.json"
 load --url "$mock/v1/chat/stream" --mode sse --connections 32 --rate "$rate" >"$work/sseopen.json"
 echo "10/14 Lambda cold starts under the fake Runtime API" >&2
-for f in authorizer ws; do
+for f in authorizer ws http stream combine-results extract-text; do
   "$bin/lambda-coldstart" --function "$f" --binary "$bin/nagare-$f" --runs "${BENCH_COLD_RUNS:-20}" >"$work/cold-$f.json"
 done
 echo "11/14 cache hits, and the default config (memory records every chat), 64 connections" >&2
@@ -211,9 +211,12 @@ lines += ["", "WebSocket (`/v1/ws`):", "",
           f"**each delta's lateness against the model's schedule {pct(ws.get('delta_lateness_ms'))}**."]
 lines += ["", "Lambda binaries under the fake Lambda Runtime API (`lambda-coldstart`): time from exec to the first",
           "response posted, and peak RSS (VmHWM). The authorizer's first invocation includes fetching the JWKS from a",
-          "local issuer; `nagare-ws` answers a `$connect`, storing the connection in a new SQLite database (no AWS here).", "",
+          "local issuer; `nagare-ws` answers a `$connect`, storing the connection in a new SQLite database (no AWS here);",
+          "`nagare-http` answers `POST /v1/chat` and `nagare-stream` streams `/v1/chat/stream` (unpaced mock, tasks off);",
+          "`nagare-combine-results` combines two branch outputs; `nagare-extract-text` refuses an input naming no",
+          "document (start-up and its S3 client, no read).", "",
           "| function | runs | cold start p50 ms | min ms | max ms | peak RSS MB |", "|---|---|---|---|---|---|"]
-for f in ["authorizer", "ws"]:
+for f in ["authorizer", "ws", "http", "stream", "combine-results", "extract-text"]:
     c = json.load(open(os.path.join(work, f"cold-{f}.json")))
     cs = c["cold_start_ms"]
     lines.append(f"| nagare-{f} | {c['runs']} | {cs['p50']:.1f} | {cs['min']:.1f} | {cs['max']:.1f} | {c['peak_rss_mb']:.1f} |")

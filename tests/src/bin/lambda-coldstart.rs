@@ -18,10 +18,10 @@ use serde_json::{Value, json};
     about = "Cold start and peak RSS of a Nagare Lambda binary"
 )]
 struct Args {
-    /// Which function: `authorizer` or `ws`.
+    /// Which function: `authorizer`, `ws`, `http`, `stream`, `combine-results` or `extract-text`.
     #[arg(long)]
     function: String,
-    /// The binary, e.g. target/release/nagare-authorizer or target/release/nagare-ws.
+    /// The binary, e.g. target/release/nagare-authorizer.
     #[arg(long)]
     binary: PathBuf,
     #[arg(long, default_value_t = 10)]
@@ -37,16 +37,45 @@ async fn main() -> anyhow::Result<()> {
     let key = TestKey::new("k1", "rsa-1", Algorithm::RS256)?;
     let issuer = FakeIssuer::start(&[&key]).await?;
     let scratch = std::env::temp_dir().join(format!("nagare-coldstart-{}", std::process::id()));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let token = key.sign(&json!({"iss": issuer.issuer(), "aud": "app", "sub": "bench", "exp": now + 3600, "scope": "chat"}));
+    let issuers = (
+        "NAGARE__AUTH__ISSUERS".to_owned(),
+        format!(
+            r#"[{{issuer = "{}", audiences = ["app"]}}]"#,
+            issuer.issuer()
+        ),
+    );
+    let aws = [
+        ("AWS_ACCESS_KEY_ID".to_owned(), "bench".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), "bench".to_owned()),
+    ];
+    // The HTTP functions answer `POST /v1/chat` (or `/stream`) on the unpaced mock; tasks are off,
+    // since no SQS is here.
+    let http = |path: &str| {
+        let event = json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+            "headers": {"content-type": "application/json", "authorization": format!("Bearer {token}")},
+            "requestContext": {"http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
+                               "accountId": "1", "apiId": "a", "requestId": "r", "stage": "$default", "timeEpoch": 0},
+            "body": r#"{"message":"hello"}"#, "isBase64Encoded": false,
+        });
+        let env: Vec<(String, String)> = [
+            ("NAGARE__PROVIDER__MOCK__TTFT_MS", "0"),
+            ("NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND", "0"),
+            ("NAGARE__TASKS__ENABLED", "false"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .chain([issuers.clone()])
+        .chain(aws.clone())
+        .collect();
+        (event, env)
+    };
     let (event, env) = match args.function.as_str() {
         "authorizer" => {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-            let token = key.sign(&json!({"iss": issuer.issuer(), "aud": "app", "sub": "bench", "exp": now + 3600, "scope": "chat"}));
             let event: Value = serde_json::from_str(&CONNECT.replace("{{TOKEN}}", &token))?;
-            let issuers = format!(
-                r#"[{{issuer = "{}", audiences = ["app"]}}]"#,
-                issuer.issuer()
-            );
-            (event, vec![("NAGARE__AUTH__ISSUERS".to_owned(), issuers)])
+            (event, vec![issuers.clone()])
         }
         // `$connect` as API Gateway sends it after the authorizer allowed it. The connection is
         // stored in SQLite in a fresh data dir (no AWS here), so the figure includes creating
@@ -62,12 +91,20 @@ async fn main() -> anyhow::Result<()> {
                 },
                 "isBase64Encoded": false,
             }),
-            vec![
-                ("AWS_ACCESS_KEY_ID".to_owned(), "bench".to_owned()),
-                ("AWS_SECRET_ACCESS_KEY".to_owned(), "bench".to_owned()),
-            ],
+            aws.to_vec(),
         ),
-        other => anyhow::bail!("unknown function {other:?}; known: authorizer, ws"),
+        "http" => http("/v1/chat"),
+        "stream" => http("/v1/chat/stream"),
+        "combine-results" => (
+            json!([{"sentiment": "Positive: pleased."}, {"keywords": "refund\ndelivery"}]),
+            Vec::new(),
+        ),
+        // With no S3 here, the first answer is the refusal of an input that names no document:
+        // the figure covers start-up and the S3 client, not a read.
+        "extract-text" => (json!({"path": "none"}), aws.to_vec()),
+        other => anyhow::bail!(
+            "unknown function {other:?}; known: authorizer, ws, http, stream, combine-results, extract-text"
+        ),
     };
     let name = format!("nagare-{}", args.function);
 
@@ -91,12 +128,23 @@ async fn main() -> anyhow::Result<()> {
             .result(Duration::from_secs(30))
             .await
             .context("no response in 30 s")?;
-        let elapsed = t0.elapsed();
-        // The authorizer answers with a policy; `nagare-ws` with status 200 once it stored the
-        // connection.
-        let answered = match &done.outcome {
-            Outcome::Response(r) if args.function == "ws" => r["statusCode"] == 200,
-            Outcome::Response(r) => r["policyDocument"]["Statement"][0]["Effect"] == "Allow",
+        let mut elapsed = t0.elapsed();
+        if let Outcome::Streamed { body, .. } = &done.outcome {
+            // A stream's first response is its prelude (status and headers); the body follows,
+            // timed from the prelude.
+            let streaming = body.last().map_or(Duration::ZERO, |(at, _)| *at);
+            elapsed = elapsed.saturating_sub(streaming);
+        }
+        let answered = match (&done.outcome, args.function.as_str()) {
+            (Outcome::Response(r), "authorizer") => {
+                r["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+            }
+            (Outcome::Response(r), "ws" | "http") => r["statusCode"] == 200,
+            (Outcome::Streamed { prelude, body }, "stream") => {
+                prelude["statusCode"] == 200 && body.iter().any(|(_, b)| b.contains("event: done"))
+            }
+            (Outcome::Response(r), "combine-results") => r["sentiment"]["label"] == "positive",
+            (Outcome::Error { body, .. }, "extract-text") => body["errorType"] == "InvalidInput",
             _ => false,
         };
         anyhow::ensure!(answered, "unexpected outcome {:?}", done.outcome);
