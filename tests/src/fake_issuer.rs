@@ -123,6 +123,18 @@ impl FakeIssuer {
         self.shared.fetches.load(Ordering::SeqCst)
     }
 
+    /// A token of `sub` with `scope`, signed by `key`, from this issuer for audience `app`,
+    /// valid for ten minutes.
+    pub fn token(&self, key: &TestKey, sub: &str, scope: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        key.sign(&serde_json::json!({
+            "iss": self.issuer(), "aud": "app", "sub": sub, "exp": now + 600, "scope": scope,
+        }))
+    }
+
     /// Settings that trust this issuer for audience `app`.
     pub fn settings(&self, algorithms: &[&str]) -> IssuerSettings {
         IssuerSettings {

@@ -5,12 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use nagare_tests::fake_lambda::{Outcome, workspace_binary};
 use nagare_tests::{FakeIssuer, FakeLambdaRuntime, TestKey};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const CONNECT: &str = include_str!("../../authorizer/tests/fixtures/websocket-connect.json");
 
@@ -36,14 +36,8 @@ async fn the_authorizer_binary_answers_through_the_runtime_api() {
         .spawn()
         .unwrap();
 
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"iss": issuer.issuer(), "aud": "app", "sub": "alice", "exp": now + 600, "scope": "chat"});
-    let good = key.sign(&claims);
-    let no_scope =
-        key.sign(&json!({"iss": issuer.issuer(), "aud": "app", "sub": "bob", "exp": now + 600}));
+    let good = issuer.token(&key, "alice", "chat");
+    let no_scope = issuer.token(&key, "bob", "");
 
     let cases = [
         (connect_event(&good), "Allow"),

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use nagare_tests::fake_lambda::{Outcome, workspace_binary};
@@ -68,13 +68,7 @@ impl Function {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let token = key.sign(&json!({
-            "iss": issuer.issuer(), "aud": "app", "sub": "alice", "exp": now + 600, "scope": "chat",
-        }));
+        let token = issuer.token(&key, "alice", "chat");
         Self {
             runtime,
             _child: child,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
@@ -37,8 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let key = TestKey::new("k1", "rsa-1", Algorithm::RS256)?;
     let issuer = FakeIssuer::start(&[&key]).await?;
     let scratch = std::env::temp_dir().join(format!("nagare-coldstart-{}", std::process::id()));
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let token = key.sign(&json!({"iss": issuer.issuer(), "aud": "app", "sub": "bench", "exp": now + 3600, "scope": "chat"}));
+    let token = issuer.token(&key, "bench", "chat");
     let issuers = (
         "NAGARE__AUTH__ISSUERS".to_owned(),
         format!(
