@@ -345,6 +345,10 @@ fn each_function_may_reach_only_what_it_uses() {
         }
     }
     let (_, ws) = function(&t, "nagare-ws");
+    assert_eq!(
+        ws["Properties"]["EventInvokeConfig"]["MaximumRetryAttempts"], 0,
+        "a retried generation would stream its answer twice"
+    );
     let ws = permissions(ws);
     let has = |perms: &[(String, String)], action: &str, on: &str| {
         perms.iter().any(|(a, r)| a == action && r.contains(on))
