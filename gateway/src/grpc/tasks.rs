@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::grpc::auth::authenticate;
 use crate::grpc::status;
 use crate::http::AppState;
-use crate::tasks::{Destinations, TaskRecord, TaskStatus, Tasks};
+use crate::tasks::{DeliveryStatus, Destinations, TaskRecord, TaskStatus, Tasks};
 
 pub struct TaskApi {
     state: AppState,
@@ -43,6 +43,11 @@ fn status_of(s: TaskStatus) -> pb::TaskStatus {
     }
 }
 
+/// `pending`, `delivered`, `failed`, or empty before the task finishes.
+fn delivery_name(d: Option<DeliveryStatus>) -> String {
+    d.map_or("", DeliveryStatus::as_str).to_owned()
+}
+
 impl From<&TaskRecord> for pb::Task {
     fn from(r: &TaskRecord) -> Self {
         Self {
@@ -63,20 +68,12 @@ impl From<&TaskRecord> for pb::Task {
             }),
             callback: r.callback_url.as_ref().map(|url| pb::TaskCallback {
                 url: url.clone(),
-                delivery: r
-                    .delivery
-                    .map(|d| d.as_str())
-                    .unwrap_or_default()
-                    .to_owned(),
+                delivery: delivery_name(r.delivery),
                 attempts: r.delivery_attempts,
             }),
             connection: r.connection_id.as_ref().map(|id| pb::TaskConnection {
                 connection_id: id.clone(),
-                delivery: r
-                    .connection_delivery
-                    .map(|d| d.as_str())
-                    .unwrap_or_default()
-                    .to_owned(),
+                delivery: delivery_name(r.connection_delivery),
             }),
         }
     }

@@ -83,6 +83,13 @@ pub struct ConnectionTarget {
     pub endpoint: String,
 }
 
+impl ConnectionTarget {
+    /// True when `sub` of `tenant` opened it.
+    pub fn opened_by(&self, sub: &str, tenant: &str) -> bool {
+        self.sub == sub && self.tenant == tenant
+    }
+}
+
 /// Finds open connections by id: the connection store on AWS, the sockets of `nagare serve`.
 #[async_trait]
 pub trait ConnectionDirectory: Send + Sync {

@@ -43,7 +43,7 @@ impl ConnectionDelivery {
             ));
         }
         match self.directory.find(connection_id).await? {
-            Some(c) if c.sub == principal.sub && c.tenant == principal.tenant => Ok(()),
+            Some(c) if c.opened_by(&principal.sub, &principal.tenant) => Ok(()),
             _ => Err(Error::InvalidRequest(format!(
                 "connection_id: no open WebSocket connection of yours has the id '{connection_id}'"
             ))),
@@ -57,7 +57,7 @@ impl ConnectionDelivery {
             return true;
         };
         let target = match self.directory.find(connection_id).await {
-            Ok(Some(t)) if t.sub == record.sub && t.tenant == record.tenant => t,
+            Ok(Some(t)) if t.opened_by(&record.sub, &record.tenant) => t,
             Ok(_) => {
                 tracing::info!("the task's connection is closed; nothing to push");
                 return false;

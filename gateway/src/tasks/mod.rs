@@ -140,6 +140,15 @@ impl DeliveryStatus {
         }
     }
 
+    /// How a finished delivery went.
+    pub fn settled(delivered: bool) -> Self {
+        if delivered {
+            Self::Delivered
+        } else {
+            Self::Failed
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         [Self::Pending, Self::Delivered, Self::Failed]
             .into_iter()

@@ -185,11 +185,7 @@ impl Worker {
                 false
             }
         };
-        let status = if pushed {
-            DeliveryStatus::Delivered
-        } else {
-            DeliveryStatus::Failed
-        };
+        let status = DeliveryStatus::settled(pushed);
         self.tasks.store.pushed(&record.task_id, status).await
     }
 
@@ -205,11 +201,7 @@ impl Worker {
                 self.tasks.callbacks.deliver(&record.task_id, url, &body),
             )
             .await;
-        let status = if delivered {
-            DeliveryStatus::Delivered
-        } else {
-            DeliveryStatus::Failed
-        };
+        let status = DeliveryStatus::settled(delivered);
         self.tasks
             .store
             .delivered(&record.task_id, status, attempts)
