@@ -56,6 +56,11 @@ pub struct LoadSpec {
     /// The model's pace (e.g. 20 ms for 50 tokens/s, with a mock that keeps an exact schedule):
     /// each delta's lateness against that schedule, counted from the first delta, is reported.
     pub delta_interval: Option<Duration>,
+    /// Closed loop: the connections' first requests are spread evenly over this long. `None`
+    /// spreads them over one delta interval, so the streams' tokens are out of step but the
+    /// streams all begin together; spreading over one whole stream's length staggers the starts
+    /// too, as chats arriving independently are.
+    pub ramp: Option<Duration>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -143,10 +148,10 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Report> {
     let mut workers = Vec::new();
     for i in 0..spec.connections {
         let (spec, next) = (spec.clone(), next.clone());
-        // Spread the closed-loop workers' first requests over one token interval, so a thousand
-        // streams do not emit every token in the same instant (no real traffic is in lockstep).
-        let offset = match (spec.rate, spec.delta_interval) {
-            (None, Some(interval)) => interval.mul_f64(i as f64 / spec.connections as f64),
+        // Spread the closed-loop workers' first requests, so a thousand streams do not emit
+        // every token in the same instant (no real traffic is in lockstep).
+        let offset = match (spec.rate, spec.ramp.or(spec.delta_interval)) {
+            (None, Some(ramp)) => ramp.mul_f64(i as f64 / spec.connections as f64),
             _ => Duration::ZERO,
         };
         workers.push(tokio::spawn(async move {

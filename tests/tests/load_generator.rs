@@ -35,6 +35,7 @@ fn spec(gw: &Gateway, path: &str, body: &str, mode: Mode, rate: Option<f64>) -> 
         rate,
         mode,
         delta_interval: Some(Duration::from_millis(1)),
+        ramp: None,
     }
 }
 

@@ -63,6 +63,16 @@ impl ChatEvent {
         }
     }
 
+    /// The request this event belongs to.
+    pub fn request_id(&self) -> &str {
+        match self {
+            Self::Start { request_id, .. }
+            | Self::Delta { request_id, .. }
+            | Self::Done { request_id, .. }
+            | Self::Error { request_id, .. } => request_id,
+        }
+    }
+
     /// True for `done` and `error`: nothing follows them.
     pub fn is_terminal(&self) -> bool {
         matches!(self, Self::Done { .. } | Self::Error { .. })

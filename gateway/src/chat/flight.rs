@@ -1,10 +1,10 @@
-//! How a model stream reaches the requests that wait for it. One producer task reads the
-//! upstream stream. A request that cannot share its answer (not cacheable, or a refresh) gets
-//! its events straight from the producer, one task hop from the model. Cacheable requests go
-//! through a flight: the producer pushes pieces into it (and stores the complete answer), and
-//! each request reading it has a delivery task that turns pieces into that request's events.
-//! Either way the exchange is recorded in the conversation before `done`, and when every reader
-//! has gone the producer drops the upstream stream, which aborts the model call.
+//! How a model stream reaches the requests that wait for it. A request that cannot share its
+//! answer (not cacheable, or a refresh) reads the model itself: its producer is the work of its
+//! own [`EventStream`], run by the reader's task. Cacheable requests go through a flight: a
+//! producer task reads the model and pushes pieces into it (and stores the complete answer), and
+//! each request reading it turns pieces into its own events, again as its stream's work. Either
+//! way the exchange is recorded in the conversation before `done`, and when every reader has gone
+//! the upstream stream is dropped, which aborts the model call.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use nagare_cache::{CacheKey, CachedResponse, Flight, Flights, ResponseCache, Subscription};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, Span};
 
 use crate::chat::memory::Recorder;
@@ -22,8 +21,7 @@ use crate::provider::{ProviderEvent, ProviderStream, incomplete_stream};
 use crate::store::unix_now_ms;
 use crate::telemetry;
 
-/// A chat's events as the pipeline produces them, before the transport's watch.
-pub type EventStream = ReceiverStream<ChatEvent>;
+pub use crate::chat::event_stream::EventStream;
 
 /// What moves from a flight's producer to each request in it.
 #[derive(Debug, Clone)]
@@ -75,23 +73,23 @@ pub struct Upstream {
     pub span: Span,
 }
 
-/// Starts the upstream call for a request that shares with no one: its events come straight
-/// from the producer.
+/// Starts the upstream call for a request that shares with no one: its stream's work is the
+/// producer.
 pub async fn solo<F>(mut delivery: Delivery, upstream: F) -> Result<EventStream, Error>
 where
     F: Future<Output = Result<Upstream, Error>>,
 {
     let upstream = upstream.await?;
     delivery.model.clone_from(&upstream.model);
-    let (tx, rx) = mpsc::channel(delivery.capacity.max(1));
     let (producer, stream) = Producer::new(upstream, None, delivery.started);
-    let output = Output::Direct {
-        tx,
-        answer: delivery.recorder.as_ref().map(|_| String::new()),
-        delivery,
-    };
-    tokio::spawn(producer.run(stream, output).in_current_span());
-    Ok(ReceiverStream::new(rx))
+    Ok(EventStream::new(delivery.capacity, move |tx| {
+        let output = Output::Direct {
+            tx,
+            answer: delivery.recorder.as_ref().map(|_| String::new()),
+            delivery,
+        };
+        producer.run(stream, output)
+    }))
 }
 
 /// Runs the producer of `flight` in the background.
@@ -125,11 +123,12 @@ enum Output {
 }
 
 impl Output {
-    /// Resolves when no one reads any more.
+    /// Resolves when no one reads any more. A direct reader runs the producer itself, so it
+    /// leaves by dropping it (see [`Cancelled`]), never while it runs.
     async fn abandoned(&self) {
         match self {
             Self::Flight(flight) => flight.abandoned().await,
-            Self::Direct { tx, .. } => tx.closed().await,
+            Self::Direct { .. } => std::future::pending().await,
         }
     }
 
@@ -247,6 +246,7 @@ impl Producer {
             created_at_ms: unix_now_ms(),
         };
         let keep = self.store.as_ref().is_some_and(|s| s.write);
+        let cancelled = Cancelled(Some(self.started));
         let (mut stop_reason, mut usage) = (None, None);
         let mut reading = output.start(&self.model).await;
         while reading {
@@ -264,8 +264,12 @@ impl Producer {
                 }
                 Some(Ok(ProviderEvent::Stop { stop_reason: r })) => stop_reason = Some(r),
                 Some(Ok(ProviderEvent::Usage(u))) => usage = Some(u),
-                Some(Err(e)) => return self.fail(&output, &e).await,
+                Some(Err(e)) => {
+                    cancelled.disarm();
+                    return self.fail(&output, &e).await;
+                }
                 None => {
+                    cancelled.disarm();
                     let (Some(stop_reason), Some(usage)) = (stop_reason, usage) else {
                         return self.fail(&output, &incomplete_stream()).await;
                     };
@@ -273,12 +277,7 @@ impl Producer {
                 }
             }
         }
-        // Everyone left: dropping `upstream` aborts the model call.
-        tracing::info!(
-            outcome = "cancelled",
-            latency_ms = self.started.elapsed().as_millis() as u64,
-            "chat cancelled by the client; upstream stream dropped"
-        );
+        // Everyone left: dropping `upstream` aborts the model call, and `cancelled` says so.
         self.land(&output);
     }
 
@@ -331,6 +330,28 @@ impl Producer {
     }
 }
 
+/// Logs a chat whose readers left before the model finished, when its producer ends or is dropped
+/// mid-stream (a direct reader leaves that way), unless disarmed by the model's last event.
+struct Cancelled(Option<Instant>);
+
+impl Cancelled {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if let Some(started) = self.0 {
+            tracing::info!(
+                outcome = "cancelled",
+                latency_ms = started.elapsed().as_millis() as u64,
+                "chat cancelled by the client; upstream stream dropped"
+            );
+        }
+    }
+}
+
 pub fn log_failure(error: &Error, started: Instant) {
     tracing::warn!(
         outcome = "error",
@@ -341,19 +362,14 @@ pub fn log_failure(error: &Error, started: Instant) {
     );
 }
 
-/// A request's own view of a flight: its events, its exchange recorded before its `done`.
+/// A request's own view of a flight: its events, its exchange recorded before its `done`. A
+/// reader that drops the stream unsubscribes, which lets the producer stop if no one else reads.
 pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> EventStream {
-    let (tx, rx) = mpsc::channel(d.capacity.max(1));
-    let task = async move {
+    EventStream::new(d.capacity, move |tx| async move {
         let mut answer = d.recorder.as_ref().map(|_| String::new());
         let mut started = false;
         loop {
-            let piece = tokio::select! {
-                biased;
-                // The client left: unsubscribing lets the producer stop if no one else reads.
-                () = tx.closed() => return,
-                piece = sub.next() => piece,
-            };
+            let piece = sub.next().await;
             // `start` names the model that serves the flight, which its first piece says.
             if !started {
                 started = true;
@@ -403,16 +419,13 @@ pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> E
                 return;
             }
         }
-    };
-    tokio::spawn(task.in_current_span());
-    ReceiverStream::new(rx)
+    })
 }
 
 /// A stored answer, streamed at once as its original deltas: a cache hit (`cached`), or the
 /// answer of a retried request id.
 pub fn replay(answer: Arc<CachedResponse>, mut d: Delivery, cached: bool) -> EventStream {
-    let (tx, rx) = mpsc::channel(d.capacity.max(1));
-    let task = async move {
+    EventStream::new(d.capacity, move |tx| async move {
         // The model that wrote the answer, which a fallback may have been.
         d.model.clone_from(&answer.model);
         if tx.send(start_event(&d, cached)).await.is_err() {
@@ -439,9 +452,7 @@ pub fn replay(answer: Arc<CachedResponse>, mut d: Delivery, cached: bool) -> Eve
         let text = d.recorder.as_ref().map(|_| answer.text.clone());
         let done = finish(&d, text, ended).await;
         let _ = tx.send(done).await;
-    };
-    tokio::spawn(task.in_current_span());
-    ReceiverStream::new(rx)
+    })
 }
 
 fn start_event(d: &Delivery, cached: bool) -> ChatEvent {

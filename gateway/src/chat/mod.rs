@@ -3,6 +3,7 @@
 
 mod cache;
 mod event;
+mod event_stream;
 mod flight;
 mod memory;
 mod models;

@@ -8,16 +8,16 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use tokio_stream::wrappers::ReceiverStream;
 use tracing::Span;
 
+use crate::chat::event_stream::EventStream;
 use crate::chat::{ChatEvent, Route, Usage};
 use crate::error::ErrorCode;
 use crate::telemetry::{ChatRecord, Outcome, Recorder};
 
 /// The events of one chat, in order. Dropping it cancels the upstream model call.
 pub struct ChatStream {
-    events: ReceiverStream<ChatEvent>,
+    events: EventStream,
     watch: Option<Watch>,
 }
 
@@ -74,7 +74,7 @@ impl Watch {
 }
 
 impl ChatStream {
-    pub(crate) fn watched(events: ReceiverStream<ChatEvent>, mut watch: Watch) -> Self {
+    pub(crate) fn watched(events: EventStream, mut watch: Watch) -> Self {
         watch.span = crate::trace_span!("delivery");
         Self {
             events,

@@ -11,12 +11,14 @@
 //! | `mock.stall` | never produces a token |
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use futures::stream;
+use futures::Stream;
+use tokio::time::Sleep;
 
 use crate::chat::Usage;
 use crate::error::Error;
@@ -143,7 +145,12 @@ impl MockProvider {
             Scenario::Long => 1500,
             _ => default_word_count(request),
         };
-        let (tokens, stop_reason) = cut(reply_tokens(request, words), request);
+        // One token past `max_tokens` tells a reply cut short from one that ended there.
+        let limit = request
+            .inference
+            .max_tokens
+            .map_or(usize::MAX, |n| (n as usize).saturating_add(1));
+        let (tokens, stop_reason) = cut(reply_tokens(request, words, limit), request);
         let (ttft_ms, tps) = match scenario {
             Scenario::Slow => (800, 15),
             _ => (self.settings.ttft_ms, self.settings.tokens_per_second),
@@ -208,59 +215,107 @@ fn truncate_tokens(tokens: Vec<String>, len: usize) -> Vec<String> {
 }
 
 fn play(plan: Plan) -> ProviderStream {
-    let Plan {
-        tokens,
-        stop_reason,
-        usage,
-        ttft,
-        gap,
-        fail_after,
-        stall,
-    } = plan;
-    // Token i is due at a fixed time from the start, so timer lateness never accumulates and a
-    // client can tell how late each delta reached it (the benchmarks' per-delta latency).
-    let start = tokio::time::Instant::now();
-    let first_wait = async move {
-        if !ttft.is_zero() {
-            tokio::time::sleep_until(start + ttft).await;
+    let deltas = plan.tokens.len();
+    Box::pin(Playback {
+        start: tokio::time::Instant::now(),
+        tokens: plan.tokens.into_iter(),
+        sent: 0,
+        timer: None,
+        tail: [
+            Some(ProviderEvent::Stop {
+                stop_reason: plan.stop_reason.to_owned(),
+            }),
+            Some(ProviderEvent::Usage(plan.usage)),
+        ],
+        ended: false,
+        ttft: plan.ttft,
+        gap: plan.gap,
+        fail_after: plan.fail_after.filter(|&n| n < deltas),
+        stall: plan.stall,
+    })
+}
+
+/// The mock's answer as a model stream: token i is due at a fixed time from the start, so timer
+/// lateness never accumulates and a client can tell how late each delta reached it (the
+/// benchmarks' per-delta latency). Written out by hand rather than from stream combinators: at
+/// thousands of concurrent streams the mock should cost little next to the gateway it drives.
+struct Playback {
+    start: tokio::time::Instant,
+    tokens: std::vec::IntoIter<String>,
+    /// Deltas yielded so far.
+    sent: usize,
+    /// One timer, re-armed for each due time; none while nothing waits.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The stop reason and usage, after the last delta.
+    tail: [Option<ProviderEvent>; 2],
+    /// Nothing follows an error, as with a real model stream.
+    ended: bool,
+    ttft: Duration,
+    gap: Duration,
+    fail_after: Option<usize>,
+    stall: bool,
+}
+
+impl Playback {
+    /// When the next delta is due.
+    fn due(&self) -> tokio::time::Instant {
+        self.start + self.ttft + self.gap * self.sent as u32
+    }
+
+    /// Ready once `due` has passed.
+    fn wait(&mut self, due: tokio::time::Instant, cx: &mut Context<'_>) -> Poll<()> {
+        if due <= self.start {
+            return Poll::Ready(());
         }
-        if stall {
-            futures::future::pending::<()>().await;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if timer.deadline() != due {
+            timer.as_mut().reset(due);
         }
-    };
-    let deltas = stream::iter(tokens.into_iter().enumerate()).then(move |(i, token)| async move {
-        if i > 0 && !gap.is_zero() {
-            tokio::time::sleep_until(start + ttft + gap * i as u32).await;
+        timer.as_mut().poll(cx)
+    }
+}
+
+impl Stream for Playback {
+    type Item = Result<ProviderEvent, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
         }
-        if fail_after == Some(i) {
-            return Err(Error::UpstreamError {
-                message: "the mock model failed mid-stream".into(),
-                retryable: false,
-            });
+        if this.tokens.len() > 0 {
+            ready!(this.wait(this.due(), cx));
+            if this.stall {
+                // Never a token, and never a wake-up.
+                return Poll::Pending;
+            }
+            if this.fail_after == Some(this.sent) {
+                this.ended = true;
+                return Poll::Ready(Some(Err(Error::UpstreamError {
+                    message: "the mock model failed mid-stream".into(),
+                    retryable: false,
+                })));
+            }
+            this.sent += 1;
+            return Poll::Ready(this.tokens.next().map(|t| Ok(ProviderEvent::Delta(t))));
         }
-        Ok(ProviderEvent::Delta(token))
-    });
-    let tail = stream::iter([
-        Ok(ProviderEvent::Stop {
-            stop_reason: stop_reason.to_owned(),
-        }),
-        Ok(ProviderEvent::Usage(usage)),
-    ]);
-    stream::once(first_wait)
-        .filter_map(|()| async { None })
-        .chain(deltas)
-        .chain(tail)
-        .scan(false, |failed, item| {
-            // Nothing follows an error, as with a real model stream.
-            let out = if *failed { None } else { Some(item) };
-            *failed = matches!(out, Some(Err(_)));
-            async move { out }
-        })
-        .boxed()
+        // A stall with no tokens still waits its time to first token, then hangs.
+        if this.stall {
+            ready!(this.wait(this.start + this.ttft, cx));
+            return Poll::Pending;
+        }
+        let next = this.tail.iter_mut().find_map(Option::take);
+        this.ended = next.is_none();
+        Poll::Ready(next.map(Ok))
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
+
     use super::*;
     use crate::chat::InferenceParams;
     use crate::provider::{Message, Role};

@@ -27,8 +27,10 @@ pub fn input_tokens(request: &ProviderRequest) -> u64 {
             .sum::<u64>()
 }
 
-/// The reply as tokens (each piece one token), `words` long after the echo prefix.
-pub fn reply_tokens(request: &ProviderRequest, words: usize) -> Vec<String> {
+/// The reply as tokens (each piece one token), `words` long after the echo prefix, and at most
+/// `limit` tokens: the start of the same reply, so a caller that will cut it short (`max_tokens`)
+/// does not pay for making the rest.
+pub fn reply_tokens(request: &ProviderRequest, words: usize, limit: usize) -> Vec<String> {
     let mut seed = fnv1a(request);
     let last = request
         .messages
@@ -47,6 +49,9 @@ pub fn reply_tokens(request: &ProviderRequest, words: usize) -> Vec<String> {
     tokens.push(".".to_owned());
     let mut sentence_start = true;
     for i in 0..words {
+        if tokens.len() >= limit {
+            break;
+        }
         seed = xorshift(seed);
         let word = WORDS[(seed % WORDS.len() as u64) as usize];
         let word = if sentence_start {
@@ -60,6 +65,7 @@ pub fn reply_tokens(request: &ProviderRequest, words: usize) -> Vec<String> {
             tokens.push(".".to_owned());
         }
     }
+    tokens.truncate(limit);
     tokens
 }
 
@@ -119,12 +125,24 @@ mod tests {
 
     #[test]
     fn same_prompt_same_reply_other_prompt_other_reply() {
-        let a = reply_tokens(&req("hello"), default_word_count(&req("hello")));
-        let b = reply_tokens(&req("hello"), default_word_count(&req("hello")));
-        let c = reply_tokens(&req("goodbye"), default_word_count(&req("goodbye")));
+        let a = reply_tokens(&req("hello"), default_word_count(&req("hello")), usize::MAX);
+        let b = reply_tokens(&req("hello"), default_word_count(&req("hello")), usize::MAX);
+        let c = reply_tokens(
+            &req("goodbye"),
+            default_word_count(&req("goodbye")),
+            usize::MAX,
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.concat().starts_with("You said: hello."));
+    }
+
+    #[test]
+    fn a_limited_reply_is_the_start_of_the_whole_one() {
+        let whole = reply_tokens(&req("hello"), 1500, usize::MAX);
+        for limit in [0, 2, 10, 11, 100] {
+            assert_eq!(reply_tokens(&req("hello"), 1500, limit), whole[..limit]);
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::{ConnectionDirectory, ConnectionPusher, ConnectionTarget, PushError};
 use crate::error::Error;
+use crate::ws::Outbound;
 
 /// The open sockets of this process.
 pub struct LocalConnections {
@@ -26,7 +27,7 @@ pub struct LocalConnections {
 struct Local {
     sub: String,
     tenant: String,
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Outbound>,
 }
 
 /// A connection's place in [`LocalConnections`]; dropping it, when the session ends, removes it.
@@ -64,7 +65,7 @@ impl LocalConnections {
     pub fn register(
         self: &Arc<Self>,
         principal: &Principal,
-        out: mpsc::Sender<Message>,
+        out: mpsc::Sender<Outbound>,
     ) -> Registration {
         let id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
         let local = Local {
@@ -105,7 +106,8 @@ impl ConnectionPusher for LocalConnections {
             message: format!("a frame that is not UTF-8: {e}"),
             retryable: false,
         })?;
-        match tokio::time::timeout(self.wait, out.send(Message::Text(text))).await {
+        match tokio::time::timeout(self.wait, out.send(Outbound::Frame(Message::Text(text)))).await
+        {
             Ok(Ok(())) => Ok(()),
             // The session ended between the look-up and the send.
             Ok(Err(_)) => Err(PushError::Gone),
@@ -146,7 +148,9 @@ mod tests {
         assert_eq!(found.sub, alice().sub);
 
         registry.post("", &id, Bytes::from("{}")).await.unwrap();
-        assert!(matches!(queued.recv().await, Some(Message::Text(t)) if t.as_str() == "{}"));
+        assert!(
+            matches!(queued.recv().await, Some(Outbound::Frame(Message::Text(t))) if t.as_str() == "{}")
+        );
 
         // A full queue that is never read: the push gives up instead of waiting forever.
         registry.post("", &id, Bytes::from("1")).await.unwrap();

@@ -3,4 +3,4 @@
 pub mod frames;
 mod session;
 
-pub use session::{WsSettings, close, run};
+pub use session::{Outbound, WsSettings, close, run};

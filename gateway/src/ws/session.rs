@@ -3,18 +3,20 @@
 //! `Sink`/`Stream` so unit tests drive it with channels.
 
 use std::collections::HashMap;
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use nagare_authorizer::Principal;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::chat::{ChatPipeline, ChatRequest, Route};
+use crate::chat::{ChatEvent, ChatPipeline, ChatRequest, ChatStream, Route};
 use crate::error::Error;
 use crate::push::LocalConnections;
 use crate::ws::frames::{self, ClientFrame};
@@ -38,7 +40,8 @@ pub struct WsSettings {
     pub max_message_bytes: usize,
     /// Frames queued for a client before senders wait.
     pub outbound_frames: usize,
-    /// How long a sender may wait for room in the queue before the client is closed with 1013.
+    /// How long the socket may refuse a frame, or a sender wait for room in the queue, before
+    /// the client is closed with 1013.
     pub slow_consumer_timeout_ms: u64,
     pub ping_interval_secs: u64,
     /// A connection with no message from the client for this long is closed (API Gateway: 10 min).
@@ -58,15 +61,23 @@ impl Default for WsSettings {
     }
 }
 
+/// What the session's writer sends, in the order queued: a frame, or a chat whose events it
+/// streams from then on.
+pub enum Outbound {
+    Frame(Message),
+    Chat(Box<Streaming>),
+}
+
 /// What every task of one connection shares.
 struct Conn {
     /// The id a task names to deliver here; the client reads it in `pong`.
     id: Arc<str>,
-    out: mpsc::Sender<Message>,
-    /// Cancelled when the connection ends for any reason; every chat's token is a child of it.
+    out: mpsc::Sender<Outbound>,
+    /// Cancelled when the connection ends for any reason.
     closed: CancellationToken,
     close_reason: Mutex<Option<(u16, &'static str)>>,
-    inflight: Mutex<HashMap<String, CancellationToken>>,
+    /// Chats in flight by request id, with the sender that cancels each; taken once used.
+    inflight: Mutex<HashMap<String, Option<oneshot::Sender<()>>>>,
     settings: WsSettings,
 }
 
@@ -78,53 +89,71 @@ impl Conn {
         self.closed.cancel();
     }
 
-    /// Queues a frame; false if the connection is over. A client that leaves the queue full for
-    /// longer than the slow-consumer timeout is closed, so memory per connection stays bounded.
-    async fn send(&self, text: String) -> bool {
+    /// Queues `item` for the writer; false if the connection is over. A client that leaves the
+    /// queue full for longer than the slow-consumer timeout is closed, so memory per connection
+    /// stays bounded.
+    async fn queue(&self, item: Outbound) -> bool {
         if self.closed.is_cancelled() {
             return false;
         }
-        // Usually there is room, and no timer is needed. Arming and cancelling one per frame
-        // showed: 1,000 concurrent chats took about 5% more server CPU with it.
-        let message = match self.out.try_send(Message::Text(Utf8Bytes::from(text))) {
+        let item = match self.out.try_send(item) {
             Ok(()) => return true,
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
-            Err(mpsc::error::TrySendError::Full(message)) => message,
+            Err(mpsc::error::TrySendError::Full(item)) => item,
         };
         let wait = Duration::from_millis(self.settings.slow_consumer_timeout_ms);
-        match tokio::time::timeout(wait, self.out.send(message)).await {
+        match tokio::time::timeout(wait, self.out.send(item)).await {
             Ok(Ok(())) => true,
             Ok(Err(_)) => false,
             Err(_) => {
-                tracing::info!("websocket client too slow; closing");
-                self.close(close::TRY_AGAIN_LATER, "client too slow");
+                self.too_slow();
                 false
             }
         }
+    }
+
+    async fn send(&self, text: String) -> bool {
+        self.queue(Outbound::Frame(Message::Text(Utf8Bytes::from(text))))
+            .await
     }
 
     async fn send_error(&self, request_id: Option<&str>, error: &Error) -> bool {
         self.send(frames::error(request_id, error)).await
     }
 
+    fn too_slow(&self) {
+        tracing::info!("websocket client too slow; closing");
+        self.close(close::TRY_AGAIN_LATER, "client too slow");
+    }
+
+    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<oneshot::Sender<()>>>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Registers a chat, unless its id is already in flight or the connection is at its limit.
-    fn admit(&self, request_id: &str, cancel: &CancellationToken) -> Result<(), Error> {
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+    /// The receiver resolves when the client cancels the chat or the connection ends.
+    fn admit(&self, request_id: &str) -> Result<oneshot::Receiver<()>, Error> {
+        let mut inflight = self.inflight();
         if inflight.contains_key(request_id) {
             return Err(frames::duplicate_chat(request_id));
         }
         if inflight.len() >= self.settings.max_inflight {
             return Err(frames::too_many_chats(self.settings.max_inflight));
         }
-        inflight.insert(request_id.to_owned(), cancel.clone());
-        Ok(())
+        let (cancel, cancelled) = oneshot::channel();
+        inflight.insert(request_id.to_owned(), Some(cancel));
+        Ok(cancelled)
+    }
+
+    /// Cancelling a chat that already ended is not an error: the two may cross on the wire.
+    fn cancel(&self, request_id: &str) {
+        if let Some(cancel) = self.inflight().get_mut(request_id).and_then(Option::take) {
+            let _ = cancel.send(());
+        }
     }
 
     fn finish(&self, request_id: &str) {
-        self.inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(request_id);
+        self.inflight().remove(request_id);
     }
 }
 
@@ -166,7 +195,7 @@ pub async fn run<S, R, E>(
                     break;
                 }
                 // A full queue already means the client is behind; skipping a ping is fine.
-                let _ = conn.out.try_send(Message::Ping(Default::default()));
+                let _ = conn.out.try_send(Outbound::Frame(Message::Ping(Default::default())));
             }
             message = incoming.next() => {
                 let Some(Ok(message)) = message else {
@@ -181,6 +210,8 @@ pub async fn run<S, R, E>(
         }
     }
     conn.closed.cancel();
+    // Chats still starting see their cancel sender dropped and stop.
+    conn.inflight().clear();
     drop(registration);
     let _ = writer.await;
 }
@@ -213,15 +244,7 @@ async fn handle(
     match frames::parse(text.as_str(), conn.settings.max_message_bytes) {
         Ok(ClientFrame::Chat(request)) => start_chat(conn, pipeline, principal, *request).await,
         Ok(ClientFrame::Cancel { request_id }) => {
-            // Cancelling a chat that already ended is not an error: the two may cross on the wire.
-            if let Some(token) = conn
-                .inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&request_id)
-            {
-                token.cancel();
-            }
+            conn.cancel(&request_id);
             true
         }
         Ok(ClientFrame::Ping { request_id }) => {
@@ -243,90 +266,192 @@ async fn start_chat(
         Err(e) => return conn.send_error(None, &e).await,
     };
     let request_id = request.id().to_owned();
-    let cancel = conn.closed.child_token();
-    if let Err(e) = conn.admit(&request_id, &cancel) {
-        return conn.send_error(Some(&request_id), &e).await;
-    }
+    let cancelled = match conn.admit(&request_id) {
+        Ok(cancelled) => cancelled,
+        Err(e) => return conn.send_error(Some(&request_id), &e).await,
+    };
     let (conn, pipeline, principal) = (conn.clone(), pipeline.clone(), principal.clone());
     // In the session's span, so each chat joins the upgrade's trace.
     let task = async move {
-        chat(&conn, &pipeline, &principal, request, &request_id, &cancel).await;
-        conn.finish(&request_id);
+        begin(&conn, &pipeline, &principal, request, request_id, cancelled).await;
     };
     tokio::spawn(task.in_current_span());
     true
 }
 
-/// Streams one chat's events to the client until it ends, is cancelled, or the connection closes.
-async fn chat(
-    conn: &Conn,
+/// Starts one chat (limits, history, the model call) and hands its events to the writer. This
+/// part runs in a task of its own, so a chat that is slow to start holds up no other.
+async fn begin(
+    conn: &Arc<Conn>,
     pipeline: &ChatPipeline,
     principal: &Principal,
     request: ChatRequest,
-    request_id: &str,
-    cancel: &CancellationToken,
+    request_id: String,
+    mut cancelled: oneshot::Receiver<()>,
 ) {
     let started = std::time::Instant::now();
-    let mut events = tokio::select! {
-        () = cancel.cancelled() => return send_cancelled(conn, request_id).await,
-        started = pipeline.start(principal, Route::WebSocket, request, started) => match started {
-            Ok(events) => events,
-            Err(e) => {
-                conn.send_error(Some(request_id), &e).await;
-                return;
-            }
-        },
+    let begun = tokio::select! {
+        _ = &mut cancelled => None,
+        begun = pipeline.start(principal, Route::WebSocket, request, started) => Some(begun),
     };
-    loop {
-        let event = tokio::select! {
-            biased;
-            () = cancel.cancelled() => {
-                // Dropping the stream aborts the upstream call.
-                drop(events);
-                return send_cancelled(conn, request_id).await;
-            }
-            event = events.next() => event,
-        };
-        let Some(event) = event else { return };
-        let terminal = event.is_terminal();
-        let Ok(text) = serde_json::to_string(&event) else {
-            return;
-        };
-        if !conn.send(text).await || terminal {
+    let events = match begun {
+        Some(Ok(events)) => events,
+        Some(Err(e)) => {
+            conn.finish(&request_id);
+            conn.send_error(Some(&request_id), &e).await;
             return;
         }
+        None => {
+            conn.finish(&request_id);
+            if !conn.closed.is_cancelled() {
+                conn.send_error(Some(&request_id), &Error::Cancelled).await;
+            }
+            return;
+        }
+    };
+    let chat = Streaming {
+        request_id: request_id.into(),
+        events: Some(events),
+        cancelled,
+    };
+    // If the connection is over, the chat is dropped here, which aborts its upstream call.
+    conn.queue(Outbound::Chat(Box::new(chat))).await;
+}
+
+/// A chat the writer streams: its events, ending with `done` or `error`; or, once the client
+/// cancels it or the connection ends, a `cancelled` error at once, its upstream call dropped.
+pub struct Streaming {
+    request_id: Arc<str>,
+    /// `None` once it ended.
+    events: Option<ChatStream>,
+    cancelled: oneshot::Receiver<()>,
+}
+
+impl Stream for Streaming {
+    type Item = ChatEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ChatEvent>> {
+        let this = &mut *self;
+        let Some(events) = &mut this.events else {
+            return Poll::Ready(None);
+        };
+        // A cancel, or the sender dropped as the connection ends: either way, stop now.
+        if Pin::new(&mut this.cancelled).poll(cx).is_ready() {
+            this.events = None;
+            return Poll::Ready(Some(ChatEvent::Error {
+                request_id: this.request_id.clone(),
+                error: Error::Cancelled.body(),
+            }));
+        }
+        let event = ready!(events.poll_next_unpin(cx)).unwrap_or_else(|| ChatEvent::Error {
+            // The pipeline promises a last event; the client still gets one if it broke that.
+            request_id: this.request_id.clone(),
+            error: Error::Internal("the chat ended without a last event".into()).body(),
+        });
+        if event.is_terminal() {
+            this.events = None;
+        }
+        Poll::Ready(Some(event))
     }
 }
 
-async fn send_cancelled(conn: &Conn, request_id: &str) {
-    if !conn.closed.is_cancelled() {
-        conn.send_error(Some(request_id), &Error::Cancelled).await;
-    }
+/// The chats a writer streams. A connection has a few at most (`max_inflight`), so on each
+/// wake-up the writer polls them in turn, starting after the one that went last; that costs less
+/// than a waker of its own per chat.
+#[derive(Default)]
+struct Chats {
+    streaming: Vec<Streaming>,
+    next: usize,
 }
 
-/// Moves queued frames to the socket. When the connection ends it sends the close frame, giving a
-/// client that stopped reading a moment before the socket is dropped.
-async fn write<S: Sink<Message> + Unpin>(
-    mut sink: S,
-    mut queue: mpsc::Receiver<Message>,
-    conn: Arc<Conn>,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            () = conn.closed.cancelled() => break,
-            frame = queue.recv() => {
-                let Some(frame) = frame else { break };
-                tokio::select! {
-                    sent = sink.send(frame) => if sent.is_err() {
-                        conn.closed.cancel();
-                        break;
-                    },
-                    () = conn.closed.cancelled() => break,
+impl Chats {
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<ChatEvent> {
+        let n = self.streaming.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            let Poll::Ready(event) = self.streaming[i].poll_next_unpin(cx) else {
+                continue;
+            };
+            self.next = i + 1;
+            match event {
+                Some(event) if !event.is_terminal() => return Poll::Ready(event),
+                Some(event) => {
+                    self.streaming.swap_remove(i);
+                    return Poll::Ready(event);
+                }
+                // Only after its last event, which already removed it.
+                None => {
+                    self.streaming.swap_remove(i);
+                    return self.poll_event(cx);
                 }
             }
         }
+        Poll::Pending
     }
+}
+
+/// Moves queued frames, and the events of every chat streaming on the connection, to the socket.
+/// Events go straight from each chat's stream to the socket, with no task or queue between:
+/// at a thousand streaming chats this hop was a large share of the server's CPU. A chat is
+/// polled only when the socket has taken the last frame, so a client that stops reading holds
+/// back its chats' upstream streams rather than filling memory; one that stays stuck for the
+/// slow-consumer timeout is closed with 1013. When the connection ends it sends the close
+/// frame, giving a client that stopped reading a moment before the socket is dropped.
+async fn write<S: Sink<Message> + Unpin>(
+    mut sink: S,
+    mut queue: mpsc::Receiver<Outbound>,
+    conn: Arc<Conn>,
+) {
+    let mut chats = Chats::default();
+    let closed = conn.closed.clone();
+    let mut closed = pin!(closed.cancelled());
+    let wait = Duration::from_millis(conn.settings.slow_consumer_timeout_ms);
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = &mut closed => break,
+            item = queue.recv() => match item {
+                Some(Outbound::Frame(message)) => message,
+                Some(Outbound::Chat(chat)) => {
+                    chats.streaming.push(*chat);
+                    continue;
+                }
+                None => break,
+            },
+            event = std::future::poll_fn(|cx| chats.poll_event(cx)) => {
+                if event.is_terminal() {
+                    // Before the client can see the end, so it may reuse the id at once.
+                    conn.finish(event.request_id());
+                }
+                match serde_json::to_string(&event) {
+                    Ok(text) => Message::Text(Utf8Bytes::from(text)),
+                    Err(_) => continue,
+                }
+            }
+        };
+        // Usually the socket takes the frame at once, and no timer is needed.
+        let mut send = pin!(sink.send(message));
+        let at_once = send.as_mut().now_or_never().map(|sent| sent.is_ok());
+        let sent = match at_once {
+            Some(sent) => sent,
+            None => tokio::select! {
+                sent = tokio::time::timeout(wait, send) => match sent {
+                    Ok(sent) => sent.is_ok(),
+                    Err(_) => {
+                        conn.too_slow();
+                        break;
+                    }
+                },
+                () = &mut closed => break,
+            },
+        };
+        if !sent {
+            conn.closed.cancel();
+            break;
+        }
+    }
+    // Dropping the chats aborts their upstream calls.
+    drop(chats);
     let (code, reason) = conn
         .close_reason
         .lock()

@@ -37,6 +37,11 @@ struct Args {
     /// The model's interval between tokens, to report each delta's lateness against it.
     #[arg(long)]
     delta_interval_ms: Option<f64>,
+    /// Closed loop: spread the connections' first requests evenly over this many seconds
+    /// (default: one delta interval). Keep it within the warm-up, so every connection is running
+    /// when measuring starts.
+    #[arg(long)]
+    ramp_seconds: Option<f64>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -71,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         delta_interval: args
             .delta_interval_ms
             .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+        ramp: args.ramp_seconds.map(Duration::from_secs_f64),
     })
     .await?;
     if args.json {
