@@ -84,9 +84,18 @@ after=$(rss_kb "$wsgw_pid")
 wait "$idle_pid"
 echo "{\"before_kb\": $before, \"after_kb\": $after}" >"$work/wsrss.json"
 streams=${BENCH_WS_STREAMS:-1000}
-echo "7/14 $streams concurrent WebSocket chats, 100 tokens at 50 tokens/s" >&2
+echo "7/14 $streams concurrent WebSocket chats, 100 tokens at 50 tokens/s: starts staggered, then in lockstep" >&2
+# Independent users' chats start at independent times: the first chats start spread over one
+# chat's length (2 s), and measuring begins once every connection is streaming. The second run
+# starts them all within one token interval, so a thousand chats end and start again together
+# every 2 s: a burst no real traffic makes, reported beside it.
+ws_ramp=${BENCH_WS_RAMP:-2}
+ws_body='{"message":"hi","model":"mock.long","inference":{"max_tokens":100}}'
+"$bin/nagare-load" --url "ws://${wsgw#http://}/v1/ws" --mode ws --connections "$streams" --delta-interval-ms 20 \
+  --ramp-seconds "$ws_ramp" --seconds "$seconds" --warmup "$(awk "BEGIN { print $warmup + $ws_ramp }")" --json \
+  --header "authorization: Bearer $token" --body "$ws_body" >"$work/wsstream.json"
 load --url "ws://${wsgw#http://}/v1/ws" --mode ws --connections "$streams" --delta-interval-ms 20 \
-  --body '{"message":"hi","model":"mock.long","inference":{"max_tokens":100}}' >"$work/wsstream.json"
+  --body "$ws_body" >"$work/wslockstep.json"
 grpc_url mockgrpc "$work/mock.log"
 echo "8/14 gRPC Converse closed loop, unpaced mock, 64 connections" >&2
 load --url "$mockgrpc" --mode grpc-unary --connections 64 >"$work/grpc64.json"
@@ -132,9 +141,9 @@ cargo bench --locked -p nagare-authorizer --bench verify "${crit_args[@]}" >&2
 cargo bench --locked -p nagare-cache --bench key "${crit_args[@]}" >&2
 
 mkdir -p "$(dirname "$out")"
-python3 - "$work" "$out" "$seconds" "$rate" "$crit" <<'PY'
+python3 - "$work" "$out" "$seconds" "$rate" "$crit" "$streams" "$ws_ramp" <<'PY'
 import glob, json, os, platform, subprocess, sys, datetime
-work, out, seconds, rate, crit = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+work, out, seconds, rate, crit, streams, ws_ramp = sys.argv[1:8]
 r = {n: json.load(open(os.path.join(work, n + ".json"))) for n in ["mock64", "mocksse", "direct", "via", "viasse", "hits", "defaults", "grpc64", "grpcstream", "sseopen"]}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
@@ -201,14 +210,18 @@ lines += ["", f"Time to first delta on the unpaced mock with `ttft_ms = 0` (the 
 w = json.load(open(os.path.join(work, "wsrss.json")))
 idle = json.load(open(os.path.join(work, "wsidle.json")))
 ws = json.load(open(os.path.join(work, "wsstream.json")))
+lock = json.load(open(os.path.join(work, "wslockstep.json")))
 per = (w["after_kb"] - w["before_kb"]) / max(idle["requests"], 1)
 lines += ["", "WebSocket (`/v1/ws`):", "",
           f"- {idle['requests']} idle connections held open: server RSS {w['before_kb']/1024:.1f} MB before, {w['after_kb']/1024:.1f} MB with them open, "
           f"**{per:.1f} KiB per connection** ({sum(idle['errors'].values())} failed to open).",
-          f"- {ws['requests']} chats on concurrent connections (mock, 100 tokens at 50 tokens/s, so 2 s each), every delta counted "
-          f"against `usage.output_tokens` ({sum(ws['errors'].values())} errors): chat latency p50 {lat(ws,'p50'):.0f} ms, p99 {lat(ws,'p99'):.0f} ms; "
+          f"- {ws['requests']} chats on {streams} concurrent connections (mock, 100 tokens at 50 tokens/s, so 2 s each; the "
+          f"connections' first chats start spread over {ws_ramp} s), every delta counted against `usage.output_tokens` "
+          f"({sum(ws['errors'].values())} errors): chat latency p50 {lat(ws,'p50'):.0f} ms, p99 {lat(ws,'p99'):.0f} ms; "
           f"first delta {pct(ws.get('first_delta_ms'))}; "
-          f"**each delta's lateness against the model's schedule {pct(ws.get('delta_lateness_ms'))}**."]
+          f"**each delta's lateness against the model's schedule {pct(ws.get('delta_lateness_ms'))}**.",
+          f"- The same with every chat starting within one token interval, so that all of them end and start again "
+          f"together every 2 s ({sum(lock['errors'].values())} errors): lateness {pct(lock.get('delta_lateness_ms'))}."]
 lines += ["", "Lambda binaries under the fake Lambda Runtime API (`lambda-coldstart`): time from exec to the first",
           "response posted, and peak RSS (VmHWM). The authorizer's first invocation includes fetching the JWKS from a",
           "local issuer; `nagare-ws` answers a `$connect`, storing the connection in a new SQLite database (no AWS here);",

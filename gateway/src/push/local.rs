@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::ws::{Message, Utf8Bytes};
+use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use nagare_authorizer::Principal;
 use tokio::sync::mpsc;
@@ -106,8 +106,7 @@ impl ConnectionPusher for LocalConnections {
             message: format!("a frame that is not UTF-8: {e}"),
             retryable: false,
         })?;
-        match tokio::time::timeout(self.wait, out.send(Outbound::Frame(Message::Text(text)))).await
-        {
+        match tokio::time::timeout(self.wait, out.send(Outbound::text(text))).await {
             Ok(Ok(())) => Ok(()),
             // The session ended between the look-up and the send.
             Ok(Err(_)) => Err(PushError::Gone),
@@ -135,6 +134,8 @@ impl ConnectionDirectory for LocalConnections {
 
 #[cfg(test)]
 mod tests {
+    use axum::extract::ws::Message;
+
     use super::*;
     use crate::chat::test_support::alice;
 
@@ -149,7 +150,7 @@ mod tests {
 
         registry.post("", &id, Bytes::from("{}")).await.unwrap();
         assert!(
-            matches!(queued.recv().await, Some(Outbound::Frame(Message::Text(t))) if t.as_str() == "{}")
+            matches!(queued.recv().await, Some(Outbound::Frame(m)) if matches!(&*m, Message::Text(t) if t.as_str() == "{}"))
         );
 
         // A full queue that is never read: the push gives up instead of waiting forever.

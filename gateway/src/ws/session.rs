@@ -62,10 +62,17 @@ impl Default for WsSettings {
 }
 
 /// What the session's writer sends, in the order queued: a frame, or a chat whose events it
-/// streams from then on.
+/// streams from then on. Both are boxed to keep the queue's slots small: tokio allocates them 32
+/// at a time for every connection, idle or not, and the hot path (deltas) does not queue.
 pub enum Outbound {
-    Frame(Message),
+    Frame(Box<Message>),
     Chat(Box<Streaming>),
+}
+
+impl Outbound {
+    pub fn text(text: impl Into<Utf8Bytes>) -> Self {
+        Self::Frame(Box::new(Message::Text(text.into())))
+    }
 }
 
 /// What every task of one connection shares.
@@ -113,8 +120,7 @@ impl Conn {
     }
 
     async fn send(&self, text: String) -> bool {
-        self.queue(Outbound::Frame(Message::Text(Utf8Bytes::from(text))))
-            .await
+        self.queue(Outbound::text(text)).await
     }
 
     async fn send_error(&self, request_id: Option<&str>, error: &Error) -> bool {
@@ -195,7 +201,7 @@ pub async fn run<S, R, E>(
                     break;
                 }
                 // A full queue already means the client is behind; skipping a ping is fine.
-                let _ = conn.out.try_send(Outbound::Frame(Message::Ping(Default::default())));
+                let _ = conn.out.try_send(Outbound::Frame(Box::new(Message::Ping(Default::default()))));
             }
             message = incoming.next() => {
                 let Some(Ok(message)) = message else {
@@ -411,7 +417,7 @@ async fn write<S: Sink<Message> + Unpin>(
             biased;
             () = &mut closed => break,
             item = queue.recv() => match item {
-                Some(Outbound::Frame(message)) => message,
+                Some(Outbound::Frame(message)) => *message,
                 Some(Outbound::Chat(chat)) => {
                     chats.streaming.push(*chat);
                     continue;
