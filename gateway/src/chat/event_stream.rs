@@ -1,10 +1,11 @@
 //! A chat's events as the pipeline hands them to a transport, with the work that makes them.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use futures::Stream;
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::chat::ChatEvent;
@@ -15,26 +16,64 @@ type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// or a stored answer. The work is not a task of its own: the reader's task polls it whenever it
 /// asks for an event and none is waiting. That saves a task wake-up per delta, which at a
 /// thousand concurrent streams is a large share of the server's CPU (see README, Benchmarks).
-/// The work still runs ahead of a slow reader by up to the channel's capacity.
+/// The work still runs ahead of a slow reader by up to `capacity` events.
 ///
-/// The work holds the only sender, so the stream ends when the work does. Dropping the stream
-/// drops the work, which aborts the model call or leaves the flight.
+/// Between the two is a plain queue, with no wakers: only this task fills it, and it polls the
+/// work whenever the queue is empty, so a full queue needs no wake-up to resume and an event
+/// needs none to be read. The stream ends when the work does. Dropping the stream drops the
+/// work, which aborts the model call or leaves the flight.
 pub struct EventStream {
-    events: mpsc::Receiver<ChatEvent>,
+    queue: Arc<Queue>,
     work: Option<Work>,
 }
 
+struct Queue {
+    events: Mutex<VecDeque<ChatEvent>>,
+    capacity: usize,
+}
+
+impl Queue {
+    fn events(&self) -> MutexGuard<'_, VecDeque<ChatEvent>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Where a stream's work puts its events.
+pub struct EventSender(Arc<Queue>);
+
+impl EventSender {
+    /// Queues `event`, waiting while the queue is full. The reader cannot be gone: dropping the
+    /// stream drops the work that holds this sender.
+    pub async fn send(&self, event: ChatEvent) {
+        let mut event = Some(event);
+        std::future::poll_fn(|_| {
+            let mut events = self.0.events();
+            if events.len() >= self.0.capacity {
+                // Resumed when the reader has taken them all (see `EventStream::poll_next`).
+                return Poll::Pending;
+            }
+            events.extend(event.take());
+            Poll::Ready(())
+        })
+        .await;
+    }
+}
+
 impl EventStream {
-    /// A channel of `capacity` events, and the stream reading it while `work(sender)` fills it.
+    /// A queue of `capacity` events, and the stream reading it while `work(sender)` fills it.
     /// The work runs in the caller's span.
-    pub fn new<F>(capacity: usize, work: impl FnOnce(mpsc::Sender<ChatEvent>) -> F) -> Self
+    pub fn new<F>(capacity: usize, work: impl FnOnce(EventSender) -> F) -> Self
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let queue = Arc::new(Queue {
+            events: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+        });
+        let sender = EventSender(queue.clone());
         Self {
-            events: rx,
-            work: Some(Box::pin(work(tx).in_current_span())),
+            queue,
+            work: Some(Box::pin(work(sender).in_current_span())),
         }
     }
 }
@@ -42,32 +81,23 @@ impl EventStream {
 impl Stream for EventStream {
     type Item = ChatEvent;
 
-    // The channel is read with `try_recv`, which leaves no waker: only this task fills it, and it
-    // polls the work whenever the channel is empty, so a wake-up per event would only make the
-    // task run once more for nothing.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ChatEvent>> {
         let this = &mut *self;
-        if let Some(event) = take(&mut this.events) {
-            return Poll::Ready(event);
+        if let Some(event) = this.queue.events().pop_front() {
+            return Poll::Ready(Some(event));
         }
         if let Some(work) = &mut this.work
             && work.as_mut().poll(cx).is_ready()
         {
-            // Its sender is dropped with it, so the channel ends once drained.
             this.work = None;
         }
-        // Empty and the work pending: it is waiting for the model (or for a reader of the
-        // flight), which will wake this task.
-        take(&mut this.events).map_or(Poll::Pending, Poll::Ready)
-    }
-}
-
-/// The next event, `Some(None)` once the channel has ended, or `None` while it is empty.
-fn take(events: &mut mpsc::Receiver<ChatEvent>) -> Option<Option<ChatEvent>> {
-    match events.try_recv() {
-        Ok(event) => Some(Some(event)),
-        Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
-        Err(mpsc::error::TryRecvError::Empty) => None,
+        match this.queue.events().pop_front() {
+            Some(event) => Poll::Ready(Some(event)),
+            None if this.work.is_none() => Poll::Ready(None),
+            // Empty and the work pending: it waits for the model (or a flight), which will wake
+            // this task.
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -110,7 +140,7 @@ mod tests {
     async fn more_events_than_the_channel_holds_arrive_in_order_then_the_stream_ends() {
         let stream = EventStream::new(2, |tx| async move {
             for i in 0..10 {
-                tx.send(delta(&i.to_string())).await.unwrap();
+                tx.send(delta(&i.to_string())).await;
             }
             tx.send(ChatEvent::Done {
                 request_id: Arc::from("r"),
@@ -121,8 +151,7 @@ mod tests {
                 billed_usage: None,
                 upstream_time: None,
             })
-            .await
-            .unwrap();
+            .await;
         });
         let events: Vec<ChatEvent> = stream.collect().await;
         let expected: Vec<String> = (0..10)
@@ -144,7 +173,7 @@ mod tests {
         let flag = Flag(dropped.clone());
         let mut stream = EventStream::new(4, |tx| async move {
             let _flag = flag;
-            tx.send(delta("a")).await.unwrap();
+            tx.send(delta("a")).await;
             std::future::pending::<()>().await;
         });
         assert_eq!(texts(&[stream.next().await.unwrap()]), ["a"]);

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use nagare_cache::{CacheKey, CachedResponse, Flight, Flights, ResponseCache, Subscription};
-use tokio::sync::mpsc;
 use tracing::{Instrument, Span};
 
 use crate::chat::memory::Recorder;
@@ -21,7 +20,7 @@ use crate::provider::{ProviderEvent, ProviderStream, incomplete_stream};
 use crate::store::unix_now_ms;
 use crate::telemetry;
 
-pub use crate::chat::event_stream::EventStream;
+pub use crate::chat::event_stream::{EventSender, EventStream};
 
 /// What moves from a flight's producer to each request in it.
 #[derive(Debug, Clone)]
@@ -115,7 +114,7 @@ enum Output {
     Flight(Arc<Flight<Piece>>),
     /// One request's events.
     Direct {
-        tx: mpsc::Sender<ChatEvent>,
+        tx: EventSender,
         delivery: Delivery,
         /// The answer so far, kept when it will be recorded.
         answer: Option<String>,
@@ -132,27 +131,18 @@ impl Output {
         }
     }
 
-    async fn start(&self, model: &str) -> bool {
+    async fn start(&self, model: &str) {
         match self {
-            Self::Flight(flight) => {
-                flight.push(Piece::Started {
-                    model: model.to_owned(),
-                });
-                true
-            }
-            Self::Direct { tx, delivery, .. } => {
-                tx.send(start_event(delivery, false)).await.is_ok()
-            }
+            Self::Flight(flight) => flight.push(Piece::Started {
+                model: model.to_owned(),
+            }),
+            Self::Direct { tx, delivery, .. } => tx.send(start_event(delivery, false)).await,
         }
     }
 
-    /// False when the reader has gone.
-    async fn delta(&mut self, text: String) -> bool {
+    async fn delta(&mut self, text: String) {
         match self {
-            Self::Flight(flight) => {
-                flight.push(Piece::Delta(text));
-                true
-            }
+            Self::Flight(flight) => flight.push(Piece::Delta(text)),
             Self::Direct {
                 tx,
                 delivery,
@@ -165,7 +155,7 @@ impl Output {
                     request_id: delivery.request_id.clone(),
                     text,
                 };
-                tx.send(delta).await.is_ok()
+                tx.send(delta).await;
             }
         }
     }
@@ -192,7 +182,7 @@ impl Output {
                     upstream_time: Some(upstream_time),
                 };
                 let done = finish(delivery, answer.take(), ended).await;
-                let _ = tx.send(done).await;
+                tx.send(done).await;
             }
         }
     }
@@ -208,7 +198,7 @@ impl Output {
                     request_id: delivery.request_id.clone(),
                     error,
                 };
-                let _ = tx.send(event).await;
+                tx.send(event).await;
             }
         }
     }
@@ -248,8 +238,8 @@ impl Producer {
         let keep = self.store.as_ref().is_some_and(|s| s.write);
         let cancelled = Cancelled(Some(self.started));
         let (mut stop_reason, mut usage) = (None, None);
-        let mut reading = output.start(&self.model).await;
-        while reading {
+        output.start(&self.model).await;
+        loop {
             let next = tokio::select! {
                 biased;
                 () = output.abandoned() => break,
@@ -260,7 +250,7 @@ impl Producer {
                     if keep {
                         answer.push_delta(&text);
                     }
-                    reading = output.delta(text).await;
+                    output.delta(text).await;
                 }
                 Some(Ok(ProviderEvent::Stop { stop_reason: r })) => stop_reason = Some(r),
                 Some(Ok(ProviderEvent::Usage(u))) => usage = Some(u),
@@ -376,9 +366,7 @@ pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> E
                 if let Some(Piece::Started { model }) = &piece {
                     d.model.clone_from(model);
                 }
-                if tx.send(start_event(&d, cached)).await.is_err() {
-                    return;
-                }
+                tx.send(start_event(&d, cached)).await;
             }
             let event = match piece {
                 Some(Piece::Started { .. }) => continue,
@@ -404,8 +392,7 @@ pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> E
                         // A follower made no call of its own.
                         upstream_time: (!cached).then_some(upstream_time),
                     };
-                    let done = finish(&d, answer.take(), ended).await;
-                    let _ = tx.send(done).await;
+                    tx.send(finish(&d, answer.take(), ended).await).await;
                     return;
                 }
                 Some(Piece::Failed(error)) => ChatEvent::Error {
@@ -415,7 +402,8 @@ pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> E
                 None => return,
             };
             let terminal = event.is_terminal();
-            if tx.send(event).await.is_err() || terminal {
+            tx.send(event).await;
+            if terminal {
                 return;
             }
         }
@@ -428,17 +416,13 @@ pub fn replay(answer: Arc<CachedResponse>, mut d: Delivery, cached: bool) -> Eve
     EventStream::new(d.capacity, move |tx| async move {
         // The model that wrote the answer, which a fallback may have been.
         d.model.clone_from(&answer.model);
-        if tx.send(start_event(&d, cached)).await.is_err() {
-            return;
-        }
+        tx.send(start_event(&d, cached)).await;
         for text in answer.deltas() {
             let delta = ChatEvent::Delta {
                 request_id: d.request_id.clone(),
                 text: text.to_owned(),
             };
-            if tx.send(delta).await.is_err() {
-                return;
-            }
+            tx.send(delta).await;
         }
         let ended = Ended {
             stop_reason: answer.stop_reason.clone(),
@@ -450,8 +434,7 @@ pub fn replay(answer: Arc<CachedResponse>, mut d: Delivery, cached: bool) -> Eve
             upstream_time: None,
         };
         let text = d.recorder.as_ref().map(|_| answer.text.clone());
-        let done = finish(&d, text, ended).await;
-        let _ = tx.send(done).await;
+        tx.send(finish(&d, text, ended).await).await;
     })
 }
 
