@@ -39,7 +39,7 @@ pub enum Piece {
     Failed(ErrorBody),
 }
 
-/// Everything a delivery task needs to speak for one request.
+/// Everything a request's stream needs to speak for it.
 pub struct Delivery {
     pub request_id: Arc<str>,
     /// The conversation named in `start`.
@@ -106,7 +106,7 @@ pub fn spawn_producer(
     );
 }
 
-/// Where a producer's stream goes. One lives per chat, inside its producer task, so the size
+/// Where a producer's stream goes. One lives per chat, inside its producer, so the size
 /// difference between the variants costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
 enum Output {

@@ -275,7 +275,7 @@ impl ChatPipeline {
                 }
             }
         };
-        // The producer and delivery tasks spawned here inherit the span.
+        // The stream's work, and a flight's producer task, made here inherit the span.
         let events = async {
             match (&self.cache, plan) {
                 (Some(cache), Some(plan)) => cache.serve(plan, delivery, upstream).await,
