@@ -70,6 +70,7 @@ pub enum Outbound {
 }
 
 impl Outbound {
+    /// A text frame: an event, a `pong`, an error, a task's result.
     pub fn text(text: impl Into<Utf8Bytes>) -> Self {
         Self::Frame(Box::new(Message::Text(text.into())))
     }
@@ -103,6 +104,7 @@ impl Conn {
         if self.closed.is_cancelled() {
             return false;
         }
+        // Usually there is room, and no timer is needed.
         let item = match self.out.try_send(item) {
             Ok(()) => return true,
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
@@ -409,8 +411,8 @@ async fn write<S: Sink<Message> + Unpin>(
     conn: Arc<Conn>,
 ) {
     let mut chats = Chats::default();
-    let closed = conn.closed.clone();
-    let mut closed = pin!(closed.cancelled());
+    let token = conn.closed.clone();
+    let mut closed = pin!(token.cancelled());
     let wait = Duration::from_millis(conn.settings.slow_consumer_timeout_ms);
     loop {
         let message = tokio::select! {
