@@ -31,7 +31,8 @@ grpc_url() {
 # Both gateways run in dev mode with one data dir; every request carries a token minted for it.
 data="$work/data"
 token=$("$bin/nagare" token --sub bench --data-dir "$data")
-load() { "$bin/nagare-load" --seconds "$seconds" --warmup "$warmup" --json --header "authorization: Bearer $token" "$@"; }
+# `load_warmup=S load ...` lengthens one run's warm-up.
+load() { "$bin/nagare-load" --seconds "$seconds" --warmup "${load_warmup:-$warmup}" --json --header "authorization: Bearer $token" "$@"; }
 
 # The load generator repeats one body, so every gateway that measures the pipeline or its overhead
 # runs with the response cache off (and memory off, so SQLite writes do not set the pace); the
@@ -91,9 +92,8 @@ echo "7/14 $streams concurrent WebSocket chats, 100 tokens at 50 tokens/s: start
 # every 2 s: a burst no real traffic makes, reported beside it.
 ws_ramp=${BENCH_WS_RAMP:-2}
 ws_body='{"message":"hi","model":"mock.long","inference":{"max_tokens":100}}'
-"$bin/nagare-load" --url "ws://${wsgw#http://}/v1/ws" --mode ws --connections "$streams" --delta-interval-ms 20 \
-  --ramp-seconds "$ws_ramp" --seconds "$seconds" --warmup "$(awk "BEGIN { print $warmup + $ws_ramp }")" --json \
-  --header "authorization: Bearer $token" --body "$ws_body" >"$work/wsstream.json"
+load_warmup=$(awk "BEGIN { print $warmup + $ws_ramp }") load --url "ws://${wsgw#http://}/v1/ws" --mode ws \
+  --connections "$streams" --delta-interval-ms 20 --ramp-seconds "$ws_ramp" --body "$ws_body" >"$work/wsstream.json"
 load --url "ws://${wsgw#http://}/v1/ws" --mode ws --connections "$streams" --delta-interval-ms 20 \
   --body "$ws_body" >"$work/wslockstep.json"
 grpc_url mockgrpc "$work/mock.log"

@@ -13,9 +13,8 @@ use nagare_cache::{CacheKey, CacheSettings, Flight, Flights, Joined, Mode, Respo
 use nagare_cache::MetricsSnapshot;
 use tracing::Instrument;
 
-use crate::chat::flight::{
-    Delivery, EventStream, Piece, Store, Upstream, deliver, replay, spawn_producer,
-};
+use crate::chat::event_stream::EventStream;
+use crate::chat::flight::{Delivery, Piece, Store, Upstream, deliver, replay, spawn_producer};
 use crate::chat::{CacheMode, CacheScope};
 use crate::error::Error;
 use crate::provider::{ProviderRequest, Role};

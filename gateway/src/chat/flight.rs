@@ -20,7 +20,7 @@ use crate::provider::{ProviderEvent, ProviderStream, incomplete_stream};
 use crate::store::unix_now_ms;
 use crate::telemetry;
 
-pub use crate::chat::event_stream::{EventSender, EventStream};
+use crate::chat::event_stream::{EventSender, EventStream};
 
 /// What moves from a flight's producer to each request in it.
 #[derive(Debug, Clone)]

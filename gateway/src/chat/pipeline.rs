@@ -10,7 +10,8 @@ use nagare_cache::{CachedResponse, MetricsSnapshot};
 use tracing::{Instrument, field};
 
 use crate::chat::cache::CacheAsk;
-use crate::chat::flight::{self, Delivery, EventStream, log_failure};
+use crate::chat::event_stream::EventStream;
+use crate::chat::flight::{self, Delivery, log_failure};
 use crate::chat::memory::Recall;
 use crate::chat::observe::Watch;
 use crate::chat::upstream;

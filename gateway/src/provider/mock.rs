@@ -215,7 +215,6 @@ fn truncate_tokens(tokens: Vec<String>, len: usize) -> Vec<String> {
 }
 
 fn play(plan: Plan) -> ProviderStream {
-    let deltas = plan.tokens.len();
     Box::pin(Playback {
         start: tokio::time::Instant::now(),
         tokens: plan.tokens.into_iter(),
@@ -227,10 +226,9 @@ fn play(plan: Plan) -> ProviderStream {
             }),
             Some(ProviderEvent::Usage(plan.usage)),
         ],
-        ended: false,
         ttft: plan.ttft,
         gap: plan.gap,
-        fail_after: plan.fail_after.filter(|&n| n < deltas),
+        fail_after: plan.fail_after,
         stall: plan.stall,
     })
 }
@@ -248,8 +246,6 @@ struct Playback {
     timer: Option<Pin<Box<Sleep>>>,
     /// The stop reason and usage, after the last delta.
     tail: [Option<ProviderEvent>; 2],
-    /// Nothing follows an error, as with a real model stream.
-    ended: bool,
     ttft: Duration,
     gap: Duration,
     fail_after: Option<usize>,
@@ -282,17 +278,17 @@ impl Stream for Playback {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.ended {
-            return Poll::Ready(None);
+        if this.stall {
+            // Its time to first token, then never a token, and never a wake-up.
+            ready!(this.wait(this.start + this.ttft, cx));
+            return Poll::Pending;
         }
         if this.tokens.len() > 0 {
             ready!(this.wait(this.due(), cx));
-            if this.stall {
-                // Never a token, and never a wake-up.
-                return Poll::Pending;
-            }
             if this.fail_after == Some(this.sent) {
-                this.ended = true;
+                // Nothing follows an error, as with a real model stream.
+                this.tokens = Default::default();
+                this.tail = [None, None];
                 return Poll::Ready(Some(Err(Error::UpstreamError {
                     message: "the mock model failed mid-stream".into(),
                     retryable: false,
@@ -301,14 +297,7 @@ impl Stream for Playback {
             this.sent += 1;
             return Poll::Ready(this.tokens.next().map(|t| Ok(ProviderEvent::Delta(t))));
         }
-        // A stall with no tokens still waits its time to first token, then hangs.
-        if this.stall {
-            ready!(this.wait(this.start + this.ttft, cx));
-            return Poll::Pending;
-        }
-        let next = this.tail.iter_mut().find_map(Option::take);
-        this.ended = next.is_none();
-        Poll::Ready(next.map(Ok))
+        Poll::Ready(this.tail.iter_mut().find_map(Option::take).map(Ok))
     }
 }
 

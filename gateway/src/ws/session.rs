@@ -304,22 +304,20 @@ async fn begin(
     };
     let events = match begun {
         Some(Ok(events)) => events,
-        Some(Err(e)) => {
+        failed => {
             conn.finish(&request_id);
-            conn.send_error(Some(&request_id), &e).await;
-            return;
-        }
-        None => {
-            conn.finish(&request_id);
-            if !conn.closed.is_cancelled() {
-                conn.send_error(Some(&request_id), &Error::Cancelled).await;
-            }
+            // Nothing is sent once the connection is closed.
+            let error = match failed {
+                Some(Err(e)) => e,
+                _ => Error::Cancelled,
+            };
+            conn.send_error(Some(&request_id), &error).await;
             return;
         }
     };
     let chat = Streaming {
         request_id: request_id.into(),
-        events: Some(events),
+        events,
         cancelled,
     };
     // If the connection is over, the chat is dropped here, which aborts its upstream call.
@@ -327,39 +325,29 @@ async fn begin(
 }
 
 /// A chat the writer streams: its events, ending with `done` or `error`; or, once the client
-/// cancels it or the connection ends, a `cancelled` error at once, its upstream call dropped.
+/// cancels it or the connection ends, a `cancelled` error at once. The writer drops it after its
+/// last event, which drops its upstream call.
 pub struct Streaming {
     request_id: Arc<str>,
-    /// `None` once it ended.
-    events: Option<ChatStream>,
+    events: ChatStream,
     cancelled: oneshot::Receiver<()>,
 }
 
-impl Stream for Streaming {
-    type Item = ChatEvent;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ChatEvent>> {
-        let this = &mut *self;
-        let Some(events) = &mut this.events else {
-            return Poll::Ready(None);
-        };
+impl Streaming {
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<ChatEvent> {
         // A cancel, or the sender dropped as the connection ends: either way, stop now.
-        if Pin::new(&mut this.cancelled).poll(cx).is_ready() {
-            this.events = None;
-            return Poll::Ready(Some(ChatEvent::Error {
-                request_id: this.request_id.clone(),
+        if Pin::new(&mut self.cancelled).poll(cx).is_ready() {
+            return Poll::Ready(ChatEvent::Error {
+                request_id: self.request_id.clone(),
                 error: Error::Cancelled.body(),
-            }));
+            });
         }
-        let event = ready!(events.poll_next_unpin(cx)).unwrap_or_else(|| ChatEvent::Error {
+        let event = ready!(self.events.poll_next_unpin(cx));
+        Poll::Ready(event.unwrap_or_else(|| ChatEvent::Error {
             // The pipeline promises a last event; the client still gets one if it broke that.
-            request_id: this.request_id.clone(),
+            request_id: self.request_id.clone(),
             error: Error::Internal("the chat ended without a last event".into()).body(),
-        });
-        if event.is_terminal() {
-            this.events = None;
-        }
-        Poll::Ready(Some(event))
+        }))
     }
 }
 
@@ -377,21 +365,12 @@ impl Chats {
         let n = self.streaming.len();
         for k in 0..n {
             let i = (self.next + k) % n;
-            let Poll::Ready(event) = self.streaming[i].poll_next_unpin(cx) else {
-                continue;
-            };
-            self.next = i + 1;
-            match event {
-                Some(event) if !event.is_terminal() => return Poll::Ready(event),
-                Some(event) => {
+            if let Poll::Ready(event) = self.streaming[i].poll_event(cx) {
+                self.next = i + 1;
+                if event.is_terminal() {
                     self.streaming.swap_remove(i);
-                    return Poll::Ready(event);
                 }
-                // Only after its last event, which already removed it.
-                None => {
-                    self.streaming.swap_remove(i);
-                    return self.poll_event(cx);
-                }
+                return Poll::Ready(event);
             }
         }
         Poll::Pending
