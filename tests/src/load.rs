@@ -54,7 +54,8 @@ pub struct LoadSpec {
     pub rate: Option<f64>,
     pub mode: Mode,
     /// The model's pace (e.g. 20 ms for 50 tokens/s, with a mock that keeps an exact schedule):
-    /// each delta's lateness against that schedule, counted from the first delta, is reported.
+    /// each delta's lateness against that schedule, placed by the stream's least delayed delta,
+    /// is reported (see [`DeltaClock`]).
     pub delta_interval: Option<Duration>,
     /// Closed loop: the connections' first requests are spread evenly over this long. `None`
     /// spreads them over one delta interval, so the streams' tokens are out of step but the
@@ -90,6 +91,10 @@ pub struct Report {
     /// How late each delta arrived against the model's schedule (see [`LoadSpec::delta_interval`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta_lateness_ms: Option<Percentiles>,
+    /// With `delta_lateness_ms`: how late a thread of the load generator that sleeps 1 ms at a
+    /// time woke, over the same measured window (see [`sleeper`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sleeper_lateness_ms: Option<Percentiles>,
 }
 
 struct Recorder {
@@ -140,10 +145,15 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Report> {
             first_delta_ms: None,
             inter_delta_ms: None,
             delta_lateness_ms: None,
+            sleeper_lateness_ms: None,
         });
     }
     let spec = Arc::new(spec);
     let start = Instant::now();
+    let measured = start.into_std() + spec.warmup;
+    let probe = spec
+        .delta_interval
+        .map(|_| sleeper(measured, measured + spec.duration));
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for i in 0..spec.connections {
@@ -175,6 +185,38 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Report> {
         inter_delta_ms: (spec.mode.streams() && !total.inter_delta.is_empty())
             .then(|| percentiles(&total.inter_delta)),
         delta_lateness_ms: (!total.lateness.is_empty()).then(|| percentiles(&total.lateness)),
+        sleeper_lateness_ms: match probe {
+            Some(probe) => {
+                Some(percentiles(&probe.join().map_err(|_| {
+                    anyhow::anyhow!("the sleeper thread panicked")
+                })??))
+            }
+            None => None,
+        },
+    })
+}
+
+/// A thread that sleeps 1 ms at a time from `from` to `until` and records how late it woke each
+/// time, in microseconds. A delta meets this machine's scheduling delay at least twice: when the
+/// model's timer wakes the server, and when its bytes wake the client. On a quiet machine the
+/// sleeper wakes within a few tens of microseconds; on cores shared with a busy server and client,
+/// measured in the same window, it shows how much of a delta's lateness the machine adds.
+fn sleeper(
+    from: std::time::Instant,
+    until: std::time::Instant,
+) -> std::thread::JoinHandle<anyhow::Result<Histogram<u64>>> {
+    std::thread::spawn(move || {
+        let mut late = Histogram::new_with_bounds(1, 600_000_000, 3)?;
+        let nap = Duration::from_millis(1);
+        std::thread::sleep(from.saturating_duration_since(std::time::Instant::now()));
+        loop {
+            let before = std::time::Instant::now();
+            if before >= until {
+                return Ok(late);
+            }
+            std::thread::sleep(nap);
+            late.saturating_record(micros(before.elapsed().saturating_sub(nap)));
+        }
     })
 }
 
@@ -325,14 +367,18 @@ pub struct Timing {
 }
 
 /// Times the deltas of one stream as they arrive.
+///
+/// Lateness is measured against the model's schedule (delta `i` due `i` intervals after delta 0),
+/// placed where the stream's least delayed delta puts it: `arrival_i - i * interval`, less the
+/// smallest such offset in the stream. Placed by the first delta instead, a late first delta would
+/// hide the lateness of the rest behind it: of deltas due every 20 ms that arrive at 5, 20 and
+/// 43 ms, the third would look 2 ms early, not 3 ms late.
 pub struct DeltaClock {
     scheduled: Instant,
     interval: Option<Duration>,
-    first: Option<Instant>,
-    last: Option<Instant>,
-    count: u32,
+    /// When each delta arrived.
+    arrivals: Vec<Instant>,
     gaps: Vec<Duration>,
-    lateness: Vec<Duration>,
 }
 
 impl DeltaClock {
@@ -340,45 +386,55 @@ impl DeltaClock {
         Self {
             scheduled,
             interval,
-            first: None,
-            last: None,
-            count: 0,
+            arrivals: Vec::new(),
             gaps: Vec::new(),
-            lateness: Vec::new(),
         }
     }
 
     /// `n` deltas arrived now.
     pub fn arrived(&mut self, n: u32) {
+        if n == 0 {
+            return;
+        }
         let now = Instant::now();
-        for _ in 0..n {
-            let first = *self.first.get_or_insert(now);
-            if let Some(interval) = self.interval {
-                let due = first + interval * self.count;
-                self.lateness.push(now.saturating_duration_since(due));
-            }
-            self.count += 1;
+        if let Some(&prev) = self.arrivals.last() {
+            self.gaps.push(now - prev);
         }
-        if n > 0 {
-            if let Some(prev) = self.last {
-                self.gaps.push(now - prev);
-            }
-            self.last = Some(now);
-        }
+        self.arrivals.extend(std::iter::repeat_n(now, n as usize));
     }
 
     pub fn count(&self) -> u32 {
-        self.count
+        self.arrivals.len() as u32
     }
 
     pub fn finish(self) -> Timing {
+        let first_delta = self.arrivals.first().map(|&f| f - self.scheduled);
         Timing {
             latency: self.scheduled.elapsed(),
-            first_delta: self.first.map(|f| f - self.scheduled),
+            first_delta,
             delta_gaps: self.gaps,
-            delta_lateness: self.lateness,
+            delta_lateness: self
+                .interval
+                .map(|interval| lateness(self.scheduled, &self.arrivals, interval))
+                .unwrap_or_default(),
         }
     }
+}
+
+/// Each arrival's distance behind its place in the schedule (see [`DeltaClock`]).
+fn lateness(scheduled: Instant, arrivals: &[Instant], interval: Duration) -> Vec<Duration> {
+    let offsets: Vec<i128> = arrivals
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.duration_since(scheduled).as_nanos() as i128 - interval.as_nanos() as i128 * i as i128
+        })
+        .collect();
+    let base = offsets.iter().copied().min().unwrap_or(0);
+    offsets
+        .into_iter()
+        .map(|o| Duration::from_nanos(u64::try_from(o - base).unwrap_or(u64::MAX)))
+        .collect()
 }
 
 /// Sends one request; `Err` holds the error code (the gateway's, or `http_NNN`, or a transport error).
@@ -472,5 +528,21 @@ mod tests {
         assert_eq!(error_code(body).as_deref(), Some("rate_limited"));
         assert_eq!(error_code(b"plain text"), None);
         assert!(contains(b"event: delta\ndata: {}", b"event: delta"));
+    }
+
+    #[test]
+    fn lateness_is_placed_by_the_least_delayed_delta() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Due every 20 ms; the first delta came 5 ms late, the third 3 ms late.
+        let arrivals = [t0 + ms(5), t0 + ms(20), t0 + ms(43), t0 + ms(60)];
+        assert_eq!(
+            lateness(t0, &arrivals, ms(20)),
+            [ms(5), ms(0), ms(3), ms(0)]
+        );
+        // Placed by the first delta, the third would look 2 ms early, not 3 ms late.
+        let on_time = [t0, t0 + ms(20), t0 + ms(41)];
+        assert_eq!(lateness(t0, &on_time, ms(20)), [ms(0), ms(0), ms(1)]);
+        assert!(lateness(t0, &[], ms(20)).is_empty());
     }
 }

@@ -34,9 +34,11 @@ pub async fn open(addr: SocketAddr, spec: &LoadSpec) -> Result<WsConn, String> {
         let value = http::HeaderValue::try_from(v.as_str()).map_err(|e| e.to_string())?;
         request.headers_mut().insert(name, value);
     }
-    // Small buffers, so ten thousand idle clients do not need gigabytes.
+    // Small buffers, so ten thousand idle clients do not need gigabytes. tungstenite zero-fills
+    // the read buffer's free space before every read (5% of the client's CPU with 4 KiB), so it is
+    // sized near one delta frame, about 100 bytes; larger frames take more reads.
     let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0);
     let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
         .await

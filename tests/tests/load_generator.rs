@@ -59,6 +59,10 @@ async fn closed_loop_counts_requests_and_first_deltas() {
         .inter_delta_ms
         .expect("paced deltas have gaps between them");
     assert!(gaps.max <= report.latency_ms.max);
+    // With a delta interval, each delta's lateness and the sleeper beside them are reported.
+    assert!(report.delta_lateness_ms.is_some());
+    let sleeper = report.sleeper_lateness_ms.expect("the sleeper ran");
+    assert!(sleeper.max > 0.0, "the sleeper recorded its wake-ups");
 }
 
 #[tokio::test]
