@@ -223,10 +223,12 @@ lines += ["", "WebSocket (`/v1/ws`):", "",
           f"connections' first chats start spread over {ws_ramp} s), every delta counted against `usage.output_tokens` "
           f"({sum(ws['errors'].values())} errors): chat latency p50 {lat(ws,'p50'):.0f} ms, p99 {lat(ws,'p99'):.0f} ms; "
           f"first delta {pct(ws.get('first_delta_ms'))}; "
-          f"**each delta's lateness against the model's schedule {pct(ws.get('delta_lateness_ms'))}**; in the same "
+          f"each delta's lateness against the model's schedule, as the client read it, {pct(ws.get('delta_lateness_ms'))}; "
+          f"**as it reached the client's socket (kernel receive time), {pct(ws.get('delta_socket_lateness_ms'))}**; in the same "
           f"window, a client thread sleeping 1 ms at a time woke late by {pct(ws.get('sleeper_lateness_ms'))}.",
           f"- The same with every chat starting within one token interval, so that all of them end and start again "
-          f"together every 2 s ({sum(lock['errors'].values())} errors): lateness {pct(lock.get('delta_lateness_ms'))}."]
+          f"together every 2 s ({sum(lock['errors'].values())} errors): lateness as read {pct(lock.get('delta_lateness_ms'))}; "
+          f"at the socket {pct(lock.get('delta_socket_lateness_ms'))}."]
 lines += ["", "Lambda binaries under the fake Lambda Runtime API (`lambda-coldstart`): time from exec to the first",
           "response posted, and peak RSS (VmHWM). The authorizer's first invocation includes fetching the JWKS from a",
           "local issuer; `nagare-ws` answers a `$connect`, storing the connection in a new SQLite database (no AWS here);",

@@ -13,6 +13,7 @@ pub mod load_ws;
 pub mod moto;
 pub mod redis_server;
 pub mod serve;
+pub mod stamped;
 pub mod ws_client;
 
 pub use fake_bedrock::FakeBedrock;

@@ -91,6 +91,10 @@ pub struct Report {
     /// How late each delta arrived against the model's schedule (see [`LoadSpec::delta_interval`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta_lateness_ms: Option<Percentiles>,
+    /// The same lateness at the client's socket: by the kernel's receive time of each delta,
+    /// without the client's own delay in reading it (WebSocket only; see [`crate::stamped`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta_socket_lateness_ms: Option<Percentiles>,
     /// With `delta_lateness_ms`: how late a thread of the load generator that sleeps 1 ms at a
     /// time woke, over the same measured window (see [`sleeper`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,6 +106,7 @@ struct Recorder {
     first_delta: Histogram<u64>,
     inter_delta: Histogram<u64>,
     lateness: Histogram<u64>,
+    socket_lateness: Histogram<u64>,
     errors: BTreeMap<String, u64>,
     ok: u64,
 }
@@ -113,6 +118,7 @@ impl Recorder {
             first_delta: Histogram::new_with_bounds(1, 600_000_000, 3)?,
             inter_delta: Histogram::new_with_bounds(1, 600_000_000, 3)?,
             lateness: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+            socket_lateness: Histogram::new_with_bounds(1, 600_000_000, 3)?,
             errors: BTreeMap::new(),
             ok: 0,
         })
@@ -123,6 +129,7 @@ impl Recorder {
         self.first_delta.add(&other.first_delta)?;
         self.inter_delta.add(&other.inter_delta)?;
         self.lateness.add(&other.lateness)?;
+        self.socket_lateness.add(&other.socket_lateness)?;
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -145,6 +152,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Report> {
             first_delta_ms: None,
             inter_delta_ms: None,
             delta_lateness_ms: None,
+            delta_socket_lateness_ms: None,
             sleeper_lateness_ms: None,
         });
     }
@@ -185,6 +193,8 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Report> {
         inter_delta_ms: (spec.mode.streams() && !total.inter_delta.is_empty())
             .then(|| percentiles(&total.inter_delta)),
         delta_lateness_ms: (!total.lateness.is_empty()).then(|| percentiles(&total.lateness)),
+        delta_socket_lateness_ms: (!total.socket_lateness.is_empty())
+            .then(|| percentiles(&total.socket_lateness)),
         sleeper_lateness_ms: match probe {
             Some(probe) => {
                 Some(percentiles(&probe.join().map_err(|_| {
@@ -341,6 +351,9 @@ async fn worker(
                 for late in timing.delta_lateness {
                     rec.lateness.saturating_record(micros(late));
                 }
+                for late in timing.delta_socket_lateness {
+                    rec.socket_lateness.saturating_record(micros(late));
+                }
             }
             Ok(_) => {}
             Err(code) => {
@@ -364,6 +377,8 @@ pub struct Timing {
     pub first_delta: Option<Duration>,
     pub delta_gaps: Vec<Duration>,
     pub delta_lateness: Vec<Duration>,
+    /// By the kernel's receive times, when every delta had one.
+    pub delta_socket_lateness: Vec<Duration>,
 }
 
 /// Times the deltas of one stream as they arrive.
@@ -376,8 +391,10 @@ pub struct Timing {
 pub struct DeltaClock {
     scheduled: Instant,
     interval: Option<Duration>,
-    /// When each delta arrived.
+    /// When each delta was read.
     arrivals: Vec<Instant>,
+    /// When each reached the client's socket, while the transport says (see [`crate::stamped`]).
+    received: Option<Vec<Instant>>,
     gaps: Vec<Duration>,
 }
 
@@ -387,11 +404,21 @@ impl DeltaClock {
             scheduled,
             interval,
             arrivals: Vec::new(),
+            received: Some(Vec::new()),
             gaps: Vec::new(),
         }
     }
 
-    /// `n` deltas arrived now.
+    /// `n` deltas, read now, reached the socket at `received` (`None`: the transport cannot tell).
+    pub fn arrived_at(&mut self, n: u32, received: Option<Instant>) {
+        match (received, &mut self.received) {
+            (Some(at), Some(all)) => all.extend(std::iter::repeat_n(at, n as usize)),
+            _ => self.received = None,
+        }
+        self.arrived(n);
+    }
+
+    /// `n` deltas were read now.
     pub fn arrived(&mut self, n: u32) {
         if n == 0 {
             return;
@@ -409,14 +436,21 @@ impl DeltaClock {
 
     pub fn finish(self) -> Timing {
         let first_delta = self.arrivals.first().map(|&f| f - self.scheduled);
+        let late = |arrivals: &[Instant]| {
+            self.interval
+                .map(|interval| lateness(self.scheduled, arrivals, interval))
+                .unwrap_or_default()
+        };
+        let received = self
+            .received
+            .as_deref()
+            .filter(|r| r.len() == self.arrivals.len());
         Timing {
             latency: self.scheduled.elapsed(),
             first_delta,
+            delta_lateness: late(&self.arrivals),
+            delta_socket_lateness: received.map(late).unwrap_or_default(),
             delta_gaps: self.gaps,
-            delta_lateness: self
-                .interval
-                .map(|interval| lateness(self.scheduled, &self.arrivals, interval))
-                .unwrap_or_default(),
         }
     }
 }
@@ -544,5 +578,25 @@ mod tests {
         let on_time = [t0, t0 + ms(20), t0 + ms(41)];
         assert_eq!(lateness(t0, &on_time, ms(20)), [ms(0), ms(0), ms(1)]);
         assert!(lateness(t0, &[], ms(20)).is_empty());
+    }
+
+    #[test]
+    fn socket_lateness_needs_a_receive_time_for_every_delta() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut stamped = DeltaClock::new(t0, Some(ms(20)));
+        stamped.arrived_at(1, Some(t0));
+        stamped.arrived_at(1, Some(t0 + ms(23)));
+        let timing = stamped.finish();
+        assert_eq!(timing.delta_socket_lateness, [ms(0), ms(3)]);
+        assert_eq!(timing.delta_lateness.len(), 2);
+
+        let mut partly = DeltaClock::new(t0, Some(ms(20)));
+        partly.arrived_at(1, Some(t0));
+        partly.arrived_at(1, None);
+        partly.arrived_at(1, Some(t0 + ms(40)));
+        let timing = partly.finish();
+        assert!(timing.delta_socket_lateness.is_empty());
+        assert_eq!(timing.delta_lateness.len(), 3);
     }
 }

@@ -15,8 +15,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::load::{DeltaClock, LoadSpec, Timing};
+use crate::stamped::Stamped;
 
-pub type WsConn = WebSocketStream<TcpStream>;
+pub type WsConn = WebSocketStream<Stamped>;
 
 /// Opens a WebSocket to `spec.url`, sending `spec.headers` (the token) with the upgrade.
 pub async fn open(addr: SocketAddr, spec: &LoadSpec) -> Result<WsConn, String> {
@@ -24,6 +25,7 @@ pub async fn open(addr: SocketAddr, spec: &LoadSpec) -> Result<WsConn, String> {
         .await
         .map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let stream = Stamped::new(stream).map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
     let mut request = spec
         .url
         .to_string()
@@ -76,7 +78,7 @@ pub async fn chat(
             continue;
         }
         match event.kind {
-            "delta" => clock.arrived(1),
+            "delta" => clock.arrived_at(1, ws.get_ref().received()),
             "done" => {
                 if event.usage.map(|u| u.output_tokens) != Some(u64::from(clock.count())) {
                     return Err("delta_count_mismatch".into());

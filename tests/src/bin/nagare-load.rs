@@ -103,6 +103,12 @@ async fn main() -> anyhow::Result<()> {
                 l.p50, l.p99, l.max
             );
         }
+        if let Some(l) = &report.delta_socket_lateness_ms {
+            println!(
+                "delta lateness at the socket ms p50 {:.3} p99 {:.3} max {:.3}",
+                l.p50, l.p99, l.max
+            );
+        }
         if let Some(l) = &report.sleeper_lateness_ms {
             println!(
                 "a 1 ms sleeper woke late by ms p50 {:.3} p99 {:.3} max {:.3}",
