@@ -568,13 +568,14 @@ mod tests {
     fn lateness_is_placed_by_the_least_delayed_delta() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        // Due every 20 ms; the first delta came 5 ms late, the third 3 ms late.
+        // Due every 20 ms; the first delta came 5 ms late, the third 3 ms late. Placed by the
+        // first delta, the third would look 2 ms early, not 3 ms late.
         let arrivals = [t0 + ms(5), t0 + ms(20), t0 + ms(43), t0 + ms(60)];
         assert_eq!(
             lateness(t0, &arrivals, ms(20)),
             [ms(5), ms(0), ms(3), ms(0)]
         );
-        // Placed by the first delta, the third would look 2 ms early, not 3 ms late.
+        // A stream whose first delta is its least delayed is placed by it, as before.
         let on_time = [t0, t0 + ms(20), t0 + ms(41)];
         assert_eq!(lateness(t0, &on_time, ms(20)), [ms(0), ms(0), ms(1)]);
         assert!(lateness(t0, &[], ms(20)).is_empty());
