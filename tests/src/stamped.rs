@@ -68,11 +68,13 @@ fn recv(
     Ok((msg.bytes, received))
 }
 
-/// The monotonic instant of a wall-clock kernel timestamp, by how long ago it was.
+/// The monotonic instant of a wall-clock kernel timestamp, by how long ago it was. A wall clock
+/// stepped in between gives now rather than a panic.
 fn instant_of(at: TimeSpec) -> Instant {
     let at = SystemTime::UNIX_EPOCH + Duration::from(at);
     let ago = SystemTime::now().duration_since(at).unwrap_or_default();
-    Instant::now() - ago
+    let now = Instant::now();
+    now.checked_sub(ago).unwrap_or(now)
 }
 
 impl AsyncRead for Stamped {
