@@ -76,7 +76,7 @@ pub struct Percentiles {
 }
 
 /// What a run measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub requests: u64,
     pub errors: BTreeMap<String, u64>,
@@ -114,11 +114,11 @@ struct Recorder {
 impl Recorder {
     fn new() -> anyhow::Result<Self> {
         Ok(Self {
-            latency: Histogram::new_with_bounds(1, 600_000_000, 3)?,
-            first_delta: Histogram::new_with_bounds(1, 600_000_000, 3)?,
-            inter_delta: Histogram::new_with_bounds(1, 600_000_000, 3)?,
-            lateness: Histogram::new_with_bounds(1, 600_000_000, 3)?,
-            socket_lateness: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+            latency: histogram()?,
+            first_delta: histogram()?,
+            inter_delta: histogram()?,
+            lateness: histogram()?,
+            socket_lateness: histogram()?,
             errors: BTreeMap::new(),
             ok: 0,
         })
@@ -138,6 +138,11 @@ impl Recorder {
     }
 }
 
+/// A histogram of microseconds, from 1 µs to 10 minutes.
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 600_000_000, 3)?)
+}
+
 /// Runs `spec` and reports.
 pub async fn run(spec: LoadSpec) -> anyhow::Result<Report> {
     let addr = resolve(&spec.url).await?;
@@ -147,13 +152,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Report> {
             requests: opened,
             errors,
             seconds: spec.duration.as_secs_f64(),
-            requests_per_second: 0.0,
-            latency_ms: Percentiles::default(),
-            first_delta_ms: None,
-            inter_delta_ms: None,
-            delta_lateness_ms: None,
-            delta_socket_lateness_ms: None,
-            sleeper_lateness_ms: None,
+            ..Report::default()
         });
     }
     let spec = Arc::new(spec);
@@ -181,6 +180,12 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Report> {
     for w in workers {
         total.merge(w.await??)?;
     }
+    let sleeper = probe
+        .map(|p| {
+            p.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the sleeper thread panicked")))
+        })
+        .transpose()?;
     let seconds = spec.duration.as_secs_f64();
     let requests = total.ok + total.errors.values().sum::<u64>();
     Ok(Report {
@@ -195,14 +200,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Report> {
         delta_lateness_ms: (!total.lateness.is_empty()).then(|| percentiles(&total.lateness)),
         delta_socket_lateness_ms: (!total.socket_lateness.is_empty())
             .then(|| percentiles(&total.socket_lateness)),
-        sleeper_lateness_ms: match probe {
-            Some(probe) => {
-                Some(percentiles(&probe.join().map_err(|_| {
-                    anyhow::anyhow!("the sleeper thread panicked")
-                })??))
-            }
-            None => None,
-        },
+        sleeper_lateness_ms: sleeper.as_ref().map(percentiles),
     })
 }
 
@@ -216,7 +214,7 @@ fn sleeper(
     until: std::time::Instant,
 ) -> std::thread::JoinHandle<anyhow::Result<Histogram<u64>>> {
     std::thread::spawn(move || {
-        let mut late = Histogram::new_with_bounds(1, 600_000_000, 3)?;
+        let mut late = histogram()?;
         let nap = Duration::from_millis(1);
         std::thread::sleep(from.saturating_duration_since(std::time::Instant::now()));
         loop {
@@ -409,19 +407,19 @@ impl DeltaClock {
         }
     }
 
+    /// `n` deltas were read now; the transport cannot tell when they reached the socket.
+    pub fn arrived(&mut self, n: u32) {
+        self.arrived_at(n, None);
+    }
+
     /// `n` deltas, read now, reached the socket at `received` (`None`: the transport cannot tell).
     pub fn arrived_at(&mut self, n: u32, received: Option<Instant>) {
+        if n == 0 {
+            return;
+        }
         match (received, &mut self.received) {
             (Some(at), Some(all)) => all.extend(std::iter::repeat_n(at, n as usize)),
             _ => self.received = None,
-        }
-        self.arrived(n);
-    }
-
-    /// `n` deltas were read now.
-    pub fn arrived(&mut self, n: u32) {
-        if n == 0 {
-            return;
         }
         let now = Instant::now();
         if let Some(&prev) = self.arrivals.last() {
@@ -441,15 +439,11 @@ impl DeltaClock {
                 .map(|interval| lateness(self.scheduled, arrivals, interval))
                 .unwrap_or_default()
         };
-        let received = self
-            .received
-            .as_deref()
-            .filter(|r| r.len() == self.arrivals.len());
         Timing {
             latency: self.scheduled.elapsed(),
             first_delta,
             delta_lateness: late(&self.arrivals),
-            delta_socket_lateness: received.map(late).unwrap_or_default(),
+            delta_socket_lateness: self.received.as_deref().map(late).unwrap_or_default(),
             delta_gaps: self.gaps,
         }
     }
