@@ -10,12 +10,10 @@ use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::StreamExt;
 use nagare_authorizer::Principal;
-use nagare_gateway::chat::{
-    ChatEvent, ChatPipeline, ChatReply, ModelCatalog, PipelineOptions, RequestLimits, Route,
-    RoutingSettings, parse_chat_request,
-};
+use nagare_gateway::chat::{ChatEvent, ChatReply, RequestLimits, Route, parse_chat_request};
 use nagare_gateway::error::Error;
 use nagare_gateway::limits::{Limits, LocalCounters, RateLimitSettings};
+use nagare_gateway::pipeline::{ChatPipeline, ModelCatalog, PipelineOptions, RoutingSettings};
 use nagare_gateway::provider::{MockProvider, MockSettings};
 
 const BODY_UNNAMED: &[u8] =
@@ -91,9 +89,9 @@ fn bench(c: &mut Criterion) {
         expires_at: u64::MAX,
     };
     let hello = || {
-        parse_chat_request(br#"{"message":"hello"}"#)
-            .unwrap()
-            .validate(&limits, || "r".into())
+        let request = parse_chat_request(br#"{"message":"hello"}"#).unwrap();
+        pipeline
+            .admit(request, &principal, Route::Chat, Instant::now())
             .unwrap()
     };
     // Routing and every limit check a request meets before the model is called, with the
@@ -146,11 +144,7 @@ fn bench(c: &mut Criterion) {
         "pipeline: unary chat on the unpaced mock (about 30 deltas)",
         |b| {
             b.to_async(&rt).iter(|| async {
-                let request = hello();
-                let stream = pipeline
-                    .start(&principal, Route::Chat, request, Instant::now())
-                    .await
-                    .unwrap();
+                let stream = pipeline.start(hello()).await.unwrap();
                 ChatReply::collect(stream).await.unwrap()
             })
         },
@@ -158,15 +152,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function(
         "pipeline: streamed chat on the unpaced mock, events counted",
         |b| {
-            b.to_async(&rt).iter(|| async {
-                let request = hello();
-                pipeline
-                    .start(&principal, Route::Chat, request, Instant::now())
-                    .await
-                    .unwrap()
-                    .count()
-                    .await
-            })
+            b.to_async(&rt)
+                .iter(|| async { pipeline.start(hello()).await.unwrap().count().await })
         },
     );
 }

@@ -10,15 +10,16 @@ use nagare_authorizer::AuthSettings;
 use nagare_cache::{CacheSettings, ROUTES};
 use serde::Deserialize;
 
-use crate::chat::{MemorySettings, ModelCatalog, PipelineOptions, RequestLimits, RoutingSettings};
+use crate::chat::RequestLimits;
 use crate::error::StartupError;
 use crate::grpc::GrpcSettings;
 use crate::lambda::LambdaWsSettings;
 use crate::limits::RateLimitSettings;
+use crate::pipeline::{MemorySettings, ModelCatalog, PipelineOptions, RoutingSettings};
 use crate::provider::{BedrockSettings, MockSettings, UpstreamSettings};
 use crate::store::StoreSettings;
 use crate::tasks::TaskSettings;
-use crate::telemetry::{MetricsSettings, TraceSettings};
+use crate::telemetry::{LogFormat, MetricsSettings, TraceSettings};
 use crate::workflow::WorkflowSettings;
 use crate::ws::WsSettings;
 
@@ -134,17 +135,6 @@ impl Default for LimitsSection {
             stream_buffer_events: PipelineOptions::default().channel_capacity,
         }
     }
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// JSON unless stdout is a terminal.
-    #[default]
-    Auto,
-    Json,
-    Text,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -378,14 +368,10 @@ impl RawConfig {
         }
         self.traces.validate().map_err(StartupError::Config)?;
         let t = &self.tasks;
-        if t.workers == 0
-            || t.max_attempts == 0
-            || t.visibility_timeout_secs == 0
-            || t.callback_attempts == 0
-        {
+        if t.max_attempts == 0 || t.visibility_timeout_secs == 0 || t.callback_attempts == 0 {
             return Err(bad(
                 "tasks",
-                "workers, max_attempts, visibility_timeout_secs and callback_attempts must be at least 1",
+                "max_attempts, visibility_timeout_secs and callback_attempts must be at least 1",
             ));
         }
         if self.workflow.max_text_chars == 0 || self.workflow.max_document_bytes == 0 {

@@ -1,6 +1,7 @@
 //! Nagare: a streaming gateway for generative AI. This crate holds the chat pipeline, the model
 //! providers, the HTTP server and the configuration; the binaries in `src/bin` are thin wrappers.
 
+pub mod app;
 pub mod chat;
 pub mod client;
 pub mod config;
@@ -8,13 +9,17 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod lambda;
+#[cfg(test)]
+mod layers;
 pub mod limits;
+pub mod pipeline;
 pub mod provider;
 pub mod push;
-pub mod server;
+pub mod serve;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod wiring;
 pub mod workflow;
 pub mod ws;
 

@@ -1,4 +1,5 @@
-//! Builders that start Nagare in-process on a free port, wired to a fake upstream.
+//! Test gateways started in-process on free ports, built from a [`Config`] through the same
+//! wiring and serve loop as `nagare serve`; a test puts in only its fakes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,12 +10,13 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use nagare_authorizer::dev::{self, DevClaims};
 use nagare_authorizer::{AuthSettings, Verifier};
-use nagare_gateway::chat::{ChatPipeline, ModelCatalog, PipelineOptions};
-use nagare_gateway::grpc::{self, GrpcSettings};
-use nagare_gateway::http::{self, AppState};
-use nagare_gateway::provider::{BedrockProvider, BedrockSettings, ModelProvider};
-use nagare_gateway::telemetry::Metrics;
-use nagare_gateway::ws::WsSettings;
+use nagare_gateway::app::App;
+use nagare_gateway::config::{self, Config, Overrides};
+use nagare_gateway::provider::{BedrockProvider, BedrockSettings, BreakerSettings, ModelProvider};
+use nagare_gateway::serve::{self, Listeners, ServeSettings};
+use nagare_gateway::wiring::Wiring;
+
+use crate::temp::TempDir;
 
 /// The dev-mode secret of test gateways.
 pub const DEV_SECRET: &[u8] = b"nagare-tests-dev-secret-32-bytes";
@@ -75,24 +77,148 @@ pub fn bedrock_provider(endpoint: &str) -> BedrockProvider {
     BedrockProvider::new(&test_sdk_config(), &settings)
 }
 
-/// A pipeline over `provider` that routes to `default_model`, or to any model id the provider
-/// recognises or `allow` lists.
-pub fn test_pipeline(
-    provider: Arc<dyn ModelProvider>,
-    default_model: &str,
-    allow: &[&str],
-) -> ChatPipeline {
-    let models = ModelCatalog {
-        default: default_model.to_owned(),
-        aliases: Default::default(),
-        allow: allow
+/// The configuration test gateways start from: `nagare serve`'s defaults, with what a test does
+/// not ask for turned off (memory, cache, tasks, metrics, rate limits, retries and circuit
+/// breakers), the data in `data_dir`, and every listener on a free loopback port.
+pub fn test_config(data_dir: &std::path::Path) -> anyhow::Result<Config> {
+    let flags = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        grpc_listen: Some("127.0.0.1:0".into()),
+        provider: None,
+        data_dir: Some(data_dir.to_owned()),
+    };
+    let mut c = config::load(None, &std::collections::BTreeMap::new(), &flags)?;
+    c.memory.enabled = false;
+    c.cache.enabled = false;
+    c.tasks.enabled = false;
+    c.metrics.enabled = false;
+    c.rate_limits.requests_per_minute = 0;
+    c.rate_limits.tokens_per_minute = 0;
+    c.rate_limits.tokens_per_day = 0;
+    c.upstream.max_attempts = 1;
+    c.upstream.breaker = BreakerSettings {
+        consecutive_failures: 0,
+        failure_rate: 0.0,
+        ..BreakerSettings::default()
+    };
+    Ok(c)
+}
+
+type Injection = Box<dyn FnOnce(Wiring) -> Wiring + Send>;
+
+/// Builds a test gateway: [`test_config`], changed by the test, and the test's fakes.
+pub struct GatewayBuilder {
+    config: Config,
+    injections: Vec<Injection>,
+    dir: TempDir,
+}
+
+impl GatewayBuilder {
+    /// The model (a fake Bedrock behind the real provider, a paced mock, a test's own), instead
+    /// of the configured one; the configured retries and timeouts still wrap it.
+    pub fn model(self, model: Arc<dyn ModelProvider>) -> Self {
+        self.wiring(move |w| w.with_model(model))
+    }
+
+    /// The model, called as it is, without the retry layer (which holds a stream back until
+    /// its first event): for tests of what a client sees before the first token.
+    pub fn bare_model(self, model: Arc<dyn ModelProvider>) -> Self {
+        self.wiring(move |w| w.with_bare_model(model))
+    }
+
+    /// Routes to `default`, or to any model id the provider recognises or `allow` lists.
+    pub fn models(mut self, default: &str, allow: &[&str]) -> Self {
+        self.config.models.default = default.to_owned();
+        self.config.models.allow = allow
             .iter()
             .map(|s| (*s).to_owned())
-            .chain([default_model.to_owned()])
-            .collect(),
-        ..ModelCatalog::default()
-    };
-    ChatPipeline::new(provider, models, PipelineOptions::default())
+            .chain([default.to_owned()])
+            .collect();
+        self
+    }
+
+    /// Verifies tokens with `verifier` instead of the dev secret [`DEV_SECRET`].
+    pub fn verifier(self, verifier: Verifier) -> Self {
+        self.wiring(move |w| w.with_verifier(verifier))
+    }
+
+    /// Changes the configuration.
+    pub fn config(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    /// Puts a fake into the wiring (a store the test also reads, a pinned clock, ...).
+    pub fn wiring(mut self, inject: impl FnOnce(Wiring) -> Wiring + Send + 'static) -> Self {
+        self.injections.push(Box::new(inject));
+        self
+    }
+
+    /// The data dir of the gateway (the dev secret, the SQLite file).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Builds the app without serving it (for a Lambda adapter under test); the directory holds
+    /// its data.
+    pub async fn app(mut self) -> anyhow::Result<(Arc<App>, TempDir)> {
+        let app = self.wire().serve_app().await?;
+        Ok((app, self.dir))
+    }
+
+    /// The wiring of the config, with the test AWS credentials, dev-mode auth and the test's
+    /// fakes.
+    fn wire(&mut self) -> Wiring {
+        let mut wiring = Wiring::new(self.config.clone())
+            .with_sdk_config(test_sdk_config())
+            .with_verifier(dev_verifier());
+        for inject in self.injections.drain(..) {
+            wiring = inject(wiring);
+        }
+        wiring
+    }
+
+    /// Binds `127.0.0.1:0` for REST and gRPC and serves the app as `nagare serve` does.
+    pub async fn start(mut self) -> anyhow::Result<Gateway> {
+        let wiring = self.wire();
+        let listeners = Listeners::bind(&self.config).await?;
+        let addr = listeners.http.local_addr()?;
+        let grpc_addr = match &listeners.grpc {
+            Some(grpc) => grpc.local_addr()?,
+            None => anyhow::bail!("test gateways serve gRPC: keep grpc.enabled"),
+        };
+        let app = wiring.serve_app().await?;
+        let settings = ServeSettings {
+            shutdown_grace: SHUTDOWN_GRACE,
+            ..ServeSettings::from_config(&self.config)
+        };
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stop_rx.await;
+        };
+        let served = tokio::spawn(serve::serve(listeners, app.clone(), settings, shutdown));
+        let stopped = tokio::spawn(async move {
+            if let Ok(Err(e)) = served.await {
+                tracing::warn!(error = %e, "test gateway stopped with an error");
+            }
+        });
+        Ok(Gateway {
+            addr,
+            grpc_addr,
+            app,
+            stop: Some(stop),
+            stopped: Some(stopped),
+            _dir: self.dir,
+        })
+    }
+}
+
+/// Dev-mode auth on [`DEV_SECRET`], which [`dev_token`] signs with.
+fn dev_verifier() -> Verifier {
+    // The settings are the defaults and the secret is long enough: this cannot fail.
+    Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap_or_else(|e| {
+        panic!("the dev verifier of test gateways: {e}");
+    })
 }
 
 /// The answer to one `POST /v1/chat`.
@@ -107,121 +233,38 @@ pub struct ChatAnswer {
 pub struct Gateway {
     pub addr: SocketAddr,
     pub grpc_addr: SocketAddr,
-    pub state: AppState,
+    /// What the gateway serves, for a test that reads its stores or its health.
+    pub app: Arc<App>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// Resolves when both servers have returned from their graceful shutdown.
     pub stopped: Option<tokio::task::JoinHandle<()>>,
+    _dir: TempDir,
 }
 
 impl Gateway {
-    /// Starts `nagare serve`'s router on `127.0.0.1:0` with `provider` and dev-mode auth
-    /// ([`dev_token`] mints tokens for it); every model id the provider recognises or `allow`
-    /// lists can be requested.
+    /// A test gateway to configure, with dev-mode auth ([`dev_token`] mints tokens for it).
+    pub fn builder() -> GatewayBuilder {
+        let dir = TempDir::new("gateway").unwrap_or_else(|e| panic!("a temp dir: {e}"));
+        let config = test_config(dir.path()).unwrap_or_else(|e| panic!("test config: {e}"));
+        GatewayBuilder {
+            config,
+            injections: Vec::new(),
+            dir,
+        }
+    }
+
+    /// The common case: `provider` as the model, routing to `default_model` or any model id the
+    /// provider recognises or `allow` lists.
     pub async fn start(
         provider: Arc<dyn ModelProvider>,
         default_model: &str,
         allow: &[&str],
     ) -> anyhow::Result<Self> {
-        let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET))?;
-        Self::start_with(provider, default_model, allow, verifier).await
-    }
-
-    /// [`Gateway::start`] with a verifier of the test's own.
-    pub async fn start_with(
-        provider: Arc<dyn ModelProvider>,
-        default_model: &str,
-        allow: &[&str],
-        verifier: Verifier,
-    ) -> anyhow::Result<Self> {
-        Self::start_full(
-            provider,
-            default_model,
-            allow,
-            verifier,
-            WsSettings::default(),
-        )
-        .await
-    }
-
-    /// [`Gateway::start_with`] and WebSocket settings of the test's own.
-    pub async fn start_full(
-        provider: Arc<dyn ModelProvider>,
-        default_model: &str,
-        allow: &[&str],
-        verifier: Verifier,
-        ws: WsSettings,
-    ) -> anyhow::Result<Self> {
-        let pipeline = Arc::new(test_pipeline(provider, default_model, allow));
-        Self::start_pipeline(pipeline, verifier, ws).await
-    }
-
-    /// [`Gateway::start_pipeline`] with dev-mode auth and default WebSocket settings.
-    pub async fn serving(pipeline: ChatPipeline) -> anyhow::Result<Self> {
-        let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET))?;
-        Self::start_pipeline(Arc::new(pipeline), verifier, WsSettings::default()).await
-    }
-
-    /// [`Gateway::serving`] with `GET /metrics` and request counts in `metrics` (give the
-    /// pipeline the same `metrics` as its recorder to count chats too).
-    pub async fn serving_metrics(pipeline: ChatPipeline, metrics: Metrics) -> anyhow::Result<Self> {
-        let verifier = Verifier::new(&AuthSettings::default(), Some(DEV_SECRET))?;
-        let state = AppState::new(Arc::new(pipeline), Arc::new(verifier), "chat", 256 * 1024)
-            .with_metrics(metrics);
-        Self::start_state(state).await
-    }
-
-    /// Starts the router and the gRPC services around a pipeline of the test's own (with
-    /// memory, say).
-    pub async fn start_pipeline(
-        pipeline: Arc<ChatPipeline>,
-        verifier: Verifier,
-        ws: WsSettings,
-    ) -> anyhow::Result<Self> {
-        let state = AppState::new(pipeline, Arc::new(verifier), "chat", 256 * 1024).with_ws(ws);
-        Self::start_state(state).await
-    }
-
-    /// Starts the router and the gRPC services around `state`, built by the test.
-    pub async fn start_state(state: AppState) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let grpc_addr = grpc_listener.local_addr()?;
-        let grpc_settings = GrpcSettings::default();
-        let (routes, health) = grpc::routes(state.clone(), &grpc_settings)?;
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let app = http::router(state.clone());
-        let ready = state.ready.clone();
-        let task = tokio::spawn(async move {
-            let (stopping, _) = tokio::sync::watch::channel(false);
-            let http_stopped = wait_for_true(stopping.subscribe());
-            let grpc_stopped = wait_for_true(stopping.subscribe());
-            let http_shutdown = async move {
-                http_stopped.await;
-                ready.store(false, std::sync::atomic::Ordering::Relaxed);
-            };
-            let signal = async move {
-                let _ = stop_rx.await;
-                let _ = stopping.send(true);
-            };
-            let http = http::serve(listener, app, http_shutdown, SHUTDOWN_GRACE);
-            let grpc = grpc::serve(
-                grpc_listener,
-                routes,
-                health,
-                &grpc_settings,
-                grpc_stopped,
-                SHUTDOWN_GRACE,
-            );
-            let _ = tokio::join!(signal, http, grpc);
-        });
-        Ok(Self {
-            addr,
-            grpc_addr,
-            state,
-            stop: Some(stop),
-            stopped: Some(task),
-        })
+        Self::builder()
+            .model(provider)
+            .models(default_model, allow)
+            .start()
+            .await
     }
 
     /// Begins a graceful shutdown, as SIGTERM does for `nagare serve`.
@@ -264,9 +307,4 @@ impl Gateway {
     pub fn client(&self) -> reqwest::Client {
         authed_client(&dev_token("alice", &["chat"]))
     }
-}
-
-/// Resolves once the watched flag is true (or its sender is gone).
-async fn wait_for_true(mut flag: tokio::sync::watch::Receiver<bool>) {
-    let _ = flag.wait_for(|stop| *stop).await;
 }

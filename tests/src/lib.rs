@@ -14,14 +14,19 @@ pub mod moto;
 pub mod redis_server;
 pub mod serve;
 pub mod stamped;
+pub mod temp;
+pub mod wait;
 pub mod ws_client;
 
 pub use fake_bedrock::FakeBedrock;
 pub use fake_issuer::{FakeIssuer, TestKey};
 pub use fake_lambda::FakeLambdaRuntime;
 pub use harness::{
-    Gateway, authed_client, bedrock_provider, dev_token, tenant_token, test_sdk_config,
+    Gateway, GatewayBuilder, authed_client, bedrock_provider, dev_token, tenant_token,
+    test_sdk_config,
 };
+pub use temp::TempDir;
+pub use wait::eventually;
 
 /// The Python of the test venv (`tests/.venv`, made by `tests/run.sh`), or `NAGARE_TEST_PYTHON`.
 pub fn python() -> std::path::PathBuf {

@@ -3,12 +3,13 @@
 //! requires; `nagare-stream` serves the same routes with streamed responses.
 
 use nagare_gateway::config::{self, Overrides, ProcessEnv};
-use nagare_gateway::{lambda, telemetry};
+use nagare_gateway::telemetry;
+use nagare_gateway::wiring::Wiring;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let _telemetry = telemetry::init_lambda();
     let config = config::load(None, &ProcessEnv, &Overrides::default())?;
-    let router = lambda::build_router(&config).await?;
+    let router = Wiring::new(config).http_router().await?;
     lambda_http::run(router).await
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use nagare_gateway::config::{self, Overrides, ProcessEnv};
+use nagare_gateway::wiring::Wiring;
 use nagare_gateway::{lambda, telemetry};
 use serde_json::Value;
 use tracing::Instrument;
@@ -14,7 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let _telemetry = telemetry::init_lambda();
     let config = config::load(None, &ProcessEnv, &Overrides::default())?;
     let this_function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok();
-    let function = Arc::new(lambda::build(&config, this_function).await?);
+    let function = Arc::new(Wiring::new(config).ws_function(this_function).await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let function = function.clone();
         let span = lambda::invocation_span(&event.context.request_id, &event.payload);

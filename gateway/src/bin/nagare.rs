@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use nagare_authorizer::dev::{self, DevClaims};
 use nagare_gateway::config::{self, Overrides, ProcessEnv};
-use nagare_gateway::{client, server, telemetry};
+use nagare_gateway::{client, serve, telemetry, wiring};
 
 #[derive(Parser)]
 #[command(
@@ -141,7 +141,7 @@ fn serve(file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
             Err(e) => return fail(&e.to_string(), 2),
         }
     };
-    match runtime.block_on(server::run(config, server::shutdown_signal())) {
+    match runtime.block_on(serve::run(config, serve::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "nagare serve failed");
@@ -196,7 +196,7 @@ fn create_tables(file: Option<PathBuf>) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&format!("starting the async runtime: {e}"), 1),
     };
-    match runtime.block_on(server::create_tables(&config)) {
+    match runtime.block_on(wiring::create_tables(&config)) {
         Ok(report) => {
             for (table, created) in report {
                 println!("{table}: {}", if created { "created" } else { "exists" });

@@ -1,50 +1,27 @@
-//! The chat domain: the request, its validation, the events, and the one streaming pipeline
-//! every transport is a sink of.
+//! The chat contract every transport speaks: the request and its validation, the messages, the
+//! events of one chat and the unary reply. Plain types: the pipeline that produces the events
+//! lives in [`crate::pipeline`], and nothing here imports it.
 
-mod cache;
 mod event;
-mod event_stream;
-mod flight;
-mod memory;
-mod models;
-mod observe;
-mod pipeline;
+mod json;
+mod message;
 mod reply;
 mod request;
-mod upstream;
+mod route;
 
-pub use cache::{ChatCache, GLOBAL_SCOPE, Route};
 pub use event::{ChatEvent, Usage};
-pub use flight::Upstream;
-pub use memory::{Memory, MemorySettings, estimate_tokens};
-pub use models::{ModelCatalog, RoutingSettings, Why};
-pub use observe::ChatStream;
-pub use pipeline::{ChatPipeline, PipelineOptions};
+pub use json::{parse_json, parse_json_hiding};
+pub use message::{Message, Role};
 pub use reply::{ChatReply, ReplyMessage};
 pub use request::{
     CacheMode, CacheScope, ChatRequest, InferenceParams, RequestLimits, parse_chat_request,
-    parse_json,
 };
+pub use route::Route;
 
 /// Test fixtures shared by the unit tests of the pipeline, the HTTP router and WebSocket sessions.
 #[cfg(test)]
 pub(crate) mod test_support {
-    use std::sync::Arc;
-
     use nagare_authorizer::Principal;
-
-    use super::{ChatPipeline, ModelCatalog, PipelineOptions};
-    use crate::provider::{MockProvider, MockSettings};
-
-    /// A pipeline on the unpaced mock, defaulting to model `mock`.
-    pub fn mock_pipeline() -> ChatPipeline {
-        let models = ModelCatalog {
-            default: "mock".into(),
-            ..Default::default()
-        };
-        let provider = Arc::new(MockProvider::new(MockSettings::unpaced()));
-        ChatPipeline::new(provider, models, PipelineOptions::default())
-    }
 
     /// A caller with the chat scope.
     pub fn alice() -> Principal {

@@ -1,9 +1,9 @@
 //! The unary REST reply, built by draining the same event stream every other transport sends.
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{ChatEvent, ChatStream, Usage};
+use crate::chat::{ChatEvent, Usage};
 use crate::error::{Error, ErrorBody};
 
 /// `{"request_id","conversation_id","model","message":{"role","content"},"stop_reason","usage","latency_ms","cached"}`
@@ -33,7 +33,8 @@ pub struct ReplyMessage {
 
 impl ChatReply {
     /// Drains `stream`; an `error` event becomes the `Err`.
-    pub async fn collect(mut stream: ChatStream) -> Result<Self, ErrorBody> {
+    pub async fn collect(stream: impl Stream<Item = ChatEvent>) -> Result<Self, ErrorBody> {
+        let mut stream = std::pin::pin!(stream);
         let mut reply = ChatReply {
             request_id: String::new(),
             conversation_id: None,

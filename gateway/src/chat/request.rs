@@ -1,12 +1,12 @@
 //! The chat request every transport accepts, and its validation.
 
 use serde::{Deserialize, Serialize};
-use serde_json::error::Category;
 
+use crate::chat::parse_json;
 use crate::error::Error;
 
 /// A chat request as it arrives on the wire (REST body, WebSocket `chat` frame, gRPC message).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     pub message: String,
@@ -89,24 +89,6 @@ const MAX_MODEL_CHARS: usize = 256;
 /// Parses a JSON body, naming the offending field in the error.
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, Error> {
     parse_json(body)
-}
-
-/// Deserializes JSON with serde_path_to_error so the message says which field is wrong.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        let syntax = matches!(
-            inner.classify(),
-            Category::Syntax | Category::Eof | Category::Io
-        );
-        if syntax || matches!(path.as_str(), "." | "?" | "") {
-            Error::InvalidRequest(format!("invalid JSON body: {inner}"))
-        } else {
-            Error::InvalidRequest(format!("{path}: {inner}"))
-        }
-    })
 }
 
 impl ChatRequest {

@@ -5,24 +5,20 @@ use nagare_authorizer::{AuthError, Principal, token};
 use tonic::metadata::MetadataMap;
 use tracing::Instrument;
 
+use crate::app::App;
 use crate::error::Error;
-use crate::http::AppState;
 
 /// The caller, or the error table's `unauthorized` / `forbidden` / `upstream_unavailable`.
-pub async fn authenticate(state: &AppState, metadata: &MetadataMap) -> Result<Principal, Error> {
+pub async fn authenticate(app: &App, metadata: &MetadataMap) -> Result<Principal, Error> {
     let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
     let result = match token::find(authorization, None, None) {
         None => Err(AuthError::MissingToken),
-        Some(raw) => state
+        Some(raw) => app
             .verifier
             .verify(raw)
             .instrument(crate::trace_span!("auth"))
             .await
-            .and_then(|principal| {
-                principal
-                    .require_scope(&state.chat_scope)
-                    .map(|()| principal)
-            }),
+            .and_then(|principal| principal.require_scope(&app.chat_scope).map(|()| principal)),
     };
     result.map_err(|e| {
         tracing::info!(reason = e.kind(), "gRPC call refused by authentication");

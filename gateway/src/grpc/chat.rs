@@ -3,6 +3,7 @@
 //! client cancels, the pipeline's stream is dropped, which aborts the upstream model stream.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
@@ -12,18 +13,18 @@ use tokio::time::{Instant, Sleep};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
+use crate::app::App;
 use crate::chat::{
-    CacheMode, CacheScope, ChatEvent, ChatReply, ChatRequest, ChatStream, InferenceParams, Route,
-    Usage,
+    CacheMode, CacheScope, ChatEvent, ChatReply, ChatRequest, InferenceParams, Route, Usage,
 };
 use crate::error::Error;
 use crate::grpc::auth::authenticate;
 use crate::grpc::deadline::deadline;
 use crate::grpc::status;
-use crate::http::AppState;
+use crate::pipeline::ChatStream;
 
 pub struct ChatApi {
-    state: AppState,
+    app: Arc<App>,
 }
 
 /// A chat the pipeline has accepted.
@@ -34,8 +35,8 @@ struct Started {
 }
 
 impl ChatApi {
-    pub fn new(state: AppState) -> Self {
-        Self { state }
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
     }
 
     /// Reads the deadline, authenticates, validates and starts the chat, all within the deadline.
@@ -46,17 +47,18 @@ impl ChatApi {
         let (metadata, _, message) = request.into_parts();
         let client_id = message.request_id.clone();
         let work = async {
-            let principal = authenticate(&self.state, &metadata)
+            let principal = authenticate(&self.app, &metadata)
                 .await
                 .map_err(|e| status::from_error(&e, client_id.as_deref()))?;
             let chat = self
                 .chat_request(message)
+                .and_then(|r| self.app.pipeline.admit(r, &principal, Route::Grpc, started))
                 .map_err(|e| status::from_error(&e, client_id.as_deref()))?;
-            let request_id = chat.id().to_owned();
+            let request_id = chat.request_id().to_owned();
             let events = self
-                .state
+                .app
                 .pipeline
-                .start(&principal, Route::Grpc, chat, started)
+                .start(chat)
                 .await
                 .map_err(|e| status::from_error(&e, Some(&request_id)))?;
             Ok(Started {
@@ -68,15 +70,13 @@ impl ChatApi {
         within(deadline, client_id.as_deref(), work).await
     }
 
-    /// The wire message as a validated [`ChatRequest`], held to the REST body limit.
+    /// The wire message as a [`ChatRequest`], held to the REST body limit.
     fn chat_request(&self, message: pb::ChatRequest) -> Result<ChatRequest, Error> {
-        let limit = self.state.body_limit;
+        let limit = self.app.body_limit;
         if prost::Message::encoded_len(&message) > limit {
             return Err(Error::PayloadTooLarge { limit });
         }
-        ChatRequest::try_from(message)?.validate(self.state.pipeline.limits(), || {
-            uuid::Uuid::new_v4().to_string()
-        })
+        ChatRequest::try_from(message)
     }
 }
 

@@ -1,29 +1,31 @@
 //! `nagare.v1.ConversationService`: the caller's own conversations, as `GET` and `DELETE
 //! /v1/conversations` serve them. Someone else's conversation is NOT_FOUND, as a missing one is.
 
+use std::sync::Arc;
+
 use nagare_authorizer::Principal;
 use nagare_proto::v1 as pb;
 use nagare_proto::v1::conversation_service_server::ConversationService;
 use tonic::{Request, Response, Status};
 
+use crate::app::App;
+use crate::chat::Role;
 use crate::error::Error;
 use crate::grpc::auth::authenticate;
 use crate::grpc::status;
-use crate::http::AppState;
-use crate::provider::Role;
 use crate::store::{ConversationMeta, Turn, check_conversation_id, not_found, page_size};
 
 pub struct ConversationApi {
-    state: AppState,
+    app: Arc<App>,
 }
 
 impl ConversationApi {
-    pub fn new(state: AppState) -> Self {
-        Self { state }
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        authenticate(&self.state, request.metadata())
+        authenticate(&self.app, request.metadata())
             .await
             .map_err(|e| status::from_error(&e, None))
     }
@@ -48,7 +50,7 @@ impl ConversationService for ConversationApi {
         let principal = self.caller(&request).await?;
         let r = request.into_inner();
         let (size, token) = paging(r.page_size, &r.page_token).map_err(failed)?;
-        let store = self.state.conversations().map_err(failed)?;
+        let store = self.app.conversations().map_err(failed)?;
         let page = store
             .list(&principal.sub, size, token)
             .await
@@ -67,7 +69,7 @@ impl ConversationService for ConversationApi {
         let r = request.into_inner();
         check_conversation_id(&r.conversation_id).map_err(failed)?;
         let (size, token) = paging(r.page_size, &r.page_token).map_err(failed)?;
-        let store = self.state.conversations().map_err(failed)?;
+        let store = self.app.conversations().map_err(failed)?;
         let page = store
             .turns(&principal.sub, &r.conversation_id, size, token)
             .await
@@ -87,7 +89,7 @@ impl ConversationService for ConversationApi {
         let principal = self.caller(&request).await?;
         let id = request.into_inner().conversation_id;
         check_conversation_id(&id).map_err(failed)?;
-        let store = self.state.conversations().map_err(failed)?;
+        let store = self.app.conversations().map_err(failed)?;
         if store.delete(&principal.sub, &id).await.map_err(failed)? {
             Ok(Response::new(pb::DeleteConversationResponse {}))
         } else {

@@ -10,6 +10,8 @@ mod observe;
 mod status;
 mod tasks;
 
+use std::sync::Arc;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::http::AppState;
+use crate::app::App;
 
 /// Every gRPC route, each call traced and counted.
 pub type GrpcRoutes = observe::Observed<Routes>;
@@ -70,17 +72,17 @@ const SERVICES: &[&str] = &[
 
 /// Every gRPC service, ready to serve, and the health reporter that [`serve`] updates.
 pub fn routes(
-    state: AppState,
+    app: Arc<App>,
     settings: &GrpcSettings,
 ) -> Result<(GrpcRoutes, HealthReporter), tonic_reflection::server::Error> {
-    let metrics = state.metrics.clone();
+    let metrics = app.metrics.clone();
     let limit = settings.max_message_bytes;
     let chat =
-        ChatServiceServer::new(chat::ChatApi::new(state.clone())).max_decoding_message_size(limit);
+        ChatServiceServer::new(chat::ChatApi::new(app.clone())).max_decoding_message_size(limit);
     let conversations =
-        ConversationServiceServer::new(conversations::ConversationApi::new(state.clone()))
+        ConversationServiceServer::new(conversations::ConversationApi::new(app.clone()))
             .max_decoding_message_size(limit);
-    let tasks = TaskServiceServer::new(tasks::TaskApi::new(state)).max_decoding_message_size(limit);
+    let tasks = TaskServiceServer::new(tasks::TaskApi::new(app)).max_decoding_message_size(limit);
     let (reporter, health) = tonic_health::server::health_reporter();
     // v1 and the older v1alpha: grpcurl asks for v1 first, many tools only speak v1alpha.
     let reflection = || {

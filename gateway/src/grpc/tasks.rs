@@ -1,32 +1,30 @@
 //! `nagare.v1.TaskService`: `POST` and `GET /v1/tasks` over gRPC. The same submission checks,
 //! the same owner-only reads (anyone else's task is NOT_FOUND, as a missing one is).
 
+use std::sync::Arc;
+
 use nagare_proto::v1 as pb;
 use nagare_proto::v1::task_service_server::TaskService;
 use tonic::{Request, Response, Status};
 
-use crate::chat::{ChatReply, ChatRequest};
+use crate::app::App;
+use crate::chat::ChatRequest;
 use crate::error::Error;
 use crate::grpc::auth::authenticate;
 use crate::grpc::status;
-use crate::http::AppState;
 use crate::tasks::{DeliveryStatus, Destinations, TaskRecord, TaskStatus, Tasks};
 
 pub struct TaskApi {
-    state: AppState,
+    app: Arc<App>,
 }
 
 impl TaskApi {
-    pub fn new(state: AppState) -> Self {
-        Self { state }
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
     }
 
     fn tasks(&self) -> Result<&Tasks, Status> {
-        self.state.tasks.as_deref().ok_or_else(|| {
-            failed(Error::NotFound(
-                "tasks are not enabled on this server".into(),
-            ))
-        })
+        self.app.tasks().map_err(failed)
     }
 }
 
@@ -56,11 +54,7 @@ impl From<&TaskRecord> for pb::Task {
             attempts: r.attempts,
             created_at: r.created_at,
             updated_at: r.updated_at,
-            result: r
-                .result
-                .as_deref()
-                .and_then(|json| serde_json::from_str::<ChatReply>(json).ok())
-                .map(Into::into),
+            result: r.result.clone().map(Into::into),
             error: r.error.as_ref().map(|e| pb::TaskError {
                 code: e.code.as_str().to_owned(),
                 message: e.message.clone(),
@@ -85,12 +79,12 @@ impl TaskService for TaskApi {
         &self,
         request: Request<pb::SubmitTaskRequest>,
     ) -> Result<Response<pb::SubmitTaskReply>, Status> {
-        let principal = authenticate(&self.state, request.metadata())
+        let principal = authenticate(&self.app, request.metadata())
             .await
             .map_err(failed)?;
         let tasks = self.tasks()?;
         let r = request.into_inner();
-        let limit = self.state.body_limit;
+        let limit = self.app.body_limit;
         if prost::Message::encoded_len(&r) > limit {
             return Err(failed(Error::PayloadTooLarge { limit }));
         }
@@ -98,16 +92,15 @@ impl TaskService for TaskApi {
             .chat
             .ok_or_else(|| failed(Error::InvalidRequest("chat: required".into())))?;
         let chat = ChatRequest::try_from(chat).map_err(failed)?;
-        let limits = self.state.pipeline.limits();
         let task_id = tasks
             .submit(
+                &self.app.pipeline,
                 &principal,
                 chat,
                 Destinations {
                     callback_url: r.callback_url,
                     connection_id: r.connection_id,
                 },
-                limits,
             )
             .await
             .map_err(failed)?;
@@ -121,7 +114,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let principal = authenticate(&self.state, request.metadata())
+        let principal = authenticate(&self.app, request.metadata())
             .await
             .map_err(failed)?;
         let record = self

@@ -1,6 +1,8 @@
 //! Authentication of HTTP requests: a bearer token verified by the shared [`Verifier`], and the
 //! chat scope. 401 carries `WWW-Authenticate: Bearer …` (RFC 6750) and the usual error JSON.
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
@@ -8,13 +10,14 @@ use axum::response::{IntoResponse, Response};
 use nagare_authorizer::{AuthError, AuthFailure, token};
 use tracing::Instrument;
 
+use crate::app::App;
 use crate::error::Error;
 use crate::http::error::ApiError;
-use crate::http::{AppState, header_request_id};
+use crate::http::header_request_id;
 
 /// Verifies the caller and puts its [`nagare_authorizer::Principal`] into the request's extensions.
 pub async fn require_chat_scope(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -37,15 +40,13 @@ pub async fn require_chat_scope(
     );
     let result = match found {
         None => Err(AuthError::MissingToken),
-        Some(raw) => match state
+        Some(raw) => match app
             .verifier
             .verify(raw)
             .instrument(crate::trace_span!("auth"))
             .await
         {
-            Ok(principal) => principal
-                .require_scope(&state.chat_scope)
-                .map(|()| principal),
+            Ok(principal) => principal.require_scope(&app.chat_scope).map(|()| principal),
             Err(e) => Err(e),
         },
     };

@@ -2,6 +2,7 @@
 //! the same pipeline.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -14,22 +15,22 @@ use axum::{Extension, Json};
 use futures::StreamExt;
 use nagare_authorizer::Principal;
 
-use crate::chat::{
-    CacheMode, ChatEvent, ChatReply, ChatRequest, ChatStream, Route, parse_chat_request,
-};
+use crate::app::App;
+use crate::chat::{CacheMode, ChatEvent, ChatReply, ChatRequest, Route, parse_chat_request};
 use crate::error::Error;
 use crate::http::error::ApiError;
-use crate::http::{AppState, Arrived, header_id, header_request_id, with_request_id};
+use crate::http::{Arrived, header_id, header_request_id, with_request_id};
+use crate::pipeline::ChatStream;
 
 /// `POST /v1/chat`: the whole reply as one JSON object.
 pub async fn unary(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Extension(principal): Extension<Principal>,
     Extension(Arrived(arrived)): Extension<Arrived>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let chat = start(&state, &principal, Route::Chat, arrived, &headers, body).await;
+    let chat = start(&app, &principal, Route::Chat, arrived, &headers, body).await;
     let (request_id, stream) = match chat {
         Ok(started) => started,
         Err(e) => return e.into_response(),
@@ -43,21 +44,13 @@ pub async fn unary(
 /// `POST /v1/chat/stream`: `text/event-stream`, one SSE event per [`ChatEvent`], `event:` = its type.
 /// Failures before the model starts are plain JSON errors with their HTTP status.
 pub async fn stream(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Extension(principal): Extension<Principal>,
     Extension(Arrived(arrived)): Extension<Arrived>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = start(
-        &state,
-        &principal,
-        Route::ChatStream,
-        arrived,
-        &headers,
-        body,
-    )
-    .await;
+    let started = start(&app, &principal, Route::ChatStream, arrived, &headers, body).await;
     let (request_id, events) = match started {
         Ok(started) => started,
         Err(e) => return e.into_response(),
@@ -73,24 +66,37 @@ pub async fn stream(
     with_request_id(response, &request_id)
 }
 
-/// Reads and validates the body and starts the pipeline; returns the request id and the events.
+/// Reads the body, has the pipeline admit it and starts the chat; returns the request id and
+/// the events.
 async fn start(
-    state: &AppState,
+    app: &App,
     principal: &Principal,
     route: Route,
     started: Instant,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(String, ChatStream), ApiError> {
-    let request = read_request(state, headers, body)?;
-    let request_id = request.id().to_owned();
-    match state
+    let header_id = header_request_id(headers);
+    let reject = |e: Error, request_id: Option<&str>| {
+        tracing::debug!(code = e.code().as_str(), error = %e, "rejected chat request");
+        let request_id = request_id
+            .map(str::to_owned)
+            .or_else(|| header_id.clone())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        ApiError::new(&e, request_id)
+    };
+    let mut request = read_request(app, headers, body).map_err(|e| reject(e, None))?;
+    if request.request_id.is_none() {
+        request.request_id.clone_from(&header_id);
+    }
+    let chat = app
         .pipeline
-        .start(principal, route, request, started)
-        .await
-    {
+        .admit(request, principal, route, started)
+        .map_err(|e| reject(e, None))?;
+    let request_id = chat.request_id().to_owned();
+    match app.pipeline.start(chat).await {
         Ok(events) => Ok((request_id, events)),
-        Err(e) => Err(ApiError::new(&e, request_id)),
+        Err(e) => Err(reject(e, Some(&request_id))),
     }
 }
 
@@ -105,52 +111,37 @@ fn sse_event(event: &ChatEvent) -> Event {
     }
 }
 
-/// Body → validated request, or the error response, which echoes the best request id we have.
+/// The body as a chat request, with the `Idempotency-Key` and `Cache-Control` headers applied.
 fn read_request(
-    state: &AppState,
+    app: &App,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<ChatRequest, ApiError> {
-    let header_id = header_request_id(headers);
-    let fallback = || {
-        header_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-    };
-    let reject = |e: Error| {
-        tracing::debug!(code = e.code().as_str(), error = %e, "rejected chat request");
-        ApiError::new(&e, fallback())
-    };
-    check_content_type(headers).map_err(reject)?;
+) -> Result<ChatRequest, Error> {
+    check_content_type(headers)?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            reject(Error::PayloadTooLarge {
-                limit: state.body_limit,
-            })
+            Error::PayloadTooLarge {
+                limit: app.body_limit,
+            }
         } else {
-            reject(Error::InvalidRequest(format!(
-                "could not read the body: {rejection}"
-            )))
+            Error::InvalidRequest(format!("could not read the body: {rejection}"))
         }
     })?;
-    let key = idempotency_key(headers).map_err(reject)?;
-    parse_chat_request(&body)
-        .and_then(|mut r| {
-            match (&r.request_id, key) {
-                (Some(id), Some(key)) if *id != key => {
-                    return Err(Error::InvalidRequest(
-                        "Idempotency-Key and request_id differ; send one, or the same value".into(),
-                    ));
-                }
-                (None, Some(key)) => r.request_id = Some(key),
-                _ => {}
-            }
-            if r.cache == CacheMode::Default {
-                r.cache = cache_control(headers);
-            }
-            r.validate(state.pipeline.limits(), fallback)
-        })
-        .map_err(reject)
+    let key = idempotency_key(headers)?;
+    let mut request = parse_chat_request(&body)?;
+    match (&request.request_id, key) {
+        (Some(id), Some(key)) if *id != key => {
+            return Err(Error::InvalidRequest(
+                "Idempotency-Key and request_id differ; send one, or the same value".into(),
+            ));
+        }
+        (None, Some(key)) => request.request_id = Some(key),
+        _ => {}
+    }
+    if request.cache == CacheMode::Default {
+        request.cache = cache_control(headers);
+    }
+    Ok(request)
 }
 
 /// `Cache-Control: no-store` means no cache at all (bypass); `no-cache` means do not serve a
@@ -183,8 +174,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
     })
 }
 
-/// Accepts JSON, or no content type at all; anything else is a client mistake worth naming.
-fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
+/// Accepts JSON, no content type at all, or curl's default `application/x-www-form-urlencoded`
+/// (`curl -d '{...}'` sends JSON with it; the body must still be JSON). Anything else is a client
+/// mistake worth naming. Accepting a form type opens no cross-site hole: every route needs a
+/// bearer token in a header, which a cross-site form cannot send.
+pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -195,8 +189,10 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
         .next()
         .unwrap_or("")
         .trim();
-    let json = mime.eq_ignore_ascii_case("application/json")
-        || mime.to_ascii_lowercase().ends_with("+json");
+    let mime_lower = mime.to_ascii_lowercase();
+    let json = mime_lower == "application/json"
+        || mime_lower.ends_with("+json")
+        || mime_lower == "application/x-www-form-urlencoded";
     if json {
         Ok(())
     } else {

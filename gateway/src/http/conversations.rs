@@ -1,6 +1,8 @@
 //! `GET /v1/conversations`, `GET /v1/conversations/{id}` and `DELETE /v1/conversations/{id}`:
 //! the caller's own conversations. Someone else's conversation answers 404, as a missing one does.
 
+use std::sync::Arc;
+
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
@@ -10,8 +12,8 @@ use axum::{Extension, Json};
 use nagare_authorizer::Principal;
 use serde_json::json;
 
+use crate::app::App;
 use crate::error::Error;
-use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::store::{check_conversation_id, not_found, page_size};
 
@@ -39,14 +41,14 @@ fn respond(result: Result<Response, Error>) -> Response {
 
 /// `GET /v1/conversations`: the caller's conversations, most recently updated first.
 pub async fn list(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Extension(principal): Extension<Principal>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     respond(
         async {
             let (limit, page) = paging(&query)?;
-            let page = state
+            let page = app
                 .conversations()?
                 .list(&principal.sub, limit, page)
                 .await?;
@@ -62,7 +64,7 @@ pub async fn list(
 
 /// `GET /v1/conversations/{id}`: a page of its turns, oldest first.
 pub async fn get(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
@@ -71,7 +73,7 @@ pub async fn get(
         async {
             check_conversation_id(&id)?;
             let (limit, page) = paging(&query)?;
-            let page = state
+            let page = app
                 .conversations()?
                 .turns(&principal.sub, &id, limit, page)
                 .await?
@@ -89,14 +91,14 @@ pub async fn get(
 
 /// `DELETE /v1/conversations/{id}`: 204, or 404 if it is not the caller's.
 pub async fn delete(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Response {
     respond(
         async {
             check_conversation_id(&id)?;
-            if state.conversations()?.delete(&principal.sub, &id).await? {
+            if app.conversations()?.delete(&principal.sub, &id).await? {
                 Ok(StatusCode::NO_CONTENT.into_response())
             } else {
                 Err(not_found())

@@ -1,6 +1,8 @@
 //! Every HTTP request's server span (continuing the caller's `traceparent`) and its count and
 //! latency by route and error code; and `GET /metrics`.
 
+use std::sync::Arc;
+
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -9,8 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+use crate::app::App;
 use crate::error::{Error, ErrorCode};
-use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::telemetry::{self, CONTENT_TYPE, Metrics};
 
@@ -56,16 +58,23 @@ pub async fn observe(
 }
 
 /// `GET /metrics`: the Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    let Some(registry) = &state.registry else {
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let Some(registry) = &app.registry else {
         let error =
             Error::NotFound("metrics are off on this server (metrics.enabled = false)".into());
         return ApiError::new(&error, uuid::Uuid::new_v4().to_string()).into_response();
     };
     // The queue's depth lives in its store: read it now, so the scrape sees it current.
-    if let (Some(metrics), Some(tasks)) = (&state.metrics, &state.tasks) {
+    if let (Some(metrics), Some(tasks)) = (&app.metrics, &app.tasks) {
         match tasks.queue.depth().await {
-            Ok(depth) => metrics.queue_depth(tasks.queue.name(), depth),
+            Ok(depth) => {
+                metrics.queue_depth(
+                    tasks.queue.name(),
+                    depth.waiting,
+                    depth.in_flight,
+                    depth.dead,
+                );
+            }
             Err(e) => tracing::warn!(error = %e, "reading the task queue's depth"),
         }
     }

@@ -1,7 +1,6 @@
 //! Router tests through `tower::ServiceExt::oneshot`: the whole HTTP surface without a socket.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -12,19 +11,15 @@ use nagare_authorizer::{AuthSettings, Verifier};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use super::{AppState, router};
-use crate::chat::test_support::mock_pipeline;
+use super::router;
+use crate::app::{App, test_app};
+use crate::pipeline::test_support::mock_pipeline;
 
 const SECRET: &[u8] = b"router-test-secret-of-32-bytes!!";
 
-fn state() -> AppState {
+fn state() -> Arc<App> {
     let verifier = Verifier::new(&AuthSettings::default(), Some(SECRET)).unwrap();
-    AppState::new(
-        Arc::new(mock_pipeline()),
-        Arc::new(verifier),
-        "chat",
-        256 * 1024,
-    )
+    test_app(mock_pipeline(), verifier)
 }
 
 fn token(scopes: &[&str]) -> String {
@@ -38,7 +33,7 @@ fn token(scopes: &[&str]) -> String {
 }
 
 async fn send(
-    state: &AppState,
+    app: &Arc<App>,
     path: &str,
     content_type: Option<&str>,
     body: impl Into<Body>,
@@ -48,7 +43,7 @@ async fn send(
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
     }
-    let response = router(state.clone())
+    let response = router(app.clone())
         .oneshot(req.body(body.into()).unwrap())
         .await
         .unwrap();
@@ -59,11 +54,11 @@ async fn send(
 }
 
 async fn post_json(
-    state: &AppState,
+    app: &Arc<App>,
     path: &str,
     body: &str,
 ) -> (StatusCode, axum::http::HeaderMap, String) {
-    send(state, path, Some("application/json"), body.to_owned()).await
+    send(app, path, Some("application/json"), body.to_owned()).await
 }
 
 /// `(event name, JSON data)` of each SSE event in a complete body.
@@ -314,7 +309,7 @@ async fn health_readiness_and_unknown_routes() {
     assert_eq!(get("/healthz").await, StatusCode::OK);
     assert_eq!(get("/readyz").await, StatusCode::OK);
     assert_eq!(get("/nope").await, StatusCode::NOT_FOUND);
-    s.ready.store(false, Ordering::Relaxed);
+    s.health.stopping();
     assert_eq!(get("/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(get("/healthz").await, StatusCode::OK);
 }

@@ -1,6 +1,8 @@
 //! `GET /v1/ws`: the upgrade. Authentication already happened (a 401 comes before any upgrade);
 //! the session itself lives in [`crate::ws`].
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
@@ -9,7 +11,7 @@ use futures::StreamExt;
 use nagare_authorizer::Principal;
 use tracing::Instrument;
 
-use crate::http::AppState;
+use crate::app::App;
 use crate::telemetry::Metrics;
 use crate::ws;
 
@@ -20,7 +22,7 @@ pub const SUBPROTOCOL: &str = "nagare.v1";
 const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 pub async fn upgrade(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
@@ -31,7 +33,11 @@ pub async fn upgrade(
         .is_some_and(|v| v.split(',').any(|p| p.trim() == SUBPROTOCOL));
     // Room for a message over the limit to arrive, so it gets an error frame instead of a dropped
     // connection; anything far larger is refused by the protocol layer itself.
-    let hard_limit = state.ws.max_message_bytes.saturating_mul(4).max(64 * 1024);
+    let hard_limit = app
+        .websocket
+        .max_message_bytes
+        .saturating_mul(4)
+        .max(64 * 1024);
     // tungstenite's default 128 KiB read buffer, allocated up front, would dominate the memory of
     // an idle connection; chat frames are small, and larger ones still arrive, in more reads.
     let mut upgrade = upgrade
@@ -42,10 +48,10 @@ pub async fn upgrade(
     if offered {
         upgrade = upgrade.protocols([SUBPROTOCOL]);
     }
-    let settings = state.ws.clone();
-    let pipeline = state.pipeline.clone();
-    let connections = state.connections.clone();
-    let open = state.metrics.as_ref().map(Metrics::websocket_open);
+    let settings = app.websocket.clone();
+    let pipeline = app.pipeline.clone();
+    let connections = app.connections.clone();
+    let open = app.metrics.as_ref().map(Metrics::websocket_open);
     // The session outlives this request; its chats join the upgrade's trace through this span.
     let session = crate::trace_span!("websocket.session");
     upgrade.on_upgrade(move |socket| {

@@ -28,7 +28,7 @@ pub struct GenerateJob {
     pub sub: String,
     pub tenant: String,
     pub scopes: String,
-    /// Validated, with its request id filled in.
+    /// Admitted by the `chat` route, with its request id filled in.
     pub request: ChatRequest,
 }
 
@@ -70,16 +70,18 @@ async fn stream(
     started: std::time::Instant,
 ) -> Result<(), PushError> {
     let request_id = job.request.id();
-    let mut events = match f
-        .pipeline
-        .start(
-            &job.principal(),
-            Route::LambdaWebSocket,
-            job.request.clone(),
-            started,
-        )
-        .await
-    {
+    // Admitted again: the job crossed a process boundary as plain data.
+    let chat = f.app.pipeline.admit(
+        job.request.clone(),
+        &job.principal(),
+        Route::LambdaWebSocket,
+        started,
+    );
+    let begun = match chat {
+        Ok(chat) => f.app.pipeline.start(chat).await,
+        Err(e) => Err(e),
+    };
+    let mut events = match begun {
         Ok(events) => events,
         Err(e) => return post(f, target, frames::error(Some(request_id), &e).into()).await,
     };

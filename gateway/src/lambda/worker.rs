@@ -6,21 +6,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::future::join_all;
 
-use crate::config::Config;
-use crate::error::StartupError;
 use crate::tasks::{Handled, Message, Worker};
-
-/// Builds the worker from the config, once per Lambda instance.
-pub async fn build_worker(config: &Config) -> Result<Worker, StartupError> {
-    if config.tasks.callback_secret.is_none() {
-        return Err(StartupError::Config(
-            "tasks.callback_secret: required in Lambda, which has no data dir to keep a generated key".into(),
-        ));
-    }
-    let (pipeline, stores) = super::build_pipeline(config).await?;
-    let tasks = super::build_tasks(config, &stores).await?;
-    Ok(Worker::new(tasks, pipeline))
-}
 
 /// Runs every record of `event` at once; the ones left for later are the batch's failures.
 pub async fn handle_batch(worker: &Worker, event: SqsEvent) -> SqsBatchResponse {

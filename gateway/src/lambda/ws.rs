@@ -3,6 +3,7 @@
 //! invocation, so what a connection needs to remember lives in the [`ConnectionStore`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use bytes::Bytes;
@@ -10,7 +11,8 @@ use serde_json::Value;
 
 use super::generate::{self, GenerateJob};
 use super::{AsyncInvoker, LambdaWsSettings};
-use crate::chat::{ChatPipeline, ChatRequest};
+use crate::app::App;
+use crate::chat::{ChatRequest, Route};
 use crate::error::Error;
 use crate::push::ConnectionPusher;
 use crate::store::{AdmitRefusal, ConnectionRecord, ConnectionStore, unix_now};
@@ -22,7 +24,7 @@ const JOB_KEY: &str = "nagare_generate";
 
 /// Everything the handler uses, built once per Lambda instance.
 pub struct WsFunction {
-    pub pipeline: Arc<ChatPipeline>,
+    pub app: Arc<App>,
     pub store: Arc<dyn ConnectionStore>,
     pub pusher: Arc<dyn ConnectionPusher>,
     pub invoker: Arc<dyn AsyncInvoker>,
@@ -160,17 +162,21 @@ impl WsFunction {
         target: &Target<'_>,
         request: ChatRequest,
     ) -> Result<(), (Option<String>, Error)> {
-        let request = request
-            .validate(self.pipeline.limits(), || uuid::Uuid::new_v4().to_string())
-            .map_err(|e| (None, e))?;
-        let request_id = request.id().to_owned();
-        let fail = |e: Error| (Some(request_id.clone()), e);
+        let client_id = request.request_id.clone();
         let record = self
             .store
             .get(target.connection_id)
             .await
-            .map_err(fail)?
-            .ok_or_else(|| fail(unknown_connection()))?;
+            .map_err(|e| (client_id.clone(), e))?
+            .ok_or_else(|| (client_id.clone(), unknown_connection()))?;
+        let principal = record.principal();
+        let chat = self
+            .app
+            .pipeline
+            .admit(request, &principal, Route::LambdaWebSocket, Instant::now())
+            .map_err(|e| (None, e))?;
+        let request_id = chat.request_id().to_owned();
+        let fail = |e: Error| (Some(request_id.clone()), e);
         let max = self.websocket.max_inflight;
         match self
             .store
@@ -189,7 +195,7 @@ impl WsFunction {
             sub: record.sub,
             tenant: record.tenant,
             scopes: record.scopes,
-            request,
+            request: chat.into_request(),
         };
         let payload = serde_json::to_vec(&serde_json::json!({ JOB_KEY: job }))
             .map_err(|e| fail(Error::Internal(e.to_string())))?;

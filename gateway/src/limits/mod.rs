@@ -18,9 +18,8 @@ use nagare_authorizer::Principal;
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::chat::Upstream;
 use crate::error::Error;
-use crate::provider::ProviderEvent;
+use crate::provider::{ProviderEvent, ProviderStream};
 use crate::store::unix_now;
 
 pub use counters::{Counters, LocalCounters};
@@ -304,15 +303,14 @@ impl Reservation {
         }
     }
 
-    /// Settles this reservation when `upstream` reports its usage (Bedrock's `metadata`, before
+    /// Settles this reservation when `stream` reports its usage (Bedrock's `metadata`, before
     /// the chat's `done`). A stream that ends without it keeps the reservation in full.
-    pub fn settle_on_usage(self, upstream: Upstream) -> Upstream {
+    pub fn settle_on_usage(self, stream: ProviderStream) -> ProviderStream {
         if self.0.keys.is_empty() {
             // No token limit applies: nothing to settle, so no cost per event.
-            return upstream;
+            return stream;
         }
-        let stream = upstream
-            .stream
+        stream
             .then(move |event| {
                 let used = match &event {
                     Ok(ProviderEvent::Usage(u)) => Some(u.input_tokens + u.output_tokens),
@@ -326,8 +324,7 @@ impl Reservation {
                     event
                 }
             })
-            .boxed();
-        Upstream { stream, ..upstream }
+            .boxed()
     }
 }
 

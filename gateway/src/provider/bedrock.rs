@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
@@ -15,12 +15,10 @@ use aws_sdk_bedrockruntime::types::{
 use futures::StreamExt;
 use futures::stream;
 
-use crate::chat::Usage;
+use crate::chat::{Role, Usage};
 use crate::error::{Error, StartupError};
 use crate::provider::bedrock_errors::map_sdk_error;
-use crate::provider::{
-    Completion, ModelProvider, ProviderEvent, ProviderRequest, ProviderStream, Role,
-};
+use crate::provider::{Completion, ModelProvider, ProviderEvent, ProviderRequest, ProviderStream};
 
 /// `[provider.bedrock]`: where and how to reach Bedrock. Credentials come from the standard
 /// AWS chain (environment, profile, SSO, container or instance role).
@@ -51,15 +49,13 @@ pub struct BedrockProvider {
 }
 
 impl BedrockProvider {
-    /// Loads region and credentials from the standard AWS chain and fails fast, naming the fix,
-    /// when either is missing.
-    pub async fn from_environment(settings: &BedrockSettings) -> Result<Self, StartupError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &settings.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        let sdk = loader.load().await;
-        if sdk.region().is_none() {
+    /// The provider on the shared AWS config, failing fast, naming the fix, when it has no region
+    /// or no credentials can be found.
+    pub async fn checked(
+        sdk: &SdkConfig,
+        settings: &BedrockSettings,
+    ) -> Result<Self, StartupError> {
+        if sdk.region().is_none() && settings.region.is_none() {
             return Err(StartupError::Provider(
                 "provider bedrock: no AWS region; set AWS_REGION or [provider.bedrock] region"
                     .into(),
@@ -71,7 +67,7 @@ impl BedrockProvider {
         let found =
             tokio::time::timeout(Duration::from_secs(10), creds.provide_credentials()).await;
         match found {
-            Ok(Ok(_)) => Ok(Self::new(&sdk, settings)),
+            Ok(Ok(_)) => Ok(Self::new(sdk, settings)),
             Ok(Err(e)) => Err(StartupError::Provider(format!(
                 "provider bedrock: no AWS credentials found ({e}); set AWS_ACCESS_KEY_ID and \
                  AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run where a role is attached"
@@ -93,6 +89,9 @@ impl BedrockProvider {
             .timeout_config(timeouts);
         if let Some(url) = &settings.endpoint_url {
             config = config.endpoint_url(url);
+        }
+        if let Some(region) = &settings.region {
+            config = config.region(Region::new(region.clone()));
         }
         Self {
             client: Client::from_conf(config.build()),

@@ -307,7 +307,7 @@ mod tests {
 
     use super::*;
     use crate::chat::InferenceParams;
-    use crate::provider::{Message, Role};
+    use crate::chat::{Message, Role};
 
     fn req(model: &str, text: &str, inference: InferenceParams) -> ProviderRequest {
         ProviderRequest {

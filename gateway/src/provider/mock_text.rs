@@ -1,6 +1,7 @@
 //! The mock model's text: a deterministic reply derived from the prompt, cut into tokens.
 
-use crate::provider::{Message, ProviderRequest};
+use crate::chat::Message;
+use crate::provider::ProviderRequest;
 
 const WORDS: &[&str] = &[
     "stream", "river", "token", "gateway", "model", "answer", "quickly", "gently", "current",
@@ -36,7 +37,7 @@ pub fn reply_tokens(request: &ProviderRequest, words: usize, limit: usize) -> Ve
         .messages
         .iter()
         .rev()
-        .find(|m| m.role == crate::provider::Role::User)
+        .find(|m| m.role == crate::chat::Role::User)
         .map(|m| m.content.as_str())
         .unwrap_or_default();
     let echo: String = last
@@ -109,7 +110,7 @@ fn xorshift(mut x: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::chat::InferenceParams;
-    use crate::provider::Role;
+    use crate::chat::Role;
 
     fn req(text: &str) -> ProviderRequest {
         ProviderRequest {

@@ -11,28 +11,13 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use crate::chat::{InferenceParams, Usage};
+use crate::chat::{InferenceParams, Message, Usage};
 use crate::error::Error;
 
 pub use bedrock::{BedrockProvider, BedrockSettings};
 pub use breaker::{BreakerSettings, Breakers, CircuitState};
 pub use mock::{MockProvider, MockSettings};
 pub use resilient::{ResilientProvider, UpstreamSettings};
-
-/// Who said a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    User,
-    Assistant,
-}
-
-/// One message of the conversation sent to the model.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Message {
-    pub role: Role,
-    pub content: String,
-}
 
 /// The final request to a model, after routing (and, later, history): what the cache key hashes.
 #[derive(Debug, Clone, PartialEq)]

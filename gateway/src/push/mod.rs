@@ -1,10 +1,10 @@
 //! Pushing frames to a WebSocket connection by its id, from outside the code that serves it: on
-//! AWS through the API Gateway Management API, on `nagare serve` into the socket's own queue.
+//! AWS through the API Gateway Management API; on `nagare serve` into the socket's own queue
+//! (the WebSocket module's registry of local sockets implements these traits).
 //! Coalescing deltas into fewer pushes lives here too, because every push is a billed message.
 
 mod apigw;
 mod coalesce;
-mod local;
 mod stored;
 
 use std::time::Duration;
@@ -14,8 +14,7 @@ use bytes::Bytes;
 
 pub use apigw::ApiGatewayPusher;
 pub use coalesce::{Coalescer, MAX_POST_BYTES};
-pub use local::{LocalConnections, Registration};
-pub use stored::StoredConnections;
+pub use stored::{StoredConnections, management_endpoint};
 
 use crate::error::Error;
 

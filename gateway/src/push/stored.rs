@@ -7,19 +7,31 @@ use async_trait::async_trait;
 
 use super::{ConnectionDirectory, ConnectionTarget};
 use crate::error::Error;
-use crate::lambda::LambdaWsSettings;
 use crate::store::ConnectionStore;
 
 /// API Gateway connections, by their stored records.
 pub struct StoredConnections {
     store: Arc<dyn ConnectionStore>,
-    settings: LambdaWsSettings,
+    /// The Management API URL template (see [`management_endpoint`]).
+    endpoint: Option<String>,
 }
 
 impl StoredConnections {
-    /// `settings` gives the Management API endpoint of a record's domain and stage.
-    pub fn new(store: Arc<dyn ConnectionStore>, settings: LambdaWsSettings) -> Self {
-        Self { store, settings }
+    /// `endpoint` is the Management API URL template (`lambda.management_endpoint`).
+    pub fn new(store: Arc<dyn ConnectionStore>, endpoint: Option<String>) -> Self {
+        Self { store, endpoint }
+    }
+}
+
+/// The Management API endpoint of a connection opened on `domain` and `stage`. A `template` may
+/// name `{domain}` and `{stage}`; without one it is `https://{domain}/{stage}`, right for the
+/// default execute-api domain.
+pub fn management_endpoint(template: Option<&str>, domain: &str, stage: &str) -> String {
+    match template {
+        Some(template) => template
+            .replace("{domain}", domain)
+            .replace("{stage}", stage),
+        None => format!("https://{domain}/{stage}"),
     }
 }
 
@@ -31,7 +43,7 @@ impl ConnectionDirectory for StoredConnections {
             .get(connection_id)
             .await?
             .map(|r| ConnectionTarget {
-                endpoint: self.settings.endpoint(&r.domain, &r.stage),
+                endpoint: management_endpoint(self.endpoint.as_deref(), &r.domain, &r.stage),
                 sub: r.sub,
                 tenant: r.tenant,
             }))

@@ -2,6 +2,7 @@
 //! Lambda invocation, so each connection's owner and its chats in flight live here.
 
 use async_trait::async_trait;
+use nagare_authorizer::Principal;
 
 use crate::error::Error;
 
@@ -22,6 +23,19 @@ pub struct ConnectionRecord {
     /// When the record expires, seconds since the Unix epoch. `$disconnect` is best effort, so
     /// every record carries one (API Gateway closes connections after 2 h anyway).
     pub ttl: u64,
+}
+
+impl ConnectionRecord {
+    /// Who the connection's chats run as.
+    pub fn principal(&self) -> Principal {
+        Principal {
+            sub: self.sub.clone(),
+            tenant: self.tenant.clone(),
+            scopes: self.scopes.split_whitespace().map(str::to_owned).collect(),
+            groups: Vec::new(),
+            expires_at: 0,
+        }
+    }
 }
 
 /// Where one chat stands, as seen by the invocation streaming it.

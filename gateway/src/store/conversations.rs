@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::chat::Role;
 use crate::chat::Usage;
 use crate::error::Error;
-use crate::provider::Role;
 
 /// A conversation's metadata: the `META` item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -9,7 +9,7 @@ use nagare_authorizer::Principal;
 use tokio::time::Instant;
 
 use super::{TaskRecord, TaskStatus};
-use crate::chat::{ChatEvent, ChatReply};
+use crate::chat::ChatEvent;
 use crate::error::Error;
 use crate::push::{self, Coalescer, ConnectionDirectory, ConnectionPusher, PushError};
 
@@ -89,10 +89,7 @@ impl ConnectionDelivery {
 /// The frames of a finished task, in order.
 fn frames(record: &TaskRecord) -> Vec<String> {
     let reply = match record.status {
-        TaskStatus::Succeeded => record
-            .result
-            .as_deref()
-            .and_then(|r| serde_json::from_str::<ChatReply>(r).ok()),
+        TaskStatus::Succeeded => record.result.clone(),
         _ => None,
     };
     let Some(reply) = reply else {
@@ -101,7 +98,7 @@ fn frames(record: &TaskRecord) -> Vec<String> {
             .clone()
             .unwrap_or_else(|| Error::Internal("the task has no outcome".into()).body());
         let event = ChatEvent::Error {
-            request_id: request_id(record).into(),
+            request_id: record.request.id().into(),
             error,
         };
         return vec![serde_json::to_string(&event).unwrap_or_default()];
@@ -137,14 +134,6 @@ fn frames(record: &TaskRecord) -> Vec<String> {
         .collect()
 }
 
-/// The request id the task's chat ran with: the task id unless the submitter gave one.
-fn request_id(record: &TaskRecord) -> String {
-    serde_json::from_str::<serde_json::Value>(&record.request)
-        .ok()
-        .and_then(|r| r.get("request_id")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| record.task_id.clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,7 +146,8 @@ mod tests {
             sub: "alice".into(),
             tenant: "default".into(),
             scopes: "chat".into(),
-            request: r#"{"message":"hi","request_id":"r1"}"#.into(),
+            request: crate::chat::parse_chat_request(br#"{"message":"hi","request_id":"r1"}"#)
+                .unwrap(),
             status,
             attempts: 1,
             result: None,
@@ -185,7 +175,7 @@ mod tests {
     #[test]
     fn a_long_answer_is_split_into_deltas_that_fit_a_frame() {
         let content = "é\"".repeat(30_000);
-        let reply = ChatReply {
+        let reply = crate::chat::ChatReply {
             request_id: "r1".into(),
             conversation_id: Some("c9".into()),
             model: "mock".into(),
@@ -203,7 +193,7 @@ mod tests {
             billed_usage: None,
         };
         let mut r = record(TaskStatus::Succeeded);
-        r.result = Some(serde_json::to_string(&reply).unwrap());
+        r.result = Some(reply);
         let frames = frames(&r);
         let kinds = kinds(&frames);
         assert_eq!(kinds.first().map(String::as_str), Some("start"));

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{DeliveryStatus, TaskRecord, TaskStatus, TaskStore};
+use super::{DeliveryStatus, TaskRecord, TaskStatus, TaskStore, read_stored, stored_json};
+use crate::chat::ChatReply;
 use crate::error::{Error, ErrorBody};
 use crate::store::dynamodb::{Item, fail, is_condition_failure, n, number, s, string};
 use crate::store::unix_now_ms;
@@ -81,16 +82,19 @@ fn optional(item: &Item, name: &str) -> Option<String> {
     item.get(name).and_then(|v| v.as_s().ok()).cloned()
 }
 
-fn record(item: &Item) -> TaskRecord {
-    TaskRecord {
-        task_id: string(item, "task_id"),
+fn record(item: &Item) -> Result<TaskRecord, Error> {
+    let task_id = string(item, "task_id");
+    Ok(TaskRecord {
+        request: read_stored(&task_id, "request", &string(item, "request"))?,
+        result: optional(item, "result")
+            .map(|r| read_stored(&task_id, "result", &r))
+            .transpose()?,
+        task_id,
         sub: string(item, "sub"),
         tenant: string(item, "tenant"),
         scopes: string(item, "scopes"),
-        request: string(item, "request"),
         status: TaskStatus::parse(&string(item, "status")).unwrap_or(TaskStatus::Failed),
         attempts: number(item, "attempts").unwrap_or(0) as u32,
-        result: optional(item, "result"),
         error: optional(item, "error").and_then(|e| serde_json::from_str(&e).ok()),
         callback_url: optional(item, "callback_url"),
         delivery: optional(item, "delivery")
@@ -103,7 +107,7 @@ fn record(item: &Item) -> TaskRecord {
             .and_then(DeliveryStatus::parse),
         created_at: number(item, "created_at").unwrap_or(0),
         updated_at: number(item, "updated_at").unwrap_or(0),
-    }
+    })
 }
 
 #[async_trait]
@@ -114,7 +118,7 @@ impl TaskStore for DynamoTaskStore {
             ("sub".into(), s(&r.sub)),
             ("tenant".into(), s(&r.tenant)),
             ("scopes".into(), s(&r.scopes)),
-            ("request".into(), s(&r.request)),
+            ("request".into(), s(&stored_json(&r.request))),
             ("status".into(), s(r.status.as_str())),
             ("attempts".into(), n(u64::from(r.attempts))),
             (
@@ -152,7 +156,7 @@ impl TaskStore for DynamoTaskStore {
             .send()
             .await
             .map_err(fail)?;
-        Ok(out.item.as_ref().map(record))
+        out.item.as_ref().map(record).transpose()
     }
 
     async fn started(&self, task_id: &str, attempt: u32) -> Result<(), Error> {
@@ -182,14 +186,14 @@ impl TaskStore for DynamoTaskStore {
     async fn finished(
         &self,
         task_id: &str,
-        outcome: Result<String, ErrorBody>,
+        outcome: Result<&ChatReply, &ErrorBody>,
     ) -> Result<(), Error> {
         let (callback, connection) = match self.get(task_id).await? {
             Some(r) => (r.callback_url.is_some(), r.connection_id.is_some()),
             None => (false, false),
         };
         let (status, field, value) = match &outcome {
-            Ok(result) => (TaskStatus::Succeeded, "#result", s(result)),
+            Ok(result) => (TaskStatus::Succeeded, "#result", s(&stored_json(result))),
             Err(e) => (TaskStatus::Failed, "#error", error_json(e)),
         };
         let mut sets = format!("#status = :to, {field} = :value");

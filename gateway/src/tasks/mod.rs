@@ -13,6 +13,7 @@ mod sqs;
 mod worker;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use nagare_authorizer::Principal;
@@ -25,8 +26,9 @@ pub use sqlite::{SqliteQueue, SqliteTaskStore};
 pub use sqs::SqsQueue;
 pub use worker::{Handled, Worker};
 
-use crate::chat::{ChatRequest, RequestLimits};
+use crate::chat::{ChatReply, ChatRequest, Route};
 use crate::error::{Error, ErrorBody};
+use crate::pipeline::ChatPipeline;
 use crate::store::unix_now_ms;
 
 /// `[tasks]` settings.
@@ -35,7 +37,8 @@ use crate::store::unix_now_ms;
 pub struct TaskSettings {
     /// Serve `/v1/tasks` and run workers.
     pub enabled: bool,
-    /// Tasks one `nagare serve` runs at once.
+    /// Tasks one `nagare serve` runs at once; 0 runs none here (another process, or the worker
+    /// function, runs them).
     pub workers: usize,
     /// How long a received task stays hidden from other workers; extended while it runs.
     pub visibility_timeout_secs: u64,
@@ -165,13 +168,14 @@ pub struct TaskRecord {
     pub tenant: String,
     /// The submitter's scopes, space-separated, for the pipeline's checks when it runs.
     pub scopes: String,
-    /// The chat request as submitted (JSON, without the task's own fields).
-    pub request: String,
+    /// The chat request as admitted at submission (its request id is the task id unless the
+    /// submitter gave one); it is admitted again when it runs.
+    pub request: ChatRequest,
     pub status: TaskStatus,
     /// Runs so far.
     pub attempts: u32,
-    /// The chat reply (JSON), once succeeded.
-    pub result: Option<String>,
+    /// The chat reply, once succeeded.
+    pub result: Option<ChatReply>,
     /// Why it failed, or why the last run failed while it waits for another.
     pub error: Option<ErrorBody>,
     pub callback_url: Option<String>,
@@ -205,18 +209,33 @@ impl TaskRecord {
     /// `GET /v1/tasks/{id}` shows.
     pub fn outcome(&self) -> serde_json::Value {
         let mut v = serde_json::json!({ "task_id": self.task_id, "status": self.status.as_str() });
-        if let Some(result) = self
-            .result
-            .as_deref()
-            .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-        {
-            v["result"] = result;
+        if let Some(result) = &self.result {
+            v["result"] = serde_json::json!(result);
         }
         if let Some(error) = &self.error {
             v["error"] = serde_json::json!(error);
         }
         v
     }
+}
+
+/// A task's request or reply as its store keeps it: JSON text.
+pub(crate) fn stored_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// A task's request or reply read back from its store; text that is not one is a store failure,
+/// named by the task and the field.
+pub(crate) fn read_stored<T: serde::de::DeserializeOwned>(
+    task_id: &str,
+    field: &str,
+    json: &str,
+) -> Result<T, Error> {
+    serde_json::from_str(json).map_err(|e| {
+        Error::Internal(format!(
+            "task {task_id}: its stored {field} is unreadable: {e}"
+        ))
+    })
 }
 
 /// Task records.
@@ -232,7 +251,7 @@ pub trait TaskStore: Send + Sync {
     async fn finished(
         &self,
         task_id: &str,
-        outcome: Result<String, ErrorBody>,
+        outcome: Result<&ChatReply, &ErrorBody>,
     ) -> Result<(), Error>;
     async fn delivered(
         &self,
@@ -291,26 +310,34 @@ pub struct Tasks {
     pub settings: TaskSettings,
 }
 
-/// Where a task's outcome goes besides its record.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Where a task's outcome goes besides its record: the task fields of a `POST /v1/tasks` body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Destinations {
     pub callback_url: Option<String>,
     /// One of the submitter's own WebSocket connections.
     pub connection_id: Option<String>,
 }
 
+impl Destinations {
+    /// The keys of a task body that are not the chat request's.
+    pub const FIELDS: &'static [&'static str] = &["callback_url", "connection_id"];
+}
+
 impl Tasks {
-    /// Checks `request` and the destinations now (a bad one is refused at once, not failed
-    /// later), then records the task and queues it. Returns its id.
+    /// Has `pipeline` admit `request` and checks the destinations now (a bad one is refused at
+    /// once, not failed later), then records the task and queues it. Returns its id.
     pub async fn submit(
         &self,
+        pipeline: &ChatPipeline,
         principal: &Principal,
-        request: ChatRequest,
+        mut request: ChatRequest,
         to: Destinations,
-        limits: &RequestLimits,
     ) -> Result<String, Error> {
         let task_id = uuid::Uuid::new_v4().to_string();
-        let request = request.validate(limits, || task_id.clone())?;
+        request.request_id.get_or_insert_with(|| task_id.clone());
+        let request = pipeline
+            .admit(request, principal, Route::Task, Instant::now())?
+            .into_request();
         if let Some(url) = &to.callback_url {
             self.callbacks.vet(url).await?;
         }
@@ -331,7 +358,7 @@ impl Tasks {
             sub: principal.sub.clone(),
             tenant: principal.tenant.clone(),
             scopes: principal.scopes.join(" "),
-            request: serde_json::to_string(&request).map_err(|e| Error::Internal(e.to_string()))?,
+            request,
             status: TaskStatus::Queued,
             attempts: 0,
             result: None,

@@ -10,7 +10,11 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
-use super::{DeliveryStatus, Message, QueueDepth, TaskQueue, TaskRecord, TaskStatus, TaskStore};
+use super::{
+    DeliveryStatus, Message, QueueDepth, TaskQueue, TaskRecord, TaskStatus, TaskStore, read_stored,
+    stored_json,
+};
+use crate::chat::ChatReply;
 use crate::error::{Error, ErrorBody};
 use crate::store::{Database, unix_now_ms};
 
@@ -35,15 +39,25 @@ fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
     let error: Option<String> = row.get(8)?;
     let delivery: Option<String> = row.get(10)?;
     let connection_delivery: Option<String> = row.get(13)?;
+    let task_id: String = row.get(0)?;
+    let request: String = row.get(4)?;
+    let result: Option<String> = row.get(7)?;
+    // An unreadable field fails the read, naming the task, rather than passing on a guess.
+    let unreadable = |column: usize, e: Error| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    };
     Ok(TaskRecord {
-        task_id: row.get(0)?,
+        request: read_stored(&task_id, "request", &request).map_err(|e| unreadable(4, e))?,
+        result: result
+            .map(|r| read_stored(&task_id, "result", &r))
+            .transpose()
+            .map_err(|e| unreadable(7, e))?,
+        task_id,
         sub: row.get(1)?,
         tenant: row.get(2)?,
         scopes: row.get(3)?,
-        request: row.get(4)?,
         status: TaskStatus::parse(&status).unwrap_or(TaskStatus::Failed),
         attempts: row.get(6)?,
-        result: row.get(7)?,
         error: error.and_then(|e| serde_json::from_str(&e).ok()),
         callback_url: row.get(9)?,
         delivery: delivery.as_deref().and_then(DeliveryStatus::parse),
@@ -87,10 +101,10 @@ impl TaskStore for SqliteTaskStore {
                         r.sub,
                         r.tenant,
                         r.scopes,
-                        r.request,
+                        stored_json(&r.request),
                         r.status.as_str(),
                         r.attempts,
-                        r.result,
+                        r.result.as_ref().map(stored_json),
                         r.error.as_ref().map(error_json),
                         r.callback_url,
                         r.delivery.map(DeliveryStatus::as_str),
@@ -156,12 +170,12 @@ impl TaskStore for SqliteTaskStore {
     async fn finished(
         &self,
         task_id: &str,
-        outcome: Result<String, ErrorBody>,
+        outcome: Result<&ChatReply, &ErrorBody>,
     ) -> Result<(), Error> {
         let id = task_id.to_owned();
         let (status, result, error) = match outcome {
-            Ok(result) => (TaskStatus::Succeeded, Some(result), None),
-            Err(e) => (TaskStatus::Failed, None, Some(error_json(&e))),
+            Ok(result) => (TaskStatus::Succeeded, Some(stored_json(result)), None),
+            Err(e) => (TaskStatus::Failed, None, Some(error_json(e))),
         };
         self.db
             .with(move |db| {

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{DeliveryStatus, Message, TaskRecord, Tasks};
-use crate::chat::{ChatPipeline, ChatReply, Route, parse_chat_request};
+use crate::chat::{ChatReply, Route};
 use crate::error::{Error, ErrorBody};
+use crate::pipeline::ChatPipeline;
 
 /// What became of a received message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +37,7 @@ impl Worker {
     /// (a task in progress is abandoned, and reappears after its visibility timeout).
     pub fn spawn(self, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         let worker = Arc::new(self);
-        (0..worker.tasks.settings.workers.max(1))
+        (0..worker.tasks.settings.workers)
             .map(|_| {
                 let (worker, stop) = (worker.clone(), stop.clone());
                 tokio::spawn(async move {
@@ -120,17 +121,19 @@ impl Worker {
     }
 
     /// The chat of `record`, run as its submitter.
-    async fn run_chat(&self, record: &TaskRecord) -> Result<String, ErrorBody> {
-        let request = parse_chat_request(record.request.as_bytes())
-            .and_then(|r| r.validate(self.pipeline.limits(), || record.task_id.clone()))
-            .map_err(|e| e.body())?;
-        let events = self
+    async fn run_chat(&self, record: &TaskRecord) -> Result<ChatReply, ErrorBody> {
+        // Submission gave the request the task id when it had none; a record written by
+        // another producer may not have.
+        let mut request = record.request.clone();
+        request
+            .request_id
+            .get_or_insert_with(|| record.task_id.clone());
+        let chat = self
             .pipeline
-            .start(&record.principal(), Route::Task, request, Instant::now())
-            .await
+            .admit(request, &record.principal(), Route::Task, Instant::now())
             .map_err(|e| e.body())?;
-        let reply = ChatReply::collect(events).await?;
-        serde_json::to_string(&reply).map_err(|e| Error::Internal(e.to_string()).body())
+        let events = self.pipeline.start(chat).await.map_err(|e| e.body())?;
+        ChatReply::collect(events).await
     }
 
     /// Runs `work`, extending the message's visibility every half timeout so no other worker
@@ -155,10 +158,10 @@ impl Worker {
     async fn finish(
         &self,
         message: &Message,
-        outcome: Result<String, ErrorBody>,
+        outcome: Result<ChatReply, ErrorBody>,
     ) -> Result<Handled, Error> {
         let store = &self.tasks.store;
-        store.finished(&message.task_id, outcome).await?;
+        store.finished(&message.task_id, outcome.as_ref()).await?;
         if let Some(record) = store.get(&message.task_id).await? {
             tracing::info!(status = record.status.as_str(), "task finished");
             self.deliver(message, &record).await?;

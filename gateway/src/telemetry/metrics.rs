@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nagare_cache::Price;
+use nagare_cache::{MetricsSnapshot, Price};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -16,8 +16,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
-use crate::chat::ChatPipeline;
-use crate::tasks::QueueDepth;
 use crate::telemetry::record::{BoundedLabel, ChatRecord, Recorder};
 
 /// The Prometheus text format's content type.
@@ -182,11 +180,11 @@ impl Metrics {
     }
 
     /// The task queue's depth, read just before a scrape.
-    pub fn queue_depth(&self, queue: &'static str, depth: QueueDepth) {
+    pub fn queue_depth(&self, queue: &'static str, waiting: u64, in_flight: u64, dead: u64) {
         for (state, n) in [
-            ("waiting", depth.waiting),
-            ("in_flight", depth.in_flight),
-            ("dead", depth.dead),
+            ("waiting", waiting),
+            ("in_flight", in_flight),
+            ("dead", dead),
         ] {
             let n = i64::try_from(n).unwrap_or(i64::MAX);
             self.inner
@@ -202,9 +200,9 @@ impl Metrics {
         WebSocketGuard(self.inner.websockets.clone())
     }
 
-    /// The registry to encode: every family, and `pipeline`'s cache and circuits read at scrape
+    /// The registry to encode: every family, and `live`'s cache and circuits read at scrape
     /// time.
-    pub fn registry(&self, pipeline: Arc<ChatPipeline>) -> Registry {
+    pub fn registry(&self, live: Arc<dyn LiveState>) -> Registry {
         let m = &self.inner;
         let mut r = Registry::with_prefix("nagare");
         r.register(
@@ -262,7 +260,7 @@ impl Metrics {
             "Task queue messages by state: waiting, in_flight (being run or backing off), dead",
             m.queue.clone(),
         );
-        r.register_collector(Box::new(PipelineState(pipeline)));
+        r.register_collector(Box::new(PipelineState(live)));
         r
     }
 
@@ -344,9 +342,17 @@ impl Drop for WebSocketGuard {
     }
 }
 
-/// The cache's and the circuits' own state, read at each scrape rather than copied on every
-/// change.
-struct PipelineState(Arc<ChatPipeline>);
+/// What a scrape reads from the running gateway: its own state, read at each scrape rather than
+/// copied into the registry on every change.
+pub trait LiveState: Send + Sync {
+    /// The response cache's counters, when the cache is on.
+    fn cache(&self) -> Option<MetricsSnapshot>;
+    /// Each model circuit that has seen a call, with its level: 0 closed, 1 half-open, 2 open.
+    fn circuits(&self) -> Vec<(String, i64)>;
+}
+
+/// The collector that reads a [`LiveState`].
+struct PipelineState(Arc<dyn LiveState>);
 
 impl std::fmt::Debug for PipelineState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -357,7 +363,7 @@ impl std::fmt::Debug for PipelineState {
 impl Collector for PipelineState {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let e = &mut encoder;
-        if let Some(s) = self.0.cache_snapshot() {
+        if let Some(s) = self.0.cache() {
             let hits = [("l1", s.hits_l1), ("l2", s.hits_l2)];
             let saved = [
                 ("input", s.input_tokens_saved),
@@ -404,12 +410,7 @@ impl Collector for PipelineState {
                 ConstGauge::new(s.l1_bytes as i64),
             )?;
         }
-        let circuits: Vec<(String, i64)> = self
-            .0
-            .circuits()
-            .into_iter()
-            .map(|(model, state)| (model, state.level()))
-            .collect();
+        let circuits = self.0.circuits();
         let circuits: Vec<(&str, i64)> = circuits.iter().map(|(m, l)| (m.as_str(), *l)).collect();
         labeled(
             e,

@@ -18,15 +18,25 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 pub use emf::Emf;
-pub use metrics::{CONTENT_TYPE, Metrics, MetricsSettings, WebSocketGuard};
+pub use metrics::{CONTENT_TYPE, LiveState, Metrics, MetricsSettings, WebSocketGuard};
 pub use record::{BoundedLabel, ChatRecord, NoRecorder, OTHER, Outcome, Recorder};
 pub use traces::{
     SPAN_TARGET, TraceSettings, grpc_span, http_span, model_call_done, model_call_span,
     record_error, traces_on,
 };
 
-use crate::config::LogFormat;
 use crate::error::StartupError;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON unless stdout is a terminal.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
 
 /// Keeps logging and tracing alive; dropping it flushes both. Drop it while the Tokio runtime
 /// is still running: the last spans leave over a channel that lives there.

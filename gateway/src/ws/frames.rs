@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 
-use crate::chat::{ChatRequest, parse_json};
+use crate::chat::{ChatRequest, parse_json, parse_json_hiding};
 use crate::error::{Error, ErrorBody};
 
 /// A parsed client frame.
@@ -26,63 +25,60 @@ pub struct FrameError {
     pub error: Error,
 }
 
+/// What every client frame starts with: its action, and the request id it is about. Other fields
+/// are left for the action's own type.
+#[derive(Deserialize)]
+struct FrameHead {
+    action: Option<String>,
+    request_id: Option<String>,
+}
+
+/// A `cancel` frame: the chat's request id and nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelFrame {
+    request_id: Option<String>,
+}
+
 /// Parses one text frame. `max_bytes` is the message size limit (API Gateway's is 128 KiB).
+/// The head is read first, then the frame again as its action's type with `action` hidden, so
+/// errors name the field at fault.
 pub fn parse(text: &str, max_bytes: usize) -> Result<ClientFrame, FrameError> {
     let fail = |request_id: Option<String>, error: Error| FrameError { request_id, error };
     if text.len() > max_bytes {
         return Err(fail(None, Error::PayloadTooLarge { limit: max_bytes }));
     }
-    let mut object: Map<String, Value> = match serde_json::from_str(text) {
-        Ok(Value::Object(o)) => o,
-        Ok(_) => {
-            return Err(fail(
-                None,
-                Error::InvalidRequest("a frame must be a JSON object".into()),
-            ));
-        }
-        Err(e) => {
-            return Err(fail(
-                None,
-                Error::InvalidRequest(format!("invalid JSON frame: {e}")),
-            ));
-        }
+    if !text.trim_start().starts_with('{') {
+        let error = match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Error::InvalidRequest("a frame must be a JSON object".into()),
+            Err(e) => Error::InvalidRequest(format!("invalid JSON frame: {e}")),
+        };
+        return Err(fail(None, error));
+    }
+    let head: FrameHead = parse_json(text.as_bytes()).map_err(|e| fail(None, e))?;
+    let request_id = head.request_id;
+    let Some(action) = head.action else {
+        return Err(fail(
+            request_id,
+            Error::InvalidRequest("action: missing; use chat, cancel or ping".into()),
+        ));
     };
-    let request_id = object
-        .get("request_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let action = match object.remove("action") {
-        Some(Value::String(a)) => a,
-        Some(_) => {
-            return Err(fail(
-                request_id,
-                Error::InvalidRequest("action: must be a string".into()),
-            ));
-        }
-        None => {
-            return Err(fail(
-                request_id,
-                Error::InvalidRequest("action: missing; use chat, cancel or ping".into()),
-            ));
-        }
-    };
-    let rest = || serde_json::to_vec(&object).unwrap_or_default();
+    let body = text.as_bytes();
     match action.as_str() {
-        "chat" => parse_json::<ChatRequest>(&rest())
+        "chat" => parse_json_hiding::<ChatRequest>(body, &["action"])
             .map(|r| ClientFrame::Chat(Box::new(r)))
             .map_err(|e| fail(request_id, e)),
-        "cancel" => match request_id {
-            Some(id) if object.len() == 1 => Ok(ClientFrame::Cancel { request_id: id }),
-            Some(id) => Err(fail(
-                Some(id),
-                Error::InvalidRequest("cancel takes only request_id".into()),
-            )),
-            None => Err(fail(
+        "cancel" => match parse_json_hiding::<CancelFrame>(body, &["action"]) {
+            Ok(CancelFrame {
+                request_id: Some(id),
+            }) => Ok(ClientFrame::Cancel { request_id: id }),
+            Ok(CancelFrame { request_id: None }) => Err(fail(
                 None,
                 Error::InvalidRequest(
                     "request_id: missing; cancel needs the chat's request_id".into(),
                 ),
             )),
+            Err(e) => Err(fail(request_id, e)),
         },
         "ping" => Ok(ClientFrame::Ping { request_id }),
         other => Err(fail(
@@ -229,6 +225,22 @@ mod tests {
         }
         let big = format!(r#"{{"action":"chat","message":"{}"}}"#, "x".repeat(2000));
         assert_eq!(err(&big).1, "payload_too_large");
+    }
+
+    #[test]
+    fn frames_name_what_is_wrong_inside_them() {
+        let (id, _, message) = err(
+            r#"{"action":"chat","request_id":"r3","message":"x","inference":{"max_tokens":-1}}"#,
+        );
+        assert_eq!(id.as_deref(), Some("r3"));
+        assert!(message.starts_with("inference.max_tokens:"), "{message}");
+        let (id, _, message) = err(r#"{"action":"cancel","request_id":"r4","also":1}"#);
+        assert_eq!(id.as_deref(), Some("r4"));
+        assert!(message.contains("also"), "{message}");
+        let (_, _, message) = err(r#"{"action":"ping","action":"chat","message":"x"}"#);
+        assert!(message.contains("duplicate field `action`"), "{message}");
+        let (_, _, message) = err(r#"{"action":"ping"} {"action":"chat"}"#);
+        assert!(message.contains("JSON"), "{message}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! WebSocket chat: the frame protocol and the per-connection session of `nagare serve`.
 
 pub mod frames;
+mod registry;
 mod session;
 
+pub use registry::{LocalConnections, Registration};
 pub use session::{Outbound, WsSettings, close, run};

@@ -16,9 +16,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::chat::{ChatEvent, ChatPipeline, ChatRequest, ChatStream, Route};
+use crate::chat::{ChatEvent, ChatRequest, Route};
 use crate::error::Error;
-use crate::push::LocalConnections;
+use crate::pipeline::{Admitted, ChatPipeline, ChatStream};
+use crate::ws::LocalConnections;
 use crate::ws::frames::{self, ClientFrame};
 
 /// Close codes (RFC 6455).
@@ -269,19 +270,20 @@ async fn start_chat(
     principal: &Principal,
     request: ChatRequest,
 ) -> bool {
-    let request = match request.validate(pipeline.limits(), || uuid::Uuid::new_v4().to_string()) {
-        Ok(r) => r,
+    let started = std::time::Instant::now();
+    let chat = match pipeline.admit(request, principal, Route::WebSocket, started) {
+        Ok(chat) => chat,
         Err(e) => return conn.send_error(None, &e).await,
     };
-    let request_id = request.id().to_owned();
+    let request_id = chat.request_id().to_owned();
     let cancelled = match conn.admit(&request_id) {
         Ok(cancelled) => cancelled,
         Err(e) => return conn.send_error(Some(&request_id), &e).await,
     };
-    let (conn, pipeline, principal) = (conn.clone(), pipeline.clone(), principal.clone());
+    let (conn, pipeline) = (conn.clone(), pipeline.clone());
     // In the session's span, so each chat joins the upgrade's trace.
     let task = async move {
-        begin(&conn, &pipeline, &principal, request, request_id, cancelled).await;
+        begin(&conn, &pipeline, chat, request_id, cancelled).await;
     };
     tokio::spawn(task.in_current_span());
     true
@@ -292,15 +294,13 @@ async fn start_chat(
 async fn begin(
     conn: &Arc<Conn>,
     pipeline: &ChatPipeline,
-    principal: &Principal,
-    request: ChatRequest,
+    chat: Admitted,
     request_id: String,
     mut cancelled: oneshot::Receiver<()>,
 ) {
-    let started = std::time::Instant::now();
     let begun = tokio::select! {
         _ = &mut cancelled => None,
-        begun = pipeline.start(principal, Route::WebSocket, request, started) => Some(begun),
+        begun = pipeline.start(chat) => Some(begun),
     };
     let events = match begun {
         Some(Ok(events)) => events,
@@ -454,7 +454,7 @@ async fn write<S: Sink<Message> + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::test_support::{alice, mock_pipeline};
+    use crate::pipeline::test_support::{alice, mock_pipeline};
     use futures::channel::mpsc as fmpsc;
 
     #[tokio::test(start_paused = true)]

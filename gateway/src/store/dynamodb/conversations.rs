@@ -15,9 +15,9 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::{Item, OWNER_INDEX, fail, is_condition_failure, n, number, s, string};
+use crate::chat::Role;
 use crate::chat::Usage;
 use crate::error::Error;
-use crate::provider::Role;
 use crate::store::conversations::check_size;
 use crate::store::conversations::{APPEND_ATTEMPTS, not_found};
 use crate::store::page::{self, ConversationCursor, TurnCursor};

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::Database;
+use crate::chat::Role;
 use crate::chat::Usage;
 use crate::error::Error;
-use crate::provider::Role;
 use crate::store::conversations::check_size;
 use crate::store::conversations::not_found;
 use crate::store::page::{self, ConversationCursor, TurnCursor};

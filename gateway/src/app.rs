@@ -1,0 +1,136 @@
+//! The transport-neutral core of a running gateway: what the HTTP, WebSocket, gRPC and Lambda
+//! adapters each take. Built once at start-up by [`crate::wiring`]; adapters only read it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nagare_authorizer::Verifier;
+use nagare_cache::{MetricsSnapshot, ResponseCache};
+use prometheus_client::registry::Registry;
+
+use crate::error::Error;
+use crate::pipeline::ChatPipeline;
+use crate::provider::{Breakers, CircuitState};
+use crate::store::ConversationStore;
+use crate::tasks::Tasks;
+use crate::telemetry::{LiveState, Metrics};
+use crate::ws::{LocalConnections, WsSettings};
+
+/// Everything a request may need, shared by every transport.
+pub struct App {
+    pub pipeline: Arc<ChatPipeline>,
+    pub verifier: Arc<Verifier>,
+    /// The scope a token needs for the chat routes.
+    pub chat_scope: String,
+    /// The largest request body (REST) or message (gRPC) accepted.
+    pub body_limit: usize,
+    /// How `/v1/ws` sessions run.
+    pub websocket: WsSettings,
+    /// The conversation store, when memory is on.
+    pub conversations: Option<Arc<dyn ConversationStore>>,
+    /// `/v1/tasks`; `None` when tasks are off.
+    pub tasks: Option<Tasks>,
+    /// The open `/v1/ws` sockets of this process, by connection id, for tasks that deliver to
+    /// them.
+    pub connections: Arc<LocalConnections>,
+    /// Request counts and the WebSocket gauge; `None` when metrics are off.
+    pub metrics: Option<Metrics>,
+    /// What `GET /metrics` encodes.
+    pub registry: Option<Registry>,
+    pub health: Arc<Health>,
+}
+
+impl App {
+    /// The conversation store, or `not_found` when memory is off.
+    pub fn conversations(&self) -> Result<&dyn ConversationStore, Error> {
+        self.conversations.as_deref().ok_or_else(|| {
+            Error::NotFound("conversation memory is not enabled on this server".into())
+        })
+    }
+
+    /// The tasks, or `not_found` when they are off.
+    pub fn tasks(&self) -> Result<&Tasks, Error> {
+        self.tasks
+            .as_ref()
+            .ok_or_else(|| Error::NotFound("tasks are not enabled on this server".into()))
+    }
+}
+
+/// What readiness and the metrics report of the running gateway: whether it still takes work,
+/// its provider, its model circuits and its cache.
+pub struct Health {
+    ready: AtomicBool,
+    provider: &'static str,
+    breakers: Arc<Breakers>,
+    cache: Option<Arc<ResponseCache>>,
+}
+
+impl Health {
+    pub fn new(
+        provider: &'static str,
+        breakers: Arc<Breakers>,
+        cache: Option<Arc<ResponseCache>>,
+    ) -> Self {
+        Self {
+            ready: AtomicBool::new(true),
+            provider,
+            breakers,
+            cache,
+        }
+    }
+
+    /// False once shutdown has begun, so load balancers stop sending new work.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Shutdown has begun.
+    pub fn stopping(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+
+    /// The model provider's name.
+    pub fn provider(&self) -> &'static str {
+        self.provider
+    }
+
+    /// Every model circuit that has seen a call.
+    pub fn circuit_states(&self) -> BTreeMap<String, CircuitState> {
+        self.breakers.states()
+    }
+}
+
+impl LiveState for Health {
+    fn cache(&self) -> Option<MetricsSnapshot> {
+        self.cache.as_ref().map(|c| c.snapshot())
+    }
+
+    fn circuits(&self) -> Vec<(String, i64)> {
+        self.circuit_states()
+            .into_iter()
+            .map(|(model, state)| (model, state.level()))
+            .collect()
+    }
+}
+
+/// A router-test app: the given pipeline and verifier, defaults elsewhere, nothing optional on.
+#[cfg(test)]
+pub(crate) fn test_app(pipeline: ChatPipeline, verifier: Verifier) -> Arc<App> {
+    let websocket = WsSettings::default();
+    Arc::new(App {
+        pipeline: Arc::new(pipeline),
+        verifier: Arc::new(verifier),
+        chat_scope: "chat".into(),
+        body_limit: 256 * 1024,
+        connections: LocalConnections::new(std::time::Duration::from_millis(
+            websocket.slow_consumer_timeout_ms,
+        )),
+        websocket,
+        conversations: None,
+        tasks: None,
+        metrics: None,
+        registry: None,
+        health: Arc::new(Health::new("mock", Arc::new(Breakers::off()), None)),
+    })
+}

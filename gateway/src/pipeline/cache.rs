@@ -1,0 +1,182 @@
+//! The response cache in the pipeline. A cacheable request is keyed on the final model request
+//! (history included) and its scope. A hit is replayed as a normal stream with `cached: true`.
+//! A miss joins an identical request already in flight, or leads a new flight whose producer
+//! stores the complete answer (see [`crate::pipeline::flight`]); a failed, cancelled or oversized
+//! one is not stored.
+
+use std::sync::Arc;
+
+use nagare_authorizer::Principal;
+use nagare_cache::key::{KeyInput, key};
+use nagare_cache::{CacheKey, CacheSettings, Flight, Flights, Joined, Mode, ResponseCache};
+
+use nagare_cache::MetricsSnapshot;
+use tracing::Instrument;
+
+use crate::chat::{CacheMode, CacheScope};
+use crate::chat::{Role, Route};
+use crate::error::Error;
+use crate::pipeline::event_stream::EventStream;
+use crate::pipeline::flight::{Delivery, Piece, Store, Upstream, deliver, replay, spawn_producer};
+use crate::provider::ProviderRequest;
+
+/// The token scope that lets a request read and write the `global` cache scope.
+pub const GLOBAL_SCOPE: &str = "cache:global";
+
+/// The cache and the flights in progress.
+pub struct ChatCache {
+    cache: Arc<ResponseCache>,
+    flights: Arc<Flights<Piece>>,
+    settings: CacheSettings,
+}
+
+/// What a request asks of the cache.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheAsk {
+    pub mode: CacheMode,
+    pub scope: Option<CacheScope>,
+    /// It continues a conversation.
+    pub multi_turn: bool,
+}
+
+/// What the cache may do for one request.
+pub struct Plan {
+    key: CacheKey,
+    read: bool,
+    write: bool,
+}
+
+impl ChatCache {
+    pub fn new(cache: Arc<ResponseCache>, settings: CacheSettings) -> Self {
+        Self {
+            cache,
+            flights: Arc::new(Flights::default()),
+            settings,
+        }
+    }
+
+    /// The cache's counters.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        self.cache.snapshot()
+    }
+
+    /// Decides how `request` may use the cache; `None` when it may not at all.
+    pub fn plan(
+        &self,
+        principal: &Principal,
+        route: Route,
+        ask: CacheAsk,
+        model_request: &ProviderRequest,
+    ) -> Result<Option<Plan>, Error> {
+        let scope = match ask.scope.unwrap_or_default() {
+            CacheScope::Tenant => principal.tenant.as_str(),
+            CacheScope::Global if principal.has_scope(GLOBAL_SCOPE) => "global",
+            CacheScope::Global => {
+                return Err(Error::Forbidden(format!(
+                    "cache_scope: global needs the {GLOBAL_SCOPE} scope"
+                )));
+            }
+        };
+        let mode = self
+            .settings
+            .mode_for(route.name(), &principal.tenant, ask.multi_turn);
+        let (read, write) = match ask.mode {
+            CacheMode::Default => (mode.reads(), mode.writes()),
+            CacheMode::Refresh => (false, mode.writes()),
+            CacheMode::Bypass => (false, false),
+        };
+        if mode == Mode::Off || !(read || write) {
+            return Ok(None);
+        }
+        Ok(Some(Plan {
+            key: key_of(scope, model_request),
+            read,
+            write,
+        }))
+    }
+
+    /// Serves `plan` from the cache or a flight, or starts the upstream call with `upstream`.
+    pub async fn serve<F>(
+        &self,
+        plan: Plan,
+        mut delivery: Delivery,
+        upstream: F,
+    ) -> Result<EventStream, Error>
+    where
+        F: Future<Output = Result<Upstream, Error>>,
+    {
+        if plan.read
+            && let Some((hit, _tier)) = self
+                .cache
+                .get(&plan.key)
+                .instrument(crate::trace_span!("cache.lookup"))
+                .await
+        {
+            self.cache.saved(&hit);
+            return Ok(replay(hit, delivery, true));
+        }
+        // Only a request that may read the cache may share another's answer.
+        let (flight, subscription, registered) = if plan.read {
+            match self.flights.join(plan.key) {
+                Joined::Follower(sub) => {
+                    self.cache
+                        .metrics()
+                        .coalesced
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(deliver(sub, delivery, true));
+                }
+                Joined::Leader(flight, sub) => (flight, sub, true),
+            }
+        } else {
+            // A refresh must not share another request's answer: it flies alone.
+            let (flight, sub) = Flight::lead();
+            (flight, sub, false)
+        };
+        let upstream = match upstream.await {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                if registered {
+                    // Followers that joined meanwhile get the same failure.
+                    flight.push(Piece::Failed(e.body()));
+                    flight.finish();
+                    self.flights.land(&plan.key, &flight);
+                }
+                return Err(e);
+            }
+        };
+        let store = Store {
+            cache: self.cache.clone(),
+            key: plan.key,
+            write: plan.write,
+            flights: registered.then(|| self.flights.clone()),
+        };
+        delivery.model.clone_from(&upstream.model);
+        spawn_producer(upstream, flight, &delivery, Some(store));
+        Ok(deliver(subscription, delivery, false))
+    }
+}
+
+/// The key of a model request in `scope`.
+fn key_of(scope: &str, r: &ProviderRequest) -> CacheKey {
+    let messages: Vec<(&str, &str)> = r
+        .messages
+        .iter()
+        .map(|m| {
+            let role = match m.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            (role, m.content.as_str())
+        })
+        .collect();
+    key(&KeyInput {
+        scope,
+        model_id: &r.model_id,
+        system: r.system.as_deref(),
+        messages: &messages,
+        max_tokens: r.inference.max_tokens,
+        temperature: r.inference.temperature,
+        top_p: r.inference.top_p,
+        stop: r.inference.stop.as_deref().unwrap_or_default(),
+    })
+}

@@ -1,0 +1,432 @@
+//! The one streaming pipeline. Every transport parses its input into a [`ChatRequest`], has the
+//! pipeline admit it ([`ChatPipeline::admit`] checks every field), starts the [`Admitted`] chat and
+//! forwards the [`ChatStream`] it gets to its own sink.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use nagare_authorizer::Principal;
+use nagare_cache::CachedResponse;
+use tracing::{Instrument, field};
+
+use crate::chat::{ChatRequest, Message, RequestLimits, Role, Route};
+use crate::error::Error;
+use crate::limits::Limits;
+use crate::pipeline::cache::CacheAsk;
+use crate::pipeline::event_stream::EventStream;
+use crate::pipeline::flight::{self, Delivery, Upstream, log_failure};
+use crate::pipeline::memory::Recall;
+use crate::pipeline::observe::Watch;
+use crate::pipeline::upstream;
+use crate::pipeline::{ChatCache, ChatStream, Memory, ModelCatalog, estimate_tokens};
+use crate::provider::{Breakers, ModelProvider, ProviderRequest};
+use crate::store::Turn;
+use crate::telemetry::{NoRecorder, Recorder};
+
+/// Knobs of the pipeline, from the config.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    pub limits: RequestLimits,
+    /// Events buffered between the model and a slow client before the model is paused.
+    pub channel_capacity: usize,
+    /// Put prompt text in the logs. Off by default: prompts may hold personal data.
+    pub log_prompts: bool,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            limits: RequestLimits::default(),
+            channel_capacity: 64,
+            log_prompts: false,
+        }
+    }
+}
+
+/// A chat request the pipeline has checked, with who asked, on which route and when.
+/// Only [`ChatPipeline::admit`] makes one, so [`ChatPipeline::start`] never sees an unchecked
+/// request.
+#[derive(Debug)]
+pub struct Admitted {
+    request: ChatRequest,
+    principal: Principal,
+    route: Route,
+    started: Instant,
+}
+
+impl Admitted {
+    /// The request id (the client's, or the one admission gave it).
+    pub fn request_id(&self) -> &str {
+        self.request.id()
+    }
+
+    /// The checked request.
+    pub fn request(&self) -> &ChatRequest {
+        &self.request
+    }
+
+    /// The checked request, to keep for later (a task, a hand-off to another function); it is
+    /// admitted again when it runs.
+    pub fn into_request(self) -> ChatRequest {
+        self.request
+    }
+}
+
+/// request → limits → route → history → cache → model → events.
+pub struct ChatPipeline {
+    provider: Arc<dyn ModelProvider>,
+    models: ModelCatalog,
+    options: PipelineOptions,
+    memory: Option<Memory>,
+    cache: Option<ChatCache>,
+    limits: Option<Arc<Limits>>,
+    breakers: Arc<Breakers>,
+    recorder: Arc<dyn Recorder>,
+}
+
+impl ChatPipeline {
+    pub fn new(
+        provider: Arc<dyn ModelProvider>,
+        models: ModelCatalog,
+        options: PipelineOptions,
+    ) -> Self {
+        Self {
+            provider,
+            models,
+            options,
+            memory: None,
+            cache: None,
+            limits: None,
+            breakers: Arc::new(Breakers::off()),
+            recorder: Arc::new(NoRecorder),
+        }
+    }
+
+    /// Reports every chat to `recorder` (metrics).
+    pub fn with_recorder(mut self, recorder: Arc<dyn Recorder>) -> Self {
+        self.recorder = recorder;
+        self
+    }
+
+    /// Skips models whose circuit `breakers` has opened, for their fallbacks.
+    pub fn with_breakers(mut self, breakers: Arc<Breakers>) -> Self {
+        self.breakers = breakers;
+        self
+    }
+
+    /// Holds every principal to `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(Arc::new(limits));
+        self
+    }
+
+    /// Serves repeated requests from `cache`.
+    pub fn with_cache(mut self, cache: ChatCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Keeps conversations in `memory`.
+    pub fn with_memory(mut self, memory: Memory) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// Checks every field of `request` against the request limits and gives it its request id
+    /// (the client's, or a new one): the only way to a chat [`ChatPipeline::start`] accepts.
+    /// `started` is when the request arrived, for its latency.
+    pub fn admit(
+        &self,
+        request: ChatRequest,
+        principal: &Principal,
+        route: Route,
+        started: Instant,
+    ) -> Result<Admitted, Error> {
+        let request =
+            request.validate(&self.options.limits, || uuid::Uuid::new_v4().to_string())?;
+        Ok(Admitted {
+            request,
+            principal: principal.clone(),
+            route,
+            started,
+        })
+    }
+
+    /// Starts an admitted chat. Failures before the model accepted the request (unknown model,
+    /// throttled, unreachable) are returned here so a transport can still answer with an HTTP
+    /// status; everything after is an event in the stream, which always ends with `done` or
+    /// `error`.
+    pub async fn start(&self, chat: Admitted) -> Result<ChatStream, Error> {
+        let Admitted {
+            request,
+            principal,
+            route,
+            started,
+        } = chat;
+        let principal = &principal;
+        let asked = request.model.as_deref().unwrap_or(&self.models.default);
+        let watch = Watch::new(
+            self.recorder.clone(),
+            route,
+            &principal.tenant,
+            asked,
+            started,
+        );
+        match self.events(principal, route, request, started).await {
+            Ok(events) => Ok(ChatStream::watched(events, watch)),
+            Err(e) => {
+                watch.failed(e.code());
+                Err(e)
+            }
+        }
+    }
+
+    async fn events(
+        &self,
+        principal: &Principal,
+        route: Route,
+        request: ChatRequest,
+        started: Instant,
+    ) -> Result<EventStream, Error> {
+        let request_id: Arc<str> = Arc::from(request.id());
+        let span = tracing::info_span!(
+            "chat",
+            request_id = %request_id,
+            tenant = %principal.tenant,
+            model = field::Empty
+        );
+
+        // The transport verified `principal` before it got here.
+        if let Some(limits) = &self.limits {
+            let span = crate::trace_span!("limits.admit");
+            limits.admit(principal).instrument(span).await?;
+        }
+        let (name, why) = self.models.pick(&request, &principal.tenant)?;
+        let model_id = self.models.resolve(Some(name), self.provider.as_ref())?;
+        let chain = self.models.chain(Some(name), &model_id);
+        span.record("model", model_id.as_str());
+        span.in_scope(|| tracing::debug!(routed_by = ?why, "model chosen"));
+
+        let (history, recorder) = match &self.memory {
+            None if request.conversation_id.is_some() => {
+                return Err(Error::InvalidRequest(
+                    "conversation_id: conversation memory is not enabled on this server".into(),
+                ));
+            }
+            None => (Vec::new(), None),
+            Some(memory) => match memory
+                .recall(principal, &request, &model_id)
+                .instrument(crate::trace_span!("history.load"))
+                .await?
+            {
+                Recall::Replay {
+                    conversation_id,
+                    answer,
+                } => {
+                    span.in_scope(|| {
+                        tracing::info!("retried request: replaying the stored answer")
+                    });
+                    return Ok(replay_turn(
+                        request_id,
+                        conversation_id,
+                        model_id,
+                        answer,
+                        started,
+                        self.options.channel_capacity,
+                    ));
+                }
+                Recall::Continue { history, recorder } => (history, Some(recorder)),
+            },
+        };
+        if self.options.log_prompts {
+            span.in_scope(
+                || tracing::info!(prompt = %request.message, system = ?request.system, "prompt"),
+            );
+        }
+        let ask = CacheAsk {
+            mode: request.cache,
+            scope: request.cache_scope,
+            multi_turn: request.conversation_id.is_some(),
+        };
+        let provider_request = ProviderRequest {
+            model_id: model_id.clone(),
+            system: request.system,
+            messages: history
+                .into_iter()
+                .chain([Message {
+                    role: Role::User,
+                    content: request.message,
+                }])
+                .collect(),
+            inference: request.inference,
+        };
+
+        let plan = match &self.cache {
+            Some(cache) => cache.plan(principal, route, ask, &provider_request)?,
+            None => None,
+        };
+        let delivery = Delivery {
+            request_id,
+            conversation_id: recorder.as_ref().map(|r| r.conversation_id().to_owned()),
+            model: model_id,
+            recorder,
+            started,
+            capacity: self.options.channel_capacity,
+        };
+        // Runs only when the model is called: a cache hit, or a request joining another's
+        // flight, reserves no tokens and takes no upstream slot.
+        let upstream = async {
+            let (provider, breakers) = (self.provider.as_ref(), self.breakers.as_ref());
+            let Some(limits) = &self.limits else {
+                return upstream::open(provider, breakers, provider_request, &chain, None).await;
+            };
+            let input = estimate_prompt_tokens(&provider_request);
+            let max_tokens = provider_request.inference.max_tokens;
+            let reservation = limits
+                .reserve(principal, input, max_tokens)
+                .instrument(crate::trace_span!("limits.reserve"))
+                .await?;
+            let opened = match limits.upstream_slot().await {
+                Ok(slot) => {
+                    upstream::open(provider, breakers, provider_request, &chain, slot).await
+                }
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(upstream) => Ok(Upstream {
+                    stream: reservation.settle_on_usage(upstream.stream),
+                    ..upstream
+                }),
+                Err(e) => {
+                    // Nothing reached the model, so nothing was used.
+                    reservation.settle(0).await;
+                    Err(e)
+                }
+            }
+        };
+        // The stream's work, and a flight's producer task, made here inherit the span.
+        let events = async {
+            match (&self.cache, plan) {
+                (Some(cache), Some(plan)) => cache.serve(plan, delivery, upstream).await,
+                _ => flight::solo(delivery, upstream).await,
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        events.inspect_err(|e| span.in_scope(|| log_failure(e, started)))
+    }
+}
+
+/// The prompt's tokens as the limits count them before the model has: system and messages.
+fn estimate_prompt_tokens(request: &ProviderRequest) -> u64 {
+    let system = request.system.as_deref().map_or(0, estimate_tokens);
+    let messages: usize = request
+        .messages
+        .iter()
+        .map(|m| estimate_tokens(&m.content))
+        .sum();
+    (system + messages) as u64
+}
+
+/// The stored answer of a retried request id, as a stream: no model call, nothing recorded.
+fn replay_turn(
+    request_id: Arc<str>,
+    conversation_id: String,
+    model: String,
+    answer: Turn,
+    started: Instant,
+    capacity: usize,
+) -> EventStream {
+    let usage = answer.usage.unwrap_or_default();
+    let stored = CachedResponse {
+        model: model.clone(),
+        breaks: Vec::new(),
+        stop_reason: answer.stop_reason.unwrap_or_else(|| "end_turn".into()),
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        created_at_ms: answer.created_at,
+        text: answer.content,
+    };
+    let delivery = Delivery {
+        request_id,
+        conversation_id: Some(conversation_id),
+        model,
+        recorder: None,
+        started,
+        capacity,
+    };
+    flight::replay(Arc::new(stored), delivery, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::chat::ChatEvent;
+    use crate::pipeline::test_support::{alice, mock_pipeline};
+
+    fn admit(pipeline: &ChatPipeline, body: &str) -> Result<Admitted, Error> {
+        let request = crate::chat::parse_chat_request(body.as_bytes())?;
+        pipeline.admit(request, &alice(), Route::Chat, Instant::now())
+    }
+
+    async fn start(pipeline: &ChatPipeline, body: &str) -> Result<ChatStream, Error> {
+        pipeline.start(admit(pipeline, body)?).await
+    }
+
+    async fn events(body: &str) -> Vec<ChatEvent> {
+        start(&mock_pipeline(), body).await.unwrap().collect().await
+    }
+
+    #[test]
+    fn admission_checks_the_request_and_gives_it_an_id() {
+        let p = mock_pipeline();
+        let admitted = admit(&p, r#"{"message":"hello"}"#).unwrap();
+        assert!(!admitted.request_id().is_empty());
+        let kept = admit(&p, r#"{"message":"hello","request_id":"r-1"}"#).unwrap();
+        assert_eq!(kept.request_id(), "r-1");
+        let err = admit(&p, r#"{"message":"hi","inference":{"max_tokens":0}}"#).unwrap_err();
+        assert!(err.to_string().contains("inference.max_tokens"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn events_come_in_order_and_end_with_done() {
+        let events = events(r#"{"message":"hello"}"#).await;
+        assert!(matches!(&events[0], ChatEvent::Start { model, .. } if model == "mock"));
+        let deltas = events.iter().filter(|e| e.kind() == "delta").count();
+        assert!(deltas >= 2);
+        assert_eq!(events.len(), deltas + 2);
+        match events.last() {
+            Some(ChatEvent::Done { usage, .. }) => assert_eq!(usage.output_tokens, deltas as u64),
+            other => panic!("last event {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn midstream_failure_ends_with_one_error_event() {
+        let events = events(r#"{"message":"hello","model":"mock.error-midstream"}"#).await;
+        let kinds: Vec<_> = events.iter().map(ChatEvent::kind).collect();
+        assert_eq!(kinds, ["start", "delta", "delta", "delta", "error"]);
+    }
+
+    #[tokio::test]
+    async fn failures_before_the_first_event_are_returned() {
+        let p = mock_pipeline();
+        let err = start(&p, r#"{"message":"x","model":"mock.throttle-1"}"#)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code().as_str(), "upstream_throttled");
+        let err = start(&p, r#"{"message":"x","model":"nope"}"#)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code().as_str(), "invalid_request");
+        let err = start(&p, r#"{"message":"x","conversation_id":"c1"}"#)
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("conversation_id"));
+    }
+}

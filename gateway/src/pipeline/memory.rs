@@ -1,0 +1,264 @@
+//! Conversation memory in the pipeline. Before the model is called, a chat's conversation is
+//! recalled: earlier exchanges become the messages the model sees (the oldest dropped first to
+//! fit the context budget), and a retried request id gets its stored answer back without a new
+//! model call. After the stream completes, the exchange is recorded. A chat that fails or is
+//! cancelled records nothing, so history always alternates user/assistant.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use nagare_authorizer::Principal;
+
+use crate::chat::{ChatRequest, Usage};
+use crate::chat::{Message, Role};
+use crate::error::Error;
+use crate::store::{
+    ConversationStore, Exchange, MAX_TURN_BYTES, Turn, unix_now_ms, valid_conversation_id,
+};
+
+/// `[memory]` settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySettings {
+    /// Keep conversations. Off, a chat with `conversation_id` is refused.
+    pub enabled: bool,
+    /// The context budget in tokens: history is trimmed so that it, the system prompt, the new
+    /// message and the answer's `max_tokens` fit.
+    pub context_tokens: u32,
+    /// Budgets for particular model ids.
+    pub context_tokens_by_model: BTreeMap<String, u32>,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            context_tokens: 100_000,
+            context_tokens_by_model: BTreeMap::new(),
+        }
+    }
+}
+
+/// What is reserved for the answer when a request does not set `max_tokens`.
+const DEFAULT_ANSWER_TOKENS: usize = 4096;
+/// Titles are the start of the first message.
+const TITLE_CHARS: usize = 80;
+
+/// A rough, deliberately high token estimate: about 4 bytes per token in English and 3 in CJK
+/// scripts, so dividing by 3 errs on the side of trimming a little too much.
+pub fn estimate_tokens(text: &str) -> usize {
+    text.len().div_ceil(3)
+}
+
+/// The conversation store and how to use it.
+pub struct Memory {
+    store: Arc<dyn ConversationStore>,
+    settings: MemorySettings,
+}
+
+/// What memory decided for one chat.
+pub enum Recall {
+    /// The request id was answered before in this conversation: its stored answer.
+    Replay {
+        conversation_id: String,
+        answer: Turn,
+    },
+    /// Earlier messages for the model, and what to record when the answer is complete.
+    Continue {
+        history: Vec<Message>,
+        recorder: Recorder,
+    },
+}
+
+/// Records a chat's exchange once its answer is complete.
+pub struct Recorder {
+    store: Arc<dyn ConversationStore>,
+    owner: String,
+    conversation_id: String,
+    title: String,
+    request_id: String,
+    user: String,
+}
+
+impl Recorder {
+    pub fn conversation_id(&self) -> &str {
+        &self.conversation_id
+    }
+
+    /// Appends the exchange, answered by `model`.
+    pub async fn record(
+        &self,
+        model: &str,
+        assistant: String,
+        usage: Usage,
+        stop_reason: &str,
+    ) -> Result<(), Error> {
+        let exchange = Exchange {
+            request_id: self.request_id.clone(),
+            user: self.user.clone(),
+            assistant,
+            usage,
+            stop_reason: stop_reason.to_owned(),
+            model: model.to_owned(),
+        };
+        self.store
+            .append(
+                &self.owner,
+                &self.conversation_id,
+                &self.title,
+                &exchange,
+                unix_now_ms(),
+            )
+            .await
+            .map(drop)
+    }
+}
+
+impl Memory {
+    pub fn new(store: Arc<dyn ConversationStore>, settings: MemorySettings) -> Self {
+        Self { store, settings }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ConversationStore> {
+        &self.store
+    }
+
+    /// Recalls the conversation of `request` (validated), or starts a new one.
+    pub async fn recall(
+        &self,
+        principal: &Principal,
+        request: &ChatRequest,
+        model_id: &str,
+    ) -> Result<Recall, Error> {
+        if request.message.len() > MAX_TURN_BYTES {
+            return Err(Error::PayloadTooLarge {
+                limit: MAX_TURN_BYTES,
+            });
+        }
+        let recorder = |conversation_id: String| Recorder {
+            store: self.store.clone(),
+            owner: principal.sub.clone(),
+            conversation_id,
+            title: request.message.chars().take(TITLE_CHARS).collect(),
+            request_id: request.id().to_owned(),
+            user: request.message.clone(),
+        };
+        let Some(id) = &request.conversation_id else {
+            return Ok(Recall::Continue {
+                history: Vec::new(),
+                recorder: recorder(uuid::Uuid::new_v4().to_string()),
+            });
+        };
+        if !valid_conversation_id(id) {
+            return Err(Error::InvalidRequest(
+                "conversation_id: not an id this server issued".into(),
+            ));
+        }
+        // Someone else's conversation is reported exactly like a missing one.
+        let (_, turns) = self
+            .store
+            .history(&principal.sub, id)
+            .await?
+            .ok_or_else(|| Error::NotFound("conversation not found".into()))?;
+        if let Some(earlier) = turns
+            .iter()
+            .find(|t| t.role == Role::User && t.request_id == request.id())
+        {
+            if earlier.content != request.message {
+                return Err(Error::InvalidRequest(format!(
+                    "request_id: '{}' was already used for a different message in this conversation",
+                    request.id()
+                )));
+            }
+            if let Some(answer) = turns
+                .iter()
+                .find(|t| t.role == Role::Assistant && t.exchange == earlier.exchange)
+            {
+                return Ok(Recall::Replay {
+                    conversation_id: id.clone(),
+                    answer: answer.clone(),
+                });
+            }
+        }
+        let reserved = estimate_tokens(&request.message)
+            + request.system.as_deref().map_or(0, estimate_tokens)
+            + request
+                .inference
+                .max_tokens
+                .map_or(DEFAULT_ANSWER_TOKENS, |n| n as usize);
+        let budget = self.budget(model_id).saturating_sub(reserved);
+        Ok(Recall::Continue {
+            history: trim(&turns, budget),
+            recorder: recorder(id.clone()),
+        })
+    }
+
+    fn budget(&self, model_id: &str) -> usize {
+        self.settings
+            .context_tokens_by_model
+            .get(model_id)
+            .copied()
+            .unwrap_or(self.settings.context_tokens) as usize
+    }
+}
+
+/// The newest whole exchanges that fit `budget` tokens, oldest first.
+pub fn trim(turns: &[Turn], budget: usize) -> Vec<Message> {
+    let mut kept = 0;
+    let mut used = 0;
+    for pair in turns.rchunks_exact(2) {
+        let cost: usize = pair.iter().map(|t| estimate_tokens(&t.content)).sum();
+        if used + cost > budget {
+            break;
+        }
+        used += cost;
+        kept += 2;
+    }
+    turns[turns.len() - kept..]
+        .iter()
+        .map(|t| Message {
+            role: t.role,
+            content: t.content.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turns(n: u64, size: usize) -> Vec<Turn> {
+        (1..=n)
+            .flat_map(|e| {
+                [Role::User, Role::Assistant].map(|role| Turn {
+                    exchange: e,
+                    role,
+                    content: format!("{e}:{}", "x".repeat(size)),
+                    request_id: format!("r{e}"),
+                    usage: None,
+                    stop_reason: None,
+                    created_at: 0,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn trimming_drops_whole_exchanges_oldest_first() {
+        let all = turns(10, 298); // "N:" + 298 bytes = 300 or 301 bytes: 100 or 101 tokens
+        assert_eq!(trim(&all, usize::MAX).len(), 20);
+        let kept = trim(&all, 700);
+        assert_eq!(kept.len(), 6, "three exchanges fit, the fourth does not");
+        assert!(kept[0].content.starts_with("8:"));
+        assert_eq!(kept[0].role, Role::User);
+        assert_eq!(kept.last().map(|m| m.role), Some(Role::Assistant));
+        assert!(trim(&all, 10).is_empty());
+    }
+
+    #[test]
+    fn the_estimate_errs_high() {
+        assert_eq!(estimate_tokens(""), 0);
+        assert_eq!(estimate_tokens("hello world!"), 4);
+        assert_eq!(estimate_tokens("こんにちは"), 5);
+    }
+}

@@ -1,0 +1,192 @@
+//! `nagare serve`: bind, build the app, serve HTTP and gRPC and run the task workers until a
+//! signal. [`serve`] takes listeners already bound, so tests bind `127.0.0.1:0` and run the same
+//! loop as the binary.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::error::StartupError;
+use crate::grpc::{self, GrpcSettings};
+use crate::http;
+use crate::tasks::Worker;
+use crate::wiring::Wiring;
+
+/// The sockets `nagare serve` answers on.
+pub struct Listeners {
+    pub http: TcpListener,
+    /// `None` when gRPC is off.
+    pub grpc: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `server.listen` and, when gRPC is on, `grpc.listen`.
+    pub async fn bind(config: &Config) -> Result<Self, StartupError> {
+        let http = bind(config.listen, "server.listen / --listen").await?;
+        let grpc = match config.grpc_listen {
+            Some(addr) => Some(bind(addr, "grpc.listen / --grpc-listen").await?),
+            None => None,
+        };
+        Ok(Self { http, grpc })
+    }
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Io {
+            context: format!("binding {addr} ({key})"),
+            source,
+        })
+}
+
+/// How the servers behave, beside the app they serve.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub grpc: GrpcSettings,
+    /// How long in-flight requests and streams may finish after the signal.
+    pub shutdown_grace: Duration,
+}
+
+impl ServeSettings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            grpc: config.grpc.clone(),
+            shutdown_grace: config.shutdown_grace,
+        }
+    }
+}
+
+/// Runs `nagare serve` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    raise_open_file_limit();
+    let settings = ServeSettings::from_config(&config);
+    // Built before binding: a configuration or backend problem fails start-up before any port
+    // is taken.
+    let app = Wiring::new(config.clone()).serve_app().await?;
+    let listeners = Listeners::bind(&config).await?;
+    serve(listeners, app, settings, shutdown).await
+}
+
+/// Serves `app` on `listeners` and runs its task workers until `shutdown` resolves; then
+/// readiness turns 503, the workers stop taking tasks, and in-flight requests get the grace
+/// period to finish.
+pub async fn serve(
+    listeners: Listeners,
+    app: Arc<App>,
+    settings: ServeSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    let addr = local_addr(&listeners.http)?;
+    tracing::info!("listening on http://{addr}");
+    let grpc = match listeners.grpc {
+        Some(listener) => {
+            let addr = local_addr(&listener)?;
+            let (routes, health) = grpc::routes(app.clone(), &settings.grpc)
+                .map_err(|e| StartupError::Config(format!("gRPC reflection: {e}")))?;
+            tracing::info!("listening on grpc://{addr}");
+            Some((listener, routes, health))
+        }
+        None => {
+            tracing::info!("gRPC: off (grpc.enabled = false)");
+            None
+        }
+    };
+    // One signal stops both servers and the workers.
+    let stopping = CancellationToken::new();
+    tokio::spawn({
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.cancel();
+        }
+    });
+    // Workers stop taking tasks at the signal; a task they were running comes back after its
+    // visibility timeout, to this process after a restart or to another one.
+    let workers = app
+        .tasks
+        .clone()
+        .map(|tasks| Worker::new(tasks, app.pipeline.clone()).spawn(stopping.clone()));
+    let health = app.health.clone();
+    let http_stopping = stopping.clone();
+    let http = http::serve(
+        listeners.http,
+        http::router(app),
+        async move {
+            http_stopping.cancelled().await;
+            health.stopping();
+        },
+        settings.shutdown_grace,
+    );
+    let grpc = async {
+        if let Some((listener, routes, health)) = grpc {
+            let stopped = stopping.cancelled();
+            grpc::serve(
+                listener,
+                routes,
+                health,
+                &settings.grpc,
+                stopped,
+                settings.shutdown_grace,
+            )
+            .await;
+        }
+    };
+    let (served, ()) = tokio::join!(http, grpc);
+    for worker in workers.into_iter().flatten() {
+        let _ = worker.await;
+    }
+    served.map_err(|source| StartupError::Io {
+        context: "serving HTTP".into(),
+        source,
+    })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartupError> {
+    listener.local_addr().map_err(|source| StartupError::Io {
+        context: "reading a bound address".into(),
+        source,
+    })
+}
+
+/// Every WebSocket is a descriptor: raise the soft open-file limit to the hard one.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}

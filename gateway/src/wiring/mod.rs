@@ -1,0 +1,514 @@
+//! Start-up wiring: `nagare serve`, every Lambda function and the test harness build what they
+//! run on here, from a [`Config`], once. One AWS SDK config, loaded only when a configured backend
+//! needs it, serves every AWS client (one credentials cache, one connection pool).
+
+mod lambda;
+mod stores;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use nagare_authorizer::{Verifier, dev};
+use nagare_cache::{ResponseCache, SharedCache, SharedKind};
+
+use crate::app::{App, Health};
+use crate::config::{Config, ProviderKind};
+use crate::error::{Error, StartupError};
+use crate::limits::{Clock, Counters, Limits, SharedKind as LimitsShared};
+use crate::pipeline::{ChatCache, ChatPipeline, Memory};
+use crate::provider::{BedrockProvider, Breakers, MockProvider, ModelProvider, ResilientProvider};
+use crate::push::{ApiGatewayPusher, StoredConnections};
+use crate::store::{self, ConversationStore, StoreKind, TableNames};
+use crate::tasks::{
+    Callbacks, ConnectionDelivery, DynamoTaskStore, QueueKind, SqliteQueue, SqliteTaskStore,
+    SqsQueue, TaskQueue, TaskStore, Tasks,
+};
+use crate::telemetry::{Emf, Metrics, NoRecorder, Recorder};
+use crate::ws::LocalConnections;
+
+pub use stores::Stores;
+
+/// Where the callback signing key lives in the data dir when `tasks.callback_secret` is unset.
+pub const CALLBACK_SECRET_FILE: &str = "callback-secret";
+
+/// Builds the gateway from a config. A test may put in its own implementation of an outside
+/// dependency (a fake, or a store it also reads); everything else is built as in production.
+pub struct Wiring {
+    config: Config,
+    sdk: Option<SdkConfig>,
+    model: Option<Model>,
+    verifier: Option<Verifier>,
+    recorder: Option<Arc<dyn Recorder>>,
+    conversations: Option<Arc<dyn ConversationStore>>,
+    shared_cache: Option<Arc<dyn SharedCache>>,
+    limit_counters: Option<Arc<dyn Counters>>,
+    clock: Option<Clock>,
+    tasks: Option<Tasks>,
+}
+
+/// A model put in by a test.
+enum Model {
+    /// Wrapped in the configured retries and timeouts, as the configured one is.
+    Wrapped(Arc<dyn ModelProvider>),
+    /// Called as it is.
+    Bare(Arc<dyn ModelProvider>),
+}
+
+/// Where the app runs, which decides how its numbers are reported and how a task reaches a
+/// WebSocket connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Host {
+    /// `nagare serve`: Prometheus metrics; tasks deliver into this process's sockets.
+    Serve,
+    /// A Lambda function: Embedded Metric Format lines; tasks deliver through the Management API.
+    Lambda,
+}
+
+impl Wiring {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            sdk: None,
+            model: None,
+            verifier: None,
+            recorder: None,
+            conversations: None,
+            shared_cache: None,
+            limit_counters: None,
+            clock: None,
+            tasks: None,
+        }
+    }
+
+    /// The AWS config every AWS client uses, instead of the standard chain's.
+    pub fn with_sdk_config(mut self, sdk: SdkConfig) -> Self {
+        self.sdk = Some(sdk);
+        self
+    }
+
+    /// The model, instead of the one `provider` names; it is still wrapped in the configured
+    /// retries, timeouts and circuit breakers.
+    pub fn with_model(mut self, model: Arc<dyn ModelProvider>) -> Self {
+        self.model = Some(Model::Wrapped(model));
+        self
+    }
+
+    /// The model, called as it is: no retries, timeouts or circuit metrics around it. For tests
+    /// of the layers above, which see each model event as it comes (the retry layer holds a
+    /// stream back until its first event, so that it can still retry).
+    pub fn with_bare_model(mut self, model: Arc<dyn ModelProvider>) -> Self {
+        self.model = Some(Model::Bare(model));
+        self
+    }
+
+    /// The token verifier, instead of the configured issuers or the dev secret.
+    pub fn with_verifier(mut self, verifier: Verifier) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+
+    /// Where the pipeline's numbers go, instead of Prometheus (`nagare serve`) or Embedded
+    /// Metric Format lines (Lambda).
+    pub fn with_recorder(mut self, recorder: Arc<dyn Recorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    /// The conversation store, instead of the one `[store]` names.
+    pub fn with_conversations(mut self, store: Arc<dyn ConversationStore>) -> Self {
+        self.conversations = Some(store);
+        self
+    }
+
+    /// The cache's shared tier, instead of the one `cache.shared` names.
+    pub fn with_shared_cache(mut self, tier: Arc<dyn SharedCache>) -> Self {
+        self.shared_cache = Some(tier);
+        self
+    }
+
+    /// Where `[rate_limits]` count, instead of the one `rate_limits.shared` names.
+    pub fn with_limit_counters(mut self, counters: Arc<dyn Counters>) -> Self {
+        self.limit_counters = Some(counters);
+        self
+    }
+
+    /// The time the rate limits' windows are read from, instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The tasks (store, queue, callbacks), instead of the ones `[tasks]` names.
+    pub fn with_tasks(mut self, tasks: Tasks) -> Self {
+        self.tasks = Some(tasks);
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The shared AWS config, loaded from the standard chain on first use: the default SQLite
+    /// setup never waits on AWS config lookups.
+    async fn sdk(&mut self) -> SdkConfig {
+        match &self.sdk {
+            Some(sdk) => sdk.clone(),
+            None => {
+                let loaded = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                self.sdk = Some(loaded.clone());
+                loaded
+            }
+        }
+    }
+
+    /// The app `nagare serve` runs: every transport's core, with Prometheus metrics and tasks
+    /// delivered to this process's WebSocket sessions.
+    pub async fn serve_app(mut self) -> Result<Arc<App>, StartupError> {
+        let (app, _) = self.build(Host::Serve).await?;
+        Ok(Arc::new(app))
+    }
+
+    /// Builds the app and the stores it was built on.
+    async fn build(&mut self, host: Host) -> Result<(App, Stores), StartupError> {
+        let config = self.config.clone();
+        let metrics = (host == Host::Serve && config.metrics.enabled)
+            .then(|| Metrics::new(&config.metrics, config.cache.prices.clone()));
+        let recorder: Arc<dyn Recorder> = match (self.recorder.take(), &metrics, host) {
+            (Some(recorder), _, _) => recorder,
+            (None, Some(metrics), _) => Arc::new(metrics.clone()),
+            (None, None, Host::Lambda) if config.metrics.enabled => {
+                // Lambda: metrics as Embedded Metric Format lines on stdout, which CloudWatch
+                // Logs reads.
+                Arc::new(Emf::new(&config.metrics.emf_namespace, std::io::stdout()))
+            }
+            (None, None, _) => {
+                tracing::info!("metrics: off (metrics.enabled = false)");
+                Arc::new(NoRecorder)
+            }
+        };
+        let provider = match self.model.take() {
+            Some(Model::Bare(model)) => model,
+            Some(Model::Wrapped(model)) => resilient(&config, model, recorder.clone()),
+            None => resilient(&config, self.model().await?, recorder.clone()),
+        };
+        let mut stores = if needs_dynamodb(&config) {
+            let sdk = self.sdk().await;
+            Stores::open(&config, Some(&sdk)).await?
+        } else {
+            Stores::open(&config, None).await?
+        };
+        if let Some(store) = self.conversations.take() {
+            stores.conversations = store;
+        }
+        if let Some(tier) = self.shared_cache.take() {
+            stores.shared_cache = Some(tier);
+        }
+        if let Some(counters) = self.limit_counters.take() {
+            stores.limit_counters = counters;
+        }
+        let breakers = Arc::new(Breakers::new(config.upstream.breaker.clone()));
+        let cache = config.cache.enabled.then(|| {
+            Arc::new(ResponseCache::new(
+                config.cache.clone(),
+                stores.shared_cache.clone(),
+            ))
+        });
+        let mut limits = Limits::new(config.rate_limits.clone(), stores.limit_counters.clone());
+        if let Some(clock) = self.clock.take() {
+            limits = limits.with_clock(clock);
+        }
+        let pipeline = pipeline(
+            &config,
+            provider.clone(),
+            &stores,
+            limits,
+            breakers.clone(),
+            cache.clone(),
+            recorder,
+        )?;
+        // The open `/v1/ws` sockets of this process; a Lambda function has none.
+        let connections = LocalConnections::new(Duration::from_millis(
+            config.websocket.slow_consumer_timeout_ms,
+        ));
+        let tasks = if let Some(tasks) = self.tasks.take() {
+            Some(tasks)
+        } else if config.tasks.enabled {
+            let delivery = match host {
+                Host::Serve => ConnectionDelivery::new(connections.clone(), connections.clone(), 0),
+                Host::Lambda => self.stored_delivery(&stores).await,
+            };
+            Some(self.tasks(&stores, Arc::new(delivery)).await?)
+        } else {
+            tracing::info!("tasks: off (tasks.enabled = false)");
+            None
+        };
+        let health = Arc::new(Health::new(provider.name(), breakers, cache));
+        let registry = metrics.as_ref().map(|m| m.registry(health.clone()));
+        let verifier = match self.verifier.take() {
+            Some(verifier) => Arc::new(verifier),
+            None => verifier(&config)?,
+        };
+        let app = App {
+            pipeline: Arc::new(pipeline),
+            verifier,
+            chat_scope: config.auth.chat_scope.clone(),
+            body_limit: config.body_limit,
+            websocket: config.websocket.clone(),
+            conversations: config.memory.enabled.then(|| stores.conversations.clone()),
+            tasks,
+            connections,
+            metrics,
+            registry,
+            health,
+        };
+        Ok((app, stores))
+    }
+
+    /// The model the config names, before retries wrap it.
+    async fn model(&mut self) -> Result<Arc<dyn ModelProvider>, StartupError> {
+        let config = self.config.clone();
+        Ok(match config.provider {
+            ProviderKind::Mock => {
+                tracing::info!(
+                    ttft_ms = config.mock.ttft_ms,
+                    tokens_per_second = config.mock.tokens_per_second,
+                    "model provider: mock (embedded, deterministic; use --provider bedrock for Amazon Bedrock)"
+                );
+                Arc::new(MockProvider::new(config.mock))
+            }
+            ProviderKind::Bedrock => {
+                let sdk = self.sdk().await;
+                let provider = BedrockProvider::checked(&sdk, &config.bedrock).await?;
+                tracing::info!(
+                    endpoint = config
+                        .bedrock
+                        .endpoint_url
+                        .as_deref()
+                        .unwrap_or("regional default"),
+                    "model provider: bedrock (Amazon Bedrock ConverseStream)"
+                );
+                Arc::new(provider)
+            }
+        })
+    }
+
+    /// The task store (DynamoDB when `[store]` uses it, else SQLite), the queue (`tasks.queue`:
+    /// the embedded one in SQLite, or SQS), and the callback signer. `delivery` reaches
+    /// WebSocket connections.
+    async fn tasks(
+        &mut self,
+        stores: &Stores,
+        delivery: Arc<ConnectionDelivery>,
+    ) -> Result<Tasks, StartupError> {
+        let config = self.config.clone();
+        let settings = config.tasks.clone();
+        let aws = if config.store.kind == StoreKind::Dynamodb || settings.queue == QueueKind::Sqs {
+            Some(self.sdk().await)
+        } else {
+            None
+        };
+        let store: Arc<dyn TaskStore> = match &aws {
+            Some(sdk) if config.store.kind == StoreKind::Dynamodb => {
+                Arc::new(DynamoTaskStore::new(
+                    aws_sdk_dynamodb::Client::new(sdk),
+                    &settings.table,
+                    settings.retention_days * 24 * 60 * 60,
+                ))
+            }
+            _ => Arc::new(SqliteTaskStore::new(stores.sqlite(&config)?)),
+        };
+        let queue: Arc<dyn TaskQueue> = match (&aws, settings.queue) {
+            (Some(sdk), QueueKind::Sqs) => {
+                let url = settings.queue_url.clone().ok_or_else(|| {
+                    StartupError::Config(
+                        "tasks.queue_url: required with tasks.queue = \"sqs\"".into(),
+                    )
+                })?;
+                Arc::new(SqsQueue::new(
+                    aws_sdk_sqs::Client::new(sdk),
+                    url,
+                    settings.dead_letter_queue_url.clone(),
+                ))
+            }
+            // One more receive than attempts: the worker sees the message once more and fails
+            // the task for good, instead of leaving it `running` in the dead letters.
+            _ => Arc::new(SqliteQueue::new(
+                stores.sqlite(&config)?,
+                settings.max_attempts + 1,
+            )),
+        };
+        let secret = match &settings.callback_secret {
+            Some(secret) => secret.clone(),
+            None => {
+                let path = config.data_dir.join(CALLBACK_SECRET_FILE);
+                dev::load_or_create_text_secret(&path).map_err(|source| StartupError::Io {
+                    context: format!("reading or creating {}", path.display()),
+                    source,
+                })?
+            }
+        };
+        let dev_mode = config.auth.issuers.is_empty();
+        tracing::info!(
+            workers = settings.workers,
+            queue = queue.name(),
+            max_attempts = settings.max_attempts,
+            "tasks: on"
+        );
+        Ok(Tasks {
+            store,
+            queue,
+            callbacks: Arc::new(Callbacks::new(secret.into_bytes(), &settings, dev_mode)),
+            connections: Some(delivery),
+            settings,
+        })
+    }
+
+    /// Delivery to the connections of the API Gateway WebSocket API: a record of the connections
+    /// table says who opened one and where its Management API is.
+    async fn stored_delivery(&mut self, stores: &Stores) -> ConnectionDelivery {
+        let directory = StoredConnections::new(
+            stores.connections.clone(),
+            self.config.lambda.management_endpoint.clone(),
+        );
+        let pusher = ApiGatewayPusher::new(self.sdk().await);
+        ConnectionDelivery::new(
+            Arc::new(directory),
+            Arc::new(pusher),
+            self.config.lambda.post_retries,
+        )
+    }
+}
+
+/// Whether any configured backend lives in DynamoDB.
+fn needs_dynamodb(config: &Config) -> bool {
+    config.store.kind == StoreKind::Dynamodb
+        || config.cache.shared == SharedKind::Dynamodb
+        || config.rate_limits.shared == LimitsShared::Dynamodb
+}
+
+/// `model` with the configured retries and timeouts around it.
+fn resilient(
+    config: &Config,
+    model: Arc<dyn ModelProvider>,
+    recorder: Arc<dyn Recorder>,
+) -> Arc<dyn ModelProvider> {
+    let upstream = &config.upstream;
+    tracing::info!(
+        max_attempts = upstream.max_attempts,
+        first_token_timeout_ms = upstream.first_token_timeout_ms,
+        idle_timeout_ms = upstream.idle_timeout_ms,
+        "model calls: retried before the first token, timed out when silent"
+    );
+    Arc::new(ResilientProvider::new(model, upstream.clone()).with_recorder(recorder))
+}
+
+/// The pipeline, after checking that the default model routes somewhere.
+fn pipeline(
+    config: &Config,
+    provider: Arc<dyn ModelProvider>,
+    stores: &Stores,
+    limits: Limits,
+    breakers: Arc<Breakers>,
+    cache: Option<Arc<ResponseCache>>,
+    recorder: Arc<dyn Recorder>,
+) -> Result<ChatPipeline, StartupError> {
+    config
+        .models
+        .resolve(None, provider.as_ref())
+        .map_err(|e| StartupError::Config(format!("models.default: {e}")))?;
+    let mut pipeline = ChatPipeline::new(provider, config.models.clone(), config.pipeline.clone())
+        .with_breakers(breakers)
+        .with_recorder(recorder);
+    if config.memory.enabled {
+        let memory = Memory::new(stores.conversations.clone(), config.memory.clone());
+        pipeline = pipeline.with_memory(memory);
+    } else {
+        tracing::info!("conversation memory: off (memory.enabled = false)");
+    }
+    let rate = &config.rate_limits;
+    tracing::info!(
+        requests_per_minute = rate.requests_per_minute,
+        tokens_per_minute = rate.tokens_per_minute,
+        tokens_per_day = rate.tokens_per_day,
+        max_concurrent_upstream = rate.max_concurrent_upstream,
+        "rate limits per principal (0: none)"
+    );
+    pipeline = pipeline.with_limits(limits);
+    match cache {
+        Some(cache) => {
+            tracing::info!(
+                l1_max_bytes = config.cache.l1_max_bytes,
+                shared = cache.l2_name().unwrap_or("none"),
+                "response cache: on"
+            );
+            pipeline = pipeline.with_cache(ChatCache::new(cache, config.cache.clone()));
+        }
+        None => tracing::info!("response cache: off (cache.enabled = false)"),
+    }
+    Ok(pipeline)
+}
+
+/// The token verifier: the configured issuers, or dev mode with the secret in the data dir.
+fn verifier(config: &Config) -> Result<Arc<Verifier>, StartupError> {
+    let dev_secret = if config.auth.issuers.is_empty() {
+        let secret =
+            dev::load_or_create_secret(&config.data_dir).map_err(|source| StartupError::Io {
+                context: format!(
+                    "reading or creating {}",
+                    dev::secret_path(&config.data_dir).display()
+                ),
+                source,
+            })?;
+        tracing::info!(
+            secret = %dev::secret_path(&config.data_dir).display(),
+            "auth: dev mode (HS256); mint a token with `nagare token --sub alice --data-dir {}`",
+            config.data_dir.display()
+        );
+        Some(secret)
+    } else {
+        let issuers: Vec<&str> = config
+            .auth
+            .issuers
+            .iter()
+            .map(|i| i.issuer.as_str())
+            .collect();
+        tracing::info!(?issuers, "auth: JWT from the configured issuers (JWKS)");
+        None
+    };
+    let verifier = Verifier::new(&config.auth, dev_secret.as_deref())
+        .map_err(|e| StartupError::Config(e.to_string()))?;
+    Ok(Arc::new(verifier))
+}
+
+/// The DynamoDB tables the config names (`[store]`, `[cache]`, `[rate_limits]`, `[tasks]`).
+pub fn table_names(config: &Config) -> TableNames {
+    TableNames {
+        connections: config.store.connections_table.clone(),
+        conversations: config.store.conversations_table.clone(),
+        cache: config.cache.table.clone(),
+        limits: config.rate_limits.table.clone(),
+        tasks: config.tasks.table.clone(),
+    }
+}
+
+/// `nagare create-tables`: creates the DynamoDB tables the config names; true for each one
+/// created.
+pub async fn create_tables(config: &Config) -> Result<Vec<(String, bool)>, Error> {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let names = table_names(config);
+    let created = store::create_tables(&aws_sdk_dynamodb::Client::new(&sdk), &names).await?;
+    Ok([
+        names.connections,
+        names.conversations,
+        names.cache,
+        names.limits,
+        names.tasks,
+    ]
+    .into_iter()
+    .map(|t| {
+        let new = created.contains(&t);
+        (t, new)
+    })
+    .collect())
+}

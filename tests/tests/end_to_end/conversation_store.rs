@@ -1,0 +1,279 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! One suite, two conversation stores: SQLite (embedded) and DynamoDB (moto's server, through
+//! the real SDK): ordering, ownership, idempotent retries, concurrent appends, pagination,
+//! deletion, unicode, large content and bad page tokens.
+
+use std::sync::Arc;
+
+use nagare_gateway::chat::{Role, Usage};
+use nagare_gateway::store::{
+    Appended, ConversationStore, Database, DynamoConversationStore, Exchange, MAX_TURN_BYTES,
+    SqliteConversationStore,
+};
+use nagare_tests::fake_lambda::workspace_binary;
+use nagare_tests::moto;
+
+fn exchange(request_id: &str, user: &str, assistant: &str) -> Exchange {
+    Exchange {
+        request_id: request_id.into(),
+        user: user.into(),
+        assistant: assistant.into(),
+        usage: Usage {
+            input_tokens: 3,
+            output_tokens: 5,
+        },
+        stop_reason: "end_turn".into(),
+        model: "m1".into(),
+    }
+}
+
+async fn suite(store: Arc<dyn ConversationStore>) {
+    // Ordering over 100 exchanges, read back whole and page by page.
+    for i in 1..=100u64 {
+        let x = exchange(&format!("r{i}"), &format!("q{i}"), &format!("a{i}"));
+        assert_eq!(
+            store
+                .append("alice", "c1", "first", &x, 1000 + i)
+                .await
+                .unwrap(),
+            Appended::New(i)
+        );
+    }
+    let (meta, turns) = store.history("alice", "c1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            meta.exchanges,
+            meta.title.as_str(),
+            meta.created_at,
+            meta.updated_at
+        ),
+        (100, "first", 1001, 1100)
+    );
+    assert_eq!(turns.len(), 200);
+    for (i, pair) in turns.chunks(2).enumerate() {
+        let n = i as u64 + 1;
+        assert_eq!(
+            (pair[0].exchange, pair[0].role, pair[0].content.clone()),
+            (n, Role::User, format!("q{n}"))
+        );
+        assert_eq!(
+            (pair[1].exchange, pair[1].role, pair[1].content.clone()),
+            (n, Role::Assistant, format!("a{n}"))
+        );
+        assert_eq!(pair[0].usage, None);
+        assert_eq!(pair[1].usage.unwrap().output_tokens, 5);
+        assert_eq!(pair[1].stop_reason.as_deref(), Some("end_turn"));
+    }
+    let mut paged = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = store
+            .turns("alice", "c1", 7, token.as_deref())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(page.items.len() <= 7);
+        paged.extend(page.items);
+        match page.next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(paged, turns);
+
+    // A retried request id changes nothing and says where it went.
+    let retry = exchange("r7", "q7 again", "a7 again");
+    assert_eq!(
+        store
+            .append("alice", "c1", "x", &retry, 2000)
+            .await
+            .unwrap(),
+        Appended::Duplicate(7)
+    );
+    assert_eq!(
+        store
+            .history("alice", "c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .exchanges,
+        100
+    );
+
+    // Ownership: bob sees nothing of alice's, and cannot write into it or delete it.
+    assert!(store.history("bob", "c1").await.unwrap().is_none());
+    assert!(store.turns("bob", "c1", 10, None).await.unwrap().is_none());
+    let e = store
+        .append("bob", "c1", "x", &exchange("b1", "hi", "yo"), 2000)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().as_str(), "not_found");
+    assert!(!store.delete("bob", "c1").await.unwrap());
+    assert!(store.history("alice", "c1").await.unwrap().is_some());
+
+    // Concurrent appends to one conversation: all land, whole, at distinct numbers.
+    let racers = (0..10).map(|i| {
+        let store = store.clone();
+        async move {
+            let x = exchange(&format!("race{i}"), &format!("rq{i}"), &format!("ra{i}"));
+            store
+                .append("alice", "c2", "race", &x, 3000 + i)
+                .await
+                .unwrap()
+        }
+    });
+    let mut numbers: Vec<u64> = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(|a| match a {
+            Appended::New(n) => n,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=10).collect::<Vec<_>>());
+    let (_, turns) = store.history("alice", "c2").await.unwrap().unwrap();
+    for pair in turns.chunks(2) {
+        // Each exchange's two turns belong to the same request: nothing interleaved.
+        assert_eq!(pair[0].request_id, pair[1].request_id);
+        assert_eq!(
+            pair[0].content.replace("rq", ""),
+            pair[1].content.replace("ra", "")
+        );
+    }
+
+    // Unicode and large content survive unchanged; too large is refused before any write.
+    let big = "語".repeat(MAX_TURN_BYTES / 3 - 10);
+    let text = "emoji 🎉, RTL שלום, NUL-free \u{7f} and \"quotes\"\n";
+    store
+        .append("alice", "c3", "unicode", &exchange("u1", text, &big), 4000)
+        .await
+        .unwrap();
+    let (_, turns) = store.history("alice", "c3").await.unwrap().unwrap();
+    assert_eq!(
+        (turns[0].content.as_str(), turns[1].content.len()),
+        (text, big.len())
+    );
+    let huge = "x".repeat(MAX_TURN_BYTES + 1);
+    let e = store
+        .append("alice", "c4", "huge", &exchange("h1", &huge, "a"), 4000)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().as_str(), "payload_too_large");
+    assert!(store.history("alice", "c4").await.unwrap().is_none());
+
+    // Listing: own conversations only, most recently updated first, paginated.
+    store
+        .append("bob", "b1", "bob's", &exchange("b1", "hi", "yo"), 5000)
+        .await
+        .unwrap();
+    let mut listed = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = store.list("alice", 2, token.as_deref()).await.unwrap();
+        listed.extend(page.items.into_iter().map(|m| m.conversation_id));
+        match page.next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ["c3", "c2", "c1"]);
+    for bad in ["garbage", "eyJ1Ijo1fQ"] {
+        let e = store.list("alice", 2, Some(bad)).await.unwrap_err();
+        assert_eq!(e.code().as_str(), "invalid_request");
+        let e = store.turns("alice", "c1", 2, Some(bad)).await.unwrap_err();
+        assert_eq!(e.code().as_str(), "invalid_request");
+    }
+
+    // Deletion removes everything; the id can then start afresh.
+    assert!(store.delete("alice", "c1").await.unwrap());
+    assert!(store.history("alice", "c1").await.unwrap().is_none());
+    assert!(!store.delete("alice", "c1").await.unwrap());
+    let x = exchange("r1", "again", "fresh");
+    assert_eq!(
+        store.append("alice", "c1", "new", &x, 6000).await.unwrap(),
+        Appended::New(1)
+    );
+    let (_, turns) = store.history("alice", "c1").await.unwrap().unwrap();
+    assert_eq!(turns.len(), 2);
+}
+
+#[tokio::test]
+async fn sqlite_conversations_keep_the_contract() {
+    suite(Arc::new(SqliteConversationStore::new(
+        Database::in_memory().unwrap(),
+    )))
+    .await;
+}
+
+#[tokio::test]
+async fn dynamodb_conversations_keep_the_contract() {
+    let client = moto::dynamodb();
+    let tables = moto::tables(&client).await.unwrap();
+    suite(Arc::new(DynamoConversationStore::new(
+        client,
+        tables.conversations,
+    )))
+    .await;
+}
+
+#[tokio::test]
+async fn nagare_create_tables_creates_once_then_reports_existing() {
+    let suffix = format!(
+        "{}-{}",
+        std::process::id(),
+        nagare_gateway::store::unix_now_ms()
+    );
+    let (connections, conversations, cache, limits, tasks) = (
+        format!("conn-{suffix}"),
+        format!("conv-{suffix}"),
+        format!("cache-{suffix}"),
+        format!("limits-{suffix}"),
+        format!("tasks-{suffix}"),
+    );
+    let run = || {
+        std::process::Command::new(workspace_binary("nagare").unwrap())
+            .arg("create-tables")
+            .env_clear()
+            .env("AWS_ENDPOINT_URL_DYNAMODB", moto::url())
+            .env("AWS_ACCESS_KEY_ID", "AKIDNAGARETEST")
+            .env("AWS_SECRET_ACCESS_KEY", "nagare-test-secret")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("NAGARE__STORE__CONNECTIONS_TABLE", &connections)
+            .env("NAGARE__STORE__CONVERSATIONS_TABLE", &conversations)
+            .env("NAGARE__CACHE__TABLE", &cache)
+            .env("NAGARE__RATE_LIMITS__TABLE", &limits)
+            .env("NAGARE__TASKS__TABLE", &tasks)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout),
+        format!(
+            "{connections}: created\n{conversations}: created\n{cache}: created\n{limits}: created\n{tasks}: created\n"
+        )
+    );
+    let second = run();
+    assert_eq!(
+        String::from_utf8_lossy(&second.stdout),
+        format!(
+            "{connections}: exists\n{conversations}: exists\n{cache}: exists\n{limits}: exists\n{tasks}: exists\n"
+        )
+    );
+    let table = moto::dynamodb()
+        .describe_table()
+        .table_name(&conversations)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    assert_eq!(
+        table.global_secondary_indexes()[0].index_name(),
+        Some("owner-updated")
+    );
+}

@@ -1,0 +1,27 @@
+//! Nagare's end-to-end tests, one module per concern, in one test binary: one link of the
+//! workspace instead of one per file. Each module starts what it needs (a gateway on the real
+//! wiring, fakes, moto's server, redis-server) on free loopback ports; the shared helpers live in
+//! the `nagare-tests` library.
+
+mod auth;
+mod bedrock_provider;
+mod cache;
+mod connection_store;
+mod conversation_store;
+mod deploy;
+mod gateway_http;
+mod grpc;
+mod grpc_python;
+mod lambda_authorizer;
+mod lambda_http;
+mod limits;
+mod load_generator;
+mod memory;
+mod observability;
+mod resilience;
+mod routing;
+mod task_delivery;
+mod tasks;
+mod websocket;
+mod websocket_lambda;
+mod workflow;
