@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-/// Connects to `url` (`ws://host:port/v1/ws`), sends one chat, writes the deltas to `out` and
+/// Connects to `url` (`ws://host:port/v1/ws`, or `wss://` with the system's trusted roots;
+/// `SSL_CERT_FILE` names another bundle), sends one chat, writes the deltas to `out` and
 /// returns the conversation id and the `done` event, or the error frame's message.
 pub async fn chat(
     url: &str,

@@ -43,7 +43,8 @@ enum Command {
     Chat {
         /// The message to send.
         message: String,
-        /// The server's WebSocket URL.
+        /// The server's WebSocket URL: ws://, or wss:// (the system's trusted roots, or the
+        /// bundle SSL_CERT_FILE names).
         #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
         url: String,
         /// A JWT; defaults to the NAGARE_TOKEN environment variable.

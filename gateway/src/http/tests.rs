@@ -256,6 +256,24 @@ async fn bad_input_gets_the_documented_error() {
 }
 
 #[tokio::test]
+async fn curl_default_form_content_type_carries_json() {
+    // `curl -d '{...}'` sends application/x-www-form-urlencoded: the JSON body is still read.
+    let s = state();
+    let form = Some("application/x-www-form-urlencoded");
+    let (status, _, text) = send(&s, "/v1/chat", form, r#"{"message":"hi"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    // A real form body is still not JSON: the same clear 400 as any other bad body.
+    let (status, _, text) = send(&s, "/v1/chat", form, "message=hi").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_request");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("JSON"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn upstream_failures_map_to_the_error_table() {
     let s = state();
     let (status, headers, body) = post_json(

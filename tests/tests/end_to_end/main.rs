@@ -6,6 +6,7 @@
 mod auth;
 mod bedrock_provider;
 mod cache;
+mod chat_cli;
 mod connection_store;
 mod conversation_store;
 mod deploy;
