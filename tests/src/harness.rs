@@ -166,6 +166,13 @@ impl GatewayBuilder {
         Ok((app, self.dir))
     }
 
+    /// The wiring itself, for a Lambda function's build (`ws_function`, `http_router`,
+    /// `worker`); the directory holds its data.
+    pub fn into_wiring(mut self) -> (Wiring, TempDir) {
+        let wiring = self.wire();
+        (wiring, self.dir)
+    }
+
     /// The wiring of the config, with the test AWS credentials, dev-mode auth and the test's
     /// fakes.
     fn wire(&mut self) -> Wiring {

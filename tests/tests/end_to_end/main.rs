@@ -14,6 +14,7 @@ mod gateway_http;
 mod grpc;
 mod grpc_python;
 mod lambda_authorizer;
+mod lambda_events;
 mod lambda_http;
 mod limits;
 mod load_generator;
