@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::error::AuthConfigError;
 
 /// Verification settings shared by `nagare serve` and the Lambda authorizer.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     /// Trusted OIDC / Cognito issuers. Empty means dev mode (HS256 with a local secret).
@@ -39,7 +39,7 @@ impl Default for AuthSettings {
 }
 
 /// One trusted issuer.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerSettings {
     /// The exact `iss` value, e.g. `https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC`.

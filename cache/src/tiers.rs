@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::{CacheError, CacheKey, CacheMetrics, CachedResponse, MetricsSnapshot, Mode, Price};
 
 /// `[cache]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
     pub enabled: bool,
@@ -66,7 +66,7 @@ impl Default for CacheSettings {
 }
 
 /// Which shared tier, if any.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SharedKind {
     #[default]

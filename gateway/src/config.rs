@@ -46,7 +46,7 @@ impl EnvSource for BTreeMap<String, String> {
 }
 
 /// `nagare.toml` as written, every key optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
     server: ServerSection,
@@ -70,7 +70,7 @@ struct RawConfig {
     workflow: WorkflowSettings,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct ServerSection {
     listen: String,
@@ -91,7 +91,7 @@ impl Default for ServerSection {
 }
 
 /// Which model provider serves requests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     #[default]
@@ -99,7 +99,7 @@ pub enum ProviderKind {
     Bedrock,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct ProviderSection {
     kind: ProviderKind,
@@ -107,7 +107,7 @@ struct ProviderSection {
     bedrock: BedrockSettings,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct ModelsSection {
     default: Option<String>,
@@ -116,7 +116,7 @@ struct ModelsSection {
     fallbacks: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct LimitsSection {
     max_tokens: u32,
@@ -137,7 +137,7 @@ impl Default for LimitsSection {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct LogSection {
     format: LogFormat,
@@ -635,5 +635,53 @@ mod tests {
         let c = load(None, &env(&[]), &flags).unwrap();
         assert!(c.models.aliases["fast"].contains("haiku"));
         assert_eq!(c.models.default, "fast");
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../deploy/nagare.example.toml");
+
+    /// Drops empty tables and arrays: the example shows an empty map's shape in a comment.
+    fn without_empty(table: toml::Table) -> toml::Table {
+        table
+            .into_iter()
+            .filter_map(|(key, value)| match value {
+                toml::Value::Table(t) => {
+                    let t = without_empty(t);
+                    (!t.is_empty()).then_some((key, toml::Value::Table(t)))
+                }
+                toml::Value::Array(a) if a.is_empty() => None,
+                other => Some((key, other)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_example_file_lists_every_key_with_its_default() {
+        let example: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let defaults = toml::Table::try_from(RawConfig::default()).unwrap();
+        let (example, defaults) = (without_empty(example), without_empty(defaults));
+        for (section, keys) in &defaults {
+            let listed = example.get(section);
+            assert_eq!(
+                listed,
+                Some(keys),
+                "deploy/nagare.example.toml: [{section}] differs from the built-in defaults"
+            );
+        }
+        assert_eq!(example, defaults);
+    }
+
+    #[test]
+    fn loading_the_example_file_gives_the_built_in_configuration() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/nagare.example.toml");
+        let env = BTreeMap::new();
+        let from_file = load(Some(&path), &env, &Overrides::default()).unwrap();
+        let built_in = load(None, &env, &Overrides::default()).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{built_in:?}"));
     }
 }

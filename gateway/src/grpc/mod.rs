@@ -32,7 +32,7 @@ use crate::app::App;
 pub type GrpcRoutes = observe::Observed<Routes>;
 
 /// `[grpc]` settings.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcSettings {
     /// Serve gRPC at all.

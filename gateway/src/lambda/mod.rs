@@ -27,7 +27,7 @@ pub fn invocation_span(lambda_request_id: &str, event: &serde_json::Value) -> tr
 }
 
 /// `[lambda]` settings of the WebSocket function.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LambdaWsSettings {
     /// The Management API base URL. `{domain}` and `{stage}` are filled in from the event;

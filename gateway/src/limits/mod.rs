@@ -26,7 +26,7 @@ pub use counters::{Counters, LocalCounters};
 pub use dynamodb::DynamoCounters;
 
 /// `[rate_limits]` settings. A limit of 0 is no limit.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
     /// Per principal (tenant and sub).
@@ -67,7 +67,7 @@ impl Default for RateLimitSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SharedKind {
     #[default]
@@ -76,7 +76,7 @@ pub enum SharedKind {
 }
 
 /// One principal's limits; an unset field keeps the default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     pub requests_per_minute: Option<u64>,

@@ -17,7 +17,7 @@ use crate::store::{
 };
 
 /// `[memory]` settings.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemorySettings {
     /// Keep conversations. Off, a chat with `conversation_id` is refused.

@@ -25,7 +25,7 @@ pub struct ModelCatalog {
 }
 
 /// `[routing]` settings: how a request that names no model is routed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingSettings {
     /// Off: every such request gets `models.default`.

@@ -22,7 +22,7 @@ use crate::provider::{Completion, ModelProvider, ProviderEvent, ProviderRequest,
 
 /// `[provider.bedrock]`: where and how to reach Bedrock. Credentials come from the standard
 /// AWS chain (environment, profile, SSO, container or instance role).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BedrockSettings {
     /// Overrides `AWS_REGION` and the profile's region.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 /// `[upstream.breaker]` settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerSettings {
     /// Consecutive failed calls that open the circuit; 0 turns breakers off.

@@ -26,7 +26,7 @@ use crate::provider::mock_text::{default_word_count, input_tokens, reply_tokens}
 use crate::provider::{ModelProvider, ProviderEvent, ProviderRequest, ProviderStream};
 
 /// Pacing of the plain `mock` model; zero means as fast as possible.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MockSettings {
     pub ttft_ms: u64,

@@ -19,7 +19,7 @@ use crate::provider::{
 use crate::telemetry::{NoRecorder, Recorder};
 
 /// `[upstream]` settings.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSettings {
     /// Calls per request, the first included; 1 turns retries off.

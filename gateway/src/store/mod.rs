@@ -24,7 +24,7 @@ pub use sqlite::{Database, SqliteConnectionStore, SqliteConversationStore};
 use crate::error::Error;
 
 /// `[store]` settings.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     pub kind: StoreKind,
@@ -45,7 +45,7 @@ impl Default for StoreSettings {
 }
 
 /// Which backend holds durable state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     /// A SQLite file in the data dir.

@@ -32,7 +32,7 @@ use crate::pipeline::ChatPipeline;
 use crate::store::unix_now_ms;
 
 /// `[tasks]` settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TaskSettings {
     /// Serve `/v1/tasks` and run workers.
@@ -66,7 +66,7 @@ pub struct TaskSettings {
 }
 
 /// Where tasks wait.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueKind {
     #[default]

@@ -22,7 +22,7 @@ use crate::telemetry::record::{BoundedLabel, ChatRecord, Recorder};
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// `[metrics]` settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSettings {
     /// Serve `GET /metrics`.

@@ -52,7 +52,7 @@ macro_rules! trace_span {
 }
 
 /// `[traces]` settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TraceSettings {
     /// An OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. Unset: no traces.

@@ -13,7 +13,7 @@ pub use extract::{DocumentRef, Extracted, Extractor};
 use lambda_runtime::Diagnostic;
 
 /// `[workflow]` settings.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkflowSettings {
     /// Larger documents are refused (`DocumentTooLarge`) before they are read.

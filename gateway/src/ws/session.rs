@@ -32,7 +32,7 @@ pub mod close {
 }
 
 /// `[websocket]` settings.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WsSettings {
     /// Chats in flight on one connection; more get `rate_limited`.
