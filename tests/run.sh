@@ -21,22 +21,26 @@ fi
 }
 export PATH="$PWD/$venv/bin:$PATH"
 
-# redis-server (Debian) for the Redis tier of the response cache.
-if ! command -v redis-server >/dev/null; then
-  say "installing redis-server"
-  if [ "$(id -u)" = 0 ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
-  $apt_get install -y --no-install-recommends redis-server >/dev/null \
-    || { $apt_get update >/dev/null && $apt_get install -y --no-install-recommends redis-server >/dev/null; } \
-    || { echo "could not install redis-server; install it (Debian: apt-get install redis-server)" >&2; exit 1; }
-fi
+# Installs the Debian package PACKAGE unless COMMAND is on the PATH (apt-get as root, else sudo).
+apt_install() {
+  local command=$1 package=$2
+  command -v "$command" >/dev/null && return 0
+  say "installing $package"
+  local apt_get="apt-get"; [ "$(id -u)" = 0 ] || apt_get="sudo apt-get"
+  $apt_get install -y --no-install-recommends "$package" >/dev/null \
+    || { $apt_get update >/dev/null && $apt_get install -y --no-install-recommends "$package" >/dev/null; } \
+    || { echo "could not install $package; install it (Debian: apt-get install $package)" >&2; exit 1; }
+}
+# redis-server for the Redis tier of the response cache; curl and jq for the docs' examples
+# (tests/docs_examples.sh); openssl makes the certificate of the wss:// test.
+apt_install redis-server redis-server
+apt_install curl curl
+apt_install jq jq
+apt_install openssl openssl
 
 # asl-validator (npm) for the Step Functions definitions in deploy/statemachines/.
-if ! command -v npm >/dev/null; then
-  say "installing Node.js and npm"
-  if [ "$(id -u)" = 0 ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
-  { $apt_get update >/dev/null && $apt_get install -y --no-install-recommends nodejs npm >/dev/null; } \
-    || { echo "could not install npm; install Node.js and npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
-fi
+apt_install node nodejs
+apt_install npm npm
 node_stamp=tests/node_modules/.lock-stamp
 if [ ! -x tests/node_modules/.bin/asl-validator ] || ! cmp -s tests/package-lock.json "$node_stamp"; then
   say "installing Node test tools into tests/node_modules"
@@ -60,6 +64,10 @@ cargo fmt --all -- --check
 
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "the docs' shell examples, against a fresh nagare serve"
+cargo build --locked --bin nagare
+tests/docs_examples.sh target/debug
 
 say "cargo test"
 cargo test --workspace --locked "$@"
