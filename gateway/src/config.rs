@@ -677,8 +677,8 @@ mod example_file {
 
     #[test]
     fn loading_the_example_file_gives_the_built_in_configuration() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../deploy/nagare.example.toml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nagare.example.toml");
         let env = BTreeMap::new();
         let from_file = load(Some(&path), &env, &Overrides::default()).unwrap();
         let built_in = load(None, &env, &Overrides::default()).unwrap();
