@@ -14,9 +14,13 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# Every binary, the Lambda functions deploy/template.yaml names among them.
-cargo build --release --locked --workspace --bins >&2
-bin=target/release
+# Every binary, the Lambda functions deploy/template.yaml names among them. BENCH_PROFILE=dev (CI's
+# smoke run) uses the debug build the tests made, instead of a release build: the figures are then
+# meaningless, but every tool and step still runs.
+profile=${BENCH_PROFILE:-release}
+cargo build --profile "$profile" --locked --workspace --bins >&2
+bin=target/$profile
+[ "$profile" = dev ] && bin=target/debug
 
 # shellcheck source=tests/bench_lib.sh
 source tests/bench_lib.sh
@@ -140,9 +144,9 @@ crit="${CARGO_TARGET_DIR:-target}/criterion"
 rm -rf "$crit"
 crit_args=(-- --warm-up-time 1 --measurement-time "${BENCH_CRITERION_SECONDS:-3}")
 [ "${BENCH_QUICK:-}" = 1 ] && crit_args=(-- --quick --warm-up-time 0.1 --measurement-time 0.1)
-cargo bench --locked -p nagare-gateway --bench hot_paths "${crit_args[@]}" >&2
-cargo bench --locked -p nagare-authorizer --bench verify "${crit_args[@]}" >&2
-cargo bench --locked -p nagare-cache --bench key "${crit_args[@]}" >&2
+cargo bench --profile "$profile" --locked -p nagare-gateway --bench hot_paths "${crit_args[@]}" >&2
+cargo bench --profile "$profile" --locked -p nagare-authorizer --bench verify "${crit_args[@]}" >&2
+cargo bench --profile "$profile" --locked -p nagare-cache --bench key "${crit_args[@]}" >&2
 
 mkdir -p "$(dirname "$out")"
 python3 - "$work" "$out" "$seconds" "$rate" "$crit" "$streams" "$ws_ramp" <<'PY'

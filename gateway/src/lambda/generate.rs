@@ -15,7 +15,7 @@ use super::ws::Target;
 use crate::chat::{ChatRequest, Route};
 use crate::error::Error;
 use crate::push::{self, Coalescer, PushError};
-use crate::store::ChatState;
+use crate::store::{ChatState, connection_principal};
 use crate::ws::frames;
 
 /// One admitted chat, handed from the `chat` route to an asynchronous invocation.
@@ -34,13 +34,7 @@ pub struct GenerateJob {
 
 impl GenerateJob {
     fn principal(&self) -> Principal {
-        Principal {
-            sub: self.sub.clone(),
-            tenant: self.tenant.clone(),
-            scopes: self.scopes.split_whitespace().map(str::to_owned).collect(),
-            groups: Vec::new(),
-            expires_at: 0,
-        }
+        connection_principal(&self.sub, &self.tenant, &self.scopes)
     }
 }
 

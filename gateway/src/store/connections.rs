@@ -28,13 +28,19 @@ pub struct ConnectionRecord {
 impl ConnectionRecord {
     /// Who the connection's chats run as.
     pub fn principal(&self) -> Principal {
-        Principal {
-            sub: self.sub.clone(),
-            tenant: self.tenant.clone(),
-            scopes: self.scopes.split_whitespace().map(str::to_owned).collect(),
-            groups: Vec::new(),
-            expires_at: 0,
-        }
+        connection_principal(&self.sub, &self.tenant, &self.scopes)
+    }
+}
+
+/// The principal a connection's chats run as: the verified subject and tenant of `$connect`, with
+/// its space-separated scopes. It does not expire with the token; the connection's record does.
+pub fn connection_principal(sub: &str, tenant: &str, scopes: &str) -> Principal {
+    Principal {
+        sub: sub.to_owned(),
+        tenant: tenant.to_owned(),
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        groups: Vec::new(),
+        expires_at: 0,
     }
 }
 

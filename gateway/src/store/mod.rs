@@ -9,7 +9,9 @@ mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use connections::{AdmitRefusal, ChatState, ConnectionRecord, ConnectionStore};
+pub use connections::{
+    AdmitRefusal, ChatState, ConnectionRecord, ConnectionStore, connection_principal,
+};
 pub use conversations::{
     Appended, ConversationMeta, ConversationStore, Exchange, MAX_TURN_BYTES, Page, Turn,
     check_conversation_id, not_found, page_size, valid_conversation_id,
