@@ -12,7 +12,9 @@ use moka::future::Cache;
 use moka::notification::RemovalCause;
 use serde::Deserialize;
 
-use crate::{CacheError, CacheKey, CacheMetrics, CachedResponse, MetricsSnapshot, Mode, Price};
+use crate::{
+    CacheError, CacheKey, CacheMetrics, CachedResponse, MetricsSnapshot, Mode, Price, ROUTES,
+};
 
 /// `[cache]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -62,6 +64,22 @@ impl Default for CacheSettings {
             max_entry_bytes: 256 * 1024,
             prices: BTreeMap::new(),
         }
+    }
+}
+
+impl CacheSettings {
+    /// Checks the values the cache cannot run with; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(route) = self.routes.keys().find(|r| !ROUTES.contains(&r.as_str())) {
+            return Err(format!(
+                "cache.routes.{route}: unknown route; use one of {}",
+                ROUTES.join(", ")
+            ));
+        }
+        if self.ttl_secs == 0 || self.l1_max_bytes == 0 {
+            return Err("cache: ttl_secs and l1_max_bytes must be at least 1".into());
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nagare_authorizer::AuthSettings;
-use nagare_cache::{CacheSettings, ROUTES};
+use nagare_cache::CacheSettings;
 use serde::Deserialize;
 
 use crate::chat::RequestLimits;
@@ -307,47 +307,11 @@ impl RawConfig {
         } else {
             None
         };
-        if self.grpc.max_message_bytes < 1024 || self.grpc.max_concurrent_streams == 0 {
-            return Err(bad(
-                "grpc",
-                "max_message_bytes must be at least 1024 and max_concurrent_streams at least 1",
-            ));
-        }
         if self.server.body_limit_bytes < 1024 {
             return Err(bad("server.body_limit_bytes", "must be at least 1024"));
         }
         if self.limits.max_tokens == 0 {
             return Err(bad("limits.max_tokens", "must be at least 1"));
-        }
-        if self.websocket.max_inflight == 0 || self.websocket.outbound_frames == 0 {
-            return Err(bad(
-                "websocket",
-                "max_inflight and outbound_frames must be at least 1",
-            ));
-        }
-        if self.lambda.coalesce_ms > 10_000 {
-            return Err(bad("lambda.coalesce_ms", "must be at most 10000"));
-        }
-        if let Some(route) = self
-            .cache
-            .routes
-            .keys()
-            .find(|r| !ROUTES.contains(&r.as_str()))
-        {
-            return Err(bad(
-                &format!("cache.routes.{route}"),
-                &format!("unknown route; use one of {}", ROUTES.join(", ")),
-            ));
-        }
-        if self.cache.ttl_secs == 0 || self.cache.l1_max_bytes == 0 {
-            return Err(bad("cache", "ttl_secs and l1_max_bytes must be at least 1"));
-        }
-        let up = &self.upstream;
-        if up.max_attempts == 0 || up.first_token_timeout_ms == 0 || up.idle_timeout_ms == 0 {
-            return Err(bad(
-                "upstream",
-                "max_attempts, first_token_timeout_ms and idle_timeout_ms must be at least 1",
-            ));
         }
         if let Some((name, _)) = self
             .models
@@ -360,31 +324,20 @@ impl RawConfig {
                 "every fallback must name a model or an alias",
             ));
         }
-        if !(0.0..=1.0).contains(&self.upstream.breaker.failure_rate) {
-            return Err(bad(
-                "upstream.breaker.failure_rate",
-                "must be between 0 and 1",
-            ));
-        }
-        self.traces.validate().map_err(StartupError::Config)?;
-        let t = &self.tasks;
-        if t.max_attempts == 0 || t.visibility_timeout_secs == 0 || t.callback_attempts == 0 {
-            return Err(bad(
-                "tasks",
-                "max_attempts, visibility_timeout_secs and callback_attempts must be at least 1",
-            ));
-        }
-        if self.workflow.max_text_chars == 0 || self.workflow.max_document_bytes == 0 {
-            return Err(bad(
-                "workflow",
-                "max_text_chars and max_document_bytes must be at least 1",
-            ));
-        }
-        if self.memory.context_tokens == 0 {
-            return Err(bad("memory.context_tokens", "must be at least 1"));
-        }
-        if self.lambda.connection_ttl_secs == 0 {
-            return Err(bad("lambda.connection_ttl_secs", "must be at least 1"));
+        // Each section checks its own values, beside the code it configures.
+        let sections = [
+            self.grpc.validate(),
+            self.websocket.validate(),
+            self.lambda.validate(),
+            self.cache.validate(),
+            self.upstream.validate(),
+            self.traces.validate(),
+            self.tasks.validate(),
+            self.workflow.validate(),
+            self.memory.validate(),
+        ];
+        for checked in sections {
+            checked.map_err(StartupError::Config)?;
         }
         if self.limits.stream_buffer_events == 0 {
             return Err(bad("limits.stream_buffer_events", "must be at least 1"));

@@ -63,6 +63,19 @@ impl Default for GrpcSettings {
     }
 }
 
+impl GrpcSettings {
+    /// Checks the values a server cannot run with; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_message_bytes < 1024 || self.max_concurrent_streams == 0 {
+            return Err(
+                "grpc: max_message_bytes must be at least 1024 and max_concurrent_streams at least 1"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// The services nagare.v1 serves by name, for health.
 const SERVICES: &[&str] = &[
     "nagare.v1.ChatService",

@@ -60,6 +60,19 @@ impl Default for LambdaWsSettings {
 }
 
 impl LambdaWsSettings {
+    /// Checks the values the function cannot run with; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.coalesce_ms > 10_000 {
+            return Err("lambda.coalesce_ms: must be at most 10000".into());
+        }
+        if self.connection_ttl_secs == 0 {
+            return Err("lambda.connection_ttl_secs: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl LambdaWsSettings {
     /// The Management API endpoint of a connection.
     pub fn endpoint(&self, domain: &str, stage: &str) -> String {
         crate::push::management_endpoint(self.management_endpoint.as_deref(), domain, stage)

@@ -39,6 +39,16 @@ impl Default for MemorySettings {
     }
 }
 
+impl MemorySettings {
+    /// Checks the values memory cannot run with; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.context_tokens == 0 {
+            return Err("memory.context_tokens: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// What is reserved for the answer when a request does not set `max_tokens`.
 const DEFAULT_ANSWER_TOKENS: usize = 4096;
 /// Titles are the start of the first message.

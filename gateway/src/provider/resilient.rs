@@ -56,6 +56,22 @@ impl Default for UpstreamSettings {
     }
 }
 
+impl UpstreamSettings {
+    /// Checks the values model calls cannot run with; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_attempts == 0 || self.first_token_timeout_ms == 0 || self.idle_timeout_ms == 0 {
+            return Err(
+                "upstream: max_attempts, first_token_timeout_ms and idle_timeout_ms must be at least 1"
+                    .into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.breaker.failure_rate) {
+            return Err("upstream.breaker.failure_rate: must be between 0 and 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// A provider that retries and times out the one it wraps.
 pub struct ResilientProvider {
     inner: Arc<dyn ModelProvider>,

@@ -94,6 +94,22 @@ impl Default for TaskSettings {
     }
 }
 
+impl TaskSettings {
+    /// Checks the values tasks cannot run with; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_attempts == 0
+            || self.visibility_timeout_secs == 0
+            || self.callback_attempts == 0
+        {
+            return Err(
+                "tasks: max_attempts, visibility_timeout_secs and callback_attempts must be at least 1"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -34,6 +34,18 @@ impl Default for WorkflowSettings {
     }
 }
 
+impl WorkflowSettings {
+    /// Checks the values the task functions cannot run with; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_text_chars == 0 || self.max_document_bytes == 0 {
+            return Err(
+                "workflow: max_text_chars and max_document_bytes must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Why a workflow step failed. The variant's name is the error Step Functions sees, so the state
 /// machines retry or catch by it.
 #[derive(Debug, thiserror::Error)]

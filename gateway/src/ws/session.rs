@@ -62,6 +62,16 @@ impl Default for WsSettings {
     }
 }
 
+impl WsSettings {
+    /// Checks the values a session cannot run with; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_inflight == 0 || self.outbound_frames == 0 {
+            return Err("websocket: max_inflight and outbound_frames must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// What the session's writer sends, in the order queued: a frame, or a chat whose events it
 /// streams from then on. Both are boxed to keep the queue's slots small: tokio allocates them 32
 /// at a time for every connection, idle or not, and the hot path (deltas) does not queue.
