@@ -4,7 +4,7 @@
 //! stop verifying.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
@@ -20,10 +20,30 @@ pub struct VerifyKey {
     pub alg: Option<Algorithm>,
 }
 
+/// The HTTP client of JWKS fetches, shared by every issuer and built at the first fetch: building
+/// one loads the system's TLS roots (milliseconds and megabytes), which a process that never
+/// fetches keys, such as a Lambda function that verifies no tokens, should not pay for at start.
+#[derive(Clone, Default)]
+pub struct JwksClient(Arc<OnceLock<Result<reqwest::Client, String>>>);
+
+impl JwksClient {
+    fn get(&self) -> Result<&reqwest::Client, String> {
+        self.0
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .map_err(|e| format!("building the JWKS HTTP client: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
 /// One issuer's key cache.
 pub struct JwksCache {
     url: String,
-    http: reqwest::Client,
+    http: JwksClient,
     keys: moka::future::Cache<String, Arc<VerifyKey>>,
     refetch_interval: Duration,
     last_fetch: Mutex<Option<Instant>>,
@@ -31,12 +51,7 @@ pub struct JwksCache {
 }
 
 impl JwksCache {
-    pub fn new(
-        url: String,
-        http: reqwest::Client,
-        ttl: Duration,
-        refetch_interval: Duration,
-    ) -> Self {
+    pub fn new(url: String, http: JwksClient, ttl: Duration, refetch_interval: Duration) -> Self {
         Self {
             url,
             http,
@@ -88,8 +103,11 @@ impl JwksCache {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let unavailable =
             |e: reqwest::Error| AuthError::KeysUnavailable(format!("{}: {e}", self.url));
-        let response = self
+        let client = self
             .http
+            .get()
+            .map_err(|e| AuthError::KeysUnavailable(format!("{}: {e}", self.url)))?;
+        let response = client
             .get(&self.url)
             .send()
             .await

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::dev::{DEV_AUDIENCE, DEV_ISSUER};
 use crate::error::{AuthConfigError, AuthError};
-use crate::jwks::JwksCache;
+use crate::jwks::{JwksCache, JwksClient};
 use crate::principal::Principal;
 use crate::settings::AuthSettings;
 
@@ -89,10 +89,7 @@ impl Verifier {
         settings: &AuthSettings,
         dev_secret: Option<&[u8]>,
     ) -> Result<Self, AuthConfigError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| AuthConfigError(format!("building the JWKS HTTP client: {e}")))?;
+        let http = JwksClient::default();
         let mut issuers = Vec::new();
         for s in &settings.issuers {
             s.validate()?;
