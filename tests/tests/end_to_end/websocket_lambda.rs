@@ -26,7 +26,7 @@ use nagare_tests::harness::DEV_SECRET;
 use nagare_tests::ws_client::{self, Ws, joined_text, next, send, until_done};
 use nagare_tests::{
     FakeBedrock, FakeLambdaRuntime, Gateway, INSTALL_PYTHON, TempDir, bedrock_provider, dev_token,
-    moto, python, test_sdk_config,
+    eventually, moto, python, test_sdk_config,
 };
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
@@ -149,13 +149,10 @@ impl Aws {
         connection_id: &str,
         want: fn(Option<&HashMap<String, AttributeValue>>) -> bool,
     ) -> bool {
-        for _ in 0..500 {
-            if want(self.item(connection_id).await.as_ref()) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
+        eventually(Duration::from_secs(5), || async {
+            want(self.item(connection_id).await.as_ref())
+        })
+        .await
     }
 }
 
