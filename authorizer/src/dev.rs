@@ -21,6 +21,22 @@ pub fn secret_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SECRET_FILE)
 }
 
+/// Creates the data directory (and its parents) if missing, and makes it private (mode 0700): it
+/// holds the secrets and every prompt in the embedded database.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// Reads the dev secret, creating the data directory and a fresh 256-bit secret (mode 0600) on
 /// first use.
 pub fn load_or_create_secret(data_dir: &Path) -> std::io::Result<Vec<u8>> {
@@ -37,7 +53,7 @@ pub fn load_or_create_text_secret(path: &Path) -> std::io::Result<String> {
         Err(_) => {}
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
     }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -150,6 +166,8 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "the data dir is private");
         }
         std::fs::write(secret_path(&dir), "short").unwrap();
         assert!(load_or_create_secret(&dir).is_err());

@@ -23,8 +23,9 @@ pub async fn require_chat_scope(
 ) -> Response {
     let headers = request.headers();
     let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    // Query strings end up in proxy and access logs, so a token there is accepted only where a
-    // browser has no other way: the WebSocket upgrade.
+    // A browser cannot set headers on a WebSocket, so the upgrade alone also takes a token from
+    // the query string or the subprotocols. Anywhere else those are refused: query strings end up
+    // in proxy and access logs, and the docs promise the subprotocol only on the upgrade.
     let upgrade = headers
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
@@ -35,7 +36,7 @@ pub async fn require_chat_scope(
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
     let found = token::find(
         value(header::AUTHORIZATION),
-        value(header::SEC_WEBSOCKET_PROTOCOL),
+        value(header::SEC_WEBSOCKET_PROTOCOL).filter(|_| upgrade),
         query_token,
     );
     let result = match found {

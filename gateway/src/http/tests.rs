@@ -398,6 +398,18 @@ async fn chat_needs_a_valid_token_with_the_chat_scope() {
     let uri = format!("/v1/chat?token={}", token(&["chat"]));
     let req = Request::post(uri).body(Body::from(body)).unwrap();
     assert_eq!(
+        router(s.clone()).oneshot(req).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // So is a token among the WebSocket subprotocols.
+    let req = Request::post("/v1/chat")
+        .header(
+            "sec-websocket-protocol",
+            format!("nagare.v1, bearer.{}", token(&["chat"])),
+        )
+        .body(Body::from(body))
+        .unwrap();
+    assert_eq!(
         router(s).oneshot(req).await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );

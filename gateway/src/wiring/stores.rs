@@ -109,9 +109,11 @@ impl Stores {
 const DATABASE_FILE: &str = "nagare.db";
 
 fn open_sqlite(config: &Config) -> Result<Database, StartupError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartupError::Io {
-        context: format!("creating {}", config.data_dir.display()),
-        source,
+    nagare_authorizer::dev::create_private_dir(&config.data_dir).map_err(|source| {
+        StartupError::Io {
+            context: format!("creating {}", config.data_dir.display()),
+            source,
+        }
     })?;
     let path = config.data_dir.join(DATABASE_FILE);
     Database::open(&path).map_err(|e| StartupError::Backend(format!("{}: {e}", path.display())))

@@ -110,6 +110,7 @@ pub struct Database {
 impl Database {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, Error> {
+        make_private(path).map_err(|e| Error::Internal(e.to_string()))?;
         Self::init(Connection::open(path))
     }
 
@@ -155,6 +156,32 @@ impl Database {
 }
 
 /// The database thread: runs calls in batches, one transaction each, until every handle is gone.
+/// Creates the database file readable by its owner only (mode 0600), or makes an existing one and
+/// its WAL files so: they hold every prompt. SQLite gives the WAL files it creates the mode of
+/// the database file.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = || std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(path, private())?;
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::set_permissions(&name, private()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run(mut db: Connection, queue: &mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -210,6 +237,29 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_and_its_wal_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("nagare-modes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nagare.db");
+        let mode = |suffix: &str| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            std::fs::metadata(&name).unwrap().permissions().mode() & 0o777
+        };
+        // A database left world-readable by an older version is made private on open.
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let db = Database::open(&path).unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            assert_eq!(mode(suffix), 0o600, "nagare.db{suffix}");
+        }
+        drop(db);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
