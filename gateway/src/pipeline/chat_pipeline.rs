@@ -152,6 +152,19 @@ impl ChatPipeline {
         })
     }
 
+    /// Checks now what [`ChatPipeline::start`] would refuse later about the chat's conversation
+    /// (memory off, or a conversation the caller does not own), for work that runs later: a task
+    /// naming one is refused at submission instead of failing when it runs.
+    pub async fn check_conversation(&self, chat: &Admitted) -> Result<(), Error> {
+        let Some(id) = &chat.request.conversation_id else {
+            return Ok(());
+        };
+        match &self.memory {
+            None => Err(memory_off()),
+            Some(memory) => memory.check_owner(&chat.principal, id).await,
+        }
+    }
+
     /// Starts an admitted chat. Failures before the model accepted the request (unknown model,
     /// throttled, unreachable) are returned here so a transport can still answer with an HTTP
     /// status; everything after is an event in the stream, which always ends with `done` or
@@ -208,11 +221,7 @@ impl ChatPipeline {
         span.in_scope(|| tracing::debug!(routed_by = ?why, "model chosen"));
 
         let (history, recorder) = match &self.memory {
-            None if request.conversation_id.is_some() => {
-                return Err(Error::InvalidRequest(
-                    "conversation_id: conversation memory is not enabled on this server".into(),
-                ));
-            }
+            None if request.conversation_id.is_some() => return Err(memory_off()),
             None => (Vec::new(), None),
             Some(memory) => match memory
                 .recall(principal, &request, &model_id)
@@ -315,6 +324,13 @@ impl ChatPipeline {
         .await;
         events.inspect_err(|e| span.in_scope(|| log_failure(e, started)))
     }
+}
+
+/// A chat names a conversation on a server that keeps none.
+fn memory_off() -> Error {
+    Error::InvalidRequest(
+        "conversation_id: conversation memory is not enabled on this server".into(),
+    )
 }
 
 /// The prompt's tokens as the limits count them before the model has: system and messages.

@@ -133,6 +133,21 @@ impl Memory {
         &self.store
     }
 
+    /// Whether `principal` may continue conversation `id`: someone else's is reported exactly like
+    /// a missing one.
+    pub async fn check_owner(&self, principal: &Principal, id: &str) -> Result<(), Error> {
+        if !valid_conversation_id(id) {
+            return Err(Error::InvalidRequest(
+                "conversation_id: not an id this server issued".into(),
+            ));
+        }
+        self.store
+            .history(&principal.sub, id)
+            .await?
+            .map(drop)
+            .ok_or_else(|| Error::NotFound("conversation not found".into()))
+    }
+
     /// Recalls the conversation of `request` (validated), or starts a new one.
     pub async fn recall(
         &self,

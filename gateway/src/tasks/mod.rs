@@ -340,8 +340,9 @@ impl Destinations {
 }
 
 impl Tasks {
-    /// Has `pipeline` admit `request` and checks the destinations now (a bad one is refused at
-    /// once, not failed later), then records the task and queues it. Returns its id.
+    /// Has `pipeline` admit `request` and checks its conversation and the destinations now (a bad
+    /// one is refused at submission, not failed later), then records the task and queues it.
+    /// Returns its id.
     pub async fn submit(
         &self,
         pipeline: &ChatPipeline,
@@ -351,9 +352,9 @@ impl Tasks {
     ) -> Result<String, Error> {
         let task_id = uuid::Uuid::new_v4().to_string();
         request.request_id.get_or_insert_with(|| task_id.clone());
-        let request = pipeline
-            .admit(request, principal, Route::Task, Instant::now())?
-            .into_request();
+        let chat = pipeline.admit(request, principal, Route::Task, Instant::now())?;
+        pipeline.check_conversation(&chat).await?;
+        let request = chat.into_request();
         if let Some(url) = &to.callback_url {
             self.callbacks.vet(url).await?;
         }

@@ -22,7 +22,7 @@ use nagare_gateway::tasks::{
 };
 use nagare_tests::harness::{Gateway, authed_client, dev_token};
 use nagare_tests::serve::{StopOnDrop, spawn};
-use nagare_tests::{FakeBedrock, INSTALL_PYTHON, bedrock_provider, moto, python};
+use nagare_tests::{FakeBedrock, INSTALL_PYTHON, bedrock_provider, eventually, moto, python};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -769,4 +769,80 @@ async fn task_service_submits_and_reads_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_task_naming_a_conversation_the_caller_does_not_own_is_refused_at_submit() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let gw = Gateway::builder()
+        .model(Arc::new(bedrock_provider(&fake.url())))
+        .models("fake", &[])
+        .config(|c| {
+            c.memory.enabled = true;
+            c.tasks = TaskSettings {
+                workers: 1,
+                ..settings()
+            };
+        })
+        .start()
+        .await
+        .unwrap();
+    let (alice, bob) = (alice(), authed_client(&dev_token("bob", &["chat"])));
+    let started = gw
+        .post_chat(&alice, &json!({"message": "hi"}))
+        .await
+        .unwrap();
+    let conversation = started.body["conversation_id"].as_str().unwrap();
+    let submit = |client: &reqwest::Client, body: Value| {
+        let request = client.post(gw.url("/v1/tasks")).json(&body).send();
+        async move {
+            let response = request.await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+
+    // Bob names Alice's conversation: 404 at submission, as a chat naming it gets; nothing runs.
+    let calls = fake.calls();
+    let (status, refused) = submit(
+        &bob,
+        json!({"message": "x", "conversation_id": conversation}),
+    )
+    .await;
+    assert_eq!(status, 404, "{refused}");
+    assert_eq!(refused["error"]["code"], "not_found");
+    // A made-up conversation is missing in the same words.
+    let (status, _) = submit(
+        &bob,
+        json!({"message": "x", "conversation_id": "7d3f2c1a-9b8e-4d5c-a6f7-0e1d2c3b4a59"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // Alice may continue it in a task, which then runs.
+    let (status, accepted) = submit(
+        &alice,
+        json!({"message": "and then?", "conversation_id": conversation}),
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["task_id"].as_str().unwrap();
+    let done = eventually(Duration::from_secs(30), || async {
+        let task: Value = alice
+            .get(gw.url(&format!("/v1/tasks/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        task["status"] == "succeeded"
+    })
+    .await;
+    assert!(done, "alice's task did not succeed");
+    assert_eq!(
+        fake.calls(),
+        calls + 1,
+        "only alice's task reached the model"
+    );
 }
