@@ -26,7 +26,13 @@ use crate::ws::frames::{self, ClientFrame};
 pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the protocol (an unmasked frame, reserved bits, a stray continuation).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
+    /// A message over the protocol layer's size limit.
+    pub const TOO_BIG: u16 = 1009;
     /// "Try again later": the client did not read fast enough.
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
@@ -188,6 +194,7 @@ pub async fn run<S, R, E>(
 ) where
     S: Sink<Message> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, E>> + Unpin,
+    E: std::error::Error + 'static,
 {
     let (out, out_rx) = mpsc::channel(settings.outbound_frames.max(1));
     // Registered while the session runs, so tasks can deliver into the same bounded queue.
@@ -217,9 +224,17 @@ pub async fn run<S, R, E>(
                 let _ = conn.out.try_send(Outbound::Frame(Box::new(Message::Ping(Default::default()))));
             }
             message = incoming.next() => {
-                let Some(Ok(message)) = message else {
-                    conn.close(close::NORMAL, "");
-                    break;
+                let message = match message {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
+                        let (code, reason) = read_failure(&e);
+                        conn.close(code, reason);
+                        break;
+                    }
+                    None => {
+                        conn.close(close::NORMAL, "");
+                        break;
+                    }
                 };
                 last_heard = Instant::now();
                 if !handle(&conn, &pipeline, &principal, message).await {
@@ -233,6 +248,26 @@ pub async fn run<S, R, E>(
     conn.inflight().clear();
     drop(registration);
     let _ = writer.await;
+}
+
+/// The close code and reason for a connection whose read failed: RFC 6455's for what the client
+/// did wrong (1007 text that is not UTF-8, 1009 a message over the protocol layer's limit, 1002
+/// any other protocol violation), and 1000 when the connection simply went away.
+fn read_failure(e: &(dyn std::error::Error + 'static)) -> (u16, &'static str) {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let mut cause = Some(e);
+    while let Some(error) = cause {
+        if let Some(ws) = error.downcast_ref::<WsError>() {
+            return match ws {
+                WsError::Utf8(_) => (close::INVALID_DATA, "text must be UTF-8"),
+                WsError::Capacity(_) => (close::TOO_BIG, "message too big"),
+                WsError::Protocol(_) => (close::PROTOCOL_ERROR, "protocol error"),
+                _ => (close::NORMAL, ""),
+            };
+        }
+        cause = error.source();
+    }
+    (close::NORMAL, "")
 }
 
 /// Handles one client message; false when the connection should end.

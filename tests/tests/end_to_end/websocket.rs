@@ -398,3 +398,83 @@ async fn a_client_that_does_not_read_is_closed_and_its_upstream_cancelled() {
         "closed with {ended:?}"
     );
 }
+
+/// A WebSocket to `/v1/ws` opened by hand, so that a test can write frames no client library
+/// would send.
+async fn raw_socket(gw: &Gateway) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let request = format!(
+        "GET /v1/ws?token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        dev_token("alice", &["chat"]),
+        gw.addr
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    // The 101 response ends with an empty line; nothing else comes before the client speaks.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
+/// A client frame with a payload under 126 bytes, masked unless `masked` is false.
+fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let len = u8::try_from(payload.len()).unwrap();
+    let mut out = vec![first, if masked { 0x80 | len } else { len }];
+    if masked {
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// Writes `bytes` and returns the code of the close frame the server answers with.
+async fn close_code_after(gw: &Gateway, bytes: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = raw_socket(gw).await;
+    tcp.write_all(bytes).await.unwrap();
+    let read = async {
+        loop {
+            let mut header = [0u8; 2];
+            tcp.read_exact(&mut header).await.unwrap();
+            let mut payload = vec![0u8; usize::from(header[1] & 0x7f)];
+            tcp.read_exact(&mut payload).await.unwrap();
+            // Skip anything before the close frame (a ping, say).
+            if header[0] & 0x0f == 0x8 {
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("no close frame within 10 s")
+}
+
+#[tokio::test]
+async fn broken_frames_close_with_the_rfc_6455_code() {
+    let gw = mock_gateway().await;
+    // A text frame whose payload is not UTF-8: 1007.
+    assert_eq!(
+        close_code_after(&gw, &frame(0x81, &[0xff, 0xfe], true)).await,
+        1007
+    );
+    // An unmasked client frame, reserved bits set, a continuation with nothing to continue: 1002.
+    assert_eq!(
+        close_code_after(&gw, &frame(0x81, b"hi", false)).await,
+        1002
+    );
+    assert_eq!(close_code_after(&gw, &frame(0xc1, b"hi", true)).await, 1002);
+    assert_eq!(close_code_after(&gw, &frame(0x80, b"hi", true)).await, 1002);
+}
