@@ -180,6 +180,34 @@ async fn serve_answers_chat_with_a_minted_token_and_stops_on_sigterm() {
     let other = String::from_utf8(other.stdout).unwrap().trim().to_owned();
     assert_eq!(chat(Some(other)).await.unwrap().status(), 401);
 
+    // With the secret file deleted under a running server, `nagare token` writes no new one
+    // unasked: the server kept the old secret and would refuse what it signs.
+    std::fs::remove_file(data_dir.join("dev-jwt-secret")).unwrap();
+    let mint = || {
+        let mut command = nagare(&home);
+        command
+            .args(["token", "--sub", "alice", "--data-dir"])
+            .arg(&data_dir);
+        command
+    };
+    let refused = mint().output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Restart the server"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!data_dir.join("dev-jwt-secret").exists());
+    let forced = mint().arg("--new-secret").output().unwrap();
+    assert!(forced.status.success());
+    let forced = String::from_utf8(forced.stdout).unwrap().trim().to_owned();
+    assert_eq!(
+        chat(Some(forced)).await.unwrap().status(),
+        401,
+        "as the guard warned"
+    );
+    assert_eq!(chat(Some(token.clone())).await.unwrap().status(), 200);
+
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -80,6 +80,10 @@ enum Command {
         ttl: String,
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+        /// Write a new dev secret even though the data dir holds a server's database (a server
+        /// running on it must be restarted to accept the new tokens).
+        #[arg(long)]
+        new_secret: bool,
     },
 }
 
@@ -120,7 +124,8 @@ fn main() -> ExitCode {
             tenant,
             ttl,
             data_dir,
-        } => token(sub, scopes, tenant, &ttl, &data_dir),
+            new_secret,
+        } => token(sub, scopes, tenant, &ttl, &data_dir, new_secret),
     }
 }
 
@@ -157,6 +162,7 @@ fn token(
     tenant: Option<String>,
     ttl: &str,
     data_dir: &std::path::Path,
+    new_secret: bool,
 ) -> ExitCode {
     if sub.trim().is_empty() {
         return fail("--sub must not be empty", 2);
@@ -167,9 +173,9 @@ fn token(
             2,
         );
     };
-    let secret = match dev::load_or_create_secret(data_dir) {
+    let secret = match wiring::token_secret(data_dir, new_secret) {
         Ok(s) => s,
-        Err(e) => return fail(&format!("dev secret in {}: {e}", data_dir.display()), 1),
+        Err(e) => return fail(&e, 1),
     };
     match dev::mint(
         &secret,

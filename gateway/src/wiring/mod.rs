@@ -27,7 +27,7 @@ use crate::tasks::{
 use crate::telemetry::{Emf, Metrics, NoRecorder, Recorder};
 use crate::ws::LocalConnections;
 
-pub use stores::Stores;
+pub use stores::{DATABASE_FILE, Stores};
 
 /// Where the callback signing key lives in the data dir when `tasks.callback_secret` is unset.
 pub const CALLBACK_SECRET_FILE: &str = "callback-secret";
@@ -479,6 +479,27 @@ fn verifier(config: &Config) -> Result<Arc<Verifier>, StartupError> {
     let verifier = Verifier::new(&config.auth, dev_secret.as_deref())
         .map_err(|e| StartupError::Config(e.to_string()))?;
     Ok(Arc::new(verifier))
+}
+
+/// The dev secret `nagare token` signs with, for a server on `data_dir`. A data dir that holds a
+/// server's database but no secret gets no new one unless `new_secret`: a server running on it
+/// kept the secret it read at start (the file was deleted since), and would refuse every token
+/// signed with a new one.
+pub fn token_secret(data_dir: &std::path::Path, new_secret: bool) -> Result<Vec<u8>, String> {
+    let secret = dev::secret_path(data_dir);
+    let database = data_dir.join(DATABASE_FILE);
+    if !new_secret && !secret.exists() && database.exists() {
+        return Err(format!(
+            "{} is missing, but {} is there: a server running on this data dir kept the secret it \
+             read at start and would refuse a token signed with a new one. Restart the server \
+             (it writes a new secret), then run nagare token again; or pass --new-secret to \
+             write one now",
+            secret.display(),
+            database.display()
+        ));
+    }
+    dev::load_or_create_secret(data_dir)
+        .map_err(|e| format!("dev secret in {}: {e}", data_dir.display()))
 }
 
 /// The DynamoDB tables the config names (`[store]`, `[cache]`, `[rate_limits]`, `[tasks]`).

@@ -106,7 +106,7 @@ impl Stores {
 }
 
 /// The embedded database's file in the data dir.
-const DATABASE_FILE: &str = "nagare.db";
+pub const DATABASE_FILE: &str = "nagare.db";
 
 fn open_sqlite(config: &Config) -> Result<Database, StartupError> {
     nagare_authorizer::dev::create_private_dir(&config.data_dir).map_err(|source| {
