@@ -12,6 +12,7 @@ use nagare_authorizer::Principal;
 use crate::chat::{ChatRequest, Usage};
 use crate::chat::{Message, Role};
 use crate::error::Error;
+use crate::pipeline::in_progress::{Claim, InProgress, Running};
 use crate::store::{
     ConversationStore, Exchange, MAX_TURN_BYTES, Turn, unix_now_ms, valid_conversation_id,
 };
@@ -64,6 +65,7 @@ pub fn estimate_tokens(text: &str) -> usize {
 pub struct Memory {
     store: Arc<dyn ConversationStore>,
     settings: MemorySettings,
+    in_progress: Arc<InProgress>,
 }
 
 /// What memory decided for one chat.
@@ -82,6 +84,8 @@ pub enum Recall {
 
 /// Records a chat's exchange once its answer is complete.
 pub struct Recorder {
+    /// Held until the chat ends: retries of its request id wait for it meanwhile.
+    _running: Option<Running>,
     store: Arc<dyn ConversationStore>,
     owner: String,
     conversation_id: String,
@@ -126,7 +130,11 @@ impl Recorder {
 
 impl Memory {
     pub fn new(store: Arc<dyn ConversationStore>, settings: MemorySettings) -> Self {
-        Self { store, settings }
+        Self {
+            store,
+            settings,
+            in_progress: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn ConversationStore> {
@@ -160,7 +168,8 @@ impl Memory {
                 limit: MAX_TURN_BYTES,
             });
         }
-        let recorder = |conversation_id: String| Recorder {
+        let recorder = |conversation_id: String, running: Option<Running>| Recorder {
+            _running: running,
             store: self.store.clone(),
             owner: principal.sub.clone(),
             conversation_id,
@@ -171,7 +180,7 @@ impl Memory {
         let Some(id) = &request.conversation_id else {
             return Ok(Recall::Continue {
                 history: Vec::new(),
-                recorder: recorder(uuid::Uuid::new_v4().to_string()),
+                recorder: recorder(uuid::Uuid::new_v4().to_string(), None),
             });
         };
         if !valid_conversation_id(id) {
@@ -179,32 +188,39 @@ impl Memory {
                 "conversation_id: not an id this server issued".into(),
             ));
         }
-        // Someone else's conversation is reported exactly like a missing one.
-        let (_, turns) = self
-            .store
-            .history(&principal.sub, id)
-            .await?
-            .ok_or_else(|| Error::NotFound("conversation not found".into()))?;
-        if let Some(earlier) = turns
-            .iter()
-            .find(|t| t.role == Role::User && t.request_id == request.id())
-        {
-            if earlier.content != request.message {
-                return Err(Error::InvalidRequest(format!(
-                    "request_id: '{}' was already used for a different message in this conversation",
-                    request.id()
-                )));
-            }
-            if let Some(answer) = turns
+        // A try of this request id that is still running is waited for, then its answer read.
+        let (turns, running) = loop {
+            // Someone else's conversation is reported exactly like a missing one.
+            let (_, turns) = self
+                .store
+                .history(&principal.sub, id)
+                .await?
+                .ok_or_else(|| Error::NotFound("conversation not found".into()))?;
+            if let Some(earlier) = turns
                 .iter()
-                .find(|t| t.role == Role::Assistant && t.exchange == earlier.exchange)
+                .find(|t| t.role == Role::User && t.request_id == request.id())
             {
-                return Ok(Recall::Replay {
-                    conversation_id: id.clone(),
-                    answer: answer.clone(),
-                });
+                if earlier.content != request.message {
+                    return Err(Error::InvalidRequest(format!(
+                        "request_id: '{}' was already used for a different message in this conversation",
+                        request.id()
+                    )));
+                }
+                if let Some(answer) = turns
+                    .iter()
+                    .find(|t| t.role == Role::Assistant && t.exchange == earlier.exchange)
+                {
+                    return Ok(Recall::Replay {
+                        conversation_id: id.clone(),
+                        answer: answer.clone(),
+                    });
+                }
             }
-        }
+            match self.in_progress.claim(&principal.sub, id, request.id()) {
+                Claim::Mine(running) => break (turns, running),
+                Claim::Wait(ended) => ended.await,
+            }
+        };
         let reserved = estimate_tokens(&request.message)
             + request.system.as_deref().map_or(0, estimate_tokens)
             + request
@@ -214,7 +230,7 @@ impl Memory {
         let budget = self.budget(model_id).saturating_sub(reserved);
         Ok(Recall::Continue {
             history: trim(&turns, budget),
-            recorder: recorder(id.clone()),
+            recorder: recorder(id.clone(), Some(running)),
         })
     }
 

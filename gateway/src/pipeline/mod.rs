@@ -7,6 +7,7 @@ mod cache;
 mod chat_pipeline;
 mod event_stream;
 mod flight;
+mod in_progress;
 mod memory;
 mod models;
 mod observe;

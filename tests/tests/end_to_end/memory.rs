@@ -318,3 +318,31 @@ async fn history_is_trimmed_oldest_first_to_the_context_budget() {
     );
     assert!(sent[0].1.starts_with('2') && sent[2].1.starts_with('3') && sent[4].1.starts_with('4'));
 }
+
+#[tokio::test]
+async fn concurrent_retries_of_one_request_id_make_one_model_call() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let store = Arc::new(SqliteConversationStore::new(Database::in_memory().unwrap()));
+    let gw = gateway(&fake, store, MemorySettings::default()).await;
+    let alice = client("alice");
+    let (status, first) = chat(&gw, &alice, json!({"message": "hello"})).await;
+    assert_eq!(status, 200, "{first}");
+    let conversation = first["conversation_id"].as_str().unwrap().to_owned();
+    let before = fake.calls();
+
+    // Six sends of one retried request at once, to a slow model: one call, one answer for all.
+    let body = json!({"message": "and then?", "model": "fake.slow", "conversation_id": conversation,
+                      "request_id": "same"});
+    let replies = futures::future::join_all((0..6).map(|_| chat(&gw, &alice, body.clone()))).await;
+    assert_eq!(fake.calls(), before + 1, "one model call for six sends");
+    let answers: Vec<&Value> = replies
+        .iter()
+        .map(|(_, r)| &r["message"]["content"])
+        .collect();
+    for (status, reply) in &replies {
+        assert_eq!(*status, 200, "{reply}");
+    }
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    let (_, history) = get(&gw, &alice, &format!("/v1/conversations/{conversation}")).await;
+    assert_eq!(history["turns"].as_array().unwrap().len(), 4, "{history}");
+}
