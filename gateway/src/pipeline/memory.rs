@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nagare_authorizer::Principal;
+use sha2::{Digest, Sha256};
 
 use crate::chat::{ChatRequest, Usage};
 use crate::chat::{Message, Role};
@@ -85,7 +86,7 @@ pub enum Recall {
 /// Records a chat's exchange once its answer is complete.
 pub struct Recorder {
     /// Held until the chat ends: retries of its request id wait for it meanwhile.
-    _running: Option<Running>,
+    _running: Running,
     store: Arc<dyn ConversationStore>,
     owner: String,
     conversation_id: String,
@@ -168,34 +169,25 @@ impl Memory {
                 limit: MAX_TURN_BYTES,
             });
         }
-        let recorder = |conversation_id: String, running: Option<Running>| Recorder {
-            _running: running,
-            store: self.store.clone(),
-            owner: principal.sub.clone(),
-            conversation_id,
-            title: request.message.chars().take(TITLE_CHARS).collect(),
-            request_id: request.id().to_owned(),
-            user: request.message.clone(),
+        let (id, started) = match &request.conversation_id {
+            Some(id) if !valid_conversation_id(id) => {
+                return Err(Error::InvalidRequest(
+                    "conversation_id: not an id this server issued".into(),
+                ));
+            }
+            Some(id) => (id.clone(), true),
+            None => (first_conversation_id(&principal.sub, request.id()), false),
         };
-        let Some(id) = &request.conversation_id else {
-            return Ok(Recall::Continue {
-                history: Vec::new(),
-                recorder: recorder(uuid::Uuid::new_v4().to_string(), None),
-            });
-        };
-        if !valid_conversation_id(id) {
-            return Err(Error::InvalidRequest(
-                "conversation_id: not an id this server issued".into(),
-            ));
-        }
+        let id = &id;
         // A try of this request id that is still running is waited for, then its answer read.
         let (turns, running) = loop {
             // Someone else's conversation is reported exactly like a missing one.
-            let (_, turns) = self
-                .store
-                .history(&principal.sub, id)
-                .await?
-                .ok_or_else(|| Error::NotFound("conversation not found".into()))?;
+            let turns = match self.store.history(&principal.sub, id).await? {
+                Some((_, turns)) => turns,
+                // A first message starts its conversation.
+                None if !started => Vec::new(),
+                None => return Err(Error::NotFound("conversation not found".into())),
+            };
             if let Some(earlier) = turns
                 .iter()
                 .find(|t| t.role == Role::User && t.request_id == request.id())
@@ -230,7 +222,15 @@ impl Memory {
         let budget = self.budget(model_id).saturating_sub(reserved);
         Ok(Recall::Continue {
             history: trim(&turns, budget),
-            recorder: recorder(id.clone(), Some(running)),
+            recorder: Recorder {
+                _running: running,
+                store: self.store.clone(),
+                owner: principal.sub.clone(),
+                conversation_id: id.clone(),
+                title: request.message.chars().take(TITLE_CHARS).collect(),
+                request_id: request.id().to_owned(),
+                user: request.message.clone(),
+            },
         })
     }
 
@@ -241,6 +241,23 @@ impl Memory {
             .copied()
             .unwrap_or(self.settings.context_tokens) as usize
     }
+}
+
+/// The id of the conversation a chat without `conversation_id` starts, from its owner and request
+/// id: a retried first message lands in the conversation its first try started, and is answered
+/// from there, instead of starting another. The request ids the server makes up are random, and
+/// so are their conversations' ids. Formatted as a UUID (version 8: made by the application).
+fn first_conversation_id(owner: &str, request_id: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(owner.as_bytes())
+        .chain_update([0])
+        .chain_update(request_id.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    uuid::Uuid::from_bytes(bytes).to_string()
 }
 
 /// The newest whole exchanges that fit `budget` tokens, oldest first.

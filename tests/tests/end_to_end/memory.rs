@@ -346,3 +346,42 @@ async fn concurrent_retries_of_one_request_id_make_one_model_call() {
     let (_, history) = get(&gw, &alice, &format!("/v1/conversations/{conversation}")).await;
     assert_eq!(history["turns"].as_array().unwrap().len(), 4, "{history}");
 }
+
+#[tokio::test]
+async fn a_retried_first_message_lands_in_the_conversation_it_started() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let store = Arc::new(SqliteConversationStore::new(Database::in_memory().unwrap()));
+    let gw = gateway(&fake, store, MemorySettings::default()).await;
+    let (alice, bob) = (client("alice"), client("bob"));
+    let body = json!({"message": "hello", "request_id": "first-1"});
+    let (status, first) = chat(&gw, &alice, body.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let calls = fake.calls();
+
+    // The same first message again: the same conversation, the stored answer, no model call.
+    let (status, again) = chat(&gw, &alice, body.clone()).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["conversation_id"], first["conversation_id"]);
+    assert_eq!(again["message"]["content"], first["message"]["content"]);
+    assert_eq!(fake.calls(), calls);
+    let (_, listed) = get(&gw, &alice, "/v1/conversations").await;
+    assert_eq!(
+        listed["conversations"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+
+    // Another message under the same request id is the client's mistake, as in a conversation.
+    let (status, reused) = chat(
+        &gw,
+        &alice,
+        json!({"message": "other", "request_id": "first-1"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{reused}");
+    // Someone else's request id is theirs: Bob starts a conversation of his own.
+    let (status, his) = chat(&gw, &bob, body).await;
+    assert_eq!(status, 200, "{his}");
+    assert_ne!(his["conversation_id"], first["conversation_id"]);
+    assert_eq!(fake.calls(), calls + 1);
+}
