@@ -493,7 +493,14 @@ async fn write<S: Sink<Message> + Unpin>(
         code,
         reason: Utf8Bytes::from_static(reason),
     }));
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
+    let sent = tokio::time::timeout(Duration::from_secs(1), sink.send(close))
+        .await
+        .is_ok_and(|sent| sent.is_ok());
+    if !sent {
+        // The client closed first: the protocol layer refuses a second close but has queued
+        // the echo of the client's, which a flush sends.
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.flush()).await;
+    }
 }
 
 #[cfg(test)]

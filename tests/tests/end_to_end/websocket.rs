@@ -477,4 +477,7 @@ async fn broken_frames_close_with_the_rfc_6455_code() {
     );
     assert_eq!(close_code_after(&gw, &frame(0xc1, b"hi", true)).await, 1002);
     assert_eq!(close_code_after(&gw, &frame(0x80, b"hi", true)).await, 1002);
+    // A client that closes properly gets its close echoed (RFC 6455, 5.5.1).
+    let goodbye = frame(0x88, &1000u16.to_be_bytes(), true);
+    assert_eq!(close_code_after(&gw, &goodbye).await, 1000);
 }
