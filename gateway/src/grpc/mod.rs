@@ -10,9 +10,8 @@ mod observe;
 mod status;
 mod tasks;
 
-use std::sync::Arc;
-
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

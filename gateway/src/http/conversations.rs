@@ -1,9 +1,8 @@
 //! `GET /v1/conversations`, `GET /v1/conversations/{id}` and `DELETE /v1/conversations/{id}`:
 //! the caller's own conversations. Someone else's conversation answers 404, as a missing one does.
 
-use std::sync::Arc;
-
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

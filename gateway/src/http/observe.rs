@@ -2,7 +2,6 @@
 //! latency by route and error code; and `GET /metrics`.
 
 use std::sync::Arc;
-
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};

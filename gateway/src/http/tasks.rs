@@ -1,6 +1,8 @@
 //! `POST /v1/tasks` (a chat to run later: 202 with its id) and `GET /v1/tasks/{id}` (its status
 //! and result, for its submitter only; anyone else gets 404, as for a missing task).
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -9,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use nagare_authorizer::Principal;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 use crate::app::App;
 use crate::chat::{ChatRequest, parse_json, parse_json_hiding};
