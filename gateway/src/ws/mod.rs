@@ -1,8 +1,9 @@
 //! WebSocket chat: the frame protocol and the per-connection session of `nagare serve`.
 
+pub mod close;
 pub mod frames;
 mod registry;
 mod session;
 
 pub use registry::{LocalConnections, Registration};
-pub use session::{Outbound, WsSettings, close, run};
+pub use session::{Outbound, WsSettings, run};
