@@ -15,7 +15,8 @@ use crate::chat::{Message, Role};
 use crate::error::Error;
 use crate::pipeline::in_progress::{Claim, InProgress, Running};
 use crate::store::{
-    ConversationStore, Exchange, MAX_TURN_BYTES, Turn, unix_now_ms, valid_conversation_id,
+    ConversationStore, Exchange, MAX_TURN_BYTES, Turn, not_found, unix_now_ms,
+    valid_conversation_id,
 };
 
 /// `[memory]` settings.
@@ -146,15 +147,13 @@ impl Memory {
     /// a missing one.
     pub async fn check_owner(&self, principal: &Principal, id: &str) -> Result<(), Error> {
         if !valid_conversation_id(id) {
-            return Err(Error::InvalidRequest(
-                "conversation_id: not an id this server issued".into(),
-            ));
+            return Err(unissued_id());
         }
         self.store
             .history(&principal.sub, id)
             .await?
             .map(drop)
-            .ok_or_else(|| Error::NotFound("conversation not found".into()))
+            .ok_or_else(not_found)
     }
 
     /// Recalls the conversation of `request` (validated), or starts a new one.
@@ -170,11 +169,7 @@ impl Memory {
             });
         }
         let (id, started) = match &request.conversation_id {
-            Some(id) if !valid_conversation_id(id) => {
-                return Err(Error::InvalidRequest(
-                    "conversation_id: not an id this server issued".into(),
-                ));
-            }
+            Some(id) if !valid_conversation_id(id) => return Err(unissued_id()),
             Some(id) => (id.clone(), true),
             None => (first_conversation_id(&principal.sub, request.id()), false),
         };
@@ -186,7 +181,7 @@ impl Memory {
                 Some((_, turns)) => turns,
                 // A first message starts its conversation.
                 None if !started => Vec::new(),
-                None => return Err(Error::NotFound("conversation not found".into())),
+                None => return Err(not_found()),
             };
             if let Some(earlier) = turns
                 .iter()
@@ -241,6 +236,11 @@ impl Memory {
             .copied()
             .unwrap_or(self.settings.context_tokens) as usize
     }
+}
+
+/// A `conversation_id` that cannot be one of ours.
+fn unissued_id() -> Error {
+    Error::InvalidRequest("conversation_id: not an id this server issued".into())
 }
 
 /// The id of the conversation a chat without `conversation_id` starts, from its owner and request
