@@ -42,8 +42,11 @@ load() { "$bin/nagare-load" --seconds "$seconds" --warmup "${load_warmup:-$warmu
 # runs with the response cache off (and memory off, so SQLite writes do not set the pace); the
 # cache and memory get runs of their own.
 plain="NAGARE__CACHE__ENABLED=false NAGARE__MEMORY__ENABLED=false"
-# One token sends every request, so the per-principal rate limits are lifted for every gateway.
+# One token sends every request, so the per-principal rate limits and the cap on one user's
+# WebSockets are lifted for every gateway; the idle-connection run needs more connections than
+# the default cap (the cap stays under the file limit either way).
 export NAGARE__RATE_LIMITS__REQUESTS_PER_MINUTE=0 NAGARE__RATE_LIMITS__TOKENS_PER_MINUTE=0
+export NAGARE__WEBSOCKET__MAX_PER_PRINCIPAL=1000000 NAGARE__SERVER__MAX_CONNECTIONS=1000000
 start fake "$work/fake.log" "$bin/fake-bedrock"
 start mock "$work/mock.log" env $plain NAGARE__PROVIDER__MOCK__TTFT_MS=0 NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 \
   "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data"

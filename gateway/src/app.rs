@@ -3,17 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use nagare_authorizer::Verifier;
 use nagare_cache::{MetricsSnapshot, ResponseCache};
 use prometheus_client::registry::Registry;
 
 use crate::error::Error;
+use crate::lifecycle::Lifecycle;
 use crate::pipeline::ChatPipeline;
 use crate::provider::{Breakers, CircuitState};
 use crate::store::ConversationStore;
 use crate::tasks::Tasks;
+use crate::tcp::ConnectionCap;
 use crate::telemetry::{LiveState, Metrics};
 use crate::ws::{LocalConnections, WsSettings};
 
@@ -39,6 +40,10 @@ pub struct App {
     /// What `GET /metrics` encodes.
     pub registry: Option<Registry>,
     pub health: Arc<Health>,
+    /// Draining and the end of the grace period, shared with the pipeline.
+    pub lifecycle: Arc<Lifecycle>,
+    /// Client connections open on every listener of this process, and their cap.
+    pub connection_cap: Arc<ConnectionCap>,
 }
 
 impl App {
@@ -60,34 +65,33 @@ impl App {
 /// What readiness and the metrics report of the running gateway: whether it still takes work,
 /// its provider, its model circuits and its cache.
 pub struct Health {
-    ready: AtomicBool,
+    lifecycle: Arc<Lifecycle>,
     provider: &'static str,
     breakers: Arc<Breakers>,
     cache: Option<Arc<ResponseCache>>,
+    connections: Arc<ConnectionCap>,
 }
 
 impl Health {
     pub fn new(
+        lifecycle: Arc<Lifecycle>,
         provider: &'static str,
         breakers: Arc<Breakers>,
         cache: Option<Arc<ResponseCache>>,
+        connections: Arc<ConnectionCap>,
     ) -> Self {
         Self {
-            ready: AtomicBool::new(true),
+            lifecycle,
             provider,
             breakers,
             cache,
+            connections,
         }
     }
 
     /// False once shutdown has begun, so load balancers stop sending new work.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    /// Shutdown has begun.
-    pub fn stopping(&self) {
-        self.ready.store(false, Ordering::Relaxed);
+        !self.lifecycle.is_draining()
     }
 
     /// The model provider's name.
@@ -112,14 +116,28 @@ impl LiveState for Health {
             .map(|(model, state)| (model, state.level()))
             .collect()
     }
+
+    fn connections(&self) -> (u64, u64) {
+        let open = self.connections.open_now();
+        (open as u64, self.connections.refused())
+    }
 }
 
 /// A router-test app: the given pipeline and verifier, defaults elsewhere, nothing optional on.
 #[cfg(test)]
 pub(crate) fn test_app(pipeline: ChatPipeline, verifier: Verifier) -> Arc<App> {
     let websocket = WsSettings::default();
+    let lifecycle = Lifecycle::new();
+    let connection_cap = ConnectionCap::new(100, None);
+    let health = Health::new(
+        lifecycle.clone(),
+        "mock",
+        Arc::new(Breakers::off()),
+        None,
+        connection_cap.clone(),
+    );
     Arc::new(App {
-        pipeline: Arc::new(pipeline),
+        pipeline: Arc::new(pipeline.with_lifecycle(lifecycle.clone())),
         verifier: Arc::new(verifier),
         chat_scope: "chat".into(),
         body_limit: 256 * 1024,
@@ -131,6 +149,8 @@ pub(crate) fn test_app(pipeline: ChatPipeline, verifier: Verifier) -> Arc<App> {
         tasks: None,
         metrics: None,
         registry: None,
-        health: Arc::new(Health::new("mock", Arc::new(Breakers::off()), None)),
+        health: Arc::new(health),
+        lifecycle,
+        connection_cap,
     })
 }

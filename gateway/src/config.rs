@@ -19,6 +19,7 @@ use crate::pipeline::{MemorySettings, ModelCatalog, PipelineOptions, RoutingSett
 use crate::provider::{BedrockSettings, MockSettings, UpstreamSettings};
 use crate::store::StoreSettings;
 use crate::tasks::TaskSettings;
+use crate::tcp::{ConnectionSettings, Timeouts};
 use crate::telemetry::{LogFormat, MetricsSettings, TraceSettings};
 use crate::workflow::WorkflowSettings;
 use crate::ws::WsSettings;
@@ -77,6 +78,10 @@ struct ServerSection {
     data_dir: PathBuf,
     body_limit_bytes: usize,
     shutdown_grace_secs: u64,
+    max_connections: usize,
+    header_read_timeout_secs: u64,
+    body_read_timeout_secs: u64,
+    idle_timeout_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -86,7 +91,36 @@ impl Default for ServerSection {
             data_dir: PathBuf::from("./data"),
             body_limit_bytes: 256 * 1024,
             shutdown_grace_secs: 10,
+            max_connections: 10_000,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            idle_timeout_secs: 60,
         }
+    }
+}
+
+impl ServerSection {
+    fn connections(&self) -> Result<ConnectionSettings, StartupError> {
+        let s = self;
+        if s.max_connections == 0
+            || s.header_read_timeout_secs == 0
+            || s.body_read_timeout_secs == 0
+            || s.idle_timeout_secs == 0
+        {
+            return Err(StartupError::Config(
+                "server: max_connections, header_read_timeout_secs, body_read_timeout_secs and \
+                 idle_timeout_secs must be at least 1"
+                    .into(),
+            ));
+        }
+        Ok(ConnectionSettings {
+            max_connections: s.max_connections,
+            http: Timeouts {
+                head: Duration::from_secs(s.header_read_timeout_secs),
+                body: Duration::from_secs(s.body_read_timeout_secs),
+                idle: Duration::from_secs(s.idle_timeout_secs),
+            },
+        })
     }
 }
 
@@ -162,6 +196,8 @@ pub struct Config {
     pub auth: AuthSettings,
     pub body_limit: usize,
     pub shutdown_grace: Duration,
+    /// The connection cap and the timeouts of every listener.
+    pub connections: ConnectionSettings,
     pub provider: ProviderKind,
     pub mock: MockSettings,
     pub bedrock: BedrockSettings,
@@ -307,6 +343,7 @@ impl RawConfig {
         } else {
             None
         };
+        let connections = self.server.connections()?;
         if self.server.body_limit_bytes < 1024 {
             return Err(bad("server.body_limit_bytes", "must be at least 1024"));
         }
@@ -386,6 +423,7 @@ impl RawConfig {
             auth: self.auth,
             body_limit: self.server.body_limit_bytes,
             shutdown_grace: Duration::from_secs(self.server.shutdown_grace_secs),
+            connections,
             provider: self.provider.kind,
             mock: self.provider.mock,
             bedrock: self.provider.bedrock,

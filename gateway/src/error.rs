@@ -34,6 +34,13 @@ pub enum Error {
     UpstreamError { message: String, retryable: bool },
     #[error("the request was cancelled")]
     Cancelled,
+    /// This server cannot take the request now (it is shutting down, or its store is failing);
+    /// the same request may succeed here later or on another instance.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -75,11 +82,12 @@ pub enum ErrorCode {
     UpstreamTimeout,
     UpstreamError,
     Cancelled,
+    Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::InvalidRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -91,6 +99,7 @@ impl ErrorCode {
         Self::UpstreamTimeout,
         Self::UpstreamError,
         Self::Cancelled,
+        Self::Unavailable,
         Self::Internal,
     ];
 
@@ -113,6 +122,7 @@ impl ErrorCode {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamError => "upstream_error",
             Self::Cancelled => "cancelled",
+            Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
     }
@@ -126,7 +136,7 @@ impl ErrorCode {
             Self::NotFound => 404,
             Self::PayloadTooLarge => 413,
             Self::RateLimited => 429,
-            Self::UpstreamThrottled | Self::UpstreamUnavailable => 503,
+            Self::UpstreamThrottled | Self::UpstreamUnavailable | Self::Unavailable => 503,
             Self::UpstreamTimeout => 504,
             Self::UpstreamError => 502,
             Self::Cancelled => 499,
@@ -143,7 +153,9 @@ impl ErrorCode {
             Self::Forbidden => Code::PermissionDenied,
             Self::NotFound => Code::NotFound,
             Self::RateLimited => Code::ResourceExhausted,
-            Self::UpstreamThrottled | Self::UpstreamUnavailable => Code::Unavailable,
+            Self::UpstreamThrottled | Self::UpstreamUnavailable | Self::Unavailable => {
+                Code::Unavailable
+            }
             Self::UpstreamTimeout => Code::DeadlineExceeded,
             Self::UpstreamError | Self::Internal => Code::Internal,
             Self::Cancelled => Code::Cancelled,
@@ -185,7 +197,17 @@ impl Error {
             Self::UpstreamTimeout(_) => ErrorCode::UpstreamTimeout,
             Self::UpstreamError { .. } => ErrorCode::UpstreamError,
             Self::Cancelled => ErrorCode::Cancelled,
+            Self::Unavailable { .. } => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// A request this server will not start, or a stream it will not finish, because it is
+    /// shutting down: retry, and another instance (or this one, restarted) takes it.
+    pub fn shutting_down() -> Self {
+        Self::Unavailable {
+            message: "the server is shutting down; retry".into(),
+            retry_after: Some(Duration::from_secs(1)),
         }
     }
 
@@ -195,7 +217,8 @@ impl Error {
             Self::RateLimited { .. }
             | Self::UpstreamThrottled { .. }
             | Self::UpstreamUnavailable(_)
-            | Self::UpstreamTimeout(_) => true,
+            | Self::UpstreamTimeout(_)
+            | Self::Unavailable { .. } => true,
             Self::UpstreamError { retryable, .. } => *retryable,
             _ => false,
         }
@@ -205,7 +228,9 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
-            Self::UpstreamThrottled { retry_after, .. } => *retry_after,
+            Self::UpstreamThrottled { retry_after, .. } | Self::Unavailable { retry_after, .. } => {
+                *retry_after
+            }
             _ => None,
         }
     }
@@ -311,6 +336,7 @@ mod tests {
                 false,
             ),
             (Error::Cancelled, "cancelled", 499, false),
+            (Error::shutting_down(), "unavailable", 503, true),
             (
                 Error::Internal("db password=x".into()),
                 "internal",
@@ -340,6 +366,7 @@ mod tests {
             (ErrorCode::UpstreamTimeout, Code::DeadlineExceeded),
             (ErrorCode::UpstreamError, Code::Internal),
             (ErrorCode::Cancelled, Code::Cancelled),
+            (ErrorCode::Unavailable, Code::Unavailable),
             (ErrorCode::Internal, Code::Internal),
         ];
         for (code, grpc) in rows {

@@ -18,6 +18,8 @@ const LOWER: &[&str] = &[
     "push",
     "telemetry",
     "pipeline",
+    "lifecycle",
+    "tcp",
 ];
 
 /// The only modules that may name `http` besides `http` itself: start-up wiring (the Lambda

@@ -9,6 +9,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod lambda;
+pub mod lifecycle;
 #[cfg(test)]
 mod layers;
 pub mod limits;
@@ -18,6 +19,7 @@ pub mod push;
 pub mod serve;
 pub mod store;
 pub mod tasks;
+pub mod tcp;
 pub mod telemetry;
 pub mod wiring;
 pub mod workflow;

@@ -16,6 +16,7 @@ use crate::error::StartupError;
 use crate::grpc::{self, GrpcSettings};
 use crate::http;
 use crate::tasks::Worker;
+use crate::tcp::{self, Timeouts};
 use crate::wiring::Wiring;
 
 /// The sockets `nagare serve` answers on.
@@ -50,8 +51,10 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, StartupError> 
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
     pub grpc: GrpcSettings,
-    /// How long in-flight requests and streams may finish after the signal.
+    /// How long in-flight chats may finish after the signal.
     pub shutdown_grace: Duration,
+    /// The REST listener's connection timeouts (the cap is the app's).
+    pub http: Timeouts,
 }
 
 impl ServeSettings {
@@ -59,9 +62,13 @@ impl ServeSettings {
         Self {
             grpc: config.grpc.clone(),
             shutdown_grace: config.shutdown_grace,
+            http: config.connections.http,
         }
     }
 }
+
+/// How long, once every chat has ended, connections get to write their last bytes and close.
+const LAST_WRITES: Duration = Duration::from_secs(2);
 
 /// Runs `nagare serve` until `shutdown` resolves.
 pub async fn run(
@@ -77,9 +84,11 @@ pub async fn run(
     serve(listeners, app, settings, shutdown).await
 }
 
-/// Serves `app` on `listeners` and runs its task workers until `shutdown` resolves; then
-/// readiness turns 503, the workers stop taking tasks, and in-flight requests get the grace
-/// period to finish.
+/// Serves `app` on `listeners` and runs its task workers until `shutdown` resolves. Then the
+/// gateway drains (see [`crate::lifecycle`]): readiness turns 503 while the listeners still
+/// answer, no new chat starts, the workers put their tasks back, and the chats in flight get the
+/// grace period to finish; those that do not end with a retryable error. Then the listeners
+/// close.
 pub async fn serve(
     listeners: Listeners,
     app: Arc<App>,
@@ -101,54 +110,73 @@ pub async fn serve(
             None
         }
     };
-    // One signal stops both servers and the workers.
-    let stopping = CancellationToken::new();
-    tokio::spawn({
-        let stopping = stopping.clone();
-        async move {
-            shutdown.await;
-            stopping.cancel();
-        }
-    });
-    // Workers stop taking tasks at the signal; a task they were running comes back after its
-    // visibility timeout, to this process after a restart or to another one.
+    // The workers stop taking tasks at the signal, and put back the ones they run.
+    let workers_stop = CancellationToken::new();
     let workers = app
         .tasks
         .clone()
-        .map(|tasks| Worker::new(tasks, app.pipeline.clone()).spawn(stopping.clone()));
-    let health = app.health.clone();
-    let http_stopping = stopping.clone();
+        .map(|tasks| Worker::new(tasks, app.pipeline.clone()).spawn(workers_stop.clone()));
+    // Cancelled when the listeners are to close, after draining.
+    let stop = CancellationToken::new();
+    let cap = app.connection_cap.clone();
     let http = http::serve(
         listeners.http,
-        http::router(app),
-        async move {
-            http_stopping.cancelled().await;
-            health.stopping();
-        },
-        settings.shutdown_grace,
+        http::router(app.clone()),
+        cap.clone(),
+        settings.http,
+        stop.clone(),
     );
     let grpc = async {
         if let Some((listener, routes, health)) = grpc {
-            let stopped = stopping.cancelled();
+            let timeouts = settings.grpc.timeouts(settings.http.body);
+            let lifecycle = app.lifecycle.clone();
             grpc::serve(
                 listener,
                 routes,
                 health,
                 &settings.grpc,
-                stopped,
-                settings.shutdown_grace,
+                (cap.clone(), timeouts),
+                async move { lifecycle.draining().await },
+                stop.clone(),
             )
             .await;
         }
     };
-    let (served, ()) = tokio::join!(http, grpc);
-    for worker in workers.into_iter().flatten() {
-        let _ = worker.await;
-    }
-    served.map_err(|source| StartupError::Io {
-        context: "serving HTTP".into(),
-        source,
-    })
+    let lifecycle = app.lifecycle.clone();
+    let control = async {
+        shutdown.await;
+        lifecycle.drain();
+        tracing::info!(
+            grace_secs = settings.shutdown_grace.as_secs_f64(),
+            in_flight = lifecycle.in_flight(),
+            "shutting down: draining; chats in flight may finish"
+        );
+        workers_stop.cancel();
+        let drained = tcp::within(settings.shutdown_grace, async {
+            for worker in workers.into_iter().flatten() {
+                let _ = worker.await;
+            }
+            lifecycle.quiet().await;
+        })
+        .await;
+        if !drained {
+            tracing::warn!(
+                in_flight = lifecycle.in_flight(),
+                "shutdown grace period over; ending the chats still in flight"
+            );
+            lifecycle.end_grace();
+            tcp::within(LAST_WRITES, lifecycle.quiet()).await;
+        }
+        stop.cancel();
+        if !tcp::within(LAST_WRITES, cap.closed()).await {
+            tracing::warn!(
+                open = cap.open_now(),
+                "connections still open at exit; dropping them"
+            );
+        }
+    };
+    tokio::join!(http, grpc, control);
+    Ok(())
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartupError> {

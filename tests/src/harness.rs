@@ -95,6 +95,8 @@ pub fn test_config(data_dir: &std::path::Path) -> anyhow::Result<Config> {
     c.rate_limits.requests_per_minute = 0;
     c.rate_limits.tokens_per_minute = 0;
     c.rate_limits.tokens_per_day = 0;
+    // Tests open many sockets with one token; the cap has tests of its own.
+    c.websocket.max_per_principal = 10_000;
     c.upstream.max_attempts = 1;
     c.upstream.breaker = BreakerSettings {
         consecutive_failures: 0,

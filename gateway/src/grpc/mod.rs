@@ -14,18 +14,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
 use nagare_proto::v1::chat_service_server::ChatServiceServer;
 use nagare_proto::v1::conversation_service_server::ConversationServiceServer;
 use nagare_proto::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::app::App;
+use crate::tcp::{self, ConnectionCap, Timeouts};
 
 /// Every gRPC route, each call traced and counted.
 pub type GrpcRoutes = observe::Observed<Routes>;
@@ -47,6 +48,11 @@ pub struct GrpcSettings {
     /// `keepalive_timeout_secs`: a vanished client must not hold its calls open.
     pub keepalive_interval_secs: u64,
     pub keepalive_timeout_secs: u64,
+    /// How long a new connection may take to send the HTTP/2 preface and its SETTINGS.
+    pub handshake_timeout_secs: u64,
+    /// A connection with no call in flight for this long is closed with GOAWAY (clients
+    /// reconnect on their next call).
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for GrpcSettings {
@@ -58,6 +64,8 @@ impl Default for GrpcSettings {
             max_concurrent_streams: 200,
             keepalive_interval_secs: 30,
             keepalive_timeout_secs: 10,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 600,
         }
     }
 }
@@ -71,7 +79,21 @@ impl GrpcSettings {
                     .into(),
             );
         }
+        if self.handshake_timeout_secs == 0 || self.idle_timeout_secs == 0 {
+            return Err(
+                "grpc: handshake_timeout_secs and idle_timeout_secs must be at least 1".into(),
+            );
+        }
         Ok(())
+    }
+
+    /// This listener's connection timeouts; the body timeout is the server's.
+    pub fn timeouts(&self, body: Duration) -> Timeouts {
+        Timeouts {
+            head: Duration::from_secs(self.handshake_timeout_secs),
+            body,
+            idle: Duration::from_secs(self.idle_timeout_secs),
+        }
     }
 }
 
@@ -123,66 +145,45 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Serves `routes` on `listener` until `shutdown` resolves; health turns NOT_SERVING at once,
-/// and in-flight calls get `grace` to finish.
+/// Serves `routes` on `listener` until `stop` is cancelled. Health turns NOT_SERVING when
+/// `draining` resolves, while calls are still answered.
 ///
 /// The HTTP/2 connections are ours rather than `tonic::transport::Server`'s because tonic's
 /// server answers an expired `grpc-timeout` with CANCELLED and bounds only the time to the
 /// response headers; here the services enforce the deadline over the whole call, streams
-/// included, and answer DEADLINE_EXCEEDED.
+/// included, and answer DEADLINE_EXCEEDED. Our connections also get the cap and timeouts of
+/// [`tcp::serve`].
 pub async fn serve(
     listener: TcpListener,
     routes: GrpcRoutes,
     mut health: HealthReporter,
     settings: &GrpcSettings,
-    shutdown: impl Future<Output = ()> + Send,
-    grace: Duration,
+    connections: (Arc<ConnectionCap>, Timeouts),
+    draining: impl Future<Output = ()> + Send,
+    stop: CancellationToken,
 ) {
     set_health(&health, ServingStatus::Serving).await;
-    let service = TowerToHyperService::new(routes);
-    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    http2
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+    builder
+        .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.max_concurrent_streams)
         .keep_alive_interval(Duration::from_secs(settings.keepalive_interval_secs))
         .keep_alive_timeout(Duration::from_secs(settings.keepalive_timeout_secs));
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    // Out of descriptors, usually: wait rather than spin.
-                    tracing::warn!(error = %e, "gRPC accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // Deltas are small writes; Nagle's algorithm would hold each one back.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    let (cap, timeouts) = connections;
+    // The listener stops after health has let go of its `Watch` streams.
+    let closing = CancellationToken::new();
+    let served = tcp::serve(listener, builder, routes, cap, timeouts, closing.clone());
+    let health_follows = async {
+        draining.await;
+        set_health(&health, ServingStatus::NotServing).await;
+        stop.cancelled().await;
+        // Health `Watch` streams never end on their own, so they would hold their connections
+        // open. Forgetting the statuses ends them, after they have seen NOT_SERVING.
+        for service in [""].iter().chain(SERVICES) {
+            health.clear_service_status(service).await;
         }
-        let connection = graceful.watch(http2.serve_connection(TokioIo::new(tcp), service.clone()));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "gRPC connection ended with an error");
-            }
-        });
-    }
-    set_health(&health, ServingStatus::NotServing).await;
-    // Health `Watch` streams never end on their own, so they would hold the graceful shutdown for
-    // the whole grace period. Forgetting the statuses ends them, after they have seen NOT_SERVING.
-    for service in [""].iter().chain(SERVICES) {
-        health.clear_service_status(service).await;
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("gRPC shutdown grace period over; closing the remaining connections");
-    }
+        closing.cancel();
+    };
+    tokio::join!(served, health_follows);
 }

@@ -12,9 +12,7 @@ pub use observe::Arrived;
 mod tests;
 mod ws;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -23,12 +21,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::error::Error;
+use crate::tcp::{self, ConnectionCap, Timeouts};
 
 pub use error::ApiError;
 
@@ -117,41 +116,14 @@ async fn not_found() -> ApiError {
     )
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests and streams
-/// finish for at most `grace` before returning.
+/// Serves `app` on `listener`, with the cap and timeouts of [`tcp::serve`], until `stop` is
+/// cancelled.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
-    // Streams are many small writes; without TCP_NODELAY, Nagle's algorithm holds each one back
-    // until the client's delayed ACK (40 ms on Linux) arrives.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = began_tx.send(());
-    });
-    let server = std::future::IntoFuture::into_future(server);
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        _ = began_rx => {}
-    }
-    tracing::info!(
-        grace_secs = grace.as_secs_f64(),
-        "shutting down; letting in-flight requests finish"
-    );
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!("shutdown grace period over; closing the remaining connections");
-            Ok(())
-        }
-    }
+    cap: Arc<ConnectionCap>,
+    timeouts: Timeouts,
+    stop: CancellationToken,
+) {
+    tcp::serve(listener, tcp::http_builder(), app, cap, timeouts, stop).await;
 }

@@ -327,7 +327,7 @@ async fn health_readiness_and_unknown_routes() {
     assert_eq!(get("/healthz").await, StatusCode::OK);
     assert_eq!(get("/readyz").await, StatusCode::OK);
     assert_eq!(get("/nope").await, StatusCode::NOT_FOUND);
-    s.health.stopping();
+    s.lifecycle.drain();
     assert_eq!(get("/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(get("/healthz").await, StatusCode::OK);
 }

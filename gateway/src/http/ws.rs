@@ -6,12 +6,13 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use nagare_authorizer::Principal;
 use tracing::Instrument;
 
 use crate::app::App;
+use crate::http::ApiError;
 use crate::telemetry::Metrics;
 use crate::ws;
 
@@ -27,6 +28,13 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let seat = match app
+        .connections
+        .seat(&principal, app.websocket.max_per_principal)
+    {
+        Ok(seat) => seat,
+        Err(e) => return ApiError::new(&e, uuid::Uuid::new_v4().to_string()).into_response(),
+    };
     let offered = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
@@ -51,14 +59,21 @@ pub async fn upgrade(
     let settings = app.websocket.clone();
     let pipeline = app.pipeline.clone();
     let connections = app.connections.clone();
+    let app_for_session = app.clone();
     let open = app.metrics.as_ref().map(Metrics::websocket_open);
     // The session outlives this request; its chats join the upgrade's trace through this span.
     let session = crate::trace_span!("websocket.session");
     upgrade.on_upgrade(move |socket| {
         async move {
-            let _open = open;
+            let (_open, _seat) = (open, seat);
             let (sink, stream) = socket.split();
-            ws::run(sink, stream, pipeline, principal, settings, &connections).await;
+            let app = app_for_session;
+            let server = ws::Server {
+                connections: &connections,
+                lifecycle: &app.lifecycle,
+                reauth: Some((&app.verifier, &app.chat_scope)),
+            };
+            ws::run(sink, stream, pipeline, principal, settings, server).await;
         }
         .instrument(session)
     })

@@ -140,6 +140,17 @@ impl WsFunction {
                 )
                 .await;
             }
+            Ok(ClientFrame::Auth { request_id, .. }) => {
+                // API Gateway authorizes once, at $connect, and ends every connection within
+                // 2 hours; there is no token to renew.
+                let e = Error::InvalidRequest(
+                    "action: auth is not needed on API Gateway connections, which the \
+                     authorizer checks at $connect"
+                        .into(),
+                );
+                self.send(target, frames::error(request_id.as_deref(), &e))
+                    .await;
+            }
             Ok(ClientFrame::Cancel { request_id }) => {
                 // A cancel that crosses the chat's `done` on the wire is not an error.
                 let _ = self.store.cancel(target.connection_id, &request_id).await;

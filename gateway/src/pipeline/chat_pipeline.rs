@@ -11,12 +11,13 @@ use tracing::{Instrument, field};
 
 use crate::chat::{ChatRequest, Message, RequestLimits, Role, Route};
 use crate::error::Error;
+use crate::lifecycle::{InFlight, Lifecycle};
 use crate::limits::Limits;
 use crate::pipeline::cache::CacheAsk;
 use crate::pipeline::event_stream::EventStream;
 use crate::pipeline::flight::{self, Delivery, Upstream, log_failure};
 use crate::pipeline::memory::Recall;
-use crate::pipeline::observe::Watch;
+use crate::pipeline::observe::{Deadline, Watch};
 use crate::pipeline::upstream;
 use crate::pipeline::{ChatCache, ChatStream, Memory, ModelCatalog, estimate_tokens};
 use crate::provider::{Breakers, ModelProvider, ProviderRequest};
@@ -52,6 +53,7 @@ pub struct Admitted {
     principal: Principal,
     route: Route,
     started: Instant,
+    in_flight: InFlight,
 }
 
 impl Admitted {
@@ -82,6 +84,7 @@ pub struct ChatPipeline {
     limits: Option<Arc<Limits>>,
     breakers: Arc<Breakers>,
     recorder: Arc<dyn Recorder>,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl ChatPipeline {
@@ -99,7 +102,15 @@ impl ChatPipeline {
             limits: None,
             breakers: Arc::new(Breakers::off()),
             recorder: Arc::new(NoRecorder),
+            lifecycle: Lifecycle::new(),
         }
+    }
+
+    /// Refuses new chats once `lifecycle` drains, and ends the ones still streaming when its
+    /// grace period is over.
+    pub fn with_lifecycle(mut self, lifecycle: Arc<Lifecycle>) -> Self {
+        self.lifecycle = lifecycle;
+        self
     }
 
     /// Reports every chat to `recorder` (metrics).
@@ -142,6 +153,9 @@ impl ChatPipeline {
         route: Route,
         started: Instant,
     ) -> Result<Admitted, Error> {
+        if self.lifecycle.is_draining() {
+            return Err(Error::shutting_down());
+        }
         let request =
             request.validate(&self.options.limits, || uuid::Uuid::new_v4().to_string())?;
         Ok(Admitted {
@@ -149,6 +163,7 @@ impl ChatPipeline {
             principal: principal.clone(),
             route,
             started,
+            in_flight: self.lifecycle.chat(),
         })
     }
 
@@ -175,6 +190,7 @@ impl ChatPipeline {
             principal,
             route,
             started,
+            in_flight,
         } = chat;
         let principal = &principal;
         let asked = request.model.as_deref().unwrap_or(&self.models.default);
@@ -185,8 +201,21 @@ impl ChatPipeline {
             asked,
             started,
         );
-        match self.events(principal, route, request, started).await {
-            Ok(events) => Ok(ChatStream::watched(events, watch)),
+        let request_id: Arc<str> = Arc::from(request.id());
+        let over = self.lifecycle.over();
+        let events = tokio::select! {
+            events = self.events(principal, route, request, started) => events,
+            () = over.cancelled() => Err(Error::shutting_down()),
+        };
+        match events {
+            Ok(events) => {
+                let deadline = Deadline {
+                    request_id,
+                    over: Box::pin(over.cancelled_owned()),
+                    _in_flight: in_flight,
+                };
+                Ok(ChatStream::watched(events, watch, deadline))
+            }
             Err(e) => {
                 watch.failed(e.code());
                 Err(e)

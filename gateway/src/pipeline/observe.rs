@@ -8,17 +8,29 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::Span;
 
 use crate::chat::{ChatEvent, Route, Usage};
-use crate::error::ErrorCode;
+use crate::error::{Error, ErrorCode};
+use crate::lifecycle::InFlight;
 use crate::pipeline::event_stream::EventStream;
 use crate::telemetry::{ChatRecord, Outcome, Recorder};
 
 /// The events of one chat, in order. Dropping it cancels the upstream model call.
 pub struct ChatStream {
-    events: EventStream,
+    /// `None` once the end of the shutdown grace period has cut the chat short.
+    events: Option<EventStream>,
     watch: Option<Watch>,
+    deadline: Option<Deadline>,
+}
+
+/// What ends a chat when the server's grace period is over, and the chat's place in the count
+/// of chats in flight that shutdown waits on.
+pub(crate) struct Deadline {
+    pub request_id: std::sync::Arc<str>,
+    pub over: Pin<Box<WaitForCancellationFutureOwned>>,
+    pub _in_flight: InFlight,
 }
 
 /// What is known of a chat while it streams.
@@ -74,11 +86,12 @@ impl Watch {
 }
 
 impl ChatStream {
-    pub(crate) fn watched(events: EventStream, mut watch: Watch) -> Self {
+    pub(crate) fn watched(events: EventStream, mut watch: Watch, deadline: Deadline) -> Self {
         watch.span = crate::trace_span!("delivery");
         Self {
-            events,
+            events: Some(events),
             watch: Some(watch),
+            deadline: Some(deadline),
         }
     }
 
@@ -140,9 +153,33 @@ impl Stream for ChatStream {
     type Item = ChatEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ChatEvent>> {
-        let event = ready!(self.events.poll_next_unpin(cx));
-        if self.watch.is_some() {
-            self.see(event.as_ref());
+        let this = &mut *self;
+        let Some(events) = &mut this.events else {
+            return Poll::Ready(None);
+        };
+        let mut cut = None;
+        if let Some(d) = &mut this.deadline
+            && d.over.as_mut().poll(cx).is_ready()
+        {
+            cut = Some(d.request_id.clone());
+        }
+        let event = match cut {
+            // Dropping the events aborts the model call; the client gets a last event.
+            Some(request_id) => {
+                this.events = None;
+                Some(ChatEvent::Error {
+                    request_id,
+                    error: Error::shutting_down().body(),
+                })
+            }
+            None => ready!(events.poll_next_unpin(cx)),
+        };
+        if event.as_ref().is_none_or(ChatEvent::is_terminal) {
+            // No longer in flight: shutdown need not wait for the transport to write it.
+            this.deadline = None;
+        }
+        if this.watch.is_some() {
+            this.see(event.as_ref());
         }
         Poll::Ready(event)
     }

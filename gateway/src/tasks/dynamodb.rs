@@ -183,6 +183,18 @@ impl TaskStore for DynamoTaskStore {
         .await
     }
 
+    async fn put_back(&self, task_id: &str, attempts: u32) -> Result<(), Error> {
+        self.update_open(
+            task_id,
+            "#status = :to, #attempts = :attempt",
+            vec![
+                (":to", s(TaskStatus::Queued.as_str())),
+                (":attempt", n(u64::from(attempts))),
+            ],
+        )
+        .await
+    }
+
     async fn finished(
         &self,
         task_id: &str,

@@ -263,6 +263,9 @@ pub trait TaskStore: Send + Sync {
     async fn started(&self, task_id: &str, attempt: u32) -> Result<(), Error>;
     /// A run failed and the task waits for another: back to `queued`, keeping the error.
     async fn retrying(&self, task_id: &str, error: &ErrorBody) -> Result<(), Error>;
+    /// A run that must not count (our own limits refused it, or the server is shutting down):
+    /// back to `queued`, with `attempts` as it was before the run.
+    async fn put_back(&self, task_id: &str, attempts: u32) -> Result<(), Error>;
     /// The task is done for good: `result` (succeeded) or `error` (failed).
     async fn finished(
         &self,
@@ -299,6 +302,9 @@ pub trait TaskQueue: Send + Sync {
     async fn receive(&self, max: usize, visibility_secs: u64) -> Result<Vec<Message>, Error>;
     /// Keeps the message hidden for `visibility_secs` from now.
     async fn extend(&self, receipt: &str, visibility_secs: u64) -> Result<(), Error>;
+    /// Returns a received message to the queue, to be received again after `delay_secs` as if
+    /// this receipt had never happened: it does not bring the message nearer the dead letters.
+    async fn put_back(&self, message: &Message, delay_secs: u64) -> Result<(), Error>;
     /// The message is done with.
     async fn delete(&self, receipt: &str) -> Result<(), Error>;
     /// How many messages wait, are being worked on, and were dead-lettered.

@@ -167,6 +167,21 @@ impl TaskStore for SqliteTaskStore {
             .await
     }
 
+    async fn put_back(&self, task_id: &str, attempts: u32) -> Result<(), Error> {
+        let id = task_id.to_owned();
+        self.db
+            .with(move |db| {
+                update(
+                    db,
+                    "UPDATE tasks SET status = 'queued', updated_at = ?2, attempts = ?3
+                     WHERE task_id = ?1 AND status IN ('queued', 'running')",
+                    &id,
+                    &[&attempts],
+                )
+            })
+            .await
+    }
+
     async fn finished(
         &self,
         task_id: &str,
@@ -357,6 +372,26 @@ impl TaskQueue for SqliteQueue {
                 Ok(())
             })
             .await
+    }
+
+    async fn put_back(&self, message: &Message, delay_secs: u64) -> Result<(), Error> {
+        let receipt = message.receipt.clone();
+        self.db
+            .with(move |db| {
+                let visible_at = unix_now_ms() + delay_secs * 1000;
+                db.execute(
+                    "UPDATE task_queue SET visible_at = ?2, receipt = NULL,
+                       receive_count = MAX(receive_count - 1, 0)
+                     WHERE receipt = ?1",
+                    params![receipt, visible_at],
+                )?;
+                Ok(())
+            })
+            .await?;
+        if delay_secs == 0 {
+            self.sent.notify_waiters();
+        }
+        Ok(())
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), Error> {

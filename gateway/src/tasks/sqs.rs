@@ -13,6 +13,8 @@ use crate::store::store_error;
 /// SQS allows at most 12 hours of visibility and 10 messages per receive.
 const MAX_VISIBILITY_SECS: u64 = 12 * 60 * 60;
 const MAX_BATCH: usize = 10;
+/// SQS's longest message delay.
+const MAX_DELAY_SECS: u64 = 900;
 
 fn fail(e: impl std::error::Error) -> Error {
     store_error("sqs", aws_sdk_sqs::error::DisplayErrorContext(&e))
@@ -121,6 +123,21 @@ impl TaskQueue for SqsQueue {
             .await
             .map_err(fail)?;
         Ok(())
+    }
+
+    /// SQS cannot take back a receive: the task goes back as a new message (delayed at most
+    /// SQS's 15 minutes), then the received one is deleted. A failure in between leaves both,
+    /// and the task record makes the second run a no-op.
+    async fn put_back(&self, message: &Message, delay_secs: u64) -> Result<(), Error> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(&message.task_id)
+            .delay_seconds(delay_secs.min(MAX_DELAY_SECS) as i32)
+            .send()
+            .await
+            .map_err(fail)?;
+        self.delete(&message.receipt).await
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), Error> {

@@ -10,8 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{DeliveryStatus, Message, TaskRecord, Tasks};
 use crate::chat::{ChatReply, Route};
-use crate::error::{Error, ErrorBody};
+use crate::error::{Error, ErrorBody, ErrorCode};
 use crate::pipeline::ChatPipeline;
+
+/// Whether a run was refused by this gateway itself (its rate, token or upstream limits, or a
+/// shutdown) rather than failed: such a run waits and goes again, and is no attempt.
+fn ours(error: &ErrorBody) -> bool {
+    matches!(error.code, ErrorCode::RateLimited | ErrorCode::Unavailable)
+}
 
 /// What became of a received message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,26 +32,28 @@ pub enum Handled {
 pub struct Worker {
     tasks: Tasks,
     pipeline: Arc<ChatPipeline>,
+    /// Cancelled at shutdown: the running task is put back at once, its attempt not counted.
+    stop: CancellationToken,
 }
 
 impl Worker {
     pub fn new(tasks: Tasks, pipeline: Arc<ChatPipeline>) -> Self {
-        Self { tasks, pipeline }
+        Self {
+            tasks,
+            pipeline,
+            stop: CancellationToken::new(),
+        }
     }
 
-    /// Spawns `tasks.settings.workers` loops; they stop taking work when `stop` is cancelled
-    /// (a task in progress is abandoned, and reappears after its visibility timeout).
-    pub fn spawn(self, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Spawns `tasks.settings.workers` loops; when `stop` is cancelled they take no more work,
+    /// put back the tasks they run (visible again at once, the attempt not counted) and end.
+    pub fn spawn(mut self, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        self.stop = stop;
         let worker = Arc::new(self);
         (0..worker.tasks.settings.workers)
             .map(|_| {
-                let (worker, stop) = (worker.clone(), stop.clone());
-                tokio::spawn(async move {
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = worker.run() => {}
-                    }
-                })
+                let worker = worker.clone();
+                tokio::spawn(async move { worker.run().await })
             })
             .collect()
     }
@@ -53,7 +61,22 @@ impl Worker {
     async fn run(&self) {
         let visibility = self.tasks.settings.visibility_timeout_secs;
         loop {
-            match self.tasks.queue.receive(1, visibility).await {
+            let receive = self.tasks.queue.receive(1, visibility);
+            tokio::pin!(receive);
+            let received = tokio::select! {
+                received = &mut receive => received,
+                () = self.stop.cancelled() => {
+                    // A receive under way may already have taken a message, which dropping it
+                    // would hide for the visibility timeout: let it finish, and put that back.
+                    for message in receive.await.unwrap_or_default() {
+                        if let Err(e) = self.tasks.queue.put_back(&message, 0).await {
+                            tracing::warn!(error = %e, "putting back a task at shutdown failed");
+                        }
+                    }
+                    return;
+                }
+            };
+            match received {
                 Ok(messages) => {
                     for message in messages {
                         self.handle(message).await;
@@ -93,26 +116,48 @@ impl Worker {
             self.tasks.queue.delete(&message.receipt).await?;
             return Ok(Handled::Done);
         }
+        // The record counts attempts: a put-back run does not count, a worker that died does.
         let max = self.tasks.settings.max_attempts;
-        if message.receive_count > max {
+        let attempt = record.attempts + 1;
+        if attempt > max || message.receive_count > max {
             let error = Error::Internal(format!(
                 "the task was started {max} times and never finished"
             ));
             return self.finish(&message, Err(error.body())).await;
         }
-        store
-            .started(&record.task_id, message.receive_count)
-            .await?;
-        match self.keep_hidden(&message, self.run_chat(&record)).await {
+        store.started(&record.task_id, attempt).await?;
+        let run = tokio::select! {
+            run = self.keep_hidden(&message, self.run_chat(&record)) => run,
+            // Dropping the run cancels its chat.
+            () = self.stop.cancelled() => Err(Error::shutting_down().body()),
+        };
+        match run {
             Ok(reply) => self.finish(&message, Ok(reply)).await,
-            Err(e) if e.retryable && message.receive_count < max => {
+            Err(e) if ours(&e) => {
+                // At shutdown, visible again at once for another worker; otherwise after the
+                // wait the limit asked for.
+                let delay = if self.stop.is_cancelled() {
+                    0
+                } else {
+                    e.retry_after_ms.map_or(1, |ms| ms.div_ceil(1000).max(1))
+                };
+                tracing::info!(
+                    code = e.code.as_str(),
+                    delay_secs = delay,
+                    "task put back; the attempt does not count"
+                );
+                store.put_back(&record.task_id, record.attempts).await?;
+                self.tasks.queue.put_back(&message, delay).await?;
+                Ok(Handled::Later)
+            }
+            Err(e) if e.retryable && attempt < max => {
                 tracing::info!(
                     code = e.code.as_str(),
                     "task run failed; it will be retried"
                 );
                 store.retrying(&record.task_id, &e).await?;
                 // Back in the queue after a backoff that grows with each attempt.
-                let backoff = 2u64.saturating_pow(message.receive_count).min(60);
+                let backoff = 2u64.saturating_pow(attempt).min(60);
                 self.tasks.queue.extend(&message.receipt, backoff).await?;
                 Ok(Handled::Later)
             }

@@ -349,6 +349,8 @@ pub trait LiveState: Send + Sync {
     fn cache(&self) -> Option<MetricsSnapshot>;
     /// Each model circuit that has seen a call, with its level: 0 closed, 1 half-open, 2 open.
     fn circuits(&self) -> Vec<(String, i64)>;
+    /// Client connections open now, and those refused at the cap since start-up.
+    fn connections(&self) -> (u64, u64);
 }
 
 /// The collector that reads a [`LiveState`].
@@ -410,6 +412,19 @@ impl Collector for PipelineState {
                 ConstGauge::new(s.l1_bytes as i64),
             )?;
         }
+        let (open, refused) = self.0.connections();
+        plain(
+            e,
+            "connections_open",
+            "Client connections open on every listener (upgraded WebSockets included)",
+            ConstGauge::new(i64::try_from(open).unwrap_or(i64::MAX)),
+        )?;
+        plain(
+            e,
+            "connections_refused",
+            "Connections closed at once because server.max_connections were open",
+            ConstCounter::new(refused),
+        )?;
         let circuits = self.0.circuits();
         let circuits: Vec<(&str, i64)> = circuits.iter().map(|(m, l)| (m.as_str(), *l)).collect();
         labeled(

@@ -16,11 +16,13 @@ use nagare_cache::{ResponseCache, SharedCache, SharedKind};
 use crate::app::{App, Health};
 use crate::config::{Config, ProviderKind};
 use crate::error::{Error, StartupError};
+use crate::lifecycle::Lifecycle;
 use crate::limits::{Clock, Counters, Limits, SharedKind as LimitsShared};
 use crate::pipeline::{ChatCache, ChatPipeline, Memory};
 use crate::provider::{BedrockProvider, Breakers, MockProvider, ModelProvider, ResilientProvider};
 use crate::store::{self, ConversationStore, StoreKind, TableNames};
 use crate::tasks::{ConnectionDelivery, Tasks};
+use crate::tcp::ConnectionCap;
 use crate::telemetry::{Emf, Metrics, NoRecorder, Recorder};
 use crate::ws::LocalConnections;
 
@@ -215,6 +217,7 @@ impl Wiring {
         if let Some(clock) = self.clock.take() {
             limits = limits.with_clock(clock);
         }
+        let lifecycle = Lifecycle::new();
         let pipeline = pipeline(
             &config,
             provider.clone(),
@@ -223,7 +226,8 @@ impl Wiring {
             breakers.clone(),
             cache.clone(),
             recorder,
-        )?;
+        )?
+        .with_lifecycle(lifecycle.clone());
         // The open `/v1/ws` sockets of this process; a Lambda function has none.
         let connections = LocalConnections::new(Duration::from_millis(
             config.websocket.slow_consumer_timeout_ms,
@@ -240,7 +244,17 @@ impl Wiring {
             tracing::info!("tasks: off (tasks.enabled = false)");
             None
         };
-        let health = Arc::new(Health::new(provider.name(), breakers, cache));
+        let file_limit = rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .ok()
+            .map(|(soft, _)| soft);
+        let connection_cap = ConnectionCap::new(config.connections.max_connections, file_limit);
+        let health = Arc::new(Health::new(
+            lifecycle.clone(),
+            provider.name(),
+            breakers,
+            cache,
+            connection_cap.clone(),
+        ));
         let registry = metrics.as_ref().map(|m| m.registry(health.clone()));
         let verifier = match self.verifier.take() {
             Some(verifier) => Arc::new(verifier),
@@ -258,6 +272,8 @@ impl Wiring {
             metrics,
             registry,
             health,
+            lifecycle,
+            connection_cap,
         };
         Ok((app, stores))
     }

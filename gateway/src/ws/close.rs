@@ -12,6 +12,9 @@ pub const POLICY: u16 = 1008;
 pub const TOO_BIG: u16 = 1009;
 /// "Try again later": the client did not read fast enough.
 pub const TRY_AGAIN_LATER: u16 = 1013;
+/// The token the connection was opened (or last `auth`ed) with has expired: an application
+/// code (4000–4999), after HTTP's 401.
+pub const TOKEN_EXPIRED: u16 = 4401;
 
 /// The close code and reason for a connection whose read failed: RFC 6455's for what the client
 /// did wrong (1007 text that is not UTF-8, 1009 a message over the protocol layer's limit, 1002

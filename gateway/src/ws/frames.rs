@@ -15,6 +15,8 @@ pub enum ClientFrame {
     Chat(Box<ChatRequest>),
     Cancel { request_id: String },
     Ping { request_id: Option<String> },
+    /// A fresh token for the connection's principal, before the one it opened with expires.
+    Auth { request_id: Option<String>, token: String },
 }
 
 /// A frame that could not be parsed, with the request id when the frame carried one, so the
@@ -40,6 +42,14 @@ struct CancelFrame {
     request_id: Option<String>,
 }
 
+/// An `auth` frame: a new token, and the optional request id its answer echoes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFrame {
+    request_id: Option<String>,
+    token: String,
+}
+
 /// Parses one text frame. `max_bytes` is the message size limit (API Gateway's is 128 KiB).
 /// The head is read first, then the frame again as its action's type with `action` hidden, so
 /// errors name the field at fault.
@@ -60,7 +70,7 @@ pub fn parse(text: &str, max_bytes: usize) -> Result<ClientFrame, FrameError> {
     let Some(action) = head.action else {
         return Err(fail(
             request_id,
-            Error::InvalidRequest("action: missing; use chat, cancel or ping".into()),
+            Error::InvalidRequest("action: missing; use chat, cancel, ping or auth".into()),
         ));
     };
     let body = text.as_bytes();
@@ -81,10 +91,16 @@ pub fn parse(text: &str, max_bytes: usize) -> Result<ClientFrame, FrameError> {
             Err(e) => Err(fail(request_id, e)),
         },
         "ping" => Ok(ClientFrame::Ping { request_id }),
+        "auth" => parse_json_hiding::<AuthFrame>(body, &["action"])
+            .map(|f| ClientFrame::Auth {
+                request_id: f.request_id,
+                token: f.token,
+            })
+            .map_err(|e| fail(request_id, e)),
         other => Err(fail(
             request_id,
             Error::InvalidRequest(format!(
-                "action: unknown action '{other}'; use chat, cancel or ping"
+                "action: unknown action '{other}'; use chat, cancel, ping or auth"
             )),
         )),
     }
@@ -141,6 +157,27 @@ pub fn pong(request_id: Option<&str>, connection_id: &str) -> String {
     .unwrap_or_default()
 }
 
+/// `{"type":"auth","request_id"?,"expires_at"}`: the connection now lasts until the new
+/// token's expiry (Unix seconds).
+#[derive(Debug, Serialize)]
+struct Authed<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    expires_at: u64,
+}
+
+/// The text of an `auth` frame's answer.
+pub fn authed(request_id: Option<&str>, expires_at: u64) -> String {
+    serde_json::to_string(&Authed {
+        kind: "auth",
+        request_id,
+        expires_at,
+    })
+    .unwrap_or_default()
+}
+
 /// The text of an `error` frame.
 pub fn error(request_id: Option<&str>, error: &Error) -> String {
     serde_json::to_string(&ErrorFrame {
@@ -183,6 +220,11 @@ mod tests {
             parse(r#"{"action":"ping"}"#, 1024),
             Ok(ClientFrame::Ping { request_id: None })
         ));
+        assert!(matches!(
+            parse(r#"{"action":"auth","token":"t","request_id":"a1"}"#, 1024),
+            Ok(ClientFrame::Auth { request_id: Some(id), token }) if id == "a1" && token == "t"
+        ));
+        assert!(err(r#"{"action":"auth"}"#).2.contains("missing field `token`"));
     }
 
     #[test]

@@ -5,5 +5,5 @@ pub mod frames;
 mod registry;
 mod session;
 
-pub use registry::{LocalConnections, Registration};
-pub use session::{Outbound, WsSettings, run};
+pub use registry::{LocalConnections, Registration, Seat};
+pub use session::{Outbound, Server, WsSettings, run};

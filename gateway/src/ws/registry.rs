@@ -19,6 +19,8 @@ use crate::push::{ConnectionDirectory, ConnectionPusher, ConnectionTarget, PushE
 /// The open sockets of this process.
 pub struct LocalConnections {
     open: Mutex<HashMap<Arc<str>, Local>>,
+    /// Sockets per principal, taken at the upgrade (see [`LocalConnections::seat`]).
+    seats: Mutex<HashMap<String, usize>>,
     /// How long a push waits for room in a full queue before it fails. The session closes a
     /// client that stays that slow, so a push never waits on it for long.
     wait: Duration,
@@ -53,7 +55,29 @@ impl LocalConnections {
     pub fn new(wait: Duration) -> Arc<Self> {
         Arc::new(Self {
             open: Mutex::new(HashMap::new()),
+            seats: Mutex::new(HashMap::new()),
             wait,
+        })
+    }
+
+    /// A seat for one more socket of `principal`, or `rate_limited` when it has `max` open.
+    /// Taken before the upgrade is answered, so a refusal is a plain 429.
+    pub fn seat(self: &Arc<Self>, principal: &Principal, max: usize) -> Result<Seat, Error> {
+        let key = seat_key(principal);
+        let mut seats = self.seats.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = seats.entry(key.clone()).or_default();
+        if *taken >= max {
+            return Err(Error::RateLimited {
+                message: format!(
+                    "rate limited: {max} WebSocket connections are already open for this user"
+                ),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        *taken += 1;
+        Ok(Seat {
+            key,
+            registry: self.clone(),
         })
     }
 
@@ -87,6 +111,30 @@ impl LocalConnections {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The principal in a seat's key; the tenant's length first, so no tenant and subject pair can
+/// spell another's.
+fn seat_key(p: &Principal) -> String {
+    format!("{}:{}/{}", p.tenant.len(), p.tenant, p.sub)
+}
+
+/// One open socket of a principal; dropping it when the session ends frees the seat.
+pub struct Seat {
+    key: String,
+    registry: Arc<LocalConnections>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut seats = self.registry.seats.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = seats.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                seats.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -160,6 +208,12 @@ mod tests {
 
         drop(registration);
         assert!(registry.is_empty());
+
+        // Seats: at most `max` per principal, freed when dropped.
+        let seats: Vec<Seat> = (0..2).map(|_| registry.seat(&alice(), 2).unwrap()).collect();
+        assert!(matches!(registry.seat(&alice(), 2), Err(Error::RateLimited { .. })));
+        drop(seats);
+        assert!(registry.seat(&alice(), 2).is_ok());
         assert!(registry.find(&id).await.unwrap().is_none());
         let gone = registry.post("", &id, Bytes::from("{}")).await;
         assert!(matches!(gone, Err(PushError::Gone)), "{gone:?}");

@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use nagare_authorizer::Principal;
+use nagare_authorizer::{Principal, Verifier};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +19,9 @@ use tracing::Instrument;
 
 use crate::chat::{ChatEvent, ChatRequest, Route};
 use crate::error::Error;
+use crate::lifecycle::Lifecycle;
 use crate::pipeline::{Admitted, ChatPipeline, ChatStream};
+use crate::store::unix_now;
 use crate::ws::LocalConnections;
 use crate::ws::close::{self, read_failure};
 use crate::ws::frames::{self, ClientFrame};
@@ -39,6 +42,9 @@ pub struct WsSettings {
     pub ping_interval_secs: u64,
     /// A connection with no message from the client for this long is closed (API Gateway: 10 min).
     pub idle_timeout_secs: u64,
+    /// Open sockets of one principal (issuer, tenant and subject) on this process; one more is
+    /// refused at the upgrade with 429.
+    pub max_per_principal: usize,
 }
 
 impl Default for WsSettings {
@@ -50,6 +56,7 @@ impl Default for WsSettings {
             slow_consumer_timeout_ms: 5_000,
             ping_interval_secs: 30,
             idle_timeout_secs: 600,
+            max_per_principal: 16,
         }
     }
 }
@@ -57,8 +64,11 @@ impl Default for WsSettings {
 impl WsSettings {
     /// Checks the values a session cannot run with; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
-        if self.max_inflight == 0 || self.outbound_frames == 0 {
-            return Err("websocket: max_inflight and outbound_frames must be at least 1".into());
+        if self.max_inflight == 0 || self.outbound_frames == 0 || self.max_per_principal == 0 {
+            return Err(
+                "websocket: max_inflight, outbound_frames and max_per_principal must be at least 1"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -90,6 +100,8 @@ struct Conn {
     /// Chats in flight by request id, with the sender that cancels each; taken once used.
     inflight: Mutex<HashMap<String, Option<oneshot::Sender<()>>>>,
     settings: WsSettings,
+    /// When the connection's token expires, Unix seconds (0: never); an `auth` frame moves it.
+    expires_at: AtomicU64,
 }
 
 impl Conn {
@@ -168,15 +180,28 @@ impl Conn {
     }
 }
 
-/// Runs one connection until the client leaves, the connection idles out, or it is closed for
-/// being too slow. Every chat still in flight is cancelled, which aborts its upstream stream.
+/// How often a draining session looks whether its last chat has ended.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+
+/// What a session needs of the server around it.
+pub struct Server<'a> {
+    /// This process's sockets, where the session registers for task deliveries.
+    pub connections: &'a Arc<LocalConnections>,
+    pub lifecycle: &'a Lifecycle,
+    /// Verifies the tokens of `auth` frames, which must grant this scope; `None` refuses them.
+    pub reauth: Option<(&'a Verifier, &'a str)>,
+}
+
+/// Runs one connection until the client leaves, the connection idles out, it is closed for
+/// being too slow, or the server drains and its last chat has ended (close 1001). Every chat
+/// still in flight is cancelled, which aborts its upstream stream.
 pub async fn run<S, R, E>(
     sink: S,
     mut incoming: R,
     pipeline: Arc<ChatPipeline>,
     principal: Principal,
     settings: WsSettings,
-    connections: &Arc<LocalConnections>,
+    server: Server<'_>,
 ) where
     S: Sink<Message> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, E>> + Unpin,
@@ -184,7 +209,7 @@ pub async fn run<S, R, E>(
 {
     let (out, out_rx) = mpsc::channel(settings.outbound_frames.max(1));
     // Registered while the session runs, so tasks can deliver into the same bounded queue.
-    let registration = connections.register(&principal, out.clone());
+    let registration = server.connections.register(&principal, out.clone());
     let conn = Arc::new(Conn {
         id: registration.id().clone(),
         out,
@@ -192,15 +217,30 @@ pub async fn run<S, R, E>(
         close_reason: Mutex::new(None),
         inflight: Mutex::new(HashMap::new()),
         settings: settings.clone(),
+        expires_at: AtomicU64::new(principal.expires_at),
     });
     let writer = tokio::spawn(write(sink, out_rx, conn.clone()));
     let idle_timeout = Duration::from_secs(settings.idle_timeout_secs);
     let mut ping = tokio::time::interval(Duration::from_secs(settings.ping_interval_secs.max(1)));
     ping.tick().await;
     let mut last_heard = Instant::now();
+    let mut drain_poll: Option<tokio::time::Interval> = None;
     loop {
         tokio::select! {
             () = conn.closed.cancelled() => break,
+            () = token_expiry(&conn) => {
+                conn.close(close::TOKEN_EXPIRED, "token expired");
+                break;
+            }
+            () = server.lifecycle.draining(), if drain_poll.is_none() => {
+                drain_poll = Some(tokio::time::interval(DRAIN_POLL));
+            }
+            Some(_) = async { Some(drain_poll.as_mut()?.tick().await) }, if drain_poll.is_some() => {
+                if conn.inflight().is_empty() {
+                    conn.close(close::GOING_AWAY, "server shutting down");
+                    break;
+                }
+            }
             _ = ping.tick() => {
                 if last_heard.elapsed() >= idle_timeout {
                     conn.close(close::GOING_AWAY, "idle timeout");
@@ -223,7 +263,7 @@ pub async fn run<S, R, E>(
                     }
                 };
                 last_heard = Instant::now();
-                if !handle(&conn, &pipeline, &principal, message).await {
+                if !handle(&conn, &pipeline, &principal, &server, message).await {
                     break;
                 }
             }
@@ -236,11 +276,58 @@ pub async fn run<S, R, E>(
     let _ = writer.await;
 }
 
+/// Resolves when the connection's token expires (never, for a principal without expiry).
+async fn token_expiry(conn: &Conn) {
+    let expires_at = conn.expires_at.load(Ordering::Relaxed);
+    if expires_at == 0 {
+        return std::future::pending().await;
+    }
+    let left = expires_at.saturating_sub(unix_now());
+    tokio::time::sleep(Duration::from_secs(left)).await;
+}
+
+/// An `auth` frame: a fresh token for the same principal moves the connection's expiry.
+/// Anything else is an error frame, and the old expiry stands.
+async fn reauthenticate(
+    conn: &Conn,
+    principal: &Principal,
+    server: &Server<'_>,
+    request_id: Option<&str>,
+    token: &str,
+) -> bool {
+    let Some((verifier, scope)) = server.reauth else {
+        let e = Error::InvalidRequest("action: auth is not enabled on this server".into());
+        return conn.send_error(request_id, &e).await;
+    };
+    let renewed = match verifier.verify(token).await {
+        Ok(p) => match p.require_scope(scope) {
+            Ok(()) => Ok(p),
+            Err(e) => Err(Error::from(&e)),
+        },
+        Err(e) => Err(Error::from(&e)),
+    };
+    match renewed {
+        Ok(p) if p.sub == principal.sub && p.tenant == principal.tenant => {
+            conn.expires_at.store(p.expires_at, Ordering::Relaxed);
+            conn.send(frames::authed(request_id, p.expires_at)).await
+        }
+        Ok(_) => {
+            let e = Error::Forbidden(
+                "the token is for another principal than the one this connection opened with"
+                    .into(),
+            );
+            conn.send_error(request_id, &e).await
+        }
+        Err(e) => conn.send_error(request_id, &e).await,
+    }
+}
+
 /// Handles one client message; false when the connection should end.
 async fn handle(
     conn: &Arc<Conn>,
     pipeline: &Arc<ChatPipeline>,
     principal: &Principal,
+    server: &Server<'_>,
     message: Message,
 ) -> bool {
     let text = match message {
@@ -270,6 +357,9 @@ async fn handle(
         Ok(ClientFrame::Ping { request_id }) => {
             conn.send(frames::pong(request_id.as_deref(), &conn.id))
                 .await
+        }
+        Ok(ClientFrame::Auth { request_id, token }) => {
+            reauthenticate(conn, principal, server, request_id.as_deref(), &token).await
         }
         Err(e) => conn.send_error(e.request_id.as_deref(), &e.error).await,
     }
@@ -492,7 +582,11 @@ mod tests {
             Arc::new(mock_pipeline()),
             alice(),
             settings,
-            &connections,
+            Server {
+                connections: &connections,
+                lifecycle: &Lifecycle::default(),
+                reauth: None,
+            },
         )
         .await;
         assert_eq!(started.elapsed(), Duration::from_secs(90));
@@ -526,7 +620,11 @@ mod tests {
                 Arc::new(mock_pipeline()),
                 alice(),
                 WsSettings::default(),
-                &registry,
+                Server {
+                    connections: &registry,
+                    lifecycle: &Lifecycle::default(),
+                    reauth: None,
+                },
             )
             .await;
         });
