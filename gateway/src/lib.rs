@@ -9,9 +9,9 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod lambda;
-pub mod lifecycle;
 #[cfg(test)]
 mod layers;
+pub mod lifecycle;
 pub mod limits;
 pub mod pipeline;
 pub mod provider;

@@ -88,6 +88,7 @@ pub fn test_config(data_dir: &std::path::Path) -> anyhow::Result<Config> {
         data_dir: Some(data_dir.to_owned()),
     };
     let mut c = config::load(None, &std::collections::BTreeMap::new(), &flags)?;
+    c.shutdown_grace = SHUTDOWN_GRACE;
     c.memory.enabled = false;
     c.cache.enabled = false;
     c.tasks.enabled = false;
@@ -197,10 +198,7 @@ impl GatewayBuilder {
             None => anyhow::bail!("test gateways serve gRPC: keep grpc.enabled"),
         };
         let app = wiring.serve_app().await?;
-        let settings = ServeSettings {
-            shutdown_grace: SHUTDOWN_GRACE,
-            ..ServeSettings::from_config(&self.config)
-        };
+        let settings = ServeSettings::from_config(&self.config);
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stop_rx.await;

@@ -61,6 +61,9 @@ impl Worker {
     async fn run(&self) {
         let visibility = self.tasks.settings.visibility_timeout_secs;
         loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
             let receive = self.tasks.queue.receive(1, visibility);
             tokio::pin!(receive);
             let received = tokio::select! {

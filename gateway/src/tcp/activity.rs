@@ -27,7 +27,10 @@ enum Protocol {
     Unknown(Vec<u8>),
     Http1,
     /// `handshake` bytes long (preface and first SETTINGS frame); `read` so far.
-    Http2 { handshake: usize, read: usize },
+    Http2 {
+        handshake: usize,
+        read: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -100,9 +103,8 @@ impl Activity {
                     state.protocol = Protocol::Http1;
                 } else if seen.len() == want {
                     let len = &seen[PREFACE.len()..PREFACE.len() + 3];
-                    let settings = usize::from(len[0]) << 16
-                        | usize::from(len[1]) << 8
-                        | usize::from(len[2]);
+                    let settings =
+                        usize::from(len[0]) << 16 | usize::from(len[1]) << 8 | usize::from(len[2]);
                     state.protocol = Protocol::Http2 {
                         handshake: want + settings,
                         read: total,

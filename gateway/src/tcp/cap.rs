@@ -26,7 +26,9 @@ impl ConnectionCap {
     pub fn new(max: usize, file_limit: Option<u64>) -> Arc<Self> {
         let fits = file_limit
             .map(|l| l - (l / 4).min(RESERVED_DESCRIPTORS))
-            .map_or(usize::MAX, |n| usize::try_from(n.max(1)).unwrap_or(usize::MAX));
+            .map_or(usize::MAX, |n| {
+                usize::try_from(n.max(1)).unwrap_or(usize::MAX)
+            });
         if max > fits {
             tracing::warn!(
                 max_connections = max,

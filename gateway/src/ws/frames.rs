@@ -13,10 +13,17 @@ use crate::error::{Error, ErrorBody};
 #[derive(Debug, Clone)]
 pub enum ClientFrame {
     Chat(Box<ChatRequest>),
-    Cancel { request_id: String },
-    Ping { request_id: Option<String> },
+    Cancel {
+        request_id: String,
+    },
+    Ping {
+        request_id: Option<String>,
+    },
     /// A fresh token for the connection's principal, before the one it opened with expires.
-    Auth { request_id: Option<String>, token: String },
+    Auth {
+        request_id: Option<String>,
+        token: String,
+    },
 }
 
 /// A frame that could not be parsed, with the request id when the frame carried one, so the
@@ -224,7 +231,11 @@ mod tests {
             parse(r#"{"action":"auth","token":"t","request_id":"a1"}"#, 1024),
             Ok(ClientFrame::Auth { request_id: Some(id), token }) if id == "a1" && token == "t"
         ));
-        assert!(err(r#"{"action":"auth"}"#).2.contains("missing field `token`"));
+        assert!(
+            err(r#"{"action":"auth"}"#)
+                .2
+                .contains("missing field `token`")
+        );
     }
 
     #[test]

@@ -128,7 +128,11 @@ pub struct Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        let mut seats = self.registry.seats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seats = self
+            .registry
+            .seats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = seats.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
@@ -210,8 +214,13 @@ mod tests {
         assert!(registry.is_empty());
 
         // Seats: at most `max` per principal, freed when dropped.
-        let seats: Vec<Seat> = (0..2).map(|_| registry.seat(&alice(), 2).unwrap()).collect();
-        assert!(matches!(registry.seat(&alice(), 2), Err(Error::RateLimited { .. })));
+        let seats: Vec<Seat> = (0..2)
+            .map(|_| registry.seat(&alice(), 2).unwrap())
+            .collect();
+        assert!(matches!(
+            registry.seat(&alice(), 2),
+            Err(Error::RateLimited { .. })
+        ));
         drop(seats);
         assert!(registry.seat(&alice(), 2).is_ok());
         assert!(registry.find(&id).await.unwrap().is_none());
