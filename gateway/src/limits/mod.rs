@@ -165,6 +165,34 @@ impl Limits {
         }
     }
 
+    /// The tokens a request may use (its prompt's estimate and its `max_tokens`, or
+    /// `reserve_output_tokens`), or `invalid_request` when that is more than one of the
+    /// principal's token limits allows in a whole window: such a request could never run, however
+    /// long it waited. Counts nothing, so work that runs later is checked with it up front.
+    pub fn fits(
+        &self,
+        p: &Principal,
+        input_tokens: u64,
+        max_tokens: Option<u32>,
+    ) -> Result<u64, Error> {
+        let quota = self.quota(p);
+        let output = max_tokens.map_or(self.settings.reserve_output_tokens, u64::from);
+        let tokens = input_tokens + output;
+        let windows = [
+            ("minute", quota.tokens_per_minute),
+            ("day", quota.tokens_per_day),
+        ];
+        for (name, limit) in windows {
+            if limit != 0 && tokens > limit {
+                return Err(Error::InvalidRequest(format!(
+                    "this request may use {tokens} tokens, more than the limit of {limit} per \
+                     {name}; lower inference.max_tokens or shorten the prompt"
+                )));
+            }
+        }
+        Ok(tokens)
+    }
+
     /// Reserves the tokens a request may use (its prompt's estimate and its `max_tokens`, or
     /// `reserve_output_tokens`) against the token rate and the daily budget.
     pub async fn reserve(
@@ -173,9 +201,8 @@ impl Limits {
         input_tokens: u64,
         max_tokens: Option<u32>,
     ) -> Result<Reservation, Error> {
+        let tokens = self.fits(p, input_tokens, max_tokens)?;
         let quota = self.quota(p);
-        let output = max_tokens.map_or(self.settings.reserve_output_tokens, u64::from);
-        let tokens = input_tokens + output;
         let now = (self.clock)();
         let windows = [
             ("minute", quota.tokens_per_minute, MINUTE, "t"),
@@ -185,13 +212,6 @@ impl Limits {
         for (name, limit, length, tag) in windows {
             if limit == 0 {
                 continue;
-            }
-            if tokens > limit {
-                self.undo(&taken, tokens).await;
-                return Err(Error::InvalidRequest(format!(
-                    "this request may use {tokens} tokens, more than the limit of {limit} per \
-                     {name}; lower inference.max_tokens or shorten the prompt"
-                )));
             }
             let (n, ends) = window(now, length);
             let key = format!("{tag}/{}/{n}", principal_key(p));

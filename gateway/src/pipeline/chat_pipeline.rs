@@ -167,10 +167,17 @@ impl ChatPipeline {
         })
     }
 
-    /// Checks now what [`ChatPipeline::start`] would refuse later about the chat's conversation
-    /// (memory off, or a conversation the caller does not own), for work that runs later: a task
-    /// naming one is refused at submission instead of failing when it runs.
-    pub async fn check_conversation(&self, chat: &Admitted) -> Result<(), Error> {
+    /// Checks now what [`ChatPipeline::start`] would refuse later whatever the wait, for work
+    /// that runs later (a task): a conversation the caller does not own (or memory off), and a
+    /// request larger than the caller's token limits allow in a whole window. A task that would
+    /// fail so is refused at submission instead.
+    pub async fn check_ahead(&self, chat: &Admitted) -> Result<(), Error> {
+        if let Some(limits) = &self.limits {
+            let request = &chat.request;
+            let prompt = request.system.as_deref().map_or(0, estimate_tokens)
+                + estimate_tokens(&request.message);
+            limits.fits(&chat.principal, prompt as u64, request.inference.max_tokens)?;
+        }
         let Some(id) = &chat.request.conversation_id else {
             return Ok(());
         };

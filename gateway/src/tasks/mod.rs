@@ -359,7 +359,7 @@ impl Tasks {
         let task_id = uuid::Uuid::new_v4().to_string();
         request.request_id.get_or_insert_with(|| task_id.clone());
         let chat = pipeline.admit(request, principal, Route::Task, Instant::now())?;
-        pipeline.check_conversation(&chat).await?;
+        pipeline.check_ahead(&chat).await?;
         let request = chat.into_request();
         if let Some(url) = &to.callback_url {
             self.callbacks.vet(url).await?;

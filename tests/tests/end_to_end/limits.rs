@@ -337,3 +337,167 @@ async fn a_cache_hit_reserves_no_tokens() {
     assert_eq!(reply["cached"], true);
     assert_eq!(fake.calls(), 1);
 }
+
+/// Submits `n` tasks as `client` and waits until each has finished; returns their records.
+async fn run_tasks(gw: &Gateway, client: &reqwest::Client, n: usize, body: Value) -> Vec<Value> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let response = client
+            .post(gw.url("/v1/tasks"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let accepted: Value = response.json().await.unwrap();
+        ids.push(accepted["task_id"].as_str().unwrap().to_owned());
+    }
+    let mut done = Vec::new();
+    for id in ids {
+        let url = gw.url(&format!("/v1/tasks/{id}"));
+        let read = || async {
+            client
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        };
+        let finished = nagare_tests::eventually(std::time::Duration::from_secs(60), || async {
+            let task = read().await;
+            task["status"] == "succeeded" || task["status"] == "failed"
+        })
+        .await;
+        let task = read().await;
+        assert!(finished, "task {id} never finished: {task}");
+        done.push(task);
+    }
+    done
+}
+
+/// How many chats the metrics count on `route` with `code`.
+async fn chats_counted(gw: &Gateway, client: &reqwest::Client, route: &str, code: &str) -> u64 {
+    let text = client
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("nagare_chats_total{"))
+        .filter(|l| {
+            l.contains(&format!("route=\"{route}\"")) && l.contains(&format!("code=\"{code}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn tasks_refused_by_the_request_rate_wait_for_it_and_all_succeed() {
+    // The limits' clock is real time moved to 5 s before the end of a minute, read when the
+    // tasks go in: three fit in this minute, the others wait out the few seconds left, without
+    // using an attempt.
+    let offset = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let clock = {
+        let offset = offset.clone();
+        Arc::new(move || nagare_gateway::store::unix_now() + offset.load(Ordering::SeqCst))
+    };
+    let gw = Gateway::builder()
+        .model(Arc::new(MockProvider::new(MockSettings::unpaced())))
+        .models("mock", &[])
+        .config(|c| {
+            c.rate_limits = RateLimitSettings {
+                requests_per_minute: 3,
+                ..off()
+            };
+            c.tasks.enabled = true;
+            c.tasks.workers = 1;
+            c.metrics.enabled = true;
+        })
+        .wiring(move |w| w.with_clock(clock))
+        .start()
+        .await
+        .unwrap();
+    let now = nagare_gateway::store::unix_now();
+    offset.store((55 + 60 - now % 60) % 60, Ordering::SeqCst);
+    let client = authed_client(&dev_token("alice", &["chat"]));
+    let tasks = run_tasks(&gw, &client, 5, json!({"message": "hi"})).await;
+    for task in &tasks {
+        assert_eq!(task["status"], "succeeded", "{task}");
+        assert_eq!(task["attempts"], 1, "a refusal is not an attempt: {task}");
+    }
+    let refused = chats_counted(&gw, &client, "task", "rate_limited").await;
+    assert!(
+        refused >= 2,
+        "five tasks at three a minute: {refused} refusals"
+    );
+}
+
+#[tokio::test]
+async fn tasks_refused_by_the_upstream_cap_wait_for_a_slot_and_all_succeed() {
+    let paced = MockSettings {
+        ttft_ms: 0,
+        tokens_per_second: 50,
+    };
+    let gw = Gateway::builder()
+        .model(Arc::new(MockProvider::new(paced)))
+        .models("mock", &[])
+        .config(|c| {
+            c.rate_limits = RateLimitSettings {
+                max_concurrent_upstream: 1,
+                concurrency_wait_ms: 50,
+                ..off()
+            };
+            c.tasks.enabled = true;
+            c.tasks.workers = 3;
+            c.metrics.enabled = true;
+        })
+        .start()
+        .await
+        .unwrap();
+    let client = authed_client(&dev_token("alice", &["chat"]));
+    let body = json!({"message": "a long enough answer to hold the one slot for a while"});
+    let tasks = run_tasks(&gw, &client, 4, body).await;
+    for task in &tasks {
+        assert_eq!(task["status"], "succeeded", "{task}");
+        assert_eq!(task["attempts"], 1, "{task}");
+    }
+    assert!(chats_counted(&gw, &client, "task", "rate_limited").await >= 1);
+}
+
+#[tokio::test]
+async fn a_task_that_could_never_fit_the_token_limit_is_refused_at_submission() {
+    let gw = Gateway::builder()
+        .model(Arc::new(MockProvider::new(MockSettings::unpaced())))
+        .models("mock", &[])
+        .config(|c| {
+            c.rate_limits = RateLimitSettings {
+                tokens_per_minute: 500,
+                ..off()
+            };
+            c.tasks.enabled = true;
+        })
+        .start()
+        .await
+        .unwrap();
+    let client = authed_client(&dev_token("alice", &["chat"]));
+    let response = client
+        .post(gw.url("/v1/tasks"))
+        .json(&json!({"message": "hi", "inference": {"max_tokens": 1000}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than the limit"),
+        "{body}"
+    );
+}
