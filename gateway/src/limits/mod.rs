@@ -7,6 +7,7 @@
 
 mod counters;
 mod dynamodb;
+mod slots;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use nagare_authorizer::Principal;
 use serde::Deserialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Error;
 use crate::provider::{ProviderEvent, ProviderStream};
@@ -24,6 +24,7 @@ use crate::store::unix_now;
 
 pub use counters::{Counters, LocalCounters};
 pub use dynamodb::DynamoCounters;
+pub use slots::{Slot, Slots};
 
 /// `[rate_limits]` settings. A limit of 0 is no limit.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -39,6 +40,9 @@ pub struct RateLimitSettings {
     pub reserve_output_tokens: u64,
     /// Upstream model streams in flight in this process (like Lambda reserved concurrency).
     pub max_concurrent_upstream: usize,
+    /// Of those, the most one principal may hold, so its stalled chats leave room for others;
+    /// 0: half of `max_concurrent_upstream`, rounded up.
+    pub max_concurrent_upstream_per_principal: usize,
     /// How long a request may wait for one of those before it is refused.
     pub concurrency_wait_ms: u64,
     /// Overrides for a tenant; they win over `scopes`.
@@ -58,6 +62,7 @@ impl Default for RateLimitSettings {
             tokens_per_day: 0,
             reserve_output_tokens: 1_024,
             max_concurrent_upstream: 0,
+            max_concurrent_upstream_per_principal: 0,
             concurrency_wait_ms: 5_000,
             tenants: BTreeMap::new(),
             scopes: BTreeMap::new(),
@@ -95,7 +100,7 @@ struct Applied {
 pub struct Limits {
     settings: RateLimitSettings,
     counters: Arc<dyn Counters>,
-    upstream: Option<Arc<Semaphore>>,
+    upstream: Option<Arc<Slots>>,
     clock: Clock,
 }
 
@@ -113,8 +118,12 @@ fn window(now: u64, length: u64) -> (u64, u64) {
 
 impl Limits {
     pub fn new(settings: RateLimitSettings, counters: Arc<dyn Counters>) -> Self {
-        let upstream = (settings.max_concurrent_upstream > 0)
-            .then(|| Arc::new(Semaphore::new(settings.max_concurrent_upstream)));
+        let max = settings.max_concurrent_upstream;
+        let share = match settings.max_concurrent_upstream_per_principal {
+            0 => max.div_ceil(2),
+            n => n,
+        };
+        let upstream = (max > 0).then(|| Slots::new(max, share));
         Self {
             settings,
             counters,
@@ -232,18 +241,18 @@ impl Limits {
         })))
     }
 
-    /// A slot for one upstream stream, waiting at most `concurrency_wait_ms`; hold it for as long
-    /// as the stream runs. `None` when there is no cap.
-    pub async fn upstream_slot(&self) -> Result<Option<OwnedSemaphorePermit>, Error> {
+    /// A slot for one upstream stream of `p`, waiting at most `concurrency_wait_ms`; hold it
+    /// for as long as the stream runs. `None` when there is no cap.
+    pub async fn upstream_slot(&self, p: &Principal) -> Result<Option<Slot>, Error> {
         let Some(slots) = &self.upstream else {
             return Ok(None);
         };
         let wait = Duration::from_millis(self.settings.concurrency_wait_ms);
-        match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Some(permit)),
-            _ => Err(refused(
+        match slots.acquire(&principal_key(p), wait).await {
+            Some(slot) => Ok(Some(slot)),
+            None => Err(refused(
                 format!(
-                    "all {} model streams are busy",
+                    "all {} model streams you may use are busy",
                     self.settings.max_concurrent_upstream
                 ),
                 1,

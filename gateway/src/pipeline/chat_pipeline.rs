@@ -331,7 +331,7 @@ impl ChatPipeline {
                 .reserve(principal, input, max_tokens)
                 .instrument(crate::trace_span!("limits.reserve"))
                 .await?;
-            let opened = match limits.upstream_slot().await {
+            let opened = match limits.upstream_slot(principal).await {
                 Ok(slot) => {
                     upstream::open(provider, breakers, provider_request, &chain, slot).await
                 }

@@ -5,10 +5,10 @@
 use std::time::Instant;
 
 use futures::StreamExt;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::error::Error;
+use crate::limits::Slot;
 use crate::pipeline::flight::Upstream;
 use crate::provider::{Breakers, ModelProvider, ProviderRequest, ProviderStream};
 use crate::telemetry;
@@ -32,7 +32,7 @@ pub async fn open(
     breakers: &Breakers,
     request: ProviderRequest,
     chain: &[String],
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
 ) -> Result<Upstream, Error> {
     let opened_at = Instant::now();
     let first = chain.first().map_or("", String::as_str);

@@ -501,3 +501,50 @@ async fn a_task_that_could_never_fit_the_token_limit_is_refused_at_submission() 
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn one_users_stalled_chats_leave_upstream_slots_for_everyone_else() {
+    // Four slots, two per principal (the default share, half). Without the retry layer, a
+    // stalled model holds its slot for as long as the client waits.
+    let gw = Gateway::builder()
+        .bare_model(Arc::new(MockProvider::new(MockSettings::unpaced())))
+        .models("mock", &[])
+        .config(|c| {
+            c.rate_limits = RateLimitSettings {
+                max_concurrent_upstream: 4,
+                concurrency_wait_ms: 300,
+                ..off()
+            };
+        })
+        .start()
+        .await
+        .unwrap();
+    let alice = authed_client(&dev_token("alice", &["chat"]));
+    let (tx, mut statuses) = tokio::sync::mpsc::unbounded_channel();
+    let stalled: Vec<_> = (0..6)
+        .map(|_| {
+            let (alice, url, tx) = (alice.clone(), gw.url("/v1/chat"), tx.clone());
+            tokio::spawn(async move {
+                let body = json!({"message": "hi", "model": "mock.stall"});
+                if let Ok(r) = alice.post(url).json(&body).send().await {
+                    let _ = tx.send(r.status().as_u16());
+                }
+            })
+        })
+        .collect();
+    // Alice gets her share; her other four are refused once the wait is over.
+    for _ in 0..4 {
+        assert_eq!(statuses.recv().await, Some(429));
+    }
+    // Bob is served while her two stalled chats still hold their slots.
+    let bob = authed_client(&dev_token("bob", &["chat"]));
+    let (status, _, body) = chat(&gw, &bob, json!({"message": "hi"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        statuses.try_recv().is_err(),
+        "alice's two stalled chats are still waiting"
+    );
+    for s in stalled {
+        s.abort();
+    }
+}
