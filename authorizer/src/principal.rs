@@ -16,6 +16,13 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The principal as one string, for keys that isolate or count per principal (limits,
+    /// WebSocket seats, fair task queues). The tenant's length comes first, so no tenant and
+    /// subject pair can spell another's (`a/b` + `c` and `a` + `b/c` differ).
+    pub fn key(&self) -> String {
+        format!("{}:{}/{}", self.tenant.len(), self.tenant, self.sub)
+    }
+
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }

@@ -21,10 +21,16 @@ pub async fn handle_batch(worker: &Worker, event: SqsEvent) -> SqsBatchResponse 
             .get("ApproximateReceiveCount")
             .and_then(|n| n.parse().ok())
             .unwrap_or(1);
+        let group = record
+            .attributes
+            .get("MessageGroupId")
+            .cloned()
+            .unwrap_or_default();
         let message = Message {
             task_id,
             receipt,
             receive_count,
+            group,
         };
         match worker.handle(message).await {
             Handled::Done => None,

@@ -281,10 +281,9 @@ impl Limits {
     }
 }
 
-/// The principal in a counter's key. The tenant's length comes first, so that no tenant and sub
-/// pair can spell another's key (`a/b` + `c` and `a` + `b/c` differ).
+/// The principal in a counter's key.
 fn principal_key(p: &Principal) -> String {
-    format!("{}:{}/{}", p.tenant.len(), p.tenant, p.sub)
+    p.key()
 }
 
 fn refused(what: String, retry_after_secs: u64) -> Error {

@@ -290,13 +290,17 @@ pub struct Message {
     pub receipt: String,
     /// How many times the message has been received, this time included.
     pub receive_count: u32,
+    /// Its fairness group: the submitting principal's [`Principal::key`].
+    pub group: String,
 }
 
 /// Carries task ids to workers, at least once.
 #[async_trait]
 pub trait TaskQueue: Send + Sync {
     fn name(&self) -> &'static str;
-    async fn send(&self, task_id: &str) -> Result<(), Error>;
+    /// Queues `task_id` in fairness `group` (its principal): receivers take groups in turn, so
+    /// one principal's backlog does not hold everyone else's tasks back.
+    async fn send(&self, task_id: &str, group: &str) -> Result<(), Error>;
     /// Up to `max` messages, each hidden from other receivers for `visibility_secs`; waits a
     /// while (long polling) when there are none, then may return nothing.
     async fn receive(&self, max: usize, visibility_secs: u64) -> Result<Vec<Message>, Error>;
@@ -395,7 +399,7 @@ impl Tasks {
             updated_at: now,
         };
         self.store.create(&record).await?;
-        self.queue.send(&task_id).await?;
+        self.queue.send(&task_id, &principal.key()).await?;
         Ok(task_id)
     }
 

@@ -3,7 +3,8 @@
 //! visibility timeout passes, and one received more than `max_receives` times is dead-lettered
 //! (kept, marked dead, never delivered again).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -244,12 +245,15 @@ impl TaskStore for SqliteTaskStore {
     }
 }
 
-/// The embedded queue.
+/// The embedded queue. Receives take the fairness groups in turn: of the groups with a message
+/// ready, the one served longest ago gives its oldest.
 #[derive(Clone)]
 pub struct SqliteQueue {
     db: Database,
     /// Wakes waiting receivers when this process sends.
     sent: Arc<Notify>,
+    /// When each group was last served, by a count of receives.
+    served: Arc<Mutex<Served>>,
     max_receives: u32,
     /// How long `receive` waits for a message before returning none.
     wait: Duration,
@@ -261,6 +265,7 @@ impl SqliteQueue {
         Self {
             db,
             sent: Arc::new(Notify::new()),
+            served: Arc::default(),
             max_receives,
             wait: Duration::from_secs(1),
         }
@@ -280,22 +285,31 @@ impl SqliteQueue {
 
     async fn take(&self, max: usize, visibility_secs: u64) -> Result<Vec<Message>, Error> {
         let max_receives = self.max_receives;
+        let served = self.served.clone();
         self.db
             .with(move |db| {
                 let tx = db.savepoint()?;
                 let now = unix_now_ms();
-                let ready: Vec<(i64, String, u32)> = {
+                // The oldest ready message of each group.
+                let mut ready: Vec<(i64, String, u32, String)> = {
                     let mut q = tx.prepare(
-                        "SELECT message_id, task_id, receive_count FROM task_queue
-                         WHERE dead = 0 AND visible_at <= ?1 ORDER BY visible_at, message_id LIMIT ?2",
+                        "SELECT message_id, task_id, receive_count, grp FROM task_queue
+                         WHERE message_id IN (
+                           SELECT MIN(message_id) FROM task_queue
+                           WHERE dead = 0 AND visible_at <= ?1 GROUP BY grp)",
                     )?;
-                    let rows = q.query_map(params![now, max as i64], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    let rows = q.query_map(params![now], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
                     })?;
                     rows.collect::<rusqlite::Result<_>>()?
                 };
-                let mut messages = Vec::with_capacity(ready.len());
-                for (message_id, task_id, count) in ready {
+                let mut served = served.lock().unwrap_or_else(|p| p.into_inner());
+                ready.sort_by_key(|(id, _, _, group)| (served.last(group), *id));
+                let mut messages = Vec::with_capacity(max.min(ready.len()));
+                for (message_id, task_id, count, group) in ready {
+                    if messages.len() == max {
+                        break;
+                    }
                     let count = count + 1;
                     if count > max_receives {
                         tx.execute(
@@ -312,10 +326,12 @@ impl SqliteQueue {
                          WHERE message_id = ?1",
                         params![message_id, count, hidden_until, receipt],
                     )?;
+                    served.serve(&group);
                     messages.push(Message {
                         task_id,
                         receipt,
                         receive_count: count,
+                        group,
                     });
                 }
                 tx.commit()?;
@@ -325,19 +341,43 @@ impl SqliteQueue {
     }
 }
 
+/// When each fairness group was last served.
+#[derive(Default)]
+struct Served {
+    tick: u64,
+    last: HashMap<String, u64>,
+}
+
+impl Served {
+    /// Groups not served since this process started (or since the map was last trimmed) go
+    /// first.
+    fn last(&self, group: &str) -> u64 {
+        self.last.get(group).copied().unwrap_or(0)
+    }
+
+    fn serve(&mut self, group: &str) {
+        // Bounded: past this many groups, start the turns afresh.
+        if self.last.len() >= 100_000 {
+            self.last.clear();
+        }
+        self.tick += 1;
+        self.last.insert(group.to_owned(), self.tick);
+    }
+}
+
 #[async_trait]
 impl TaskQueue for SqliteQueue {
     fn name(&self) -> &'static str {
         "sqlite"
     }
 
-    async fn send(&self, task_id: &str) -> Result<(), Error> {
-        let id = task_id.to_owned();
+    async fn send(&self, task_id: &str, group: &str) -> Result<(), Error> {
+        let (id, group) = (task_id.to_owned(), group.to_owned());
         self.db
             .with(move |db| {
                 db.execute(
-                    "INSERT INTO task_queue (task_id, visible_at) VALUES (?1, ?2)",
-                    params![id, unix_now_ms()],
+                    "INSERT INTO task_queue (task_id, visible_at, grp) VALUES (?1, ?2, ?3)",
+                    params![id, unix_now_ms(), group],
                 )?;
                 Ok(())
             })
@@ -439,7 +479,7 @@ mod tests {
     #[tokio::test]
     async fn a_received_message_is_hidden_until_deleted_or_its_timeout_passes() {
         let q = queue(3);
-        q.send("t1").await.unwrap();
+        q.send("t1", "").await.unwrap();
         let first = q.receive(10, 60).await.unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].receive_count, 1);
@@ -459,17 +499,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn groups_take_turns_and_a_put_back_receive_does_not_count() {
+        let q = queue(3);
+        for i in 0..4 {
+            q.send(&format!("a{i}"), "alice").await.unwrap();
+        }
+        q.send("b0", "bob").await.unwrap();
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let m = q.receive(1, 60).await.unwrap().remove(0);
+            order.push(m.task_id);
+        }
+        // Bob's one task comes second, not after Alice's backlog.
+        assert_eq!(order, ["a0", "b0", "a1", "a2"]);
+
+        let m = q.receive(1, 60).await.unwrap().remove(0);
+        assert_eq!((m.task_id.as_str(), m.receive_count), ("a3", 1));
+        q.put_back(&m, 0).await.unwrap();
+        let again = q.receive(1, 60).await.unwrap().remove(0);
+        assert_eq!((again.task_id.as_str(), again.receive_count), ("a3", 1));
+    }
+
+    #[tokio::test]
     async fn a_message_received_too_often_is_dead_lettered() {
         let q = queue(2);
-        q.send("poison").await.unwrap();
+        q.send("poison", "").await.unwrap();
         for n in 1..=2 {
             let m = q.receive(1, 0).await.unwrap();
             assert_eq!(m[0].receive_count, n);
         }
         assert!(q.receive(1, 0).await.unwrap().is_empty());
         assert_eq!(q.dead_letters().await.unwrap(), ["poison"]);
-        q.send("fresh").await.unwrap();
-        q.send("taken").await.unwrap();
+        q.send("fresh", "").await.unwrap();
+        q.send("taken", "").await.unwrap();
         q.receive(1, 60).await.unwrap();
         let depth = q.depth().await.unwrap();
         assert_eq!((depth.waiting, depth.in_flight, depth.dead), (1, 1, 1));
@@ -484,7 +546,7 @@ mod tests {
             tokio::spawn(async move { q.receive(1, 60).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        q.send("t1").await.unwrap();
+        q.send("t1", "").await.unwrap();
         let got = tokio::time::timeout(Duration::from_secs(10), receiver)
             .await
             .expect("woken by the send")

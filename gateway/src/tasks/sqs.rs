@@ -60,10 +60,36 @@ impl SqsQueue {
             .filter_map(|v| v.parse::<u64>().ok())
             .sum())
     }
+
+    /// Sends `task_id` in message group `group_id` (empty: none), after `delay_secs` (at most
+    /// SQS's 15 minutes).
+    async fn send_in(&self, task_id: &str, group_id: &str, delay_secs: u64) -> Result<(), Error> {
+        let mut send = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(task_id);
+        if !group_id.is_empty() {
+            send = send.message_group_id(group_id);
+        }
+        if delay_secs > 0 {
+            send = send.delay_seconds(delay_secs.min(MAX_DELAY_SECS) as i32);
+        }
+        send.send().await.map_err(fail)?;
+        Ok(())
+    }
 }
 
 fn visibility(secs: u64) -> i32 {
     secs.min(MAX_VISIBILITY_SECS) as i32
+}
+
+/// An SQS message group id for a fairness group: a hash, since a principal's key may be longer
+/// than SQS's 128 characters or hold characters it refuses.
+fn group_id(group: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(group.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[async_trait]
@@ -72,15 +98,11 @@ impl TaskQueue for SqsQueue {
         "sqs"
     }
 
-    async fn send(&self, task_id: &str) -> Result<(), Error> {
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(task_id)
-            .send()
-            .await
-            .map_err(fail)?;
-        Ok(())
+    /// The group is the message group id of an SQS fair queue, which keeps one group's
+    /// backlog from delaying the others' messages (a standard queue with groups; consumers need
+    /// nothing more).
+    async fn send(&self, task_id: &str, group: &str) -> Result<(), Error> {
+        self.send_in(task_id, &group_id(group), 0).await
     }
 
     async fn receive(&self, max: usize, visibility_secs: u64) -> Result<Vec<Message>, Error> {
@@ -92,6 +114,7 @@ impl TaskQueue for SqsQueue {
             .visibility_timeout(visibility(visibility_secs))
             .wait_time_seconds(self.wait_secs)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .send()
             .await
             .map_err(fail)?;
@@ -104,10 +127,16 @@ impl TaskQueue for SqsQueue {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(1);
+                let group = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                    .cloned()
+                    .unwrap_or_default();
                 Some(Message {
                     task_id: m.body()?.to_owned(),
                     receipt: m.receipt_handle()?.to_owned(),
                     receive_count,
+                    group,
                 })
             })
             .collect())
@@ -129,14 +158,8 @@ impl TaskQueue for SqsQueue {
     /// SQS's 15 minutes), then the received one is deleted. A failure in between leaves both,
     /// and the task record makes the second run a no-op.
     async fn put_back(&self, message: &Message, delay_secs: u64) -> Result<(), Error> {
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(&message.task_id)
-            .delay_seconds(delay_secs.min(MAX_DELAY_SECS) as i32)
-            .send()
-            .await
-            .map_err(fail)?;
+        self.send_in(&message.task_id, &message.group, delay_secs)
+            .await?;
         self.delete(&message.receipt).await
     }
 

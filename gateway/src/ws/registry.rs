@@ -63,7 +63,7 @@ impl LocalConnections {
     /// A seat for one more socket of `principal`, or `rate_limited` when it has `max` open.
     /// Taken before the upgrade is answered, so a refusal is a plain 429.
     pub fn seat(self: &Arc<Self>, principal: &Principal, max: usize) -> Result<Seat, Error> {
-        let key = seat_key(principal);
+        let key = principal.key();
         let mut seats = self.seats.lock().unwrap_or_else(|p| p.into_inner());
         let taken = seats.entry(key.clone()).or_default();
         if *taken >= max {
@@ -112,12 +112,6 @@ impl LocalConnections {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// The principal in a seat's key; the tenant's length first, so no tenant and subject pair can
-/// spell another's.
-fn seat_key(p: &Principal) -> String {
-    format!("{}:{}/{}", p.tenant.len(), p.tenant, p.sub)
 }
 
 /// One open socket of a principal; dropping it when the session ends frees the seat.

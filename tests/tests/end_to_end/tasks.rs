@@ -301,7 +301,7 @@ async fn a_task_succeeds_and_its_signed_callback_arrives_once() {
     assert_eq!(s.task(&client, &"x".repeat(200)).await.0, 400);
 
     // A redelivered finished task is acknowledged without a second model call or callback.
-    s.tasks.queue.send(id).await.unwrap();
+    s.tasks.queue.send(id, "").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(s.fake.calls_to("fake"), 1);
     assert_eq!(receiver.count(), 1);
@@ -414,7 +414,7 @@ async fn a_poison_message_is_failed_after_max_attempts_and_dead_lettered() {
     let db = Database::in_memory().unwrap();
     let s = Setup::start(Backend::Sqlite(db.clone()), settings(), false).await;
     // A message whose task has no record: dropped, no model call.
-    s.tasks.queue.send("ghost").await.unwrap();
+    s.tasks.queue.send("ghost", "").await.unwrap();
     // A task whose worker "dies" every time: received max_attempts times, never finished.
     let client = alice();
     let (_, accepted) = s.submit(&client, json!({"message": "x"})).await;
@@ -565,7 +565,7 @@ async fn tasks_run_on_sqs_and_dynamodb_with_the_same_guarantees() {
 
     // A finished task redelivered: acknowledged, no second call.
     let calls = s.fake.calls_to("fake");
-    s.tasks.queue.send(id).await.unwrap();
+    s.tasks.queue.send(id, "").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(s.fake.calls_to("fake"), calls);
     let depth = s.tasks.queue.depth().await.unwrap();
@@ -577,7 +577,7 @@ async fn the_sqs_queue_hides_extends_deletes_and_dead_letters() {
     let sqs = moto::sqs();
     let (url, dlq) = moto::task_queues(&sqs, 2).await.unwrap();
     let q = SqsQueue::new(sqs, url, Some(dlq)).with_wait_secs(0);
-    q.send("t1").await.unwrap();
+    q.send("t1", "").await.unwrap();
     let first = q.receive(10, 60).await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(
@@ -593,7 +593,7 @@ async fn the_sqs_queue_hides_extends_deletes_and_dead_letters() {
     assert!(q.receive(10, 60).await.unwrap().is_empty());
     assert_eq!(q.depth().await.unwrap().dead, 1);
 
-    q.send("t2").await.unwrap();
+    q.send("t2", "").await.unwrap();
     let got = q.receive(10, 60).await.unwrap();
     q.delete(&got[0].receipt).await.unwrap();
     let depth = q.depth().await.unwrap();
@@ -637,7 +637,7 @@ async fn the_nagare_worker_binary_reports_what_must_come_back() {
             updated_at: now,
         };
         store.create(&record).await.unwrap();
-        queue.send(id).await.unwrap();
+        queue.send(id, "").await.unwrap();
     }
     let mut messages = Vec::new();
     while messages.len() < 2 {
@@ -848,5 +848,50 @@ async fn a_task_naming_a_conversation_the_caller_does_not_own_is_refused_at_subm
         fake.calls(),
         calls + 1,
         "only alice's task reached the model"
+    );
+}
+
+#[tokio::test]
+async fn one_users_backlog_does_not_hold_another_users_task_back() {
+    let one_worker = TaskSettings {
+        workers: 1,
+        ..settings()
+    };
+    let s = Setup::start(
+        Backend::Sqlite(Database::in_memory().unwrap()),
+        one_worker,
+        false,
+    )
+    .await;
+    let receiver = Receiver::start(vec![]).await;
+    let (alice, bob) = (
+        authed_client(&dev_token("alice", &["chat"])),
+        authed_client(&dev_token("bob", &["chat"])),
+    );
+    let body = json!({"message": "x", "callback_url": receiver.url});
+    for _ in 0..8 {
+        assert_eq!(s.submit(&alice, body.clone()).await.0, 202);
+    }
+    let (_, accepted) = s.submit(&bob, body).await;
+    let bobs = accepted["task_id"].as_str().unwrap().to_owned();
+    // One worker, started after all nine are queued: it takes the two users in turn.
+    Worker::new(s.tasks.clone(), s.pipeline.clone()).spawn(s.workers.clone());
+    assert!(eventually(Duration::from_secs(30), || async { receiver.count() == 9 }).await);
+    let order: Vec<String> = receiver
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, body)| {
+            serde_json::from_slice::<Value>(body).unwrap()["task_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let place = order.iter().position(|id| *id == bobs).unwrap();
+    assert_eq!(
+        place, 1,
+        "bob's task ran second, after alice's first: {order:?}"
     );
 }

@@ -91,6 +91,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX task_queue_ready ON task_queue (dead, visible_at, message_id);
     CREATE UNIQUE INDEX task_queue_receipt ON task_queue (receipt);",
+    // 4: fairness groups (the submitting principal) in the embedded queue; messages queued
+    // before share the empty group.
+    "ALTER TABLE task_queue ADD COLUMN grp TEXT NOT NULL DEFAULT '';
+    CREATE INDEX task_queue_groups ON task_queue (dead, grp, message_id);",
 ];
 
 /// Runs on the database thread inside the batch's transaction; the reply it returns is called
