@@ -15,4 +15,4 @@ mod verifier;
 pub use error::{AuthConfigError, AuthError, AuthFailure};
 pub use principal::Principal;
 pub use settings::{AuthSettings, IssuerSettings};
-pub use verifier::{MAX_TOKEN_BYTES, Verifier};
+pub use verifier::{MAX_TOKEN_BYTES, Verifier, qualified};

@@ -29,6 +29,20 @@ struct Issuer {
     tenant_claim: String,
     groups_claim: String,
     keys: Keys,
+    /// Whether its subjects and tenants keep their bare names (the first issuer only).
+    bare: bool,
+}
+
+/// What every qualified identity starts with; a first issuer's subject that happens to start so
+/// is qualified too, so no bare name can spell a qualified one.
+const QUALIFIED: &str = "iss:";
+
+/// An identity (subject or tenant) of `issuer`, whole: `iss:{length of issuer}:{issuer}/{id}`.
+/// The first configured issuer's identities stay bare (`sub` alone), so data owned before a
+/// second issuer was added keeps its owner; every other issuer's are qualified, so two issuers'
+/// "alice" are two principals, in ownership, limits and the cache's tenant scope.
+pub fn qualified(issuer: &str, id: &str) -> String {
+    format!("{QUALIFIED}{}:{issuer}/{id}", issuer.len())
 }
 
 /// Checks tokens. Cheap to share: hold it in an `Arc`.
@@ -91,9 +105,10 @@ impl Verifier {
     ) -> Result<Self, AuthConfigError> {
         let http = JwksClient::default();
         let mut issuers = Vec::new();
-        for s in &settings.issuers {
+        for (i, s) in settings.issuers.iter().enumerate() {
             s.validate()?;
             issuers.push(Issuer {
+                bare: i == 0,
                 iss: s.issuer.clone(),
                 audiences: s.audiences.clone(),
                 token_use: s.token_use.clone(),
@@ -113,6 +128,7 @@ impl Verifier {
                 AuthConfigError("no issuers are configured and there is no dev secret".into())
             })?;
             issuers.push(Issuer {
+                bare: true,
                 iss: DEV_ISSUER.into(),
                 audiences: vec![DEV_AUDIENCE.into()],
                 token_use: None,
@@ -205,6 +221,15 @@ impl Verifier {
 }
 
 impl Issuer {
+    /// A subject or tenant of this issuer as the gateway keys it: see [`qualified`].
+    fn whole(&self, id: String) -> String {
+        if self.bare && !id.starts_with(QUALIFIED) {
+            id
+        } else {
+            qualified(&self.iss, &id)
+        }
+    }
+
     fn principal(&self, claims: Claims, leeway: u64) -> Result<Principal, AuthError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -258,8 +283,8 @@ impl Issuer {
             _ => Vec::new(),
         };
         Ok(Principal {
-            sub,
-            tenant,
+            sub: self.whole(sub),
+            tenant: self.whole(tenant),
             scopes,
             groups,
             expires_at,

@@ -388,3 +388,95 @@ async fn a_jwk_not_meant_for_signatures_is_never_used() {
     );
     assert!(v.verify(&sig.sign(&claims(&issuer))).await.is_ok());
 }
+
+#[tokio::test]
+async fn two_issuers_with_the_same_sub_are_two_principals() {
+    let (ka, kb) = (
+        key("a", "rsa-1", Algorithm::RS256),
+        key("b", "rsa-2", Algorithm::RS256),
+    );
+    let (a, b) = (
+        FakeIssuer::start(&[&ka]).await.unwrap(),
+        FakeIssuer::start(&[&kb]).await.unwrap(),
+    );
+    let v = verifier(vec![a.settings(&["RS256"]), b.settings(&["RS256"])], 10);
+    // Both say sub "alice", tenant "acme".
+    let (token_a, token_b) = (ka.sign(&claims(&a)), kb.sign(&claims(&b)));
+    // The first issuer's names stay bare, so its existing data keeps its owner; the second's
+    // are qualified with the issuer.
+    let pa = v.verify(&token_a).await.unwrap();
+    assert_eq!((pa.sub.as_str(), pa.tenant.as_str()), ("alice", "acme"));
+    let pb = v.verify(&token_b).await.unwrap();
+    assert_eq!(pb.sub, nagare_authorizer::qualified(&b.issuer(), "alice"));
+    assert_eq!(pb.tenant, nagare_authorizer::qualified(&b.issuer(), "acme"));
+    // A first issuer's sub that looks qualified is qualified too: no bare name spells another.
+    let forged = ka.sign(&with(claims(&a), json!({"sub": pb.sub.clone()})));
+    assert_ne!(v.verify(&forged).await.unwrap().sub, pb.sub);
+
+    let gw = Gateway::builder()
+        .model(Arc::new(MockProvider::new(MockSettings::unpaced())))
+        .models("mock", &[])
+        .verifier(v)
+        .config(|c| {
+            c.memory.enabled = true;
+            c.cache.enabled = true;
+            c.tasks.enabled = true;
+        })
+        .start()
+        .await
+        .unwrap();
+    let (alice_a, alice_b) = (authed_client(&token_a), authed_client(&token_b));
+    let ask = |client: reqwest::Client, body: Value| {
+        let url = gw.url("/v1/chat");
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // A's conversation is not B's.
+    let first = ask(alice_a.clone(), json!({"message": "remember me"})).await;
+    let conversation = first["conversation_id"].as_str().unwrap().to_owned();
+    let url = gw.url(&format!("/v1/conversations/{conversation}"));
+    assert_eq!(alice_b.get(&url).send().await.unwrap().status(), 404);
+    assert_eq!(alice_a.get(&url).send().await.unwrap().status(), 200);
+    let listed: Value = alice_b
+        .get(gw.url("/v1/conversations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["conversations"].as_array().unwrap().len(),
+        0,
+        "{listed}"
+    );
+
+    // A's cached answer is not served to B, though both name tenant "acme".
+    let question = json!({"message": "what is the capital of France?"});
+    assert_eq!(
+        ask(alice_a.clone(), question.clone()).await["cached"],
+        false
+    );
+    assert_eq!(ask(alice_a.clone(), question.clone()).await["cached"], true);
+    assert_eq!(ask(alice_b.clone(), question).await["cached"], false);
+
+    // A's task is not B's.
+    let accepted: Value = alice_a
+        .post(gw.url("/v1/tasks"))
+        .json(&json!({"message": "later"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task = gw.url(&format!(
+        "/v1/tasks/{}",
+        accepted["task_id"].as_str().unwrap()
+    ));
+    assert_eq!(alice_b.get(&task).send().await.unwrap().status(), 404);
+    assert_eq!(alice_a.get(&task).send().await.unwrap().status(), 200);
+}
