@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::lifecycle::Lifecycle;
 use crate::pipeline::ChatPipeline;
 use crate::provider::{Breakers, CircuitState};
-use crate::store::ConversationStore;
+use crate::store::{ConversationStore, Database};
 use crate::tasks::Tasks;
 use crate::tcp::ConnectionCap;
 use crate::telemetry::{LiveState, Metrics};
@@ -70,6 +70,16 @@ pub struct Health {
     breakers: Arc<Breakers>,
     cache: Option<Arc<ResponseCache>>,
     connections: Arc<ConnectionCap>,
+    /// The embedded database, whose failing writes make the server unready.
+    database: Option<Database>,
+}
+
+/// Why the server is not ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unready {
+    ShuttingDown,
+    /// A store fails (a full disk, say): the reason, for the operator.
+    StoreFailing(String),
 }
 
 impl Health {
@@ -86,12 +96,24 @@ impl Health {
             breakers,
             cache,
             connections,
+            database: None,
         }
     }
 
-    /// False once shutdown has begun, so load balancers stop sending new work.
-    pub fn is_ready(&self) -> bool {
-        !self.lifecycle.is_draining()
+    /// Reports `database`'s failing writes in readiness.
+    pub fn with_database(mut self, database: Option<Database>) -> Self {
+        self.database = database;
+        self
+    }
+
+    /// Why load balancers should send no new work here: shutdown has begun, or a store is
+    /// failing. `None` when ready.
+    pub fn unready(&self) -> Option<Unready> {
+        if self.lifecycle.is_draining() {
+            return Some(Unready::ShuttingDown);
+        }
+        let failing = self.database.as_ref().and_then(Database::failing);
+        failing.map(Unready::StoreFailing)
     }
 
     /// The model provider's name.

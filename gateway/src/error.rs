@@ -14,6 +14,8 @@ pub enum Error {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{message}")]
@@ -75,6 +77,7 @@ pub enum ErrorCode {
     Unauthorized,
     Forbidden,
     NotFound,
+    MethodNotAllowed,
     PayloadTooLarge,
     RateLimited,
     UpstreamThrottled,
@@ -87,11 +90,12 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::InvalidRequest,
         Self::Unauthorized,
         Self::Forbidden,
         Self::NotFound,
+        Self::MethodNotAllowed,
         Self::PayloadTooLarge,
         Self::RateLimited,
         Self::UpstreamThrottled,
@@ -115,6 +119,7 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited => "rate_limited",
             Self::UpstreamThrottled => "upstream_throttled",
@@ -134,6 +139,7 @@ impl ErrorCode {
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,
             Self::RateLimited => 429,
             Self::UpstreamThrottled | Self::UpstreamUnavailable | Self::Unavailable => 503,
@@ -152,6 +158,7 @@ impl ErrorCode {
             Self::Unauthorized => Code::Unauthenticated,
             Self::Forbidden => Code::PermissionDenied,
             Self::NotFound => Code::NotFound,
+            Self::MethodNotAllowed => Code::Unimplemented,
             Self::RateLimited => Code::ResourceExhausted,
             Self::UpstreamThrottled | Self::UpstreamUnavailable | Self::Unavailable => {
                 Code::Unavailable
@@ -190,6 +197,7 @@ impl Error {
             Self::Unauthorized(_) => ErrorCode::Unauthorized,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::UpstreamThrottled { .. } => ErrorCode::UpstreamThrottled,
@@ -336,6 +344,12 @@ mod tests {
                 false,
             ),
             (Error::Cancelled, "cancelled", 499, false),
+            (
+                Error::MethodNotAllowed("x".into()),
+                "method_not_allowed",
+                405,
+                false,
+            ),
             (Error::shutting_down(), "unavailable", 503, true),
             (
                 Error::Internal("db password=x".into()),
@@ -359,6 +373,7 @@ mod tests {
             (ErrorCode::Unauthorized, Code::Unauthenticated),
             (ErrorCode::Forbidden, Code::PermissionDenied),
             (ErrorCode::NotFound, Code::NotFound),
+            (ErrorCode::MethodNotAllowed, Code::Unimplemented),
             (ErrorCode::PayloadTooLarge, Code::InvalidArgument),
             (ErrorCode::RateLimited, Code::ResourceExhausted),
             (ErrorCode::UpstreamThrottled, Code::Unavailable),

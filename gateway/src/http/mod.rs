@@ -25,7 +25,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
+use crate::app::{App, Unready};
 use crate::error::Error;
 use crate::tcp::{self, ConnectionCap, Timeouts};
 
@@ -77,6 +77,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(observe::metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         // Given only the metrics: this runs on every request, and the whole state is more to clone.
         .layer(middleware::from_fn_with_state(
             app.metrics.clone(),
@@ -89,9 +90,10 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready until shutdown begins. The body names the provider and every model circuit that has
-/// seen a call (`closed`, `open`, `half_open`); an open circuit does not make the server unready,
-/// since fallbacks and probes still serve.
+/// Ready until shutdown begins or a store fails (a full disk, say; the body says why). The body
+/// names the provider and every model circuit that has seen a call (`closed`, `open`,
+/// `half_open`); an open circuit does not make the server unready, since fallbacks and probes
+/// still serve.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let provider = app.health.provider();
     let circuits: serde_json::Map<String, serde_json::Value> = app
@@ -100,18 +102,32 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         .into_iter()
         .map(|(model, c)| (model, c.as_str().into()))
         .collect();
-    if app.health.is_ready() {
-        let body = json!({ "status": "ready", "provider": provider, "circuits": circuits });
-        Json(body).into_response()
-    } else {
-        let body = json!({ "status": "shutting_down", "provider": provider, "circuits": circuits });
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    let body =
+        |status: &str| json!({ "status": status, "provider": provider, "circuits": circuits });
+    match app.health.unready() {
+        None => Json(body("ready")).into_response(),
+        Some(Unready::ShuttingDown) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body("shutting_down"))).into_response()
+        }
+        Some(Unready::StoreFailing(reason)) => {
+            let mut body = body("store_failing");
+            body["reason"] = reason.into();
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
     }
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(
         &Error::NotFound("no such route".into()),
+        uuid::Uuid::new_v4().to_string(),
+    )
+}
+
+/// A route that exists, asked with a method it does not take. axum adds the `Allow` header.
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        &Error::MethodNotAllowed(format!("this route does not take {method}")),
         uuid::Uuid::new_v4().to_string(),
     )
 }

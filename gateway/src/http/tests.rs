@@ -333,6 +333,20 @@ async fn health_readiness_and_unknown_routes() {
 }
 
 #[tokio::test]
+async fn a_known_route_with_the_wrong_method_is_405_with_an_error_body() {
+    let r = router(state())
+        .oneshot(Request::get("/v1/chat").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["allow"], "POST");
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("GET"));
+}
+
+#[tokio::test]
 async fn request_id_comes_from_body_then_header_then_is_generated() {
     let s = state();
     let req = Request::post("/v1/chat")

@@ -34,6 +34,9 @@ pub struct StoreSettings {
     pub connections_table: String,
     /// The DynamoDB table of conversations (PK `conversation_id`, SK `sk`, GSI `owner-updated`).
     pub conversations_table: String,
+    /// The most the SQLite file may grow to, in bytes (0: no cap). Past it, writes fail as on a
+    /// full disk: `503 unavailable`, and `/readyz` says why.
+    pub sqlite_max_bytes: u64,
 }
 
 impl Default for StoreSettings {
@@ -42,6 +45,7 @@ impl Default for StoreSettings {
             kind: StoreKind::Sqlite,
             connections_table: "nagare-connections".into(),
             conversations_table: "nagare-conversations".into(),
+            sqlite_max_bytes: 0,
         }
     }
 }
@@ -73,7 +77,12 @@ pub fn unix_now_ms() -> u64 {
 }
 
 pub(crate) fn store_error(backend: &str, e: impl std::fmt::Display) -> Error {
-    // The full error goes to the log; the client sees only that the store failed.
+    // The full error goes to the log; the client sees only that the store failed. A store that
+    // fails (a full disk, a throttled or unreachable table) is this server being unavailable,
+    // which a retry, here or on another instance, may get past.
     tracing::warn!(backend, error = %e, "store failed");
-    Error::Internal(format!("the {backend} store failed"))
+    Error::Unavailable {
+        message: format!("the {backend} store failed; retry"),
+        retry_after: Some(std::time::Duration::from_secs(1)),
+    }
 }

@@ -248,13 +248,15 @@ impl Wiring {
             .ok()
             .map(|(soft, _)| soft);
         let connection_cap = ConnectionCap::new(config.connections.max_connections, file_limit);
-        let health = Arc::new(Health::new(
+        let health = Health::new(
             lifecycle.clone(),
             provider.name(),
             breakers,
             cache,
             connection_cap.clone(),
-        ));
+        )
+        .with_database(stores.database().cloned());
+        let health = Arc::new(health);
         let registry = metrics.as_ref().map(|m| m.registry(health.clone()));
         let verifier = match self.verifier.take() {
             Some(verifier) => Arc::new(verifier),

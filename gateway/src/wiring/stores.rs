@@ -96,6 +96,11 @@ impl Stores {
         })
     }
 
+    /// The embedded database, when the stores use it.
+    pub fn database(&self) -> Option<&Database> {
+        self.sqlite.as_ref()
+    }
+
     /// The embedded database: the stores' own, or the data dir's opened for the task queue.
     pub fn sqlite(&self, config: &Config) -> Result<Database, StartupError> {
         match &self.sqlite {
@@ -116,5 +121,6 @@ fn open_sqlite(config: &Config) -> Result<Database, StartupError> {
         }
     })?;
     let path = config.data_dir.join(DATABASE_FILE);
-    Database::open(&path).map_err(|e| StartupError::Backend(format!("{}: {e}", path.display())))
+    Database::open(&path, config.store.sqlite_max_bytes)
+        .map_err(|e| StartupError::Backend(format!("{}: {e}", path.display())))
 }

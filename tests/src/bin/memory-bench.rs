@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = std::env::temp_dir().join(format!("nagare-memory-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let store = SqliteConversationStore::new(Database::open(&dir.join("nagare.db"))?);
+    let store = SqliteConversationStore::new(Database::open(&dir.join("nagare.db"), 0)?);
     for c in 0..args.conversations {
         for e in 0..args.exchanges {
             let x = exchange(format!("seed-{e}"), args.turn_bytes);

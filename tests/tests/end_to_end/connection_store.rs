@@ -112,11 +112,11 @@ async fn sqlite_store_survives_a_reopen() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("nagare.db");
     let record = record("c1", unix_now() + 60);
-    SqliteConnectionStore::new(Database::open(&path).unwrap())
+    SqliteConnectionStore::new(Database::open(&path, 0).unwrap())
         .put(&record)
         .await
         .unwrap();
-    let reopened = SqliteConnectionStore::new(Database::open(&path).unwrap());
+    let reopened = SqliteConnectionStore::new(Database::open(&path, 0).unwrap());
     assert_eq!(reopened.get("c1").await.unwrap(), Some(record));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -140,8 +140,10 @@ async fn creating_the_tables_twice_is_harmless() {
 }
 
 #[tokio::test]
-async fn dynamodb_store_reports_a_missing_table() {
+async fn dynamodb_store_reports_a_missing_table_as_unavailable_without_details() {
     let store = DynamoConnectionStore::new(moto::dynamodb(), "no-such-table");
     let err = store.get("c1").await.unwrap_err();
-    assert_eq!(err.code().as_str(), "internal");
+    assert_eq!(err.code().as_str(), "unavailable");
+    assert!(err.retryable());
+    assert!(!err.public_message().contains("no-such-table"), "{err}");
 }

@@ -76,7 +76,7 @@ async fn the_websocket_function_handles_connect_message_generation_and_disconnec
         .await
         .unwrap();
     let store = Arc::new(SqliteConnectionStore::new(
-        Database::open(&dir.path().join("connections.db")).unwrap(),
+        Database::open(&dir.path().join("connections.db"), 0).unwrap(),
     ));
     let (posted, invoked) = (Arc::new(Posted::default()), Arc::new(Invoked::default()));
     let function = WsFunction {

@@ -385,3 +385,43 @@ async fn a_retried_first_message_lands_in_the_conversation_it_started() {
     assert_ne!(his["conversation_id"], first["conversation_id"]);
     assert_eq!(fake.calls(), calls + 1);
 }
+
+#[tokio::test]
+async fn a_full_database_is_a_retryable_unavailable_and_readiness_says_why() {
+    // The database may not grow past 160 KiB: the schema fits, a few long exchanges do not,
+    // and then every write fails as on a full disk.
+    let gw = Gateway::builder()
+        .model(Arc::new(nagare_gateway::provider::MockProvider::new(
+            nagare_gateway::provider::MockSettings::unpaced(),
+        )))
+        .models("mock", &[])
+        .config(|c| {
+            c.memory.enabled = true;
+            c.store.sqlite_max_bytes = 160 * 1024;
+        })
+        .start()
+        .await
+        .unwrap();
+    let alice = client("alice");
+    let long = "a long prompt to fill the disk ".repeat(700);
+    let mut failed = None;
+    for _ in 0..40 {
+        let (status, body) = chat(&gw, &alice, json!({ "message": long })).await;
+        if status != 200 {
+            failed = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = failed.expect("forty long exchanges fit in 160 KiB");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert_eq!(body["error"]["retryable"], true);
+    let ready = alice.get(gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "store_failing", "{ready}");
+    assert!(
+        ready["reason"].as_str().unwrap().contains("full"),
+        "{ready}"
+    );
+}

@@ -488,7 +488,7 @@ async fn queued_tasks_survive_a_restart() {
     let id = {
         // No workers: the task stays queued when this "process" stops.
         let s = Setup::start(
-            Backend::Sqlite(Database::open(&path).unwrap()),
+            Backend::Sqlite(Database::open(&path, 0).unwrap()),
             settings(),
             false,
         )
@@ -517,7 +517,7 @@ async fn queued_tasks_survive_a_restart() {
 /// Opens the database again once the previous handle's thread has let go of it.
 async fn reopen(path: &Path) -> Database {
     tokio::time::sleep(Duration::from_millis(100)).await;
-    Database::open(path).unwrap()
+    Database::open(path, 0).unwrap()
 }
 
 #[tokio::test]

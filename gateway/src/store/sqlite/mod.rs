@@ -8,7 +8,7 @@ mod connections;
 mod conversations;
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use rusqlite::Connection;
 
@@ -99,7 +99,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// Runs on the database thread inside the batch's transaction; the reply it returns is called
 /// once the transaction has committed (or failed to).
-type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+type Job = Box<dyn FnOnce(&mut Connection, &Mutex<Option<String>>) -> Reply + Send>;
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// The most calls one transaction takes, so a flood cannot hold every reply back for long.
@@ -109,21 +109,24 @@ const MAX_BATCH: usize = 128;
 #[derive(Clone)]
 pub struct Database {
     jobs: mpsc::Sender<Job>,
+    /// Why writes fail, since the last write that did not (a full disk, say).
+    failing: Arc<Mutex<Option<String>>>,
 }
 
 impl Database {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Self, Error> {
+    /// `max_bytes` caps the file's size (0: no cap).
+    pub fn open(path: &Path, max_bytes: u64) -> Result<Self, Error> {
         make_private(path).map_err(|e| Error::Internal(e.to_string()))?;
-        Self::init(Connection::open(path))
+        Self::init(Connection::open(path), max_bytes)
     }
 
     /// A private in-memory database, for tests and one-off runs.
     pub fn in_memory() -> Result<Self, Error> {
-        Self::init(Connection::open_in_memory())
+        Self::init(Connection::open_in_memory(), 0)
     }
 
-    fn init(db: rusqlite::Result<Connection>) -> Result<Self, Error> {
+    fn init(db: rusqlite::Result<Connection>, max_bytes: u64) -> Result<Self, Error> {
         let mut db = db.map_err(fail)?;
         // WAL with synchronous=NORMAL: a commit survives a crash of the process; a power loss
         // can take the commits since the last checkpoint.
@@ -132,12 +135,30 @@ impl Database {
         )
         .map_err(fail)?;
         migrate(&mut db).map_err(fail)?;
+        if max_bytes > 0 {
+            let page: u64 = db
+                .query_row("PRAGMA page_size", [], |row| row.get(0))
+                .map_err(fail)?;
+            db.pragma_update(None, "max_page_count", (max_bytes / page.max(1)).max(1))
+                .map_err(fail)?;
+        }
         let (jobs, queue) = mpsc::channel();
+        let failing = Arc::new(Mutex::new(None));
+        let health = failing.clone();
         std::thread::Builder::new()
             .name("nagare-sqlite".into())
-            .spawn(move || run(db, &queue))
+            .spawn(move || run(db, &queue, &health))
             .map_err(fail)?;
-        Ok(Self { jobs })
+        Ok(Self { jobs, failing })
+    }
+
+    /// Why writes are failing, when the last write failed and none has succeeded since: what
+    /// `/readyz` reports.
+    pub fn failing(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs `f` on the database thread, inside a transaction shared with other calls: `f` must
@@ -147,8 +168,11 @@ impl Database {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, Error> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |db| {
+        let job: Job = Box::new(move |db, failing| {
             let result = f(db);
+            if let Err(e) = &result {
+                note_failure(failing, e);
+            }
             Box::new(move |committed| {
                 let _ = tx.send(committed.map_err(fail).and(result.map_err(fail)));
             })
@@ -186,7 +210,7 @@ fn make_private(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn run(mut db: Connection, queue: &mpsc::Receiver<Job>) {
+fn run(mut db: Connection, queue: &mpsc::Receiver<Job>, failing: &Mutex<Option<String>>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -196,12 +220,19 @@ fn run(mut db: Connection, queue: &mpsc::Receiver<Job>) {
             }
         }
         let began = db.execute_batch("BEGIN IMMEDIATE");
-        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut db)).collect();
+        let changes = db.total_changes();
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut db, failing)).collect();
         let committed = began
             .and_then(|()| db.execute_batch("COMMIT"))
-            .map_err(|e| e.to_string());
+            .map_err(|e| {
+                note_failure(failing, &e);
+                e.to_string()
+            });
         if committed.is_err() {
             let _ = db.execute_batch("ROLLBACK");
+        } else if db.total_changes() > changes {
+            // A write went through: whatever failed before has passed.
+            *failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
         for reply in replies {
             reply(committed.clone());
@@ -220,6 +251,20 @@ fn migrate(db: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Remembers why the database fails, when it is the database's state (full, read-only, out of
+/// I/O) rather than the request.
+fn note_failure(failing: &Mutex<Option<String>>, e: &rusqlite::Error) {
+    use rusqlite::ErrorCode as Code;
+    if let rusqlite::Error::SqliteFailure(f, _) = e
+        && matches!(
+            f.code,
+            Code::DiskFull | Code::SystemIoFailure | Code::ReadOnly | Code::CannotOpen
+        )
+    {
+        *failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("sqlite: {e}"));
+    }
+}
+
 pub(super) fn fail(e: impl std::fmt::Display) -> Error {
     store_error("sqlite", e)
 }
@@ -233,9 +278,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("nagare-migrate-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("nagare.db");
-        drop(Database::open(&path).unwrap());
+        drop(Database::open(&path, 0).unwrap());
         // A second open finds the schema current and changes nothing.
-        drop(Database::open(&path).unwrap());
+        drop(Database::open(&path, 0).unwrap());
         let db = Connection::open(&path).unwrap();
         let version: usize = db
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -259,7 +304,7 @@ mod tests {
         // A database left world-readable by an older version is made private on open.
         std::fs::write(&path, b"").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let db = Database::open(&path).unwrap();
+        let db = Database::open(&path, 0).unwrap();
         for suffix in ["", "-wal", "-shm"] {
             assert_eq!(mode(suffix), 0o600, "nagare.db{suffix}");
         }
