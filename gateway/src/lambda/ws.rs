@@ -67,10 +67,7 @@ impl WsFunction {
         let stage = ctx.stage.as_deref().unwrap_or_default();
         match ctx.route_key.as_deref().unwrap_or_default() {
             "$connect" => self.connect(&event, connection_id, domain, stage).await,
-            "$disconnect" => match self.store.delete(connection_id).await {
-                Ok(()) => 200,
-                Err(_) => 500,
-            },
+            "$disconnect" => self.disconnect(connection_id).await,
             _ => {
                 let target = Target {
                     endpoint: self.settings.endpoint(domain, stage),
@@ -119,10 +116,42 @@ impl WsFunction {
             connected_at: now,
             ttl: now + self.settings.connection_ttl_secs,
         };
+        // One user's open connections are capped here as on `nagare serve`; API Gateway
+        // answers the client's upgrade with this status.
+        match self
+            .store
+            .seat(&record, self.websocket.max_per_principal)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("$connect refused: the user has too many open connections");
+                return 429;
+            }
+            Err(_) => return 500,
+        }
         match self.store.put(&record).await {
             Ok(()) => 200,
-            Err(_) => 500,
+            Err(_) => {
+                let _ = self.store.unseat(&record).await;
+                500
+            }
         }
+    }
+
+    /// Forgets the connection and gives its seat back.
+    async fn disconnect(&self, connection_id: &str) -> u16 {
+        let record = self.store.get(connection_id).await.ok().flatten();
+        if self.store.delete(connection_id).await.is_err() {
+            return 500;
+        }
+        if let Some(record) = record
+            && self.store.unseat(&record).await.is_err()
+        {
+            // The seat expires with the connection's record anyway.
+            tracing::warn!("could not give a closed connection's seat back");
+        }
+        200
     }
 
     /// A client frame: errors go back to the client as `error` frames.

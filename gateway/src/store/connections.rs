@@ -70,6 +70,13 @@ pub enum AdmitRefusal {
 pub trait ConnectionStore: Send + Sync {
     /// Stores (or replaces) a connection.
     async fn put(&self, record: &ConnectionRecord) -> Result<(), Error>;
+    /// Takes a seat for `record`'s connection among its principal's open connections: false
+    /// when `max` live connections of that principal hold one already. Seats of connections
+    /// that expired without a `$disconnect` do not count.
+    async fn seat(&self, record: &ConnectionRecord, max: usize) -> Result<bool, Error>;
+    /// Gives `record`'s seat back (on `$disconnect`). Giving back a seat not held is not an
+    /// error.
+    async fn unseat(&self, record: &ConnectionRecord) -> Result<(), Error>;
     /// The connection, unless it is unknown or expired.
     async fn get(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, Error>;
     /// Forgets a connection and its chats. Deleting an unknown connection is not an error.

@@ -23,7 +23,46 @@ fn record(id: &str, ttl: u64) -> ConnectionRecord {
     }
 }
 
+/// One user's seats: at most `max` live connections, given back on disconnect.
+async fn seats(store: &dyn ConnectionStore) {
+    let live = unix_now() + 3600;
+    let opened: Vec<ConnectionRecord> = (0..3).map(|i| record(&format!("s{i}"), live)).collect();
+    for r in &opened[..2] {
+        assert!(store.seat(r, 2).await.unwrap());
+        store.put(r).await.unwrap();
+    }
+    // Taking a seat twice for one connection is one seat.
+    assert!(store.seat(&opened[0], 2).await.unwrap());
+    assert!(
+        !store.seat(&opened[2], 2).await.unwrap(),
+        "a third connection over a cap of 2"
+    );
+    let mut bob = record("b0", live);
+    bob.sub = "bob".into();
+    assert!(
+        store.seat(&bob, 2).await.unwrap(),
+        "another user has seats of their own"
+    );
+    // One closes: its seat is free again.
+    store.delete("s0").await.unwrap();
+    store.unseat(&opened[0]).await.unwrap();
+    assert!(store.seat(&opened[2], 2).await.unwrap());
+    // A connection that expired without $disconnect holds no seat.
+    let mut lapsed = record("s9", unix_now() + 1);
+    lapsed.sub = "carol".into();
+    assert!(store.seat(&lapsed, 1).await.unwrap());
+    store.put(&lapsed).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let mut next = record("s10", live);
+    next.sub = "carol".into();
+    assert!(
+        store.seat(&next, 1).await.unwrap(),
+        "the lapsed connection's seat is free"
+    );
+}
+
 async fn contract(store: Arc<dyn ConnectionStore>) {
+    seats(store.as_ref()).await;
     let live = unix_now() + 3600;
     let c1 = record("c1", live);
     store.put(&c1).await.unwrap();

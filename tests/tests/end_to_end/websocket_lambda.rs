@@ -402,6 +402,30 @@ async fn bad_frames_get_error_frames_and_ping_gets_pong() {
 }
 
 #[tokio::test]
+async fn one_users_open_connections_are_capped_in_the_connection_store() {
+    let websocket = WsSettings {
+        max_per_principal: 2,
+        ..WsSettings::default()
+    };
+    let aws = Aws::start(Duration::from_secs(29), websocket).await;
+    let (first, _) = aws.connect().await;
+    let _second = aws.connect().await;
+    let alice = aws.url(Some(&dev_token("alice", &["chat"])));
+    ws_client::assert_refused(&alice, 429).await;
+    // Another user is not affected; a closed connection ($disconnect) frees its seat.
+    let _bob = ws_client::connect(&aws.url(Some(&dev_token("bob", &["chat"])))).await;
+    drop(first);
+    let reopened = eventually(Duration::from_secs(5), || async {
+        tokio_tungstenite::connect_async(&alice).await.is_ok()
+    })
+    .await;
+    assert!(
+        reopened,
+        "the closed connection's seat was never given back"
+    );
+}
+
+#[tokio::test]
 async fn the_per_connection_limit_and_duplicate_ids_hold_across_invocations() {
     let websocket = WsSettings {
         max_inflight: 2,

@@ -49,6 +49,85 @@ impl DynamoConnectionStore {
     }
 }
 
+/// The item of one principal's seats: a map of connection id to the connection's expiry, and a
+/// version for optimistic writes. It lives in the connections table under a key no API Gateway
+/// connection id can have (they are base64).
+fn seats_key(record: &ConnectionRecord) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(record.principal().key().as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("seats#{hex}")
+}
+
+/// Tries of one optimistic seat change before the store is called contended.
+const SEAT_TRIES: usize = 8;
+
+impl DynamoConnectionStore {
+    /// Changes a principal's seats with `change` (which returns whether to write, and the
+    /// answer), retrying when another invocation wrote them in between.
+    async fn change_seats(
+        &self,
+        record: &ConnectionRecord,
+        change: impl Fn(&mut HashMap<String, u64>) -> (bool, bool),
+    ) -> Result<bool, Error> {
+        let key = seats_key(record);
+        for _ in 0..SEAT_TRIES {
+            let item = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(HashMap::from([Self::key(&key)])))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(fail)?
+                .item;
+            let version = item.as_ref().and_then(|i| number(i, "version"));
+            let now = unix_now();
+            let mut seats: HashMap<String, u64> = item
+                .as_ref()
+                .and_then(|i| i.get("seats"))
+                .and_then(|v| v.as_m().ok())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(id, ttl)| Some((id.clone(), ttl.as_n().ok()?.parse().ok()?)))
+                        .filter(|(_, ttl)| *ttl > now)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (write, answer) = change(&mut seats);
+            if !write {
+                return Ok(answer);
+            }
+            let expires = seats.values().copied().max().unwrap_or(now);
+            let map = seats.into_iter().map(|(id, ttl)| (id, n(ttl))).collect();
+            let mut put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("connection_id", s(&key))
+                .item("seats", AttributeValue::M(map))
+                .item("version", n(version.unwrap_or(0) + 1))
+                .item("ttl", n(expires));
+            put = match version {
+                Some(v) => put
+                    .condition_expression("version = :v")
+                    .expression_attribute_values(":v", n(v)),
+                None => put.condition_expression("attribute_not_exists(connection_id)"),
+            };
+            match put.send().await {
+                Ok(_) => return Ok(answer),
+                Err(e) if is_condition_failure(&e) => continue,
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        Err(Error::Unavailable {
+            message: "too many connections opening at once for this user; retry".into(),
+            retry_after: Some(std::time::Duration::from_secs(1)),
+        })
+    }
+}
+
 fn one(value: &str) -> AttributeValue {
     AttributeValue::Ss(vec![value.to_owned()])
 }
@@ -71,6 +150,29 @@ impl ConnectionStore for DynamoConnectionStore {
             .await
             .map_err(fail)?;
         Ok(())
+    }
+
+    async fn seat(&self, record: &ConnectionRecord, max: usize) -> Result<bool, Error> {
+        let id = record.connection_id.clone();
+        let ttl = record.ttl;
+        self.change_seats(record, |seats| {
+            if seats.contains_key(&id) {
+                (false, true)
+            } else if seats.len() >= max {
+                (false, false)
+            } else {
+                seats.insert(id.clone(), ttl);
+                (true, true)
+            }
+        })
+        .await
+    }
+
+    async fn unseat(&self, record: &ConnectionRecord) -> Result<(), Error> {
+        let id = &record.connection_id;
+        self.change_seats(record, |seats| (seats.remove(id).is_some(), true))
+            .await
+            .map(drop)
     }
 
     async fn get(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, Error> {

@@ -79,6 +79,28 @@ impl ConnectionStore for SqliteConnectionStore {
         self.db.with(move |db| live(db, &id)).await
     }
 
+    /// The seats are the live records themselves: a principal holds one per live connection
+    /// other than this one.
+    async fn seat(&self, record: &ConnectionRecord, max: usize) -> Result<bool, Error> {
+        let r = record.clone();
+        self.db
+            .with(move |db| {
+                let open: i64 = db.query_row(
+                    "SELECT COUNT(*) FROM connections
+                     WHERE sub = ?1 AND tenant = ?2 AND ttl > ?3 AND connection_id != ?4",
+                    params![r.sub, r.tenant, unix_now(), r.connection_id],
+                    |row| row.get(0),
+                )?;
+                Ok(usize::try_from(open).unwrap_or(usize::MAX) < max)
+            })
+            .await
+    }
+
+    /// Deleting the record gave the seat back.
+    async fn unseat(&self, _record: &ConnectionRecord) -> Result<(), Error> {
+        Ok(())
+    }
+
     async fn delete(&self, connection_id: &str) -> Result<(), Error> {
         let id = connection_id.to_owned();
         self.db
