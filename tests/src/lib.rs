@@ -13,6 +13,7 @@ pub mod load_ws;
 pub mod moto;
 pub mod redis_server;
 pub mod serve;
+pub mod served;
 pub mod stamped;
 pub mod temp;
 pub mod wait;

@@ -6,8 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,99 +15,12 @@ use nagare_gateway::telemetry::MetricsSettings;
 use nagare_proto::v1 as pb;
 use nagare_proto::v1::chat_service_client::ChatServiceClient;
 use nagare_tests::fake_collector::{CollectedSpan, FakeCollector};
-use nagare_tests::fake_lambda::workspace_binary;
 use nagare_tests::harness::{Gateway, authed_client, dev_token, tenant_token};
+use nagare_tests::served::Served;
 use nagare_tests::ws_client::{self, until_done};
-use nagare_tests::{INSTALL_PYTHON, TempDir, python};
+use nagare_tests::{INSTALL_PYTHON, python};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-/// `nagare serve` as a child process, killed when dropped.
-struct Served {
-    child: Child,
-    http: String,
-    grpc: String,
-    token: String,
-    _dir: TempDir,
-}
-
-impl Served {
-    fn start(env: &[(&str, &str)]) -> Self {
-        let dir = TempDir::new("observability").unwrap();
-        let binary = workspace_binary("nagare").unwrap();
-        let mut child = Command::new(&binary)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--grpc-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (mut http, mut grpc) = (None, None);
-        let mut lines = stdout.lines();
-        while http.is_none() || grpc.is_none() {
-            let line = lines
-                .next()
-                .expect("nagare serve exited before listening")
-                .unwrap();
-            let after = |prefix: &str| {
-                line.split(prefix).nth(1).map(|rest| {
-                    rest.chars()
-                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                        .collect::<String>()
-                })
-            };
-            if let Some(addr) = after("listening on http://") {
-                http = Some(format!("http://{addr}"));
-            }
-            if let Some(addr) = after("listening on grpc://") {
-                grpc = Some(format!("http://{addr}"));
-            }
-        }
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        let token = Command::new(&binary)
-            .args(["token", "--sub", "alice", "--data-dir"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(token.status.success(), "{token:?}");
-        Self {
-            child,
-            http: http.unwrap(),
-            grpc: grpc.unwrap(),
-            token: String::from_utf8(token.stdout).unwrap().trim().to_owned(),
-            _dir: dir,
-        }
-    }
-
-    /// SIGTERM, then waits for a clean exit: spans still batched must be flushed on the way out.
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "nagare serve exited with {exit}");
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn traceparent(trace_id: &str, span_id: &str) -> String {
     format!("00-{trace_id}-{span_id}-01")
@@ -203,7 +115,10 @@ async fn spans_reach_the_collector_in_the_callers_trace_with_genai_attributes() 
     drop(ws);
 
     // The batch exporter has not sent anything yet (its delay is 5 s); shutdown must flush it.
-    served.stop();
+    // SIGTERM, then a clean exit: spans still batched must be flushed on the way out.
+    served.terminate();
+    let exit = served.wait();
+    assert!(exit.success(), "nagare serve exited with {exit}");
 
     let spans = collector.trace(http_trace);
     let server = named(&spans, "POST /v1/chat");

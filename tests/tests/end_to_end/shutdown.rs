@@ -214,3 +214,52 @@ async fn a_running_task_is_put_back_at_once_without_using_an_attempt() {
     let depth = tasks.queue.depth().await.unwrap();
     assert_eq!(depth.waiting, 1, "visible again at once: {depth:?}");
 }
+
+#[tokio::test]
+async fn sigterm_to_the_binary_ends_a_websocket_chat_properly_and_exits_cleanly() {
+    let served = nagare_tests::served::Served::start(&[
+        ("NAGARE__SERVER__SHUTDOWN_GRACE_SECS", "1"),
+        ("NAGARE__PROVIDER__MOCK__TTFT_MS", "0"),
+        ("NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND", "20"),
+    ]);
+    let ws_url = format!(
+        "{}/v1/ws?token={}",
+        served.http.replacen("http://", "ws://", 1),
+        served.token
+    );
+    let mut ws = ws_client::connect(&ws_url).await;
+    send(
+        &mut ws,
+        json!({"action": "chat", "request_id": "s1", "message": "go on", "model": "mock.long"}),
+    )
+    .await;
+    while next(&mut ws).await["type"] != "delta" {}
+    served.terminate();
+    // Readiness turns 503 while the chat still streams.
+    let client = reqwest::Client::new();
+    let ready = eventually(Duration::from_secs(5), || async {
+        let r = client.get(format!("{}/readyz", served.http)).send().await;
+        r.is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    assert!(ready, "readiness never turned 503 after SIGTERM");
+    let last = loop {
+        let frame = next(&mut ws).await;
+        if frame["type"] == "error" || frame["type"] == "done" {
+            break frame;
+        }
+    };
+    assert_eq!(last["code"], "unavailable", "{last}");
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.unwrap().code), 1001);
+    let exit = tokio::task::spawn_blocking(move || served.wait())
+        .await
+        .unwrap();
+    assert!(exit.success(), "nagare serve exited with {exit}");
+}
