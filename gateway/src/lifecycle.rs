@@ -15,8 +15,53 @@ use tokio_util::sync::CancellationToken;
 pub struct Lifecycle {
     draining: CancellationToken,
     over: CancellationToken,
-    in_flight: AtomicUsize,
-    quiet: Notify,
+    in_flight: Tally,
+}
+
+/// A count of things in flight (chats, connections) that can be waited on until it is zero.
+#[derive(Debug, Default)]
+pub struct Tally {
+    n: AtomicUsize,
+    zero: Notify,
+}
+
+impl Tally {
+    pub fn get(&self) -> usize {
+        self.n.load(Ordering::SeqCst)
+    }
+
+    pub fn add(&self) {
+        self.n.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Adds one unless `max` are counted already; says whether it did.
+    pub fn add_below(&self, max: usize) -> bool {
+        self.n
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn remove(&self) {
+        if self.n.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.zero.notify_waiters();
+        }
+    }
+
+    /// Resolves when the count is zero.
+    pub async fn zero(&self) {
+        loop {
+            let notified = self.zero.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a decrement in between still wakes it.
+            notified.as_mut().enable();
+            if self.get() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl Lifecycle {
@@ -51,27 +96,18 @@ impl Lifecycle {
 
     /// Counts one chat in flight until the guard is dropped.
     pub fn chat(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.add();
         InFlight(self.clone())
     }
 
     /// Chats in flight now.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
+        self.in_flight.get()
     }
 
     /// Resolves when no chat is in flight.
     pub async fn quiet(&self) {
-        loop {
-            let notified = self.quiet.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a decrement in between still wakes it.
-            notified.as_mut().enable();
-            if self.in_flight() == 0 {
-                return;
-            }
-            notified.await;
-        }
+        self.in_flight.zero().await;
     }
 }
 
@@ -81,9 +117,7 @@ pub struct InFlight(Arc<Lifecycle>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.quiet.notify_waiters();
-        }
+        self.0.in_flight.remove();
     }
 }
 

@@ -311,6 +311,15 @@ impl Gateway {
     }
 
     /// An HTTP client that sends a dev token for `alice` with the `chat` scope.
+    /// The `GET /metrics` text (no token needed).
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::get(self.url("/metrics")).await;
+        match response {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => panic!("GET /metrics: {e}"),
+        }
+    }
+
     pub fn client(&self) -> reqwest::Client {
         authed_client(&dev_token("alice", &["chat"]))
     }

@@ -56,6 +56,18 @@ pub async fn next(ws: &mut Ws) -> Value {
     }
 }
 
+/// The close frame the server sends next, skipping any other frame; panics if none comes within
+/// 10 s.
+pub async fn close_frame(ws: &mut Ws) -> Option<tungstenite::protocol::CloseFrame> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+}
+
 /// Frames until the terminal event of `request_id`.
 pub async fn until_done(ws: &mut Ws, request_id: &str) -> Vec<Value> {
     let mut frames = Vec::new();

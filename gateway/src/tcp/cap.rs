@@ -3,9 +3,9 @@
 //! model's connections and the clients already served.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::Notify;
+use crate::lifecycle::Tally;
 
 /// Descriptors kept back from the open-file limit for everything that is not a client socket
 /// (the database, the model's connections, logs): a quarter of it, at most this many.
@@ -15,9 +15,8 @@ const RESERVED_DESCRIPTORS: u64 = 1024;
 #[derive(Debug)]
 pub struct ConnectionCap {
     max: usize,
-    open: AtomicUsize,
+    open: Tally,
     refused: AtomicU64,
-    closed: Notify,
 }
 
 impl ConnectionCap {
@@ -38,9 +37,8 @@ impl ConnectionCap {
         }
         Arc::new(Self {
             max: max.min(fits),
-            open: AtomicUsize::new(0),
+            open: Tally::default(),
             refused: AtomicU64::new(0),
-            closed: Notify::new(),
         })
     }
 
@@ -51,23 +49,17 @@ impl ConnectionCap {
 
     /// A slot for one more connection, or `None` (and one more refusal counted) at the cap.
     pub fn open(self: &Arc<Self>) -> Option<Slot> {
-        let taken = self
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            });
-        match taken {
-            Ok(_) => Some(Slot(self.clone())),
-            Err(_) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+        if self.open.add_below(self.max) {
+            Some(Slot(self.clone()))
+        } else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            None
         }
     }
 
     /// Connections open now.
     pub fn open_now(&self) -> usize {
-        self.open.load(Ordering::Acquire)
+        self.open.get()
     }
 
     /// Connections refused since start-up.
@@ -77,15 +69,7 @@ impl ConnectionCap {
 
     /// Resolves when no connection is open.
     pub async fn closed(&self) {
-        loop {
-            let notified = self.closed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.open_now() == 0 {
-                return;
-            }
-            notified.await;
-        }
+        self.open.zero().await;
     }
 }
 
@@ -95,9 +79,7 @@ pub struct Slot(Arc<ConnectionCap>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.closed.notify_waiters();
-        }
+        self.0.open.remove();
     }
 }
 

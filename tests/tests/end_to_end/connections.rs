@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use nagare_authorizer::dev::{self, DevClaims};
 use nagare_gateway::provider::{MockProvider, MockSettings};
 use nagare_tests::harness::DEV_SECRET;
@@ -17,7 +16,6 @@ use nagare_tests::{Gateway, authed_client, dev_token};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
 const CAP: usize = 24;
 
@@ -94,14 +92,7 @@ async fn slow_and_idle_connections_are_closed_and_another_client_is_still_served
         closed_by_server(tcp).await;
     }
     // With the flood gone, the refusals are on the metrics page.
-    let metrics = client
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let refused_total: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("nagare_connections_refused_total "))
@@ -242,13 +233,7 @@ async fn a_websocket_is_closed_with_4401_when_its_token_expires_unless_renewed()
     send(&mut renewed, json!({"action": "auth", "token": mallory})).await;
     assert_eq!(next(&mut renewed).await["code"], "forbidden");
 
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(10), lapsing.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => break frame,
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no close frame: {other:?}"),
-        }
-    };
+    let close = ws_client::close_frame(&mut lapsing).await;
     let close = close.unwrap();
     assert_eq!(u16::from(close.code), 4401);
     assert_eq!(close.reason.as_str(), "token expired");

@@ -378,16 +378,10 @@ async fn run_tasks(gw: &Gateway, client: &reqwest::Client, n: usize, body: Value
 }
 
 /// How many chats the metrics count on `route` with `code`.
-async fn chats_counted(gw: &Gateway, client: &reqwest::Client, route: &str, code: &str) -> u64 {
-    let text = client
-        .get(gw.url("/metrics"))
-        .send()
+async fn chats_counted(gw: &Gateway, route: &str, code: &str) -> u64 {
+    gw.metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with("nagare_chats_total{"))
         .filter(|l| {
             l.contains(&format!("route=\"{route}\"")) && l.contains(&format!("code=\"{code}\""))
@@ -430,7 +424,7 @@ async fn tasks_refused_by_the_request_rate_wait_for_it_and_all_succeed() {
         assert_eq!(task["status"], "succeeded", "{task}");
         assert_eq!(task["attempts"], 1, "a refusal is not an attempt: {task}");
     }
-    let refused = chats_counted(&gw, &client, "task", "rate_limited").await;
+    let refused = chats_counted(&gw, "task", "rate_limited").await;
     assert!(
         refused >= 2,
         "five tasks at three a minute: {refused} refusals"
@@ -466,7 +460,7 @@ async fn tasks_refused_by_the_upstream_cap_wait_for_a_slot_and_all_succeed() {
         assert_eq!(task["status"], "succeeded", "{task}");
         assert_eq!(task["attempts"], 1, "{task}");
     }
-    assert!(chats_counted(&gw, &client, "task", "rate_limited").await >= 1);
+    assert!(chats_counted(&gw, "task", "rate_limited").await >= 1);
 }
 
 #[tokio::test]

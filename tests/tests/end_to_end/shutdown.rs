@@ -8,14 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use nagare_gateway::provider::{MockProvider, MockSettings};
 use nagare_proto::v1 as pb;
 use nagare_proto::v1::chat_service_client::ChatServiceClient;
 use nagare_tests::ws_client::{self, next, send};
 use nagare_tests::{Gateway, authed_client, dev_token, eventually};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Long answers (`mock.long`, about 1,500 words) paced slowly enough to outlast any grace.
 async fn slow_gateway(grace: Duration, tasks: bool) -> Gateway {
@@ -112,13 +110,7 @@ async fn at_the_end_of_the_grace_period_every_transport_ends_its_chats_properly(
     assert_eq!(last["request_id"], "w1");
     assert_eq!(last["code"], "unavailable", "{last}");
     assert_eq!(last["retryable"], true);
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => break frame,
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no close frame: {other:?}"),
-        }
-    };
+    let close = ws_client::close_frame(&mut ws).await;
     assert_eq!(u16::from(close.unwrap().code), 1001);
 
     // SSE: an `error` event with the same code, then the body ends.
@@ -161,13 +153,7 @@ async fn a_websocket_with_nothing_in_flight_is_closed_with_1001_at_once() {
     send(&mut ws, json!({"action": "ping"})).await;
     assert_eq!(next(&mut ws).await["type"], "pong");
     gw.shutdown();
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => break frame,
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no close frame: {other:?}"),
-        }
-    };
+    let close = ws_client::close_frame(&mut ws).await;
     assert_eq!(u16::from(close.unwrap().code), 1001);
     // Nothing was in flight, so the server stops long before its 30 s grace.
     let stopped = gw.stopped.take().unwrap();
@@ -250,13 +236,7 @@ async fn sigterm_to_the_binary_ends_a_websocket_chat_properly_and_exits_cleanly(
         }
     };
     assert_eq!(last["code"], "unavailable", "{last}");
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => break frame,
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no close frame: {other:?}"),
-        }
-    };
+    let close = ws_client::close_frame(&mut ws).await;
     assert_eq!(u16::from(close.unwrap().code), 1001);
     let exit = tokio::task::spawn_blocking(move || served.wait())
         .await
