@@ -56,10 +56,6 @@ pub async fn upgrade(
     if offered {
         upgrade = upgrade.protocols([SUBPROTOCOL]);
     }
-    let settings = app.websocket.clone();
-    let pipeline = app.pipeline.clone();
-    let connections = app.connections.clone();
-    let app_for_session = app.clone();
     let open = app.metrics.as_ref().map(Metrics::websocket_open);
     // The session outlives this request; its chats join the upgrade's trace through this span.
     let session = crate::trace_span!("websocket.session");
@@ -67,12 +63,12 @@ pub async fn upgrade(
         async move {
             let (_open, _seat) = (open, seat);
             let (sink, stream) = socket.split();
-            let app = app_for_session;
             let server = ws::Server {
-                connections: &connections,
+                connections: &app.connections,
                 lifecycle: &app.lifecycle,
                 reauth: Some((&app.verifier, &app.chat_scope)),
             };
+            let (pipeline, settings) = (app.pipeline.clone(), app.websocket.clone());
             ws::run(sink, stream, pipeline, principal, settings, server).await;
         }
         .instrument(session)
