@@ -373,6 +373,10 @@ fn each_function_may_reach_only_what_it_uses() {
     let (_, worker) = function(&t, "nagare-worker");
     let worker = permissions(worker);
     assert!(has(&worker, "SQSPollerPolicy", "TaskQueue"));
+    assert!(
+        has(&worker, "SQSSendMessagePolicy", "TaskQueue"),
+        "the worker puts a task refused by a limit back as a new message"
+    );
     assert!(has(&worker, "DynamoDBCrudPolicy", "TasksTable"));
     assert!(has(&worker, "DynamoDBReadPolicy", "ConnectionsTable"));
     assert!(!has(&worker, "DynamoDBCrudPolicy", "ConnectionsTable"));
