@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Timeouts;
@@ -55,13 +54,13 @@ pub enum Verdict {
     Drop(&'static str),
 }
 
-/// A connection's activity, shared by its socket, its service and its watchdog.
+/// A connection's activity, shared by its socket, its service and its watchdog. The watchdog
+/// is never woken by activity (that would cost a wake-up per request); it looks again at the
+/// instant [`Activity::verdict`] names, at most a head timeout apart while the connection idles.
 #[derive(Debug)]
 pub struct Activity {
     state: Mutex<State>,
     accepted: Instant,
-    /// Woken when a deadline may have come nearer (a request head began).
-    changed: Notify,
 }
 
 impl Activity {
@@ -74,17 +73,11 @@ impl Activity {
                 head_since: Some(accepted),
             }),
             accepted,
-            changed: Notify::new(),
         })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Resolves when a deadline may have moved nearer.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
     }
 
     /// `bytes` arrived from the client.
@@ -125,8 +118,6 @@ impl Activity {
             && state.head_since.is_none()
         {
             state.head_since = Some(Instant::now());
-            drop(state);
-            self.changed.notify_one();
         }
     }
 
@@ -178,7 +169,9 @@ impl Activity {
         }
         match due(state.idle_since, t.idle) {
             Ok(()) => Verdict::Close,
-            Err(at) => Verdict::Wait(at),
+            // A head may begin meanwhile (nothing wakes the watchdog for it): look again within
+            // a head timeout, so a slow head is cut off within two.
+            Err(at) => Verdict::Wait(at.min(now + t.head)),
         }
     }
 }
@@ -276,7 +269,11 @@ mod tests {
         assert_eq!(a.verdict(t0, &T), Verdict::Wait(t0 + T.idle));
         a.request_ended();
         let idle = a.state().idle_since;
-        assert_eq!(a.verdict(idle, &T), Verdict::Wait(idle + T.idle));
+        assert_eq!(a.verdict(idle, &T), Verdict::Wait(idle + T.head));
+        assert_eq!(
+            a.verdict(idle + T.idle - T.head / 2, &T),
+            Verdict::Wait(idle + T.idle)
+        );
         assert_eq!(a.verdict(idle + T.idle, &T), Verdict::Close);
         a.read(b"GET");
         let head = a.state().head_since.unwrap();
@@ -293,7 +290,7 @@ mod tests {
         a.read(&[0, 0, 6, 4, 0, 0, 0, 0, 0]);
         assert!(matches!(a.verdict(t0 + T.head, &T), Verdict::Drop(_)));
         a.read(&[0, 3, 0, 0, 0, 100]);
-        assert_eq!(a.verdict(t0, &T), Verdict::Wait(t0 + T.idle));
+        assert_eq!(a.verdict(t0, &T), Verdict::Wait(t0 + T.head));
         // A PING while idle: still idle, not a head.
         a.read(&[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(a.verdict(t0 + T.idle, &T), Verdict::Close);

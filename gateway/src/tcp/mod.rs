@@ -139,7 +139,6 @@ async fn connection<S: Served>(
                 return;
             }
             () = tokio::time::sleep_until(wake) => {}
-            () = activity.changed() => {}
             () = stop.cancelled(), if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 closing = Some(Instant::now() + CLOSE_GRACE);
