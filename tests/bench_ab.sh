@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B overhead of two `nagare` binaries: the same /v1/chat request at the same open-loop rate,
 # through each to the fake Bedrock, in ABBA order over ROUNDS rounds, each round beside a direct
-# run to the fake. Use it to check that a change costs nothing measurable, e.g.:
+# run to the fake; also the gateway process's CPU per request (from /proc, its warm-up included).
+# Use it to check that a change costs nothing measurable, e.g.:
 #   git worktree add /tmp/base HEAD~1 && (cd /tmp/base && cargo build --release --bin nagare)
 #   tests/bench_ab.sh /tmp/base/target/release/nagare target/release/nagare
 set -euo pipefail
@@ -23,6 +24,8 @@ export NAGARE__RATE_LIMITS__REQUESTS_PER_MINUTE=0 NAGARE__RATE_LIMITS__TOKENS_PE
 export NAGARE__CACHE__ENABLED=false NAGARE__MEMORY__ENABLED=false
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 export NAGARE__PROVIDER__BEDROCK__ENDPOINT_URL="$fake" NAGARE__MODELS__DEFAULT=bench.model NAGARE__MODELS__ALLOW='["bench.model"]'
+hz=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 load() { target/release/nagare-load --seconds "$seconds" --warmup 2 --json --connections 32 --rate "$rate" "$@"; }
 for round in $(seq 1 "$rounds"); do
   load --url "$fake/model/bench.model/converse-stream" \
@@ -31,17 +34,19 @@ for round in $(seq 1 "$rounds"); do
   for v in $order; do
     bin=$a; [ "$v" = b ] && bin=$b
     start gw "$work/gw.log" "$bin" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$work/data" --provider bedrock
+    before=$(cpu_ticks "${pids[-1]}")
     load --url "$gw/v1/chat" --header "authorization: Bearer $token" >"$work/$v-$round.json"
+    echo $(( $(cpu_ticks "${pids[-1]}") - before )) >"$work/$v-$round.cpu"
     kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
   done
 done
-python3 - "$work" "$rounds" <<'PY'
+python3 - "$work" "$rounds" "$hz" "$seconds" <<'PY'
 import json, statistics, sys
-work, rounds = sys.argv[1], int(sys.argv[2])
-print("overhead = through Nagare minus direct, same round; ms")
-print("| round | A p50 | B p50 | A p99 | B p99 |")
-print("|---|---|---|---|---|")
-over = {"a": {"p50": [], "p99": []}, "b": {"p50": [], "p99": []}}
+work, rounds, hz, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+print("overhead = through Nagare minus direct, same round; ms. CPU = the gateway's, per request, µs")
+print("| round | A p50 | B p50 | A p99 | B p99 | A CPU | B CPU |")
+print("|---|---|---|---|---|---|---|")
+over = {"a": {"p50": [], "p99": [], "cpu": []}, "b": {"p50": [], "p99": [], "cpu": []}}
 for r in range(1, rounds + 1):
     d = json.load(open(f"{work}/direct-{r}.json"))["latency_ms"]
     row = {}
@@ -51,7 +56,14 @@ for r in range(1, rounds + 1):
         for p in ("p50", "p99"):
             row[v, p] = x["latency_ms"][p] - d[p]
             over[v][p].append(row[v, p])
-    print(f"| {r} | {row['a','p50']:.3f} | {row['b','p50']:.3f} | {row['a','p99']:.3f} | {row['b','p99']:.3f} |")
+        # The CPU covers the 2 s warm-up too: spread it over the requests of both.
+        ticks = int(open(f"{work}/{v}-{r}.cpu").read())
+        served = x["requests"] * (seconds + 2) / seconds
+        row[v, "cpu"] = ticks / hz * 1e6 / max(served, 1)
+        over[v]["cpu"].append(row[v, "cpu"])
+    print(f"| {r} | {row['a','p50']:.3f} | {row['b','p50']:.3f} | {row['a','p99']:.3f} | {row['b','p99']:.3f} "
+          f"| {row['a','cpu']:.0f} | {row['b','cpu']:.0f} |")
 m = lambda v, p: statistics.median(over[v][p])
-print(f"| median | {m('a','p50'):.3f} | {m('b','p50'):.3f} | {m('a','p99'):.3f} | {m('b','p99'):.3f} |")
+print(f"| median | {m('a','p50'):.3f} | {m('b','p50'):.3f} | {m('a','p99'):.3f} | {m('b','p99'):.3f} "
+      f"| {m('a','cpu'):.0f} | {m('b','cpu'):.0f} |")
 PY
