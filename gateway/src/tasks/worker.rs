@@ -13,10 +13,12 @@ use crate::chat::{ChatReply, Route};
 use crate::error::{Error, ErrorBody, ErrorCode};
 use crate::pipeline::ChatPipeline;
 
-/// Whether a run was refused by this gateway itself (its rate, token or upstream limits, or a
-/// shutdown) rather than failed: such a run waits and goes again, and is no attempt.
-fn ours(error: &ErrorBody) -> bool {
-    matches!(error.code, ErrorCode::RateLimited | ErrorCode::Unavailable)
+/// Whether a run was refused by this gateway's own limits (rate, tokens, the upstream cap)
+/// rather than failed: such a run waits for the limit and goes again, and is no attempt. (A
+/// failing store is a failure like any other: it counts, so a store that stays down fails the
+/// task in the end instead of holding it forever.)
+fn refused_by_our_limits(error: &ErrorBody) -> bool {
+    error.code == ErrorCode::RateLimited
 }
 
 /// What became of a received message.
@@ -136,7 +138,7 @@ impl Worker {
         };
         match run {
             Ok(reply) => self.finish(&message, Ok(reply)).await,
-            Err(e) if ours(&e) => {
+            Err(e) if self.stop.is_cancelled() || refused_by_our_limits(&e) => {
                 // At shutdown, visible again at once for another worker; otherwise after the
                 // wait the limit asked for.
                 let delay = if self.stop.is_cancelled() {
