@@ -305,6 +305,33 @@ impl Gateway {
         })
     }
 
+    /// Submits `body` to `POST /v1/tasks` as `client`; panics unless it is accepted. The task
+    /// id.
+    pub async fn submit_task(&self, client: &reqwest::Client, body: &serde_json::Value) -> String {
+        let response = client.post(self.url("/v1/tasks")).json(body).send().await;
+        let accepted: serde_json::Value = match response {
+            Ok(r) if r.status() == 202 => r.json().await.unwrap_or_default(),
+            Ok(r) => panic!(
+                "task refused: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ),
+            Err(e) => panic!("POST /v1/tasks: {e}"),
+        };
+        match accepted["task_id"].as_str() {
+            Some(id) => id.to_owned(),
+            None => panic!("no task_id in {accepted}"),
+        }
+    }
+
+    /// `GET path` as `client`: the status and the JSON body (null when there is none).
+    pub async fn get_json(&self, client: &reqwest::Client, path: &str) -> (u16, serde_json::Value) {
+        match client.get(self.url(path)).send().await {
+            Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or_default()),
+            Err(e) => panic!("GET {path}: {e}"),
+        }
+    }
+
     /// The gRPC endpoint, for `tonic::transport::Channel` and other clients.
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc_addr)

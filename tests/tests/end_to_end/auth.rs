@@ -440,14 +440,7 @@ async fn two_issuers_with_the_same_sub_are_two_principals() {
     let url = gw.url(&format!("/v1/conversations/{conversation}"));
     assert_eq!(alice_b.get(&url).send().await.unwrap().status(), 404);
     assert_eq!(alice_a.get(&url).send().await.unwrap().status(), 200);
-    let listed: Value = alice_b
-        .get(gw.url("/v1/conversations"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, listed) = gw.get_json(&alice_b, "/v1/conversations").await;
     assert_eq!(
         listed["conversations"].as_array().unwrap().len(),
         0,
@@ -464,19 +457,10 @@ async fn two_issuers_with_the_same_sub_are_two_principals() {
     assert_eq!(ask(alice_b.clone(), question).await["cached"], false);
 
     // A's task is not B's.
-    let accepted: Value = alice_a
-        .post(gw.url("/v1/tasks"))
-        .json(&json!({"message": "later"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let task = gw.url(&format!(
+    let task = format!(
         "/v1/tasks/{}",
-        accepted["task_id"].as_str().unwrap()
-    ));
-    assert_eq!(alice_b.get(&task).send().await.unwrap().status(), 404);
-    assert_eq!(alice_a.get(&task).send().await.unwrap().status(), 200);
+        gw.submit_task(&alice_a, &json!({"message": "later"})).await
+    );
+    assert_eq!(gw.get_json(&alice_b, &task).await.0, 404);
+    assert_eq!(gw.get_json(&alice_a, &task).await.0, 200);
 }

@@ -342,35 +342,17 @@ async fn a_cache_hit_reserves_no_tokens() {
 async fn run_tasks(gw: &Gateway, client: &reqwest::Client, n: usize, body: Value) -> Vec<Value> {
     let mut ids = Vec::new();
     for _ in 0..n {
-        let response = client
-            .post(gw.url("/v1/tasks"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        let accepted: Value = response.json().await.unwrap();
-        ids.push(accepted["task_id"].as_str().unwrap().to_owned());
+        ids.push(gw.submit_task(client, &body).await);
     }
     let mut done = Vec::new();
     for id in ids {
-        let url = gw.url(&format!("/v1/tasks/{id}"));
-        let read = || async {
-            client
-                .get(&url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        };
+        let path = format!("/v1/tasks/{id}");
         let finished = nagare_tests::eventually(std::time::Duration::from_secs(60), || async {
-            let task = read().await;
-            task["status"] == "succeeded" || task["status"] == "failed"
+            let status = gw.get_json(client, &path).await.1["status"].clone();
+            status == "succeeded" || status == "failed"
         })
         .await;
-        let task = read().await;
+        let (_, task) = gw.get_json(client, &path).await;
         assert!(finished, "task {id} never finished: {task}");
         done.push(task);
     }

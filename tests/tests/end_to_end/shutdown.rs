@@ -167,23 +167,11 @@ async fn a_websocket_with_nothing_in_flight_is_closed_with_1001_at_once() {
 async fn a_running_task_is_put_back_at_once_without_using_an_attempt() {
     let mut gw = slow_gateway(Duration::from_secs(30), true).await;
     let client = authed_client(&dev_token("alice", &["chat"]));
-    let accepted: Value = client
-        .post(gw.url("/v1/tasks"))
-        .json(&json!({"message": "tell me everything", "model": "mock.long"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = accepted["task_id"].as_str().unwrap().to_owned();
-    let url = gw.url(&format!("/v1/tasks/{id}"));
+    let body = json!({"message": "tell me everything", "model": "mock.long"});
+    let id = gw.submit_task(&client, &body).await;
+    let path = format!("/v1/tasks/{id}");
     let running = eventually(Duration::from_secs(10), || async {
-        let Ok(response) = client.get(&url).send().await else {
-            return false;
-        };
-        let task: Value = response.json().await.unwrap_or_default();
-        task["status"] == "running"
+        gw.get_json(&client, &path).await.1["status"] == "running"
     })
     .await;
     assert!(running, "the task never started");
