@@ -16,7 +16,7 @@ use crate::error::StartupError;
 use crate::grpc::{self, GrpcSettings};
 use crate::http;
 use crate::tasks::Worker;
-use crate::tcp::{self, Timeouts};
+use crate::tcp::Timeouts;
 use crate::wiring::Wiring;
 
 /// The sockets `nagare serve` answers on.
@@ -152,7 +152,7 @@ pub async fn serve(
             "shutting down: draining; chats in flight may finish"
         );
         workers_stop.cancel();
-        let drained = tcp::within(settings.shutdown_grace, async {
+        let drained = within(settings.shutdown_grace, async {
             for worker in workers.into_iter().flatten() {
                 let _ = worker.await;
             }
@@ -165,10 +165,10 @@ pub async fn serve(
                 "shutdown grace period over; ending the chats still in flight"
             );
             lifecycle.end_grace();
-            tcp::within(LAST_WRITES, lifecycle.quiet()).await;
+            within(LAST_WRITES, lifecycle.quiet()).await;
         }
         stop.cancel();
-        if !tcp::within(LAST_WRITES, cap.closed()).await {
+        if !within(LAST_WRITES, cap.closed()).await {
             tracing::warn!(
                 open = cap.open_now(),
                 "connections still open at exit; dropping them"
@@ -177,6 +177,11 @@ pub async fn serve(
     };
     tokio::join!(http, grpc, control);
     Ok(())
+}
+
+/// Waits for `future`, at most `limit`; says whether it finished.
+async fn within(limit: Duration, future: impl Future<Output = ()>) -> bool {
+    tokio::time::timeout(limit, future).await.is_ok()
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartupError> {

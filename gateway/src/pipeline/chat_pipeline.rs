@@ -173,10 +173,13 @@ impl ChatPipeline {
     /// fail so is refused at submission instead.
     pub async fn check_ahead(&self, chat: &Admitted) -> Result<(), Error> {
         if let Some(limits) = &self.limits {
+            // The history is not read yet: the new message is a lower bound of the prompt.
             let request = &chat.request;
-            let prompt = request.system.as_deref().map_or(0, estimate_tokens)
-                + estimate_tokens(&request.message);
-            limits.fits(&chat.principal, prompt as u64, request.inference.max_tokens)?;
+            let prompt = estimate_prompt_tokens(
+                request.system.as_deref(),
+                std::iter::once(request.message.as_str()),
+            );
+            limits.fits(&chat.principal, prompt, request.inference.max_tokens)?;
         }
         let Some(id) = &chat.request.conversation_id else {
             return Ok(());
@@ -325,7 +328,8 @@ impl ChatPipeline {
             let Some(limits) = &self.limits else {
                 return upstream::open(provider, breakers, provider_request, &chain, None).await;
             };
-            let input = estimate_prompt_tokens(&provider_request);
+            let texts = provider_request.messages.iter().map(|m| m.content.as_str());
+            let input = estimate_prompt_tokens(provider_request.system.as_deref(), texts);
             let max_tokens = provider_request.inference.max_tokens;
             let reservation = limits
                 .reserve(principal, input, max_tokens)
@@ -370,13 +374,9 @@ fn memory_off() -> Error {
 }
 
 /// The prompt's tokens as the limits count them before the model has: system and messages.
-fn estimate_prompt_tokens(request: &ProviderRequest) -> u64 {
-    let system = request.system.as_deref().map_or(0, estimate_tokens);
-    let messages: usize = request
-        .messages
-        .iter()
-        .map(|m| estimate_tokens(&m.content))
-        .sum();
+fn estimate_prompt_tokens<'a>(system: Option<&str>, texts: impl Iterator<Item = &'a str>) -> u64 {
+    let system = system.map_or(0, estimate_tokens);
+    let messages: usize = texts.map(estimate_tokens).sum();
     (system + messages) as u64
 }
 

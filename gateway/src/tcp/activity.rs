@@ -45,8 +45,8 @@ struct State {
 
 /// What a connection's timeouts say now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Nothing is due; look again at this instant (or when the activity changes).
+pub(super) enum Verdict {
+    /// Nothing is due; look again at this instant.
     Wait(Instant),
     /// Idle too long: close it gracefully (HTTP/2 GOAWAY, HTTP/1 close).
     Close,
@@ -107,10 +107,6 @@ impl Activity {
             Protocol::Http2 { read, .. } => *read = read.saturating_add(bytes.len()),
             Protocol::Http1 => {}
         }
-        self.after_read(state);
-    }
-
-    fn after_read(&self, mut state: MutexGuard<'_, State>) {
         // An HTTP/1 client sends nothing between requests, so bytes while none is in flight
         // are the head of the next one.
         if matches!(state.protocol, Protocol::Http1)

@@ -9,21 +9,18 @@ mod activity;
 mod cap;
 mod service;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use activity::Verdict;
-use activity::{Activity, Tracked};
+use activity::{Activity, Tracked, Verdict};
 pub use cap::{ConnectionCap, Slot};
-pub use service::{BodyTimedOut, Served, TimedBody};
+pub use service::{Served, TimedBody};
 
 /// `[server]`'s connection settings, for every listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,11 +155,3 @@ pub fn http_builder() -> auto::Builder<TokioExecutor> {
     builder.http2().timer(TokioTimer::new());
     builder
 }
-
-/// Waits for `future`, at most `limit`; says whether it finished.
-pub async fn within(limit: Duration, future: impl Future<Output = ()>) -> bool {
-    tokio::time::timeout(limit, future).await.is_ok()
-}
-
-/// The request body type every service behind [`serve`] reads.
-pub type Body = TimedBody<Incoming>;
