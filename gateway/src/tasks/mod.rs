@@ -9,6 +9,7 @@ mod callback;
 mod connection;
 mod dynamodb;
 mod sqlite;
+mod sqlite_queue;
 mod sqs;
 mod worker;
 
@@ -22,7 +23,8 @@ use serde::{Deserialize, Serialize};
 pub use callback::{Callbacks, SIGNATURE_HEADER, check_callback_url, sign};
 pub use connection::ConnectionDelivery;
 pub use dynamodb::DynamoTaskStore;
-pub use sqlite::{SqliteQueue, SqliteTaskStore};
+pub use sqlite::SqliteTaskStore;
+pub use sqlite_queue::SqliteQueue;
 pub use sqs::SqsQueue;
 pub use worker::{Handled, Worker};
 
