@@ -4,6 +4,7 @@ pub mod close;
 pub mod frames;
 mod registry;
 mod session;
+mod writer;
 
 pub use registry::{LocalConnections, Registration, Seat};
 pub use session::{Outbound, Server, WsSettings, run};

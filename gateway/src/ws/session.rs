@@ -3,28 +3,27 @@
 //! `Sink`/`Stream` so unit tests drive it with channels.
 
 use std::collections::HashMap;
-use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use axum::extract::ws::{Message, Utf8Bytes};
+use futures::{Sink, Stream, StreamExt};
 use nagare_authorizer::{Principal, Verifier};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::chat::{ChatEvent, ChatRequest, Route};
+use crate::chat::{ChatRequest, Route};
 use crate::error::Error;
 use crate::lifecycle::Lifecycle;
-use crate::pipeline::{Admitted, ChatPipeline, ChatStream};
+use crate::pipeline::{Admitted, ChatPipeline};
 use crate::store::unix_now;
 use crate::ws::LocalConnections;
 use crate::ws::close::{self, read_failure};
 use crate::ws::frames::{self, ClientFrame};
+use crate::ws::writer::{Streaming, write};
 
 /// `[websocket]` settings.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -90,16 +89,16 @@ impl Outbound {
 }
 
 /// What every task of one connection shares.
-struct Conn {
+pub(super) struct Conn {
     /// The id a task names to deliver here; the client reads it in `pong`.
     id: Arc<str>,
     out: mpsc::Sender<Outbound>,
     /// Cancelled when the connection ends for any reason.
-    closed: CancellationToken,
-    close_reason: Mutex<Option<(u16, &'static str)>>,
+    pub(super) closed: CancellationToken,
+    pub(super) close_reason: Mutex<Option<(u16, &'static str)>>,
     /// Chats in flight by request id, with the sender that cancels each; taken once used.
     inflight: Mutex<HashMap<String, Option<oneshot::Sender<()>>>>,
-    settings: WsSettings,
+    pub(super) settings: WsSettings,
     /// When the connection's token expires, Unix seconds (0: never); an `auth` frame moves it.
     expires_at: AtomicU64,
 }
@@ -144,7 +143,7 @@ impl Conn {
         self.send(frames::error(request_id, error)).await
     }
 
-    fn too_slow(&self) {
+    pub(super) fn too_slow(&self) {
         tracing::info!("websocket client too slow; closing");
         self.close(close::TRY_AGAIN_LATER, "client too slow");
     }
@@ -175,7 +174,7 @@ impl Conn {
         }
     }
 
-    fn finish(&self, request_id: &str) {
+    pub(super) fn finish(&self, request_id: &str) {
         self.inflight().remove(request_id);
     }
 }
@@ -416,147 +415,9 @@ async fn begin(
             return;
         }
     };
-    let chat = Streaming {
-        request_id: request_id.into(),
-        events,
-        cancelled,
-    };
+    let chat = Streaming::new(request_id.into(), events, cancelled);
     // If the connection is over, the chat is dropped here, which aborts its upstream call.
     conn.queue(Outbound::Chat(Box::new(chat))).await;
-}
-
-/// A chat the writer streams: its events, ending with `done` or `error`; or, once the client
-/// cancels it or the connection ends, a `cancelled` error at once. The writer drops it after its
-/// last event, which drops its upstream call.
-pub struct Streaming {
-    request_id: Arc<str>,
-    events: ChatStream,
-    cancelled: oneshot::Receiver<()>,
-}
-
-impl Streaming {
-    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<ChatEvent> {
-        // A cancel, or the sender dropped as the connection ends: either way, stop now.
-        if Pin::new(&mut self.cancelled).poll(cx).is_ready() {
-            return Poll::Ready(ChatEvent::Error {
-                request_id: self.request_id.clone(),
-                error: Error::Cancelled.body(),
-            });
-        }
-        let event = ready!(self.events.poll_next_unpin(cx));
-        Poll::Ready(event.unwrap_or_else(|| ChatEvent::Error {
-            // The pipeline promises a last event; the client still gets one if it broke that.
-            request_id: self.request_id.clone(),
-            error: Error::Internal("the chat ended without a last event".into()).body(),
-        }))
-    }
-}
-
-/// The chats a writer streams. A connection has a few at most (`max_inflight`), so on each
-/// wake-up the writer polls them in turn, starting after the one that went last; that costs less
-/// than a waker of its own per chat.
-#[derive(Default)]
-struct Chats {
-    streaming: Vec<Streaming>,
-    next: usize,
-}
-
-impl Chats {
-    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<ChatEvent> {
-        let n = self.streaming.len();
-        for k in 0..n {
-            let i = (self.next + k) % n;
-            if let Poll::Ready(event) = self.streaming[i].poll_event(cx) {
-                self.next = i + 1;
-                if event.is_terminal() {
-                    self.streaming.swap_remove(i);
-                }
-                return Poll::Ready(event);
-            }
-        }
-        Poll::Pending
-    }
-}
-
-/// Moves queued frames, and the events of every chat streaming on the connection, to the socket.
-/// Events go straight from each chat's stream to the socket, with no task or queue between:
-/// at a thousand streaming chats this hop was a large share of the server's CPU. A chat is
-/// polled only when the socket has taken the last frame, so a client that stops reading holds
-/// back its chats' upstream streams rather than filling memory; one that stays stuck for the
-/// slow-consumer timeout is closed with 1013. When the connection ends it sends the close
-/// frame, giving a client that stopped reading a moment before the socket is dropped.
-async fn write<S: Sink<Message> + Unpin>(
-    mut sink: S,
-    mut queue: mpsc::Receiver<Outbound>,
-    conn: Arc<Conn>,
-) {
-    let mut chats = Chats::default();
-    let token = conn.closed.clone();
-    let mut closed = pin!(token.cancelled());
-    let wait = Duration::from_millis(conn.settings.slow_consumer_timeout_ms);
-    loop {
-        let message = tokio::select! {
-            biased;
-            () = &mut closed => break,
-            item = queue.recv() => match item {
-                Some(Outbound::Frame(message)) => *message,
-                Some(Outbound::Chat(chat)) => {
-                    chats.streaming.push(*chat);
-                    continue;
-                }
-                None => break,
-            },
-            event = std::future::poll_fn(|cx| chats.poll_event(cx)) => {
-                if event.is_terminal() {
-                    // Before the client can see the end, so it may reuse the id at once.
-                    conn.finish(event.request_id());
-                }
-                match serde_json::to_string(&event) {
-                    Ok(text) => Message::Text(Utf8Bytes::from(text)),
-                    Err(_) => continue,
-                }
-            }
-        };
-        // Usually the socket takes the frame at once, and no timer is needed.
-        let mut send = pin!(sink.send(message));
-        let at_once = send.as_mut().now_or_never().map(|sent| sent.is_ok());
-        let sent = match at_once {
-            Some(sent) => sent,
-            None => tokio::select! {
-                sent = tokio::time::timeout(wait, send) => match sent {
-                    Ok(sent) => sent.is_ok(),
-                    Err(_) => {
-                        conn.too_slow();
-                        break;
-                    }
-                },
-                () = &mut closed => break,
-            },
-        };
-        if !sent {
-            conn.closed.cancel();
-            break;
-        }
-    }
-    // Dropping the chats aborts their upstream calls.
-    drop(chats);
-    let (code, reason) = conn
-        .close_reason
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .unwrap_or((close::NORMAL, ""));
-    let close = Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }));
-    let sent = tokio::time::timeout(Duration::from_secs(1), sink.send(close))
-        .await
-        .is_ok_and(|sent| sent.is_ok());
-    if !sent {
-        // The client closed first: the protocol layer refuses a second close but has queued
-        // the echo of the client's, which a flush sends.
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.flush()).await;
-    }
 }
 
 #[cfg(test)]
