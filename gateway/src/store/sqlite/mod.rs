@@ -99,7 +99,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// Runs on the database thread inside the batch's transaction; the reply it returns is called
 /// once the transaction has committed (or failed to).
-type Job = Box<dyn FnOnce(&mut Connection, &Mutex<Option<String>>) -> Reply + Send>;
+type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// The most calls one transaction takes, so a flood cannot hold every reply back for long.
@@ -168,10 +168,11 @@ impl Database {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, Error> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |db, failing| {
+        let failing = self.failing.clone();
+        let job: Job = Box::new(move |db| {
             let result = f(db);
             if let Err(e) = &result {
-                note_failure(failing, e);
+                note_failure(&failing, e);
             }
             Box::new(move |committed| {
                 let _ = tx.send(committed.map_err(fail).and(result.map_err(fail)));
@@ -183,7 +184,6 @@ impl Database {
     }
 }
 
-/// The database thread: runs calls in batches, one transaction each, until every handle is gone.
 /// Creates the database file readable by its owner only (mode 0600), or makes an existing one and
 /// its WAL files so: they hold every prompt. SQLite gives the WAL files it creates the mode of
 /// the database file.
@@ -210,6 +210,8 @@ fn make_private(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The database thread: runs calls in batches, one transaction each, until every handle is gone.
+/// A batch that writes clears `failing`; a commit that fails sets it.
 fn run(mut db: Connection, queue: &mpsc::Receiver<Job>, failing: &Mutex<Option<String>>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -221,7 +223,7 @@ fn run(mut db: Connection, queue: &mpsc::Receiver<Job>, failing: &Mutex<Option<S
         }
         let began = db.execute_batch("BEGIN IMMEDIATE");
         let changes = db.total_changes();
-        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut db, failing)).collect();
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut db)).collect();
         let committed = began
             .and_then(|()| db.execute_batch("COMMIT"))
             .map_err(|e| {
