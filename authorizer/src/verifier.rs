@@ -162,6 +162,13 @@ impl Verifier {
             .sum()
     }
 
+    /// Verifies `token`, and that it grants `scope`: who it speaks for.
+    pub async fn verify_for(&self, token: &str, scope: &str) -> Result<Principal, AuthError> {
+        let principal = self.verify(token).await?;
+        principal.require_scope(scope)?;
+        Ok(principal)
+    }
+
     /// Verifies `token` and returns who it speaks for.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {

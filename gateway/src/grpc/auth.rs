@@ -13,12 +13,12 @@ pub async fn authenticate(app: &App, metadata: &MetadataMap) -> Result<Principal
     let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
     let result = match token::find(authorization, None, None) {
         None => Err(AuthError::MissingToken),
-        Some(raw) => app
-            .verifier
-            .verify(raw)
-            .instrument(crate::trace_span!("auth"))
-            .await
-            .and_then(|principal| principal.require_scope(&app.chat_scope).map(|()| principal)),
+        Some(raw) => {
+            app.verifier
+                .verify_for(raw, &app.chat_scope)
+                .instrument(crate::trace_span!("auth"))
+                .await
+        }
     };
     result.map_err(|e| {
         tracing::info!(reason = e.kind(), "gRPC call refused by authentication");

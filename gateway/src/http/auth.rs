@@ -41,15 +41,12 @@ pub async fn require_chat_scope(
     );
     let result = match found {
         None => Err(AuthError::MissingToken),
-        Some(raw) => match app
-            .verifier
-            .verify(raw)
-            .instrument(crate::trace_span!("auth"))
-            .await
-        {
-            Ok(principal) => principal.require_scope(&app.chat_scope).map(|()| principal),
-            Err(e) => Err(e),
-        },
+        Some(raw) => {
+            app.verifier
+                .verify_for(raw, &app.chat_scope)
+                .instrument(crate::trace_span!("auth"))
+                .await
+        }
     };
     match result {
         Ok(principal) => {

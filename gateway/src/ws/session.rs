@@ -298,14 +298,7 @@ async fn reauthenticate(
         let e = Error::InvalidRequest("action: auth is not enabled on this server".into());
         return conn.send_error(request_id, &e).await;
     };
-    let renewed = match verifier.verify(token).await {
-        Ok(p) => match p.require_scope(scope) {
-            Ok(()) => Ok(p),
-            Err(e) => Err(Error::from(&e)),
-        },
-        Err(e) => Err(Error::from(&e)),
-    };
-    match renewed {
+    match verifier.verify_for(token, scope).await {
         Ok(p) if p.sub == principal.sub && p.tenant == principal.tenant => {
             conn.expires_at.store(p.expires_at, Ordering::Relaxed);
             conn.send(frames::authed(request_id, p.expires_at)).await
@@ -317,7 +310,7 @@ async fn reauthenticate(
             );
             conn.send_error(request_id, &e).await
         }
-        Err(e) => conn.send_error(request_id, &e).await,
+        Err(e) => conn.send_error(request_id, &Error::from(&e)).await,
     }
 }
 
