@@ -163,7 +163,7 @@ impl Limits {
         }
         let now = (self.clock)();
         let (n, ends) = window(now, MINUTE);
-        let key = format!("r/{}/{n}", principal_key(p));
+        let key = format!("r/{}/{n}", p.key());
         if self.add(&key, 1, limit, ends).await {
             Ok(())
         } else {
@@ -223,7 +223,7 @@ impl Limits {
                 continue;
             }
             let (n, ends) = window(now, length);
-            let key = format!("{tag}/{}/{n}", principal_key(p));
+            let key = format!("{tag}/{}/{n}", p.key());
             if !self.add(&key, tokens, limit, ends).await {
                 self.undo(&taken, tokens).await;
                 return Err(refused(
@@ -248,7 +248,7 @@ impl Limits {
             return Ok(None);
         };
         let wait = Duration::from_millis(self.settings.concurrency_wait_ms);
-        match slots.acquire(&principal_key(p), wait).await {
+        match slots.acquire(&p.key(), wait).await {
             Some(slot) => Ok(Some(slot)),
             None => Err(refused(
                 format!(
@@ -279,11 +279,6 @@ impl Limits {
             }
         }
     }
-}
-
-/// The principal in a counter's key.
-fn principal_key(p: &Principal) -> String {
-    p.key()
 }
 
 fn refused(what: String, retry_after_secs: u64) -> Error {
