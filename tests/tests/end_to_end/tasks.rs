@@ -831,16 +831,9 @@ async fn a_task_naming_a_conversation_the_caller_does_not_own_is_refused_at_subm
     .await;
     assert_eq!(status, 202, "{accepted}");
     let id = accepted["task_id"].as_str().unwrap();
+    let path = format!("/v1/tasks/{id}");
     let done = eventually(Duration::from_secs(30), || async {
-        let task: Value = alice
-            .get(gw.url(&format!("/v1/tasks/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        task["status"] == "succeeded"
+        gw.get_json(&alice, &path).await.1["status"] == "succeeded"
     })
     .await;
     assert!(done, "alice's task did not succeed");
