@@ -10,6 +10,11 @@ pub struct CachedResponse {
     pub text: String,
     /// Byte offsets in `text` where the model's deltas ended (the last delta ends at `text.len()`).
     pub breaks: Vec<u32>,
+    /// An answer that is more than text: every streamed part, as the gateway encodes them (JSON),
+    /// in place of `text` and `breaks`. Empty for text-only answers, and in entries written
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parts: String,
     pub stop_reason: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -20,7 +25,12 @@ pub struct CachedResponse {
 impl CachedResponse {
     /// Roughly the bytes it holds, for the L1 size bound.
     pub fn weight(&self) -> usize {
-        self.text.len() + self.model.len() + self.stop_reason.len() + self.breaks.len() * 4 + 96
+        self.text.len()
+            + self.parts.len()
+            + self.model.len()
+            + self.stop_reason.len()
+            + self.breaks.len() * 4
+            + 96
     }
 
     /// The original deltas, in order.
@@ -56,6 +66,7 @@ mod tests {
             model: "m".into(),
             text: String::new(),
             breaks: Vec::new(),
+            parts: String::new(),
             stop_reason: "end_turn".into(),
             input_tokens: 1,
             output_tokens: 3,

@@ -3,6 +3,10 @@
 //! (history included) with its role, and every inference parameter. The encoding is binary and
 //! length-prefixed, so JSON field order and formatting cannot change it, and no two different
 //! requests can encode alike. Stop sequences are a set: their order does not matter.
+//!
+//! A message of one text block, and a request with no tools or other options, encode exactly as
+//! they did before those existed, so text-only entries keep their keys. Anything else is the
+//! gateway's canonical JSON (object keys sorted), under tags of its own.
 
 use std::fmt;
 
@@ -37,12 +41,24 @@ pub struct KeyInput<'a> {
     pub scope: &'a str,
     pub model_id: &'a str,
     pub system: Option<&'a str>,
-    /// `(role, text)` in order, the new message last.
-    pub messages: &'a [(&'a str, &'a str)],
+    /// `(role, content)` in order, the new message last.
+    pub messages: &'a [(&'a str, KeyContent<'a>)],
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub stop: &'a [String],
+    /// Everything else that shapes the answer (tools and their order, tool choice, reasoning,
+    /// response format, guardrail), as canonical JSON; `None` when there is none of it.
+    pub options: Option<&'a str>,
+}
+
+/// A message's content in the key.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyContent<'a> {
+    /// One text block.
+    Text(&'a str),
+    /// Any other blocks, as canonical JSON.
+    Blocks(&'a str),
 }
 
 struct Encoder(Sha256);
@@ -82,9 +98,12 @@ pub fn key(input: &KeyInput<'_>) -> CacheKey {
     e.bytes(2, input.model_id.as_bytes());
     e.opt_str(3, input.system);
     e.bytes(4, &(input.messages.len() as u64).to_le_bytes());
-    for (role, text) in input.messages {
+    for (role, content) in input.messages {
         e.bytes(5, role.as_bytes());
-        e.bytes(6, text.as_bytes());
+        match content {
+            KeyContent::Text(text) => e.bytes(6, text.as_bytes()),
+            KeyContent::Blocks(json) => e.bytes(12, json.as_bytes()),
+        }
     }
     e.opt_num(7, input.max_tokens.map(u64::from));
     e.opt_num(8, input.temperature.map(float_bits));
@@ -96,6 +115,9 @@ pub fn key(input: &KeyInput<'_>) -> CacheKey {
     for s in stop {
         e.bytes(11, s.as_bytes());
     }
+    if let Some(options) = input.options {
+        e.bytes(13, options.as_bytes());
+    }
     CacheKey(e.0.finalize().into())
 }
 
@@ -103,7 +125,9 @@ pub fn key(input: &KeyInput<'_>) -> CacheKey {
 mod tests {
     use super::*;
 
-    fn base<'a>(messages: &'a [(&'a str, &'a str)], stop: &'a [String]) -> KeyInput<'a> {
+    use KeyContent::{Blocks, Text};
+
+    fn base<'a>(messages: &'a [(&'a str, KeyContent<'a>)], stop: &'a [String]) -> KeyInput<'a> {
         KeyInput {
             scope: "acme",
             model_id: "m1",
@@ -113,12 +137,13 @@ mod tests {
             temperature: Some(0.5),
             top_p: None,
             stop,
+            options: None,
         }
     }
 
     #[test]
     fn every_field_changes_the_key() {
-        let msgs = [("user", "hello")];
+        let msgs = [("user", Text("hello"))];
         let stop = vec!["END".to_owned()];
         let k = key(&base(&msgs, &stop));
         assert_eq!(k, key(&base(&msgs, &stop)), "deterministic");
@@ -140,11 +165,11 @@ mod tests {
                 ..base(&msgs, &stop)
             },
             KeyInput {
-                messages: &[("user", "hello!")],
+                messages: &[("user", Text("hello!"))],
                 ..base(&msgs, &stop)
             },
             KeyInput {
-                messages: &[("assistant", "hello")],
+                messages: &[("assistant", Text("hello"))],
                 ..base(&msgs, &stop)
             },
             KeyInput {
@@ -167,6 +192,14 @@ mod tests {
                 stop: &[],
                 ..base(&msgs, &stop)
             },
+            KeyInput {
+                messages: &[("user", Blocks("hello"))],
+                ..base(&msgs, &stop)
+            },
+            KeyInput {
+                options: Some("{}"),
+                ..base(&msgs, &stop)
+            },
         ];
         for (i, c) in changed.iter().enumerate() {
             assert_ne!(key(c), k, "change {i} kept the key");
@@ -175,18 +208,22 @@ mod tests {
 
     #[test]
     fn boundaries_cannot_be_shifted_between_fields() {
-        let a = [("user", "ab"), ("user", "c")];
-        let b = [("user", "a"), ("user", "bc")];
+        let a = [("user", Text("ab")), ("user", Text("c"))];
+        let b = [("user", Text("a")), ("user", Text("bc"))];
         assert_ne!(key(&base(&a, &[])), key(&base(&b, &[])));
         // History plus a new message is not the same as one message holding both.
-        let c = [("user", "hi"), ("assistant", "yo"), ("user", "again")];
-        let d = [("user", "hiyoagain")];
+        let c = [
+            ("user", Text("hi")),
+            ("assistant", Text("yo")),
+            ("user", Text("again")),
+        ];
+        let d = [("user", Text("hiyoagain"))];
         assert_ne!(key(&base(&c, &[])), key(&base(&d, &[])));
     }
 
     #[test]
     fn stop_order_and_negative_zero_do_not_matter() {
-        let msgs = [("user", "x")];
+        let msgs = [("user", Text("x"))];
         let ab = vec!["a".to_owned(), "b".to_owned()];
         let ba = vec!["b".to_owned(), "a".to_owned(), "a".to_owned()];
         assert_eq!(key(&base(&msgs, &ab)), key(&base(&msgs, &ba)));
@@ -200,5 +237,17 @@ mod tests {
         };
         assert_eq!(key(&zero), key(&neg));
         assert_eq!(key(&zero).to_string().len(), 64);
+    }
+
+    #[test]
+    fn text_only_keys_are_what_they_were() {
+        // The key of this request before blocks and options existed: entries already in a
+        // shared tier stay reachable.
+        let msgs = [("user", Text("hello"))];
+        let k = key(&base(&msgs, &[]));
+        assert_eq!(
+            k.to_string(),
+            "038661a3a9bd19ab2e035a89150a5f170ffc62b4eeaba64799e16c4345726037"
+        );
     }
 }

@@ -20,7 +20,7 @@ mod tiers;
 pub use dynamodb::DynamoCache;
 pub use entry::CachedResponse;
 pub use flight::{Flight, Flights, Joined, Subscription};
-pub use key::{CacheKey, KeyInput};
+pub use key::{CacheKey, KeyContent, KeyInput};
 pub use metrics::{CacheMetrics, MetricsSnapshot, Price};
 pub use policy::{Mode, ROUTES};
 pub use redis::RedisCache;

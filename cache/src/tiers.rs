@@ -264,6 +264,7 @@ mod tests {
             model: "m1".into(),
             text: text.into(),
             breaks: Vec::new(),
+            parts: String::new(),
             stop_reason: "end_turn".into(),
             input_tokens: 1000,
             output_tokens: 500,

@@ -156,6 +156,7 @@ struct LimitsSection {
     max_tokens: u32,
     max_stop_sequences: usize,
     max_stop_chars: usize,
+    max_tools: usize,
     stream_buffer_events: usize,
 }
 
@@ -166,6 +167,7 @@ impl Default for LimitsSection {
             max_tokens: r.max_tokens,
             max_stop_sequences: r.max_stop_sequences,
             max_stop_chars: r.max_stop_chars,
+            max_tools: r.max_tools,
             stream_buffer_events: PipelineOptions::default().channel_capacity,
         }
     }
@@ -433,6 +435,7 @@ impl RawConfig {
                     max_tokens: self.limits.max_tokens,
                     max_stop_sequences: self.limits.max_stop_sequences,
                     max_stop_chars: self.limits.max_stop_chars,
+                    max_tools: self.limits.max_tools,
                 },
                 channel_capacity: self.limits.stream_buffer_events,
                 log_prompts: self.log.prompts,

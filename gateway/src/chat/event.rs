@@ -1,17 +1,40 @@
-//! The events of one chat, in order: `start`, any number of `delta`, then exactly one `done` or
-//! `error`. The same JSON is a WebSocket frame, an SSE `data:` line and a gRPC message.
+//! The events of one chat, in order: `start`, the answer's blocks as they are generated (`delta`
+//! for text, `reasoning`, `tool_call_start`, `tool_call_delta` and `tool_call`), then exactly one
+//! `done` or `error`. The same JSON is a WebSocket frame, an SSE `data:` line and a task's event;
+//! gRPC has a message for each.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chat::answer::Part;
 use crate::error::ErrorBody;
 
-/// Token counts as the model reported them.
+/// Token counts as the model reported them. `input_tokens` excludes the prompt-cache reads and
+/// writes, which are priced apart and reported only when there are any.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_input_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_input_tokens: u64,
+}
+
+impl Usage {
+    /// Plain input and output counts, with no prompt-cache use.
+    pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
+        Self {
+            input_tokens,
+            output_tokens,
+            ..Self::default()
+        }
+    }
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 /// One event of a chat stream.
@@ -25,9 +48,44 @@ pub enum ChatEvent {
         model: String,
         cached: bool,
     },
+    /// Text. `index` is the block's, left out when 0: a text-only answer looks as it always did.
     Delta {
         request_id: Arc<str>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        index: u32,
         text: String,
+    },
+    /// Reasoning: text as it is generated, then its signature; or redacted (encrypted) content.
+    Reasoning {
+        request_id: Arc<str>,
+        index: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        redacted: Option<String>,
+    },
+    /// A tool call begins.
+    ToolCallStart {
+        request_id: Arc<str>,
+        index: u32,
+        id: String,
+        name: String,
+    },
+    /// A fragment of the call's input as JSON text; the fragments of one index concatenate.
+    ToolCallDelta {
+        request_id: Arc<str>,
+        index: u32,
+        input: String,
+    },
+    /// The call complete, with its parsed input.
+    ToolCall {
+        request_id: Arc<str>,
+        index: u32,
+        id: String,
+        name: String,
+        input: serde_json::Value,
     },
     Done {
         request_id: Arc<str>,
@@ -58,6 +116,10 @@ impl ChatEvent {
         match self {
             Self::Start { .. } => "start",
             Self::Delta { .. } => "delta",
+            Self::Reasoning { .. } => "reasoning",
+            Self::ToolCallStart { .. } => "tool_call_start",
+            Self::ToolCallDelta { .. } => "tool_call_delta",
+            Self::ToolCall { .. } => "tool_call",
             Self::Done { .. } => "done",
             Self::Error { .. } => "error",
         }
@@ -68,9 +130,73 @@ impl ChatEvent {
         match self {
             Self::Start { request_id, .. }
             | Self::Delta { request_id, .. }
+            | Self::Reasoning { request_id, .. }
+            | Self::ToolCallStart { request_id, .. }
+            | Self::ToolCallDelta { request_id, .. }
+            | Self::ToolCall { request_id, .. }
             | Self::Done { request_id, .. }
             | Self::Error { request_id, .. } => request_id,
         }
+    }
+
+    /// The event of one part of the answer.
+    pub fn of_part(request_id: Arc<str>, part: Part) -> Self {
+        match part {
+            Part::Text { index, text } => Self::Delta {
+                request_id,
+                index,
+                text,
+            },
+            Part::Reasoning { index, text } => Self::reasoning(request_id, index, Some(text), None, None),
+            Part::Signature { index, signature } => {
+                Self::reasoning(request_id, index, None, Some(signature), None)
+            }
+            Part::Redacted { index, data } => Self::reasoning(request_id, index, None, None, Some(data)),
+            Part::ToolStart { index, id, name } => Self::ToolCallStart {
+                request_id,
+                index,
+                id,
+                name,
+            },
+            Part::ToolInput { index, json } => Self::ToolCallDelta {
+                request_id,
+                index,
+                input: json,
+            },
+            Part::ToolCall {
+                index,
+                id,
+                name,
+                input,
+            } => Self::ToolCall {
+                request_id,
+                index,
+                id,
+                name,
+                input,
+            },
+        }
+    }
+
+    fn reasoning(
+        request_id: Arc<str>,
+        index: u32,
+        text: Option<String>,
+        signature: Option<String>,
+        redacted: Option<String>,
+    ) -> Self {
+        Self::Reasoning {
+            request_id,
+            index,
+            text,
+            signature,
+            redacted,
+        }
+    }
+
+    /// True for the answer's own events: everything but `start`, `done` and `error`.
+    pub fn is_content(&self) -> bool {
+        !matches!(self, Self::Start { .. }) && !self.is_terminal()
     }
 
     /// True for `done` and `error`: nothing follows them.
@@ -100,10 +226,7 @@ mod tests {
         let done = ChatEvent::Done {
             request_id: id.clone(),
             stop_reason: "end_turn".into(),
-            usage: Usage {
-                input_tokens: 12,
-                output_tokens: 40,
-            },
+            usage: Usage::new(12, 40),
             latency_ms: 812,
             cached: false,
             billed_usage: None,
@@ -113,6 +236,25 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&done).unwrap(),
             r#"{"type":"done","request_id":"r1","stop_reason":"end_turn","usage":{"input_tokens":12,"output_tokens":40},"latency_ms":812,"cached":false}"#
+        );
+        let text = ChatEvent::of_part(id.clone(), Part::Text { index: 0, text: "hi".into() });
+        assert_eq!(
+            serde_json::to_string(&text).unwrap(),
+            r#"{"type":"delta","request_id":"r1","text":"hi"}"#,
+            "a text-only answer's deltas are what they always were"
+        );
+        let call = ChatEvent::of_part(
+            id.clone(),
+            Part::ToolInput { index: 2, json: "{\"a\":".into() },
+        );
+        assert_eq!(
+            serde_json::to_string(&call).unwrap(),
+            r#"{"type":"tool_call_delta","request_id":"r1","index":2,"input":"{\"a\":"}"#
+        );
+        let sig = ChatEvent::of_part(id.clone(), Part::Signature { index: 0, signature: "s".into() });
+        assert_eq!(
+            serde_json::to_string(&sig).unwrap(),
+            r#"{"type":"reasoning","request_id":"r1","index":0,"signature":"s"}"#
         );
         let err = ChatEvent::Error {
             request_id: id,

@@ -2,19 +2,31 @@
 //! events of one chat and the unary reply. Plain types: the pipeline that produces the events
 //! lives in [`crate::pipeline`], and nothing here imports it.
 
+mod answer;
+mod content;
 mod event;
 mod json;
 mod message;
+mod options;
 mod reply;
 mod request;
 mod route;
 
+pub use answer::{Answer, Part, ToolCalls, parts_of_blocks};
+pub use content::{
+    Block, ToolResultContent, ToolStatus, is_plain_text, joined_text, tool_result_ids,
+    tool_use_ids,
+};
 pub use event::{ChatEvent, Usage};
 pub use json::{parse_json, parse_json_hiding};
 pub use message::{Message, Role};
+pub use options::{
+    Effort, MIN_REASONING_BUDGET, Reasoning, ResponseFormat, Tool, ToolChoice, check_reasoning,
+};
 pub use reply::{ChatReply, ReplyMessage};
 pub use request::{
-    CacheMode, CacheScope, ChatRequest, InferenceParams, RequestLimits, parse_chat_request,
+    CacheMode, CacheScope, ChatRequest, InferenceParams, RequestLimits, check_tool_results,
+    parse_chat_request,
 };
 pub use route::Route;
 

@@ -3,10 +3,10 @@
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{ChatEvent, Usage};
+use crate::chat::{Answer, Block, ChatEvent, Part, Usage, is_plain_text, joined_text};
 use crate::error::{Error, ErrorBody};
 
-/// `{"request_id","conversation_id","model","message":{"role","content"},"stop_reason","usage","latency_ms","cached"}`
+/// `{"request_id","conversation_id","model","message":{"role","content","blocks"?},"stop_reason","usage","latency_ms","cached"}`
 /// Deserialized too: a task stores its reply as this JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatReply {
@@ -24,11 +24,14 @@ pub struct ChatReply {
     pub billed_usage: Option<Usage>,
 }
 
-/// The assistant's message in a [`ChatReply`].
+/// The assistant's message in a [`ChatReply`]: its text, and every block when it is more than
+/// text (tool calls, reasoning), so a text-only answer reads as it always did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplyMessage {
     pub role: String,
     pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<Vec<Block>>,
 }
 
 impl ChatReply {
@@ -42,6 +45,7 @@ impl ChatReply {
             message: ReplyMessage {
                 role: "assistant".into(),
                 content: String::new(),
+                blocks: None,
             },
             stop_reason: String::new(),
             usage: Usage::default(),
@@ -49,6 +53,7 @@ impl ChatReply {
             cached: false,
             billed_usage: None,
         };
+        let mut answer = Answer::default();
         while let Some(event) = stream.next().await {
             match event {
                 ChatEvent::Start {
@@ -61,7 +66,39 @@ impl ChatReply {
                     reply.conversation_id = conversation_id;
                     reply.model = model;
                 }
-                ChatEvent::Delta { text, .. } => reply.message.content.push_str(&text),
+                ChatEvent::Delta { index, text, .. } => answer.push(&Part::Text { index, text }),
+                ChatEvent::Reasoning {
+                    index,
+                    text,
+                    signature,
+                    redacted,
+                    ..
+                } => {
+                    answer.push(&Part::Reasoning {
+                        index,
+                        text: text.unwrap_or_default(),
+                    });
+                    if let Some(signature) = signature {
+                        answer.push(&Part::Signature { index, signature });
+                    }
+                    if let Some(data) = redacted {
+                        answer.push(&Part::Redacted { index, data });
+                    }
+                }
+                ChatEvent::ToolCall {
+                    index,
+                    id,
+                    name,
+                    input,
+                    ..
+                } => answer.push(&Part::ToolCall {
+                    index,
+                    id,
+                    name,
+                    input,
+                }),
+                // The complete call follows its start and fragments.
+                ChatEvent::ToolCallStart { .. } | ChatEvent::ToolCallDelta { .. } => {}
                 ChatEvent::Done {
                     stop_reason,
                     usage,
@@ -75,6 +112,11 @@ impl ChatReply {
                     reply.latency_ms = latency_ms;
                     reply.cached = cached;
                     reply.billed_usage = billed_usage;
+                    let blocks = std::mem::take(&mut answer).into_blocks();
+                    reply.message.content = joined_text(&blocks);
+                    if !blocks.is_empty() && !is_plain_text(&blocks) {
+                        reply.message.blocks = Some(blocks);
+                    }
                     return Ok(reply);
                 }
                 ChatEvent::Error { error, .. } => return Err(error),

@@ -2,14 +2,25 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chat::parse_json;
+use crate::chat::content::{Block, joined_text, tool_result_ids, tool_use_ids};
+use crate::chat::options::{Reasoning, ResponseFormat, Tool, ToolChoice, check_options};
+use crate::chat::{Message, Role, parse_json};
 use crate::error::Error;
 
 /// A chat request as it arrives on the wire (REST body, WebSocket `chat` frame, gRPC message).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
+    /// The new user message as text: the shorthand for `content: [{"type":"text",…}]`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The new user message as blocks: text and tool results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Vec<Block>>,
+    /// The stateless form: the whole conversation, ending with the new user message. Nothing is
+    /// remembered; not with `conversation_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<Message>>,
     #[serde(default)]
     pub conversation_id: Option<String>,
     #[serde(default)]
@@ -28,6 +39,17 @@ pub struct ChatRequest {
     /// What kind of work this is (`code`, `summarize`, ...): a hint for model routing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Reasoning>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+    /// `false` turns the gateway's automatic prompt-cache points off for this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache: Option<bool>,
 }
 
 /// Sampling parameters, passed to the model as given; `None` means the model's default.
@@ -71,6 +93,7 @@ pub struct RequestLimits {
     pub max_tokens: u32,
     pub max_stop_sequences: usize,
     pub max_stop_chars: usize,
+    pub max_tools: usize,
 }
 
 impl Default for RequestLimits {
@@ -79,6 +102,7 @@ impl Default for RequestLimits {
             max_tokens: 8192,
             max_stop_sequences: 8,
             max_stop_chars: 256,
+            max_tools: 64,
         }
     }
 }
@@ -99,9 +123,7 @@ impl ChatRequest {
         limits: &RequestLimits,
         fallback_id: impl FnOnce() -> String,
     ) -> Result<Self, Error> {
-        if self.message.trim().is_empty() {
-            return Err(invalid("message", "must be non-empty text"));
-        }
+        self.check_turns()?;
         match &self.request_id {
             Some(id) => check_id("request_id", id)?,
             None => self.request_id = Some(fallback_id()),
@@ -121,7 +143,90 @@ impl ChatRequest {
             check_id("task", task)?;
         }
         self.inference.validate(limits)?;
+        check_options(
+            &self.tools,
+            self.tool_choice.as_ref(),
+            self.reasoning.as_ref(),
+            self.response_format.as_ref(),
+            limits.max_tools,
+        )?;
         Ok(self)
+    }
+
+    /// Exactly one of `message`, `content` and `messages`, each well formed.
+    fn check_turns(&self) -> Result<(), Error> {
+        let given = [
+            !self.message.is_empty(),
+            self.content.is_some(),
+            self.messages.is_some(),
+        ];
+        match given.iter().filter(|g| **g).count() {
+            0 => return Err(invalid("message", "must be non-empty text")),
+            1 => {}
+            _ => return Err(invalid("message", "send one of message, content and messages")),
+        }
+        if !self.message.is_empty() && self.message.trim().is_empty() {
+            return Err(invalid("message", "must be non-empty text"));
+        }
+        if let Some(content) = &self.content {
+            check_blocks("content", Role::User, content)?;
+        }
+        let Some(messages) = &self.messages else {
+            return Ok(());
+        };
+        if self.conversation_id.is_some() {
+            return Err(invalid(
+                "messages",
+                "not with conversation_id: the conversation is either yours or the gateway's",
+            ));
+        }
+        if messages.last().map(|m| m.role) != Some(Role::User) {
+            return Err(invalid("messages", "must end with a user message"));
+        }
+        let mut previous: Option<&Message> = None;
+        for (i, m) in messages.iter().enumerate() {
+            let expected = if i % 2 == 0 { Role::User } else { Role::Assistant };
+            if m.role != expected {
+                return Err(invalid(
+                    &format!("messages[{i}].role"),
+                    "messages alternate user and assistant, starting with user",
+                ));
+            }
+            check_blocks(&format!("messages[{i}].content"), m.role, &m.content)?;
+            if m.role == Role::User {
+                let open = previous.map(|p| p.content.as_slice()).unwrap_or_default();
+                check_tool_results(&format!("messages[{i}].content"), open, &m.content)?;
+            }
+            previous = Some(m);
+        }
+        Ok(())
+    }
+
+    /// The new user message as blocks, whichever form it came in.
+    pub fn new_turn(&self) -> Vec<Block> {
+        if let Some(content) = &self.content {
+            content.clone()
+        } else if let Some(last) = self.messages.as_ref().and_then(|m| m.last()) {
+            last.content.clone()
+        } else {
+            vec![Block::text(self.message.clone())]
+        }
+    }
+
+    /// The earlier messages of the stateless form (empty otherwise).
+    pub fn sent_history(&self) -> &[Message] {
+        match &self.messages {
+            Some(m) => &m[..m.len().saturating_sub(1)],
+            None => &[],
+        }
+    }
+
+    /// The new message's text, for titles and logs.
+    pub fn prompt_text(&self) -> String {
+        if self.content.is_none() && self.messages.is_none() {
+            return self.message.clone();
+        }
+        joined_text(&self.new_turn())
     }
 
     /// The request id; always set after [`ChatRequest::validate`].
@@ -172,6 +277,69 @@ impl InferenceParams {
         }
         Ok(())
     }
+}
+
+/// Blocks a message of `role` may hold: none empty, user blocks text and tool results,
+/// assistant blocks text, tool calls and reasoning.
+fn check_blocks(field: &str, role: Role, blocks: &[Block]) -> Result<(), Error> {
+    if blocks.is_empty() {
+        return Err(invalid(field, "must hold at least one block"));
+    }
+    for (i, block) in blocks.iter().enumerate() {
+        let allowed = match block {
+            Block::Text { text } if text.trim().is_empty() => {
+                return Err(invalid(&format!("{field}[{i}].text"), "must be non-empty text"));
+            }
+            Block::Text { .. } => true,
+            Block::ToolResult { tool_use_id, .. } => {
+                check_id(&format!("{field}[{i}].tool_use_id"), tool_use_id)?;
+                role == Role::User
+            }
+            Block::ToolUse { id, input, .. } => {
+                check_id(&format!("{field}[{i}].id"), id)?;
+                if !input.is_object() {
+                    return Err(invalid(&format!("{field}[{i}].input"), "must be a JSON object"));
+                }
+                role == Role::Assistant
+            }
+            Block::Reasoning { .. } | Block::RedactedReasoning { .. } => role == Role::Assistant,
+        };
+        if !allowed {
+            return Err(invalid(
+                &format!("{field}[{i}]"),
+                &format!("this block is not allowed in a {role:?} message").to_lowercase(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every tool result in `new` answers a tool call in `answered` (the assistant message before
+/// it), and every call there gets its result: Bedrock refuses a conversation otherwise.
+pub fn check_tool_results(field: &str, answered: &[Block], new: &[Block]) -> Result<(), Error> {
+    let calls: Vec<&str> = tool_use_ids(answered).collect();
+    let results: Vec<&str> = tool_result_ids(new).collect();
+    if let Some(unknown) = results.iter().find(|id| !calls.contains(id)) {
+        return Err(invalid(
+            &format!("{field}.tool_use_id"),
+            &format!("'{unknown}' is not an open tool call of this conversation"),
+        ));
+    }
+    let missing: Vec<&str> = calls
+        .iter()
+        .copied()
+        .filter(|id| !results.contains(id))
+        .collect();
+    if !missing.is_empty() {
+        return Err(invalid(
+            field,
+            &format!(
+                "the last answer called tools; send a tool_result for each of: {}",
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_id(field: &str, id: &str) -> Result<(), Error> {
@@ -268,11 +436,65 @@ mod tests {
             ),
             (r#"{"message":"hi","model":""}"#, "model"),
             (r#"{"message":"hi","cache":"sometimes"}"#, "cache"),
+            (r#"{"content":[]}"#, "content"),
+            (r#"{"content":[{"type":"text","text":" "}]}"#, "content[0].text"),
+            (r#"{"content":[{"type":"image"}]}"#, "content[0]"),
+            (
+                r#"{"content":[{"type":"tool_use","id":"t","name":"n","input":{}}]}"#,
+                "content[0]",
+            ),
+            (r#"{"message":"hi","content":[{"type":"text","text":"x"}]}"#, "one of"),
+            (r#"{"messages":[]}"#, "messages"),
+            (r#"{"messages":[{"role":"assistant","content":"x"}]}"#, "messages"),
+            (
+                r#"{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}"#,
+                "messages[1].role",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"a"}],"conversation_id":"c1"}"#,
+                "conversation_id",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"a"},
+                  {"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"n","input":{}}]},
+                  {"role":"user","content":[{"type":"tool_result","tool_use_id":"t9","content":"x"}]}]}"#,
+                "not an open tool call",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"a"},
+                  {"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"n","input":{}}]},
+                  {"role":"user","content":"no results"}]}"#,
+                "t1",
+            ),
+            (r#"{"message":"hi","tools":[{"name":"a b","input_schema":{}}]}"#, "tools[0].name"),
+            (
+                r#"{"message":"hi","tool_choice":{"type":"tool","name":"x"},"tools":[{"name":"y","input_schema":{}}]}"#,
+                "tool_choice",
+            ),
+            (r#"{"message":"hi","response_format":{"type":"json_schema","schema":3}}"#, "schema"),
+            (r#"{"message":"hi","reasoning":{"budget_tokens":5}}"#, "reasoning"),
         ];
         for (body, field) in cases {
             let msg = message_of(body);
             assert!(msg.contains(field), "{body}: {msg:?} should name {field}");
         }
+    }
+
+    #[test]
+    fn the_new_turn_comes_from_whichever_form_was_sent() {
+        let req = check(
+            r#"{"messages":[{"role":"user","content":"a"},
+              {"role":"assistant","content":[{"type":"reasoning","text":"r","signature":"s"},
+                {"type":"tool_use","id":"t1","name":"n","input":{"q":1}}]},
+              {"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"ok"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(req.sent_history().len(), 2);
+        assert!(matches!(&req.new_turn()[..], [Block::ToolResult { .. }]));
+        let req = check(r#"{"content":[{"type":"text","text":"hi"},{"type":"text","text":"!"}]}"#)
+            .unwrap();
+        assert_eq!(req.prompt_text(), "hi!");
+        assert_eq!(check(r#"{"message":"x"}"#).unwrap().new_turn(), [Block::text("x")]);
     }
 
     #[test]

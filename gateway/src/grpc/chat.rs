@@ -20,7 +20,7 @@ use crate::chat::{
 use crate::error::Error;
 use crate::grpc::auth::authenticate;
 use crate::grpc::deadline::deadline;
-use crate::grpc::status;
+use crate::grpc::{contract, status};
 use crate::pipeline::ChatStream;
 
 pub struct ChatApi {
@@ -210,9 +210,60 @@ fn message(event: ChatEvent, request_id: &str) -> Result<pb::ChatEvent, Status> 
             model,
             cached,
         }),
-        ChatEvent::Delta { request_id, text } => Event::Delta(pb::Delta {
+        ChatEvent::Delta {
+            request_id,
+            index,
+            text,
+        } => Event::Delta(pb::Delta {
             request_id: request_id.to_string(),
             text,
+            index,
+        }),
+        ChatEvent::Reasoning {
+            request_id,
+            index,
+            text,
+            signature,
+            redacted,
+        } => Event::Reasoning(pb::ReasoningDelta {
+            request_id: request_id.to_string(),
+            index,
+            text,
+            signature,
+            redacted,
+        }),
+        ChatEvent::ToolCallStart {
+            request_id,
+            index,
+            id,
+            name,
+        } => Event::ToolCallStart(pb::ToolCallStart {
+            request_id: request_id.to_string(),
+            index,
+            id,
+            name,
+        }),
+        ChatEvent::ToolCallDelta {
+            request_id,
+            index,
+            input,
+        } => Event::ToolCallDelta(pb::ToolCallDelta {
+            request_id: request_id.to_string(),
+            index,
+            input,
+        }),
+        ChatEvent::ToolCall {
+            request_id,
+            index,
+            id,
+            name,
+            input,
+        } => Event::ToolCall(pb::ToolCall {
+            request_id: request_id.to_string(),
+            index,
+            id,
+            name,
+            input_json: input.to_string(),
         }),
         ChatEvent::Done {
             request_id,
@@ -240,6 +291,8 @@ impl From<Usage> for pb::Usage {
         Self {
             input_tokens: u.input_tokens,
             output_tokens: u.output_tokens,
+            cache_read_input_tokens: u.cache_read_input_tokens,
+            cache_write_input_tokens: u.cache_write_input_tokens,
         }
     }
 }
@@ -253,6 +306,13 @@ impl From<ChatReply> for pb::ChatReply {
             message: Some(pb::Message {
                 role: r.message.role,
                 content: r.message.content,
+                blocks: r
+                    .message
+                    .blocks
+                    .iter()
+                    .flatten()
+                    .map(contract::block_to_pb)
+                    .collect(),
             }),
             stop_reason: r.stop_reason,
             usage: Some(r.usage.into()),
@@ -281,8 +341,18 @@ impl TryFrom<pb::ChatRequest> for ChatRequest {
             Err(_) => return Err(unknown_enum("cache_scope", m.cache_scope)),
         };
         let inference = m.inference.unwrap_or_default();
+        let content =
+            (!m.content.is_empty()).then(|| contract::blocks_from_pb("content", m.content));
+        let messages = (!m.messages.is_empty()).then(|| contract::messages_from_pb(m.messages));
         Ok(Self {
             message: m.message,
+            content: content.transpose()?,
+            messages: messages.transpose()?,
+            tools: contract::tools_from_pb(m.tools)?,
+            tool_choice: contract::tool_choice_from_pb(m.tool_choice)?,
+            reasoning: contract::reasoning_from_pb(m.reasoning)?,
+            response_format: contract::format_from_pb(m.response_format)?,
+            prompt_cache: m.prompt_cache,
             conversation_id: m.conversation_id,
             request_id: m.request_id,
             model: m.model,

@@ -4,6 +4,7 @@
 
 mod auth;
 mod chat;
+mod contract;
 mod conversations;
 mod deadline;
 mod observe;

@@ -214,7 +214,7 @@ impl WsFunction {
             .app
             .pipeline
             .admit(request, &principal, Route::LambdaWebSocket, Instant::now())
-            .map_err(|e| (None, e))?;
+            .map_err(|e| (client_id, e))?;
         let request_id = chat.request_id().to_owned();
         let fail = |e: Error| (Some(request_id.clone()), e);
         let max = self.websocket.max_inflight;

@@ -7,17 +7,19 @@
 use std::sync::Arc;
 
 use nagare_authorizer::Principal;
-use nagare_cache::key::{KeyInput, key};
+use nagare_cache::key::{KeyContent, KeyInput, key};
 use nagare_cache::{CacheKey, CacheSettings, Flight, Flights, Joined, Mode, ResponseCache};
 
 use nagare_cache::MetricsSnapshot;
 use tracing::Instrument;
 
 use crate::chat::{CacheMode, CacheScope};
-use crate::chat::{Role, Route};
+use crate::chat::{Block, Role, Route, is_plain_text};
 use crate::error::Error;
 use crate::pipeline::event_stream::EventStream;
-use crate::pipeline::flight::{Delivery, Piece, Store, Upstream, deliver, replay, spawn_producer};
+use crate::pipeline::flight::{
+    Delivery, Piece, Store, Upstream, deliver, replay_stored, spawn_producer,
+};
 use crate::provider::ProviderRequest;
 
 /// The token scope that lets a request read and write the `global` cache scope.
@@ -112,8 +114,15 @@ impl ChatCache {
                 .instrument(crate::trace_span!("cache.lookup"))
                 .await
         {
-            self.cache.saved(&hit);
-            return Ok(replay(hit, delivery, true));
+            let saved = hit.clone();
+            match replay_stored(hit, delivery, true) {
+                Ok(replayed) => {
+                    self.cache.saved(&saved);
+                    return Ok(replayed);
+                }
+                // An entry that does not decode is a miss.
+                Err(back) => delivery = back,
+            }
         }
         // Only a request that may read the cache may share another's answer.
         let (flight, subscription, registered) = if plan.read {
@@ -156,19 +165,60 @@ impl ChatCache {
     }
 }
 
+/// Everything in a model request besides its messages and sampling that shapes the answer.
+#[derive(serde::Serialize)]
+struct KeyOptions<'a> {
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tools: &'a [crate::chat::Tool],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a crate::chat::ToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning: Option<&'a crate::chat::Reasoning>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a crate::chat::ResponseFormat>,
+}
+
+/// Canonical JSON: struct fields in declaration order, object keys sorted (serde_json's maps are
+/// ordered), so equal values always encode alike.
+fn canonical(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 /// The key of a model request in `scope`.
 fn key_of(scope: &str, r: &ProviderRequest) -> CacheKey {
-    let messages: Vec<(&str, &str)> = r
+    let blocks: Vec<Option<String>> = r
         .messages
         .iter()
-        .map(|m| {
+        .map(|m| (!is_plain_text(&m.content)).then(|| canonical(&m.content)))
+        .collect();
+    let messages: Vec<(&str, KeyContent<'_>)> = r
+        .messages
+        .iter()
+        .zip(&blocks)
+        .map(|(m, json)| {
             let role = match m.role {
                 Role::User => "user",
                 Role::Assistant => "assistant",
             };
-            (role, m.content.as_str())
+            let content = match (json, m.content.first()) {
+                (None, Some(Block::Text { text })) => KeyContent::Text(text),
+                (Some(json), _) => KeyContent::Blocks(json),
+                (None, _) => KeyContent::Blocks(""),
+            };
+            (role, content)
         })
         .collect();
+    let options = KeyOptions {
+        tools: &r.tools,
+        tool_choice: r.tool_choice.as_ref(),
+        reasoning: r.reasoning.as_ref(),
+        response_format: r.response_format.as_ref(),
+    };
+    let has_options = !r.tools.is_empty()
+        || r.tool_choice.is_some()
+        || r.reasoning.is_some()
+        || r.response_format.is_some();
+    let options = has_options.then(|| canonical(&options));
     key(&KeyInput {
         scope,
         model_id: &r.model_id,
@@ -178,5 +228,6 @@ fn key_of(scope: &str, r: &ProviderRequest) -> CacheKey {
         temperature: r.inference.temperature,
         top_p: r.inference.top_p,
         stop: r.inference.stop.as_deref().unwrap_or_default(),
+        options: options.as_deref(),
     })
 }

@@ -9,7 +9,10 @@ use nagare_authorizer::Principal;
 use nagare_cache::CachedResponse;
 use tracing::{Instrument, field};
 
-use crate::chat::{ChatRequest, Message, RequestLimits, Role, Route};
+use crate::chat::{
+    ChatRequest, Message, RequestLimits, Role, Route, check_reasoning, check_tool_results,
+    parts_of_blocks,
+};
 use crate::error::Error;
 use crate::lifecycle::{InFlight, Lifecycle};
 use crate::limits::Limits;
@@ -19,8 +22,9 @@ use crate::pipeline::flight::{self, Delivery, Upstream, log_failure};
 use crate::pipeline::memory::Recall;
 use crate::pipeline::observe::{Deadline, Watch};
 use crate::pipeline::upstream;
+use crate::pipeline::memory::estimate_block_tokens;
 use crate::pipeline::{ChatCache, ChatStream, Memory, ModelCatalog, estimate_tokens};
-use crate::provider::{Breakers, ModelProvider, ProviderRequest};
+use crate::provider::{Breakers, Family, ModelProvider, ProviderRequest};
 use crate::store::Turn;
 use crate::telemetry::{NoRecorder, Recorder};
 
@@ -175,9 +179,11 @@ impl ChatPipeline {
         if let Some(limits) = &self.limits {
             // The history is not read yet: the new message is a lower bound of the prompt.
             let request = &chat.request;
+            let turns = request.sent_history().iter().map(|m| m.content.as_slice());
+            let new_turn = request.new_turn();
             let prompt = estimate_prompt_tokens(
                 request.system.as_deref(),
-                std::iter::once(request.message.as_str()),
+                turns.chain(std::iter::once(new_turn.as_slice())),
             );
             limits.fits(&chat.principal, prompt, request.inference.max_tokens)?;
         }
@@ -255,13 +261,23 @@ impl ChatPipeline {
         }
         let (name, why) = self.models.pick(&request, &principal.tenant)?;
         let model_id = self.models.resolve(Some(name), self.provider.as_ref())?;
+        if let Some(reasoning) = &request.reasoning
+            && Family::of(&model_id).checks_reasoning()
+        {
+            check_reasoning(reasoning, &request.inference, request.tool_choice.as_ref())?;
+        }
         let chain = self.models.chain(Some(name), &model_id);
         span.record("model", model_id.as_str());
         span.in_scope(|| tracing::debug!(routed_by = ?why, "model chosen"));
 
         let (history, recorder) = match &self.memory {
             None if request.conversation_id.is_some() => return Err(memory_off()),
-            None => (Vec::new(), None),
+            // The client keeps the conversation: nothing to recall or record.
+            _ if request.messages.is_some() => (request.sent_history().to_vec(), None),
+            None => {
+                check_tool_results("content", &[], &request.new_turn())?;
+                (Vec::new(), None)
+            }
             Some(memory) => match memory
                 .recall(principal, &request, &model_id)
                 .instrument(crate::trace_span!("history.load"))
@@ -288,7 +304,7 @@ impl ChatPipeline {
         };
         if self.options.log_prompts {
             span.in_scope(
-                || tracing::info!(prompt = %request.message, system = ?request.system, "prompt"),
+                || tracing::info!(prompt = %request.prompt_text(), system = ?request.system, "prompt"),
             );
         }
         let ask = CacheAsk {
@@ -296,17 +312,19 @@ impl ChatPipeline {
             scope: request.cache_scope,
             multi_turn: request.conversation_id.is_some(),
         };
+        let new_turn = Message {
+            role: Role::User,
+            content: request.new_turn(),
+        };
         let provider_request = ProviderRequest {
             model_id: model_id.clone(),
             system: request.system,
-            messages: history
-                .into_iter()
-                .chain([Message {
-                    role: Role::User,
-                    content: request.message,
-                }])
-                .collect(),
+            messages: history.into_iter().chain([new_turn]).collect(),
             inference: request.inference,
+            tools: request.tools,
+            tool_choice: request.tool_choice,
+            reasoning: request.reasoning,
+            response_format: request.response_format,
         };
 
         let plan = match &self.cache {
@@ -328,8 +346,8 @@ impl ChatPipeline {
             let Some(limits) = &self.limits else {
                 return upstream::open(provider, breakers, provider_request, &chain, None).await;
             };
-            let texts = provider_request.messages.iter().map(|m| m.content.as_str());
-            let input = estimate_prompt_tokens(provider_request.system.as_deref(), texts);
+            let turns = provider_request.messages.iter().map(|m| m.content.as_slice());
+            let input = estimate_prompt_tokens(provider_request.system.as_deref(), turns);
             let max_tokens = provider_request.inference.max_tokens;
             let reservation = limits
                 .reserve(principal, input, max_tokens)
@@ -374,9 +392,12 @@ fn memory_off() -> Error {
 }
 
 /// The prompt's tokens as the limits count them before the model has: system and messages.
-fn estimate_prompt_tokens<'a>(system: Option<&str>, texts: impl Iterator<Item = &'a str>) -> u64 {
+fn estimate_prompt_tokens<'a>(
+    system: Option<&str>,
+    turns: impl Iterator<Item = &'a [crate::chat::Block]>,
+) -> u64 {
     let system = system.map_or(0, estimate_tokens);
-    let messages: usize = texts.map(estimate_tokens).sum();
+    let messages: usize = turns.map(estimate_block_tokens).sum();
     (system + messages) as u64
 }
 
@@ -390,14 +411,16 @@ fn replay_turn(
     capacity: usize,
 ) -> EventStream {
     let usage = answer.usage.unwrap_or_default();
+    let parts = parts_of_blocks(&answer.blocks());
     let stored = CachedResponse {
         model: model.clone(),
         breaks: Vec::new(),
+        parts: String::new(),
         stop_reason: answer.stop_reason.unwrap_or_else(|| "end_turn".into()),
         input_tokens: usage.input_tokens,
         output_tokens: usage.output_tokens,
         created_at_ms: answer.created_at,
-        text: answer.content,
+        text: String::new(),
     };
     let delivery = Delivery {
         request_id,
@@ -407,7 +430,7 @@ fn replay_turn(
         started,
         capacity,
     };
-    flight::replay(Arc::new(stored), delivery, false)
+    flight::replay(Arc::new(stored), parts, delivery, false)
 }
 
 #[cfg(test)]

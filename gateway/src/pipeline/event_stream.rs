@@ -114,6 +114,7 @@ mod tests {
     fn delta(text: &str) -> ChatEvent {
         ChatEvent::Delta {
             request_id: Arc::from("r"),
+            index: 0,
             text: text.into(),
         }
     }

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use nagare_cache::{CacheKey, CachedResponse, Flight, Flights, ResponseCache, Subscription};
 use tracing::{Instrument, Span};
 
-use crate::chat::{ChatEvent, Usage};
+use crate::chat::{Answer, ChatEvent, Part, ToolCalls, Usage};
 use crate::error::{Error, ErrorBody};
 use crate::pipeline::memory::Recorder;
 use crate::provider::{ProviderEvent, ProviderStream, incomplete_stream};
@@ -21,6 +21,7 @@ use crate::store::unix_now_ms;
 use crate::telemetry;
 
 use crate::pipeline::event_stream::{EventSender, EventStream};
+use crate::pipeline::kept::{Kept, parts_of};
 
 /// What moves from a flight's producer to each request in it.
 #[derive(Debug, Clone)]
@@ -29,7 +30,7 @@ pub enum Piece {
     Started {
         model: String,
     },
-    Delta(String),
+    Part(Part),
     Done {
         stop_reason: String,
         usage: Usage,
@@ -84,7 +85,7 @@ where
     Ok(EventStream::new(delivery.capacity, move |tx| {
         let output = Output::Direct {
             tx,
-            answer: delivery.recorder.as_ref().map(|_| String::new()),
+            answer: delivery.recorder.as_ref().map(|_| Answer::default()),
             delivery,
         };
         producer.run(stream, output)
@@ -117,7 +118,7 @@ enum Output {
         tx: EventSender,
         delivery: Delivery,
         /// The answer so far, kept when it will be recorded.
-        answer: Option<String>,
+        answer: Option<Answer>,
     },
 }
 
@@ -140,22 +141,19 @@ impl Output {
         }
     }
 
-    async fn delta(&mut self, text: String) {
+    async fn part(&mut self, part: Part) {
         match self {
-            Self::Flight(flight) => flight.push(Piece::Delta(text)),
+            Self::Flight(flight) => flight.push(Piece::Part(part)),
             Self::Direct {
                 tx,
                 delivery,
                 answer,
             } => {
                 if let Some(answer) = answer {
-                    answer.push_str(&text);
+                    answer.push(&part);
                 }
-                let delta = ChatEvent::Delta {
-                    request_id: delivery.request_id.clone(),
-                    text,
-                };
-                tx.send(delta).await;
+                tx.send(ChatEvent::of_part(delivery.request_id.clone(), part))
+                    .await;
             }
         }
     }
@@ -226,16 +224,9 @@ impl Producer {
     }
 
     async fn run(self, mut upstream: ProviderStream, mut output: Output) {
-        let mut answer = CachedResponse {
-            model: self.model.clone(),
-            text: String::new(),
-            breaks: Vec::new(),
-            stop_reason: String::new(),
-            input_tokens: 0,
-            output_tokens: 0,
-            created_at_ms: unix_now_ms(),
-        };
         let keep = self.store.as_ref().is_some_and(|s| s.write);
+        let mut kept = keep.then(|| Kept::new(&self.model, unix_now_ms()));
+        let mut tools = ToolCalls::default();
         let cancelled = Cancelled(Some(self.started));
         let (mut stop_reason, mut usage) = (None, None);
         output.start(&self.model).await;
@@ -245,26 +236,54 @@ impl Producer {
                 () = output.abandoned() => break,
                 next = upstream.next() => next,
             };
-            match next {
-                Some(Ok(ProviderEvent::Delta(text))) => {
-                    if keep {
-                        answer.push_delta(&text);
+            // A block's end completes a tool call, or fails the chat if its input is not JSON;
+            // a stream that ends without closing a call ends it.
+            let ended = next.is_none();
+            let stopped = match next {
+                Some(Ok(ProviderEvent::Part(part))) => {
+                    tools.follow(&part);
+                    if let Some(kept) = &mut kept {
+                        kept.push(&part);
                     }
-                    output.delta(text).await;
+                    output.part(part).await;
+                    continue;
                 }
-                Some(Ok(ProviderEvent::Stop { stop_reason: r })) => stop_reason = Some(r),
-                Some(Ok(ProviderEvent::Usage(u))) => usage = Some(u),
+                Some(Ok(ProviderEvent::BlockStop(index))) => vec![index],
+                Some(Ok(ProviderEvent::Stop { stop_reason: r })) => {
+                    stop_reason = Some(r);
+                    continue;
+                }
+                Some(Ok(ProviderEvent::Usage(u))) => {
+                    usage = Some(u);
+                    continue;
+                }
                 Some(Err(e)) => {
                     cancelled.disarm();
                     return self.fail(&output, &e).await;
                 }
-                None => {
-                    cancelled.disarm();
-                    let (Some(stop_reason), Some(usage)) = (stop_reason, usage) else {
-                        return self.fail(&output, &incomplete_stream()).await;
-                    };
-                    return self.complete(output, answer, stop_reason, usage).await;
+                None => tools.unfinished(),
+            };
+            for index in stopped {
+                match tools.stop(index) {
+                    Ok(Some(call)) => {
+                        if let Some(kept) = &mut kept {
+                            kept.push(&call);
+                        }
+                        output.part(call).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        cancelled.disarm();
+                        return self.fail(&output, &e).await;
+                    }
                 }
+            }
+            if ended {
+                cancelled.disarm();
+                let (Some(stop_reason), Some(usage)) = (stop_reason, usage) else {
+                    return self.fail(&output, &incomplete_stream()).await;
+                };
+                return self.complete(output, kept, stop_reason, usage).await;
             }
         }
         // Everyone left: dropping `upstream` aborts the model call, and `cancelled` says so.
@@ -274,7 +293,7 @@ impl Producer {
     async fn complete(
         &self,
         mut output: Output,
-        mut answer: CachedResponse,
+        kept: Option<Kept>,
         stop_reason: String,
         usage: Usage,
     ) {
@@ -289,11 +308,8 @@ impl Producer {
         let upstream_time = self.opened_at.elapsed();
         telemetry::model_call_done(&self.span, &self.model, &usage, &stop_reason);
         output.done(stop_reason.clone(), usage, upstream_time).await;
-        if let Some(store) = self.store.as_ref().filter(|s| s.write) {
-            answer.stop_reason = stop_reason;
-            answer.input_tokens = usage.input_tokens;
-            answer.output_tokens = usage.output_tokens;
-            store.cache.put(&store.key, answer).await;
+        if let (Some(store), Some(kept)) = (self.store.as_ref(), kept) {
+            store.cache.put(&store.key, kept.finish(stop_reason, usage)).await;
         }
         self.land(&output);
     }
@@ -356,7 +372,7 @@ pub fn log_failure(error: &Error, started: Instant) {
 /// reader that drops the stream unsubscribes, which lets the producer stop if no one else reads.
 pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> EventStream {
     EventStream::new(d.capacity, move |tx| async move {
-        let mut answer = d.recorder.as_ref().map(|_| String::new());
+        let mut answer = d.recorder.as_ref().map(|_| Answer::default());
         let mut started = false;
         loop {
             let piece = sub.next().await;
@@ -370,14 +386,11 @@ pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> E
             }
             let event = match piece {
                 Some(Piece::Started { .. }) => continue,
-                Some(Piece::Delta(text)) => {
+                Some(Piece::Part(part)) => {
                     if let Some(answer) = &mut answer {
-                        answer.push_str(&text);
+                        answer.push(&part);
                     }
-                    ChatEvent::Delta {
-                        request_id: d.request_id.clone(),
-                        text,
-                    }
+                    ChatEvent::of_part(d.request_id.clone(), part)
                 }
                 Some(Piece::Done {
                     stop_reason,
@@ -410,32 +423,41 @@ pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> E
     })
 }
 
-/// A stored answer, streamed at once as its original deltas: a cache hit (`cached`), or the
+/// A stored answer, streamed at once as its original parts: a cache hit (`cached`), or the
 /// answer of a retried request id.
-pub fn replay(answer: Arc<CachedResponse>, mut d: Delivery, cached: bool) -> EventStream {
+pub fn replay(answer: Arc<CachedResponse>, parts: Vec<Part>, mut d: Delivery, cached: bool) -> EventStream {
     EventStream::new(d.capacity, move |tx| async move {
         // The model that wrote the answer, which a fallback may have been.
         d.model.clone_from(&answer.model);
         tx.send(start_event(&d, cached)).await;
-        for text in answer.deltas() {
-            let delta = ChatEvent::Delta {
-                request_id: d.request_id.clone(),
-                text: text.to_owned(),
-            };
-            tx.send(delta).await;
+        let mut recorded = d.recorder.as_ref().map(|_| Answer::default());
+        for part in parts {
+            if let Some(recorded) = &mut recorded {
+                recorded.push(&part);
+            }
+            tx.send(ChatEvent::of_part(d.request_id.clone(), part)).await;
         }
         let ended = Ended {
             stop_reason: answer.stop_reason.clone(),
-            usage: Usage {
-                input_tokens: answer.input_tokens,
-                output_tokens: answer.output_tokens,
-            },
+            usage: Usage::new(answer.input_tokens, answer.output_tokens),
             cached,
             upstream_time: None,
         };
-        let text = d.recorder.as_ref().map(|_| answer.text.clone());
-        tx.send(finish(&d, text, ended).await).await;
+        tx.send(finish(&d, recorded, ended).await).await;
     })
+}
+
+/// [`replay`] of a stored answer, or the delivery back when its parts do not decode (see
+/// [`parts_of`]).
+pub fn replay_stored(
+    answer: Arc<CachedResponse>,
+    d: Delivery,
+    cached: bool,
+) -> Result<EventStream, Delivery> {
+    match parts_of(&answer) {
+        Some(parts) => Ok(replay(answer, parts, d, cached)),
+        None => Err(d),
+    }
 }
 
 fn start_event(d: &Delivery, cached: bool) -> ChatEvent {
@@ -458,7 +480,7 @@ struct Ended {
 /// Records the exchange (when memory is on) and builds the final event: a `done` only once the
 /// exchange is saved. A `cached` answer cost nothing: its `billed_usage` is zero while `usage`
 /// reports what the model originally used.
-async fn finish(d: &Delivery, answer: Option<String>, ended: Ended) -> ChatEvent {
+async fn finish(d: &Delivery, answer: Option<Answer>, ended: Ended) -> ChatEvent {
     let Ended {
         stop_reason,
         usage,
@@ -467,7 +489,7 @@ async fn finish(d: &Delivery, answer: Option<String>, ended: Ended) -> ChatEvent
     } = ended;
     if let (Some(recorder), Some(answer)) = (&d.recorder, answer)
         && let Err(e) = recorder
-            .record(&d.model, answer, usage, &stop_reason)
+            .record(&d.model, answer.into_blocks(), usage, &stop_reason)
             .instrument(crate::trace_span!("history.append"))
             .await
     {

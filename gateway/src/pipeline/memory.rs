@@ -10,12 +10,12 @@ use std::sync::Arc;
 use nagare_authorizer::Principal;
 use sha2::{Digest, Sha256};
 
-use crate::chat::{ChatRequest, Usage};
+use crate::chat::{Block, ChatRequest, Usage, check_tool_results, tool_result_ids};
 use crate::chat::{Message, Role};
 use crate::error::Error;
 use crate::pipeline::in_progress::{Claim, InProgress, Running};
 use crate::store::{
-    ConversationStore, Exchange, MAX_TURN_BYTES, Turn, not_found, unix_now_ms,
+    ConversationStore, Exchange, MAX_TURN_BYTES, Stored, Turn, not_found, unix_now_ms,
     valid_conversation_id,
 };
 
@@ -63,6 +63,11 @@ pub fn estimate_tokens(text: &str) -> usize {
     text.len().div_ceil(3)
 }
 
+/// [`estimate_tokens`] of a message's blocks (tool input and results as their JSON).
+pub fn estimate_block_tokens(blocks: &[Block]) -> usize {
+    blocks.iter().map(|b| b.estimate_len().div_ceil(3)).sum()
+}
+
 /// The conversation store and how to use it.
 pub struct Memory {
     store: Arc<dyn ConversationStore>,
@@ -93,7 +98,7 @@ pub struct Recorder {
     conversation_id: String,
     title: String,
     request_id: String,
-    user: String,
+    user: Stored,
 }
 
 impl Recorder {
@@ -101,18 +106,18 @@ impl Recorder {
         &self.conversation_id
     }
 
-    /// Appends the exchange, answered by `model`.
+    /// Appends the exchange, answered by `model` with `assistant`'s blocks.
     pub async fn record(
         &self,
         model: &str,
-        assistant: String,
+        assistant: Vec<Block>,
         usage: Usage,
         stop_reason: &str,
     ) -> Result<(), Error> {
         let exchange = Exchange {
             request_id: self.request_id.clone(),
             user: self.user.clone(),
-            assistant,
+            assistant: Stored::of(&assistant),
             usage,
             stop_reason: stop_reason.to_owned(),
             model: model.to_owned(),
@@ -163,7 +168,9 @@ impl Memory {
         request: &ChatRequest,
         model_id: &str,
     ) -> Result<Recall, Error> {
-        if request.message.len() > MAX_TURN_BYTES {
+        let user_blocks = request.new_turn();
+        let user = Stored::of(&user_blocks);
+        if user.len() > MAX_TURN_BYTES {
             return Err(Error::PayloadTooLarge {
                 limit: MAX_TURN_BYTES,
             });
@@ -187,7 +194,7 @@ impl Memory {
                 .iter()
                 .find(|t| t.role == Role::User && t.request_id == request.id())
             {
-                if earlier.content != request.message {
+                if earlier.blocks() != user_blocks {
                     return Err(Error::InvalidRequest(format!(
                         "request_id: '{}' was already used for a different message in this conversation",
                         request.id()
@@ -208,7 +215,14 @@ impl Memory {
                 Claim::Wait(ended) => ended.await,
             }
         };
-        let reserved = estimate_tokens(&request.message)
+        // Tool results answer the calls of the conversation's last answer, and only those.
+        let last_answer = match turns.last() {
+            Some(t) if t.role == Role::Assistant => t.blocks(),
+            _ => Vec::new(),
+        };
+        check_tool_results("content", &last_answer, &user_blocks)?;
+        let continues_tools = tool_result_ids(&user_blocks).next().is_some();
+        let reserved = estimate_block_tokens(&user_blocks)
             + request.system.as_deref().map_or(0, estimate_tokens)
             + request
                 .inference
@@ -216,15 +230,15 @@ impl Memory {
                 .map_or(DEFAULT_ANSWER_TOKENS, |n| n as usize);
         let budget = self.budget(model_id).saturating_sub(reserved);
         Ok(Recall::Continue {
-            history: trim(&turns, budget),
+            history: trim(&turns, budget, continues_tools),
             recorder: Recorder {
                 _running: running,
                 store: self.store.clone(),
                 owner: principal.sub.clone(),
                 conversation_id: id.clone(),
-                title: request.message.chars().take(TITLE_CHARS).collect(),
+                title: request.prompt_text().chars().take(TITLE_CHARS).collect(),
                 request_id: request.id().to_owned(),
-                user: request.message.clone(),
+                user,
             },
         })
     }
@@ -260,25 +274,50 @@ fn first_conversation_id(owner: &str, request_id: &str) -> String {
     uuid::Uuid::from_bytes(bytes).to_string()
 }
 
-/// The newest whole exchanges that fit `budget` tokens, oldest first.
-pub fn trim(turns: &[Turn], budget: usize) -> Vec<Message> {
-    let mut kept = 0;
+/// The newest whole exchanges that fit `budget` tokens, oldest first. An exchange that answers
+/// tool calls stays with the exchange that made them (Bedrock refuses a tool result without its
+/// call), and when the new message answers tool calls (`continues_tools`) the newest exchanges
+/// stay whatever the budget: without them the request cannot be sent at all.
+pub fn trim(turns: &[Turn], budget: usize, continues_tools: bool) -> Vec<Message> {
+    // Exchanges, oldest first; history is stored whole, user then assistant.
+    let exchanges: Vec<&[Turn]> = turns.rchunks_exact(2).rev().collect();
+    let answers_tools =
+        |exchange: &[Turn]| exchange[0].blocks.as_deref().is_some_and(|b| tool_result_ids(b).next().is_some());
+    let mut end = exchanges.len();
     let mut used = 0;
-    for pair in turns.rchunks_exact(2) {
-        let cost: usize = pair.iter().map(|t| estimate_tokens(&t.content)).sum();
-        if used + cost > budget {
+    let mut required = continues_tools;
+    while end > 0 {
+        let mut start = end - 1;
+        while start > 0 && answers_tools(exchanges[start]) {
+            start -= 1;
+        }
+        let cost: usize = exchanges[start..end]
+            .iter()
+            .flat_map(|e| e.iter())
+            .map(turn_tokens)
+            .sum();
+        if used + cost > budget && !required {
             break;
         }
         used += cost;
-        kept += 2;
+        end = start;
+        required = false;
     }
+    let kept = (exchanges.len() - end) * 2;
     turns[turns.len() - kept..]
         .iter()
         .map(|t| Message {
             role: t.role,
-            content: t.content.clone(),
+            content: t.blocks(),
         })
         .collect()
+}
+
+fn turn_tokens(turn: &Turn) -> usize {
+    match &turn.blocks {
+        Some(blocks) => estimate_block_tokens(blocks),
+        None => estimate_tokens(&turn.content),
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +331,7 @@ mod tests {
                     exchange: e,
                     role,
                     content: format!("{e}:{}", "x".repeat(size)),
+                    blocks: None,
                     request_id: format!("r{e}"),
                     usage: None,
                     stop_reason: None,
@@ -304,13 +344,39 @@ mod tests {
     #[test]
     fn trimming_drops_whole_exchanges_oldest_first() {
         let all = turns(10, 298); // "N:" + 298 bytes = 300 or 301 bytes: 100 or 101 tokens
-        assert_eq!(trim(&all, usize::MAX).len(), 20);
-        let kept = trim(&all, 700);
+        assert_eq!(trim(&all, usize::MAX, false).len(), 20);
+        let kept = trim(&all, 700, false);
         assert_eq!(kept.len(), 6, "three exchanges fit, the fourth does not");
-        assert!(kept[0].content.starts_with("8:"));
+        assert!(kept[0].joined_text().starts_with("8:"));
         assert_eq!(kept[0].role, Role::User);
         assert_eq!(kept.last().map(|m| m.role), Some(Role::Assistant));
-        assert!(trim(&all, 10).is_empty());
+        assert!(trim(&all, 10, false).is_empty());
+    }
+
+    #[test]
+    fn trimming_keeps_a_tool_result_with_its_call() {
+        let mut all = turns(6, 298);
+        // Exchange 5 answered with a tool call; exchange 6 sent its result.
+        all[9].blocks = Some(vec![Block::ToolUse {
+            id: "t1".into(),
+            name: "n".into(),
+            input: serde_json::json!({}),
+        }]);
+        all[10].blocks = Some(vec![Block::ToolResult {
+            tool_use_id: "t1".into(),
+            content: vec![crate::chat::ToolResultContent::Text("x".repeat(300))],
+            status: None,
+        }]);
+        // Room for about three exchanges: 6 goes only with 5, then 4 fits.
+        let kept = trim(&all, 700, false);
+        assert_eq!(kept.len(), 6);
+        assert!(kept[0].joined_text().starts_with("4:"));
+        // Room for one: 6 cannot go without 5, so neither goes.
+        assert!(trim(&all, 250, false).is_empty());
+        // The new message answers tool calls: the newest exchanges stay whatever the budget.
+        let kept = trim(&all, 10, true);
+        assert_eq!(kept.len(), 4);
+        assert!(matches!(kept[1].content[0], Block::ToolUse { .. }));
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod chat_pipeline;
 mod event_stream;
 mod flight;
 mod in_progress;
+mod kept;
 mod memory;
 mod models;
 mod observe;

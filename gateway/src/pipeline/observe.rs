@@ -101,7 +101,7 @@ impl ChatStream {
         };
         match event {
             Some(ChatEvent::Start { model, .. }) => watch.model.clone_from(model),
-            Some(ChatEvent::Delta { .. }) => {
+            Some(e) if e.is_content() => {
                 if watch.first_delta.is_none() {
                     watch.first_delta = Some(watch.started.elapsed());
                 }
@@ -126,6 +126,7 @@ impl ChatStream {
                     w.end(Outcome::Failed(code), false, None, Usage::default());
                 }
             }
+            Some(_) => {}
             // The stream ended without its terminal event: the pipeline broke its promise.
             None => {
                 if let Some(w) = self.watch.take() {

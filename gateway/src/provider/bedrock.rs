@@ -8,17 +8,14 @@ use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
-use aws_sdk_bedrockruntime::types::{
-    self as bt, ContentBlock, ContentBlockDelta, ConversationRole, ConverseOutput,
-    ConverseStreamOutput, InferenceConfiguration, SystemContentBlock, TokenUsage,
-};
+use aws_sdk_bedrockruntime::types::{ContentBlock, ConverseOutput};
 use futures::StreamExt;
 use futures::stream;
 
-use crate::chat::{Role, Usage};
 use crate::error::{Error, StartupError};
 use crate::provider::bedrock_errors::map_sdk_error;
-use crate::provider::{Completion, ModelProvider, ProviderEvent, ProviderRequest, ProviderStream};
+use crate::provider::converse::{ConverseInput, from_stream_event, to_converse, to_usage};
+use crate::provider::{Completion, ModelProvider, ProviderRequest, ProviderStream};
 
 /// `[provider.bedrock]`: where and how to reach Bedrock. Credentials come from the standard
 /// AWS chain (environment, profile, SSO, container or instance role).
@@ -107,14 +104,17 @@ impl ModelProvider for BedrockProvider {
 
     #[tracing::instrument(skip_all, fields(model = %request.model_id))]
     async fn converse_stream(&self, request: ProviderRequest) -> Result<ProviderStream, Error> {
-        let (system, messages, inference) = to_bedrock(&request)?;
+        let input = to_converse(&request)?;
         let output = self
             .client
             .converse_stream()
             .model_id(&request.model_id)
-            .set_system(system)
-            .set_messages(Some(messages))
-            .inference_config(inference)
+            .set_system(input.system)
+            .set_messages(Some(input.messages))
+            .inference_config(input.inference)
+            .set_tool_config(input.tools)
+            .set_additional_model_request_fields(input.additional)
+            .set_output_config(input.output)
             .send()
             .await
             .map_err(map_sdk_error)?;
@@ -138,7 +138,14 @@ impl ModelProvider for BedrockProvider {
 
     #[tracing::instrument(skip_all, fields(model = %request.model_id))]
     async fn converse(&self, request: ProviderRequest) -> Result<Completion, Error> {
-        let (system, messages, inference) = to_bedrock(&request)?;
+        let ConverseInput {
+            system,
+            messages,
+            inference,
+            tools,
+            additional,
+            output,
+        } = to_converse(&request)?;
         let output = self
             .client
             .converse()
@@ -146,6 +153,9 @@ impl ModelProvider for BedrockProvider {
             .set_system(system)
             .set_messages(Some(messages))
             .inference_config(inference)
+            .set_tool_config(tools)
+            .set_additional_model_request_fields(additional)
+            .set_output_config(output)
             .send()
             .await
             .map_err(map_sdk_error)?;
@@ -153,7 +163,10 @@ impl ModelProvider for BedrockProvider {
             Some(ConverseOutput::Message(message)) => message
                 .content()
                 .iter()
-                .filter_map(|block| block.as_text().ok().map(String::as_str))
+                .filter_map(|block| match block {
+                    ContentBlock::Text(text) => Some(text.as_str()),
+                    _ => None,
+                })
                 .collect(),
             _ => String::new(),
         };
@@ -173,61 +186,3 @@ impl ModelProvider for BedrockProvider {
     }
 }
 
-type BedrockInput = (
-    Option<Vec<SystemContentBlock>>,
-    Vec<bt::Message>,
-    InferenceConfiguration,
-);
-
-fn to_bedrock(request: &ProviderRequest) -> Result<BedrockInput, Error> {
-    let system = request
-        .system
-        .as_ref()
-        .map(|s| vec![SystemContentBlock::Text(s.clone())]);
-    let messages = request
-        .messages
-        .iter()
-        .map(|m| {
-            bt::Message::builder()
-                .role(match m.role {
-                    Role::User => ConversationRole::User,
-                    Role::Assistant => ConversationRole::Assistant,
-                })
-                .content(ContentBlock::Text(m.content.clone()))
-                .build()
-                .map_err(|e| Error::Internal(format!("building a Bedrock message: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let p = &request.inference;
-    let inference = InferenceConfiguration::builder()
-        .set_max_tokens(p.max_tokens.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
-        .set_temperature(p.temperature)
-        .set_top_p(p.top_p)
-        .set_stop_sequences(p.stop.clone())
-        .build();
-    Ok((system, messages, inference))
-}
-
-fn from_stream_event(event: ConverseStreamOutput) -> Option<ProviderEvent> {
-    match event {
-        ConverseStreamOutput::ContentBlockDelta(d) => match d.delta {
-            Some(ContentBlockDelta::Text(text)) => Some(ProviderEvent::Delta(text)),
-            _ => None,
-        },
-        ConverseStreamOutput::MessageStop(stop) => Some(ProviderEvent::Stop {
-            stop_reason: stop.stop_reason.as_str().to_owned(),
-        }),
-        ConverseStreamOutput::Metadata(meta) => meta
-            .usage
-            .as_ref()
-            .map(|u| ProviderEvent::Usage(to_usage(u))),
-        _ => None,
-    }
-}
-
-fn to_usage(u: &TokenUsage) -> Usage {
-    Usage {
-        input_tokens: u64::try_from(u.input_tokens).unwrap_or(0),
-        output_tokens: u64::try_from(u.output_tokens).unwrap_or(0),
-    }
-}

@@ -9,6 +9,9 @@
 //! | `mock.throttle-N` | the first N calls are throttled, later ones succeed |
 //! | `mock.error-midstream` | three deltas, then an `upstream_error` |
 //! | `mock.stall` | never produces a token |
+//!
+//! Any of them answers tools, tool results, reasoning and response formats as
+//! [`mock_agent`](crate::provider::mock_agent) describes.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -20,8 +23,9 @@ use async_trait::async_trait;
 use futures::Stream;
 use tokio::time::Sleep;
 
-use crate::chat::Usage;
+use crate::chat::{Part, Usage};
 use crate::error::Error;
+use crate::provider::mock_agent::{self, Ending, fragments};
 use crate::provider::mock_text::{default_word_count, input_tokens, reply_tokens};
 use crate::provider::{ModelProvider, ProviderEvent, ProviderRequest, ProviderStream};
 
@@ -103,7 +107,7 @@ impl MockProvider {
 }
 
 struct Plan {
-    tokens: Vec<String>,
+    events: Vec<ProviderEvent>,
     stop_reason: &'static str,
     usage: Usage,
     ttft: Duration,
@@ -135,12 +139,13 @@ impl ModelProvider for MockProvider {
                 retry_after: Some(Duration::from_millis(100)),
             });
         }
-        Ok(play(self.plan(scenario, &request)))
+        Ok(play(self.plan(scenario, &request)?))
     }
 }
 
 impl MockProvider {
-    fn plan(&self, scenario: Scenario, request: &ProviderRequest) -> Plan {
+    fn plan(&self, scenario: Scenario, request: &ProviderRequest) -> Result<Plan, Error> {
+        let agent = mock_agent::plan(request)?;
         let words = match scenario {
             Scenario::Long => 1500,
             _ => default_word_count(request),
@@ -150,17 +155,31 @@ impl MockProvider {
             .inference
             .max_tokens
             .map_or(usize::MAX, |n| (n as usize).saturating_add(1));
-        let (tokens, stop_reason) = cut(reply_tokens(request, words, limit), request);
+        let (tokens, stop_reason) = match agent.ending {
+            Ending::ToolUse => (Vec::new(), "tool_use"),
+            Ending::Fixed(text) => cut(fragments(&text), request),
+            Ending::Text => cut(reply_tokens(request, words, limit), request),
+        };
+        let mut events = agent.events;
+        let blocks_before = !events.is_empty();
+        let output_tokens = events.len() + tokens.len();
+        let index = agent.text_index;
+        let had_text = !tokens.is_empty();
+        events.extend(
+            tokens
+                .into_iter()
+                .map(|text| ProviderEvent::Part(Part::Text { index, text })),
+        );
+        if blocks_before && had_text {
+            events.push(ProviderEvent::BlockStop(index));
+        }
         let (ttft_ms, tps) = match scenario {
             Scenario::Slow => (800, 15),
             _ => (self.settings.ttft_ms, self.settings.tokens_per_second),
         };
-        Plan {
-            usage: Usage {
-                input_tokens: input_tokens(request),
-                output_tokens: tokens.len() as u64,
-            },
-            tokens,
+        Ok(Plan {
+            usage: Usage::new(input_tokens(request), output_tokens as u64),
+            events,
             stop_reason,
             ttft: Duration::from_millis(ttft_ms),
             gap: match tps {
@@ -169,7 +188,7 @@ impl MockProvider {
             },
             fail_after: (scenario == Scenario::ErrorMidstream).then_some(3),
             stall: scenario == Scenario::Stall,
-        }
+        })
     }
 }
 
@@ -217,7 +236,7 @@ fn truncate_tokens(tokens: Vec<String>, len: usize) -> Vec<String> {
 fn play(plan: Plan) -> ProviderStream {
     Box::pin(Playback {
         start: tokio::time::Instant::now(),
-        tokens: plan.tokens.into_iter(),
+        events: plan.events.into_iter(),
         sent: 0,
         timer: None,
         tail: [
@@ -239,7 +258,7 @@ fn play(plan: Plan) -> ProviderStream {
 /// thousands of concurrent streams the mock should cost little next to the gateway it drives.
 struct Playback {
     start: tokio::time::Instant,
-    tokens: std::vec::IntoIter<String>,
+    events: std::vec::IntoIter<ProviderEvent>,
     /// Deltas yielded so far.
     sent: usize,
     /// One timer, re-armed for each due time; none while nothing waits.
@@ -283,11 +302,11 @@ impl Stream for Playback {
             ready!(this.wait(this.start + this.ttft, cx));
             return Poll::Pending;
         }
-        if this.tokens.len() > 0 {
+        if this.events.len() > 0 {
             ready!(this.wait(this.due(), cx));
             if this.fail_after == Some(this.sent) {
                 // Nothing follows an error, as with a real model stream.
-                this.tokens = Default::default();
+                this.events = Default::default();
                 this.tail = [None, None];
                 return Poll::Ready(Some(Err(Error::UpstreamError {
                     message: "the mock model failed mid-stream".into(),
@@ -295,7 +314,7 @@ impl Stream for Playback {
                 })));
             }
             this.sent += 1;
-            return Poll::Ready(this.tokens.next().map(|t| Ok(ProviderEvent::Delta(t))));
+            return Poll::Ready(this.events.next().map(Ok));
         }
         Poll::Ready(this.tail.iter_mut().find_map(Option::take).map(Ok))
     }
@@ -312,12 +331,9 @@ mod tests {
     fn req(model: &str, text: &str, inference: InferenceParams) -> ProviderRequest {
         ProviderRequest {
             model_id: model.into(),
-            system: None,
-            messages: vec![Message {
-                role: Role::User,
-                content: text.into(),
-            }],
+            messages: vec![Message::text(Role::User, text)],
             inference,
+            ..Default::default()
         }
     }
 
@@ -386,7 +402,7 @@ mod tests {
         let mut last = None;
         while let Some(item) = s.next().await {
             match item {
-                Ok(ProviderEvent::Delta(_)) => deltas += 1,
+                Ok(ProviderEvent::Part(_)) => deltas += 1,
                 other => last = Some(other),
             }
         }

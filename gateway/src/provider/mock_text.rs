@@ -1,6 +1,8 @@
 //! The mock model's text: a deterministic reply derived from the prompt, cut into tokens.
 
-use crate::chat::Message;
+use std::borrow::Cow;
+
+use crate::chat::{Block, Message, Role};
 use crate::provider::ProviderRequest;
 
 const WORDS: &[&str] = &[
@@ -24,7 +26,7 @@ pub fn input_tokens(request: &ProviderRequest) -> u64 {
         + request
             .messages
             .iter()
-            .map(|m| estimate_tokens(&m.content))
+            .map(|m| estimate_tokens(&message_text(m)))
             .sum::<u64>()
 }
 
@@ -37,8 +39,8 @@ pub fn reply_tokens(request: &ProviderRequest, words: usize, limit: usize) -> Ve
         .messages
         .iter()
         .rev()
-        .find(|m| m.role == crate::chat::Role::User)
-        .map(|m| m.content.as_str())
+        .find(|m| m.role == Role::User)
+        .map(Message::joined_text)
         .unwrap_or_default();
     let echo: String = last
         .split_whitespace()
@@ -93,10 +95,19 @@ fn fnv1a(request: &ProviderRequest) -> u64 {
         hash ^= 0xff;
     };
     feed(request.system.as_deref().unwrap_or_default().as_bytes());
-    for Message { content, .. } in &request.messages {
-        feed(content.as_bytes());
+    for message in &request.messages {
+        feed(message_text(message).as_bytes());
     }
     hash
+}
+
+/// A message as the mock reads it: the text of a text-only message (so its replies are what
+/// they were before blocks existed), or its blocks as JSON.
+pub fn message_text(message: &Message) -> Cow<'_, str> {
+    match &message.content[..] {
+        [Block::Text { text }] => Cow::Borrowed(text),
+        blocks => Cow::Owned(serde_json::to_string(blocks).unwrap_or_default()),
+    }
 }
 
 fn xorshift(mut x: u64) -> u64 {
@@ -109,18 +120,12 @@ fn xorshift(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::InferenceParams;
-    use crate::chat::Role;
 
     fn req(text: &str) -> ProviderRequest {
         ProviderRequest {
             model_id: "mock".into(),
-            system: None,
-            messages: vec![Message {
-                role: Role::User,
-                content: text.into(),
-            }],
-            inference: InferenceParams::default(),
+            messages: vec![Message::text(Role::User, text)],
+            ..Default::default()
         }
     }
 

@@ -3,7 +3,10 @@
 mod bedrock;
 mod bedrock_errors;
 mod breaker;
+mod converse;
+mod family;
 mod mock;
+mod mock_agent;
 mod mock_text;
 mod resilient;
 
@@ -11,30 +14,52 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use crate::chat::{InferenceParams, Message, Usage};
+use crate::chat::{
+    InferenceParams, Message, Part, Reasoning, ResponseFormat, Tool, ToolChoice, Usage,
+};
 use crate::error::Error;
 
 pub use bedrock::{BedrockProvider, BedrockSettings};
 pub use breaker::{BreakerSettings, Breakers, CircuitState};
+pub use family::Family;
 pub use mock::{MockProvider, MockSettings};
 pub use resilient::{ResilientProvider, UpstreamSettings};
 
-/// The final request to a model, after routing (and, later, history): what the cache key hashes.
-#[derive(Debug, Clone, PartialEq)]
+/// The final request to a model, after routing and history: what the cache key hashes.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProviderRequest {
     pub model_id: String,
     pub system: Option<String>,
     pub messages: Vec<Message>,
     pub inference: InferenceParams,
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
+    pub reasoning: Option<Reasoning>,
+    pub response_format: Option<ResponseFormat>,
 }
 
 /// What a model stream yields. A stream is complete only once it has yielded both
 /// [`ProviderEvent::Stop`] and [`ProviderEvent::Usage`] (Bedrock's `messageStop`, then `metadata`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderEvent {
-    Delta(String),
-    Stop { stop_reason: String },
+    /// A piece of a content block.
+    Part(Part),
+    /// Content block `index` is complete (Bedrock's `contentBlockStop`).
+    BlockStop(u32),
+    Stop {
+        stop_reason: String,
+    },
     Usage(Usage),
+}
+
+impl ProviderEvent {
+    /// Text for the first block: all a text-only answer is.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::Part(Part::Text {
+            index: 0,
+            text: text.into(),
+        })
+    }
 }
 
 /// A model's answer as a stream; dropping it aborts the upstream call.
@@ -76,7 +101,8 @@ pub async fn collect(mut stream: ProviderStream) -> Result<Completion, Error> {
     let mut usage = None;
     while let Some(event) = stream.next().await {
         match event? {
-            ProviderEvent::Delta(t) => text.push_str(&t),
+            ProviderEvent::Part(Part::Text { text: t, .. }) => text.push_str(&t),
+            ProviderEvent::Part(_) | ProviderEvent::BlockStop(_) => {}
             ProviderEvent::Stop { stop_reason: r } => stop_reason = Some(r),
             ProviderEvent::Usage(u) => usage = Some(u),
         }

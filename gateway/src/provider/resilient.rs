@@ -280,7 +280,6 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
-    use crate::chat::InferenceParams;
     use crate::provider::ProviderEvent;
 
     /// What one call of [`Scripted`] does.
@@ -342,7 +341,7 @@ mod tests {
 
     fn answer() -> Call {
         Call::Stream(vec![
-            Some(Ok(ProviderEvent::Delta("hi".into()))),
+            Some(Ok(ProviderEvent::text("hi"))),
             Some(Ok(ProviderEvent::Stop {
                 stop_reason: "end_turn".into(),
             })),
@@ -352,9 +351,7 @@ mod tests {
     fn request() -> ProviderRequest {
         ProviderRequest {
             model_id: "m".into(),
-            system: None,
-            messages: Vec::new(),
-            inference: InferenceParams::default(),
+            ..Default::default()
         }
     }
 
@@ -379,7 +376,7 @@ mod tests {
         let p = resilient(&inner, UpstreamSettings::default());
         let stream = p.converse_stream(request()).await.unwrap();
         let events = texts(stream).await;
-        assert_eq!(events[0], Ok(ProviderEvent::Delta("hi".into())));
+        assert_eq!(events[0], Ok(ProviderEvent::text("hi")));
         assert_eq!(inner.made.load(Ordering::SeqCst), 3);
     }
 
@@ -437,7 +434,7 @@ mod tests {
         assert_eq!(inner.made.load(Ordering::SeqCst), 2);
 
         let late = Call::Stream(vec![
-            Some(Ok(ProviderEvent::Delta("half".into()))),
+            Some(Ok(ProviderEvent::text("half"))),
             Some(Err(throttled())),
         ]);
         let inner = Scripted::new(vec![late]);
@@ -446,7 +443,7 @@ mod tests {
         assert_eq!(
             events,
             [
-                Ok(ProviderEvent::Delta("half".into())),
+                Ok(ProviderEvent::text("half")),
                 Err("upstream_throttled".into())
             ]
         );
@@ -468,21 +465,21 @@ mod tests {
         assert_eq!(err.code().as_str(), "upstream_timeout");
         assert_eq!(inner.made.load(Ordering::SeqCst), 2);
 
-        let stalls_later = Call::Stream(vec![Some(Ok(ProviderEvent::Delta("a".into()))), None]);
+        let stalls_later = Call::Stream(vec![Some(Ok(ProviderEvent::text("a"))), None]);
         let inner = Scripted::new(vec![stalls_later]);
         let p = resilient(&inner, settings.clone());
         let events = texts(p.converse_stream(request()).await.unwrap()).await;
         assert_eq!(
             events,
             [
-                Ok(ProviderEvent::Delta("a".into())),
+                Ok(ProviderEvent::text("a")),
                 Err("upstream_timeout".into())
             ]
         );
 
         // A stream that keeps talking is still cut off at the total timeout.
         let chatty = (0..100)
-            .map(|_| Some(Ok(ProviderEvent::Delta("x".into()))))
+            .map(|_| Some(Ok(ProviderEvent::text("x"))))
             .collect();
         let inner = Scripted::new(vec![Call::Stream(chatty)]);
         let total = UpstreamSettings {
@@ -502,14 +499,14 @@ mod tests {
         );
         assert!(events.len() < 100);
         assert!(started.elapsed() <= Duration::from_millis(1_200));
-        let stalls_later = Call::Stream(vec![Some(Ok(ProviderEvent::Delta("a".into()))), None]);
+        let stalls_later = Call::Stream(vec![Some(Ok(ProviderEvent::text("a"))), None]);
         let inner = Scripted::new(vec![stalls_later]);
         let p = resilient(&inner, settings);
         let events = texts(p.converse_stream(request()).await.unwrap()).await;
         assert_eq!(
             events,
             [
-                Ok(ProviderEvent::Delta("a".into())),
+                Ok(ProviderEvent::text("a")),
                 Err("upstream_timeout".into())
             ]
         );

@@ -4,8 +4,7 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::chat::Role;
-use crate::chat::Usage;
+use crate::chat::{Block, Role, Usage, is_plain_text, joined_text};
 use crate::error::Error;
 
 /// A conversation's metadata: the `META` item.
@@ -32,7 +31,12 @@ pub struct Turn {
     /// The exchange it belongs to, from 1.
     pub exchange: u64,
     pub role: Role,
+    /// Its text blocks, joined: all of a text-only message.
     pub content: String,
+    /// Every block, when the message is more than one text block (tool calls and results,
+    /// reasoning); `None` for text-only messages and those stored before blocks existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<Vec<Block>>,
     /// The chat that wrote it; a retry with the same id gets this exchange back.
     pub request_id: String,
     /// On assistant turns: what the model reported.
@@ -43,12 +47,66 @@ pub struct Turn {
     pub created_at: u64,
 }
 
+impl Turn {
+    /// The message's blocks, whichever way it was stored.
+    pub fn blocks(&self) -> Vec<Block> {
+        match &self.blocks {
+            Some(blocks) => blocks.clone(),
+            None => vec![Block::text(self.content.clone())],
+        }
+    }
+}
+
+/// A message as a store writes it: its text, and its blocks as JSON when it is more than text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub text: String,
+    pub blocks: Option<String>,
+}
+
+impl Stored {
+    pub fn of(blocks: &[Block]) -> Self {
+        Self {
+            text: joined_text(blocks),
+            // Plain data always serializes.
+            blocks: (!is_plain_text(blocks)).then(|| serde_json::to_string(blocks).unwrap_or_default()),
+        }
+    }
+
+    /// Its size as a store counts it.
+    pub fn len(&self) -> usize {
+        self.text.len() + self.blocks.as_ref().map_or(0, String::len)
+    }
+}
+
+/// A text-only message.
+impl From<String> for Stored {
+    fn from(text: String) -> Self {
+        Self { text, blocks: None }
+    }
+}
+
+impl From<&str> for Stored {
+    fn from(text: &str) -> Self {
+        text.to_owned().into()
+    }
+}
+
+/// Reads a stored `blocks` column or attribute back.
+pub fn parse_blocks(json: Option<&str>) -> Result<Option<Vec<Block>>, Error> {
+    json.map(|j| {
+        serde_json::from_str(j)
+            .map_err(|e| Error::Internal(format!("a stored message's blocks do not decode: {e}")))
+    })
+    .transpose()
+}
+
 /// A completed chat, to be appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exchange {
     pub request_id: String,
-    pub user: String,
-    pub assistant: String,
+    pub user: Stored,
+    pub assistant: Stored,
     pub usage: Usage,
     pub stop_reason: String,
     pub model: String,

@@ -13,8 +13,8 @@ pub use connections::{
     AdmitRefusal, ChatState, ConnectionRecord, ConnectionStore, connection_principal,
 };
 pub use conversations::{
-    Appended, ConversationMeta, ConversationStore, Exchange, MAX_TURN_BYTES, Page, Turn,
-    check_conversation_id, not_found, page_size, valid_conversation_id,
+    Appended, ConversationMeta, ConversationStore, Exchange, MAX_TURN_BYTES, Page, Stored, Turn,
+    check_conversation_id, not_found, page_size, parse_blocks, valid_conversation_id,
 };
 pub use dynamodb::{
     DynamoConnectionStore, DynamoConversationStore, Key, KeyKind, TableNames, TableSpec,

@@ -9,7 +9,7 @@ use nagare_authorizer::Principal;
 use tokio::time::Instant;
 
 use super::{TaskRecord, TaskStatus};
-use crate::chat::ChatEvent;
+use crate::chat::{Block, ChatEvent, parts_of_blocks};
 use crate::error::Error;
 use crate::push::{self, Coalescer, ConnectionDirectory, ConnectionPusher, PushError};
 
@@ -104,17 +104,21 @@ fn frames(record: &TaskRecord) -> Vec<String> {
         return vec![serde_json::to_string(&event).unwrap_or_default()];
     };
     let request_id: Arc<str> = reply.request_id.as_str().into();
-    let events = [
-        ChatEvent::Start {
-            request_id: request_id.clone(),
-            conversation_id: reply.conversation_id,
-            model: reply.model,
-            cached: reply.cached,
-        },
-        ChatEvent::Delta {
-            request_id: request_id.clone(),
-            text: reply.message.content,
-        },
+    let blocks = match reply.message.blocks {
+        Some(blocks) => blocks,
+        None => vec![Block::text(reply.message.content)],
+    };
+    let start = ChatEvent::Start {
+        request_id: request_id.clone(),
+        conversation_id: reply.conversation_id,
+        model: reply.model,
+        cached: reply.cached,
+    };
+    let id = request_id.clone();
+    let answer = parts_of_blocks(&blocks)
+        .into_iter()
+        .map(move |part| ChatEvent::of_part(id.clone(), part));
+    let events = std::iter::once(start).chain(answer).chain([
         ChatEvent::Done {
             request_id,
             stop_reason: reply.stop_reason,
@@ -124,13 +128,12 @@ fn frames(record: &TaskRecord) -> Vec<String> {
             billed_usage: reply.billed_usage,
             upstream_time: None,
         },
-    ];
+    ]);
     // The coalescer splits a long answer into deltas that each fit one API Gateway frame.
     let mut coalescer = Coalescer::new(Duration::ZERO);
     let now = Instant::now();
     events
-        .iter()
-        .flat_map(|event| coalescer.push(event, now))
+        .flat_map(|event| coalescer.push(&event, now))
         .collect()
 }
 
@@ -182,12 +185,10 @@ mod tests {
             message: ReplyMessage {
                 role: "assistant".into(),
                 content: content.clone(),
+                blocks: None,
             },
             stop_reason: "end_turn".into(),
-            usage: Usage {
-                input_tokens: 1,
-                output_tokens: 2,
-            },
+            usage: Usage::new(1, 2),
             latency_ms: 3,
             cached: false,
             billed_usage: None,

@@ -171,10 +171,7 @@ mod tests {
             total: Duration::from_millis(120),
             first_delta: Some(Duration::from_millis(30)),
             upstream: Some(Duration::from_millis(117)),
-            usage: Usage {
-                input_tokens: 7,
-                output_tokens: 11,
-            },
+            usage: Usage::new(7, 11),
         };
         emf.chat(&record);
         record.first_delta = None;

@@ -252,7 +252,7 @@ mod tests {
                 "dance",
             ),
             (
-                r#"{"action":"chat","request_id":"r2"}"#,
+                r#"{"action":"chat","request_id":"r2","message":7}"#,
                 Some("r2"),
                 "invalid_request",
                 "message",

@@ -32,12 +32,9 @@ struct Args {
 fn exchange(request_id: String, bytes: usize) -> Exchange {
     Exchange {
         request_id,
-        user: "q".repeat(bytes),
-        assistant: "a".repeat(bytes),
-        usage: Usage {
-            input_tokens: 100,
-            output_tokens: 100,
-        },
+        user: "q".repeat(bytes).into(),
+        assistant: "a".repeat(bytes).into(),
+        usage: Usage::new(100, 100),
         stop_reason: "end_turn".into(),
         model: "bench".into(),
     }

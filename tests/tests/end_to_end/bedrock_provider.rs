@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use nagare_gateway::chat::{InferenceParams, Message, Role};
+use nagare_gateway::chat::{InferenceParams, Message, Part, Role};
 use nagare_gateway::provider::{ModelProvider, ProviderEvent, ProviderRequest, collect};
 use nagare_tests::{FakeBedrock, bedrock_provider};
 
@@ -15,16 +15,14 @@ fn request(model: &str) -> ProviderRequest {
     ProviderRequest {
         model_id: model.into(),
         system: Some("be brief".into()),
-        messages: vec![Message {
-            role: Role::User,
-            content: "hello there, model".into(),
-        }],
+        messages: vec![Message::text(Role::User, "hello there, model")],
         inference: InferenceParams {
             max_tokens: Some(64),
             temperature: Some(0.25),
             top_p: Some(0.5),
             stop: Some(vec!["END".into()]),
         },
+        ..Default::default()
     }
 }
 
@@ -41,7 +39,7 @@ async fn stream_maps_deltas_stop_and_usage() {
     let deltas: Vec<&str> = events
         .iter()
         .filter_map(|e| match e {
-            ProviderEvent::Delta(t) => Some(t.as_str()),
+            ProviderEvent::Part(Part::Text { text, .. }) => Some(text.as_str()),
             _ => None,
         })
         .collect();
@@ -126,8 +124,8 @@ async fn in_stream_exception_ends_the_stream_with_an_error() {
         .unwrap();
     let events: Vec<_> = stream.collect().await;
     assert_eq!(events.len(), 3, "{events:?}");
-    assert!(matches!(&events[0], Ok(ProviderEvent::Delta(_))));
-    assert!(matches!(&events[1], Ok(ProviderEvent::Delta(_))));
+    assert!(matches!(&events[0], Ok(ProviderEvent::Part(Part::Text { .. }))));
+    assert!(matches!(&events[1], Ok(ProviderEvent::Part(Part::Text { .. }))));
     let err = events[2].as_ref().unwrap_err();
     assert_eq!(err.code().as_str(), "upstream_error");
     assert!(
@@ -158,7 +156,7 @@ async fn dropping_the_stream_aborts_the_upstream_call() {
         .unwrap();
     assert!(matches!(
         stream.next().await,
-        Some(Ok(ProviderEvent::Delta(_)))
+        Some(Ok(ProviderEvent::Part(Part::Text { .. })))
     ));
     drop(stream);
     assert!(

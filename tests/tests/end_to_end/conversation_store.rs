@@ -18,10 +18,7 @@ fn exchange(request_id: &str, user: &str, assistant: &str) -> Exchange {
         request_id: request_id.into(),
         user: user.into(),
         assistant: assistant.into(),
-        usage: Usage {
-            input_tokens: 3,
-            output_tokens: 5,
-        },
+        usage: Usage::new(3, 5),
         stop_reason: "end_turn".into(),
         model: "m1".into(),
     }

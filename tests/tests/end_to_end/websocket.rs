@@ -344,7 +344,7 @@ impl ModelProvider for Firehose {
         let chunk = "x".repeat(4096);
         Ok(futures::stream::repeat_with(move || {
             let _alive = &guard;
-            Ok(ProviderEvent::Delta(chunk.clone()))
+            Ok(ProviderEvent::text(chunk.clone()))
         })
         .boxed())
     }

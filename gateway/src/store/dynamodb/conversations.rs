@@ -21,7 +21,9 @@ use crate::error::Error;
 use crate::store::conversations::check_size;
 use crate::store::conversations::{APPEND_ATTEMPTS, not_found};
 use crate::store::page::{self, ConversationCursor, TurnCursor};
-use crate::store::{Appended, ConversationMeta, ConversationStore, Exchange, Page, Turn};
+use crate::store::{
+    Appended, ConversationMeta, ConversationStore, Exchange, Page, Stored, Turn, parse_blocks,
+};
 
 const META: &str = "META";
 
@@ -52,27 +54,27 @@ fn meta_of(item: &Item) -> ConversationMeta {
     }
 }
 
-fn turn_of(item: &Item) -> Turn {
+fn turn_of(item: &Item) -> Result<Turn, Error> {
     let sk = string(item, "sk");
     let role = if sk.ends_with("#1") {
         Role::Assistant
     } else {
         Role::User
     };
-    Turn {
+    let blocks = item.get("blocks").and_then(|v| v.as_s().ok());
+    Ok(Turn {
         exchange: number(item, "exchange").unwrap_or_default(),
         role,
         content: string(item, "content"),
+        // Items written before blocks existed have none: they are text.
+        blocks: parse_blocks(blocks.map(String::as_str))?,
         request_id: string(item, "request_id"),
         usage: number(item, "input_tokens")
             .zip(number(item, "output_tokens"))
-            .map(|(input_tokens, output_tokens)| Usage {
-                input_tokens,
-                output_tokens,
-            }),
+            .map(|(input_tokens, output_tokens)| Usage::new(input_tokens, output_tokens)),
         stop_reason: item.get("stop_reason").and_then(|v| v.as_s().ok()).cloned(),
         created_at: number(item, "created_at").unwrap_or_default(),
-    }
+    })
 }
 
 impl DynamoConversationStore {
@@ -207,15 +209,18 @@ impl DynamoConversationStore {
             ]),
             Some("attribute_not_exists(sk)"),
         )?;
-        let turn = |role: Role, content: &str| {
+        let turn = |role: Role, content: &Stored| {
             let mut item = HashMap::from([
                 ("conversation_id".into(), s(id)),
                 ("sk".into(), s(&turn_key(next, role))),
                 ("exchange".into(), n(next)),
-                ("content".into(), s(content)),
+                ("content".into(), s(&content.text)),
                 ("request_id".into(), s(&x.request_id)),
                 ("created_at".into(), n(now)),
             ]);
+            if let Some(blocks) = &content.blocks {
+                item.insert("blocks".into(), s(blocks));
+            }
             if role == Role::Assistant {
                 item.insert("input_tokens".into(), n(x.usage.input_tokens));
                 item.insert("output_tokens".into(), n(x.usage.output_tokens));
@@ -271,7 +276,8 @@ impl ConversationStore for DynamoConversationStore {
             return Ok(None);
         };
         let turns = self.query(id, "T#", None, None).await?;
-        Ok(Some((meta, turns.iter().map(turn_of).collect())))
+        let turns = turns.iter().map(turn_of).collect::<Result<_, _>>()?;
+        Ok(Some((meta, turns)))
     }
 
     async fn append(
@@ -376,7 +382,7 @@ impl ConversationStore for DynamoConversationStore {
             .await?
             .iter()
             .map(turn_of)
-            .collect();
+            .collect::<Result<_, _>>()?;
         let next = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|t| {

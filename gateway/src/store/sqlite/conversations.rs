@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::store::conversations::check_size;
 use crate::store::conversations::not_found;
 use crate::store::page::{self, ConversationCursor, TurnCursor};
-use crate::store::{Appended, ConversationMeta, ConversationStore, Exchange, Page, Turn};
+use crate::store::{Appended, ConversationMeta, ConversationStore, Exchange, Page, Turn, parse_blocks};
 
 /// Conversations in the SQLite database.
 #[derive(Clone)]
@@ -28,7 +28,7 @@ impl SqliteConversationStore {
 const META_COLUMNS: &str =
     "conversation_id, owner, title, model, created_at, updated_at, exchanges";
 const TURN_COLUMNS: &str =
-    "exchange, role, content, request_id, input_tokens, output_tokens, stop_reason, created_at";
+    "exchange, role, content, request_id, input_tokens, output_tokens, stop_reason, created_at, blocks";
 
 fn meta_of(row: &Row<'_>) -> rusqlite::Result<ConversationMeta> {
     Ok(ConversationMeta {
@@ -54,13 +54,13 @@ fn turn_of(row: &Row<'_>) -> rusqlite::Result<Turn> {
             Role::Assistant
         },
         content: row.get(2)?,
+        blocks: parse_blocks(row.get::<_, Option<String>>(8)?.as_deref()).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         request_id: row.get(3)?,
         usage: input
             .zip(output)
-            .map(|(input_tokens, output_tokens)| Usage {
-                input_tokens,
-                output_tokens,
-            }),
+            .map(|(input_tokens, output_tokens)| Usage::new(input_tokens, output_tokens)),
         stop_reason: row.get(6)?,
         created_at: row.get(7)?,
     })
@@ -158,21 +158,33 @@ impl ConversationStore for SqliteConversationStore {
                 let n = exchanges + 1;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO turns (conversation_id, exchange, role, content, request_id,
-                                        input_tokens, output_tokens, stop_reason, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                        input_tokens, output_tokens, stop_reason, created_at, blocks)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?;
                 let none = None::<u64>;
-                insert.execute(params![id, n, 0, x.user, x.request_id, none, none, None::<String>, now])?;
+                insert.execute(params![
+                    id,
+                    n,
+                    0,
+                    x.user.text,
+                    x.request_id,
+                    none,
+                    none,
+                    None::<String>,
+                    now,
+                    x.user.blocks
+                ])?;
                 insert.execute(params![
                     id,
                     n,
                     1,
-                    x.assistant,
+                    x.assistant.text,
                     x.request_id,
                     x.usage.input_tokens,
                     x.usage.output_tokens,
                     x.stop_reason,
-                    now
+                    now,
+                    x.assistant.blocks
                 ])?;
                 drop(insert);
                 tx.prepare_cached(

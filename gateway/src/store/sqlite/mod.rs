@@ -95,6 +95,9 @@ const MIGRATIONS: &[&str] = &[
     // before share the empty group.
     "ALTER TABLE task_queue ADD COLUMN grp TEXT NOT NULL DEFAULT '';
     CREATE INDEX task_queue_groups ON task_queue (dead, grp, message_id);",
+    // 5: a message's content blocks (JSON) when it is more than text; turns stored before are
+    // text-only, which `content` holds whole.
+    "ALTER TABLE turns ADD COLUMN blocks TEXT;",
 ];
 
 /// Runs on the database thread inside the batch's transaction; the reply it returns is called

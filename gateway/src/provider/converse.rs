@@ -1,0 +1,337 @@
+//! Nagare's model request and Bedrock's Converse types, both ways: messages and their blocks,
+//! tools, reasoning per model family, the response format; and each stream event back as a
+//! [`ProviderEvent`].
+
+use aws_sdk_bedrockruntime::types::{
+    self as bt, AnyToolChoice, AutoToolChoice, ContentBlock, ContentBlockDelta, ContentBlockStart,
+    ConversationRole, ConverseStreamOutput, InferenceConfiguration, JsonSchemaDefinition,
+    OutputConfig, OutputFormat, OutputFormatStructure, OutputFormatType, ReasoningContentBlock,
+    ReasoningContentBlockDelta, ReasoningTextBlock, SpecificToolChoice, SystemContentBlock,
+    TokenUsage, ToolConfiguration, ToolInputSchema, ToolResultBlock, ToolResultContentBlock,
+    ToolResultStatus, ToolSpecification, ToolUseBlock,
+};
+use aws_smithy_types::{Blob, Document, Number};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::Value;
+
+use crate::chat::{
+    Block, Message, Part, Reasoning, ResponseFormat, Role, Tool, ToolChoice, ToolResultContent,
+    ToolStatus, Usage,
+};
+use crate::error::Error;
+use crate::provider::{Family, ProviderEvent, ProviderRequest};
+
+/// Everything of a Converse request but the model id.
+pub struct ConverseInput {
+    pub system: Option<Vec<SystemContentBlock>>,
+    pub messages: Vec<bt::Message>,
+    pub inference: InferenceConfiguration,
+    pub tools: Option<ToolConfiguration>,
+    pub additional: Option<Document>,
+    pub output: Option<OutputConfig>,
+}
+
+/// The Converse request for `request`.
+pub fn to_converse(request: &ProviderRequest) -> Result<ConverseInput, Error> {
+    let system = request
+        .system
+        .as_ref()
+        .map(|s| vec![SystemContentBlock::Text(s.clone())]);
+    let messages = request
+        .messages
+        .iter()
+        .map(message)
+        .collect::<Result<Vec<_>, _>>()?;
+    let p = &request.inference;
+    let inference = InferenceConfiguration::builder()
+        .set_max_tokens(p.max_tokens.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
+        .set_temperature(p.temperature)
+        .set_top_p(p.top_p)
+        .set_stop_sequences(p.stop.clone())
+        .build();
+    let tools = tool_config(&request.tools, request.tool_choice.as_ref())?;
+    let family = Family::of(&request.model_id);
+    let additional = request
+        .reasoning
+        .as_ref()
+        .and_then(|r| reasoning_fields(family, r))
+        .map(|v| document(&v));
+    let output = request
+        .response_format
+        .as_ref()
+        .map(output_config)
+        .transpose()?;
+    Ok(ConverseInput {
+        system,
+        messages,
+        inference,
+        tools,
+        additional,
+        output,
+    })
+}
+
+fn message(m: &Message) -> Result<bt::Message, Error> {
+    let content = m.content.iter().map(block).collect::<Result<Vec<_>, _>>()?;
+    bt::Message::builder()
+        .role(match m.role {
+            Role::User => ConversationRole::User,
+            Role::Assistant => ConversationRole::Assistant,
+        })
+        .set_content(Some(content))
+        .build()
+        .map_err(built)
+}
+
+fn block(b: &Block) -> Result<ContentBlock, Error> {
+    Ok(match b {
+        Block::Text { text } => ContentBlock::Text(text.clone()),
+        Block::ToolUse { id, name, input } => ContentBlock::ToolUse(
+            ToolUseBlock::builder()
+                .tool_use_id(id)
+                .name(name)
+                .input(document(input))
+                .build()
+                .map_err(built)?,
+        ),
+        Block::ToolResult {
+            tool_use_id,
+            content,
+            status,
+        } => {
+            let content = content
+                .iter()
+                .map(|c| match c {
+                    ToolResultContent::Text(t) => ToolResultContentBlock::Text(t.clone()),
+                    ToolResultContent::Json(v) => ToolResultContentBlock::Json(document(v)),
+                })
+                .collect();
+            ContentBlock::ToolResult(
+                ToolResultBlock::builder()
+                    .tool_use_id(tool_use_id)
+                    .set_content(Some(content))
+                    .set_status(status.map(|s| match s {
+                        ToolStatus::Success => ToolResultStatus::Success,
+                        ToolStatus::Error => ToolResultStatus::Error,
+                    }))
+                    .build()
+                    .map_err(built)?,
+            )
+        }
+        Block::Reasoning { text, signature } => {
+            ContentBlock::ReasoningContent(ReasoningContentBlock::ReasoningText(
+                ReasoningTextBlock::builder()
+                    .text(text)
+                    .set_signature(signature.clone())
+                    .build()
+                    .map_err(built)?,
+            ))
+        }
+        Block::RedactedReasoning { data } => {
+            let bytes = BASE64.decode(data).map_err(|e| {
+                Error::InvalidRequest(format!("redacted_reasoning: not base64: {e}"))
+            })?;
+            ContentBlock::ReasoningContent(ReasoningContentBlock::RedactedContent(Blob::new(
+                bytes,
+            )))
+        }
+    })
+}
+
+fn tool_config(tools: &[Tool], choice: Option<&ToolChoice>) -> Result<Option<ToolConfiguration>, Error> {
+    if tools.is_empty() {
+        return Ok(None);
+    }
+    let specs = tools
+        .iter()
+        .map(|t| {
+            ToolSpecification::builder()
+                .name(&t.name)
+                .set_description(t.description.clone())
+                .input_schema(ToolInputSchema::Json(document(&t.input_schema)))
+                .set_strict(t.strict)
+                .build()
+                .map(bt::Tool::ToolSpec)
+                .map_err(built)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let choice = match choice {
+        None => None,
+        Some(ToolChoice::Auto) => Some(bt::ToolChoice::Auto(AutoToolChoice::builder().build())),
+        Some(ToolChoice::Any) => Some(bt::ToolChoice::Any(AnyToolChoice::builder().build())),
+        Some(ToolChoice::Tool { name }) => Some(bt::ToolChoice::Tool(
+            SpecificToolChoice::builder().name(name).build().map_err(built)?,
+        )),
+    };
+    ToolConfiguration::builder()
+        .set_tools(Some(specs))
+        .set_tool_choice(choice)
+        .build()
+        .map(Some)
+        .map_err(built)
+}
+
+/// `additionalModelRequestFields` that turn reasoning on, in each family's own words.
+pub fn reasoning_fields(family: Family, r: &Reasoning) -> Option<Value> {
+    match family {
+        Family::Claude | Family::Mock => Some(serde_json::json!({
+            "thinking": {"type": "enabled", "budget_tokens": r.budget()}
+        })),
+        Family::Nova => Some(serde_json::json!({
+            "reasoningConfig": {"type": "enabled", "maxReasoningEffort": r.effort().as_str()}
+        })),
+        Family::OpenAi => Some(serde_json::json!({ "reasoning_effort": r.effort().as_str() })),
+        Family::Other => None,
+    }
+}
+
+fn output_config(format: &ResponseFormat) -> Result<OutputConfig, Error> {
+    let ResponseFormat::JsonSchema {
+        name,
+        description,
+        schema,
+    } = format;
+    let definition = JsonSchemaDefinition::builder()
+        .schema(schema.to_string())
+        .name(name)
+        .set_description(description.clone())
+        .build()
+        .map_err(built)?;
+    let format = OutputFormat::builder()
+        .r#type(OutputFormatType::JsonSchema)
+        .structure(OutputFormatStructure::JsonSchema(definition))
+        .build()
+        .map_err(built)?;
+    Ok(OutputConfig::builder().text_format(format).build())
+}
+
+fn built(e: aws_smithy_types::error::operation::BuildError) -> Error {
+    Error::Internal(format!("building a Bedrock request: {e}"))
+}
+
+/// A JSON value as a Smithy document.
+pub fn document(value: &Value) -> Document {
+    match value {
+        Value::Null => Document::Null,
+        Value::Bool(b) => Document::Bool(*b),
+        Value::Number(n) => Document::Number(if let Some(u) = n.as_u64() {
+            Number::PosInt(u)
+        } else if let Some(i) = n.as_i64() {
+            Number::NegInt(i)
+        } else {
+            Number::Float(n.as_f64().unwrap_or_default())
+        }),
+        Value::String(s) => Document::String(s.clone()),
+        Value::Array(a) => Document::Array(a.iter().map(document).collect()),
+        Value::Object(o) => {
+            Document::Object(o.iter().map(|(k, v)| (k.clone(), document(v))).collect())
+        }
+    }
+}
+
+/// A Smithy document as JSON: the way back, to prove the way there loses nothing.
+#[cfg(test)]
+fn json_of(doc: &Document) -> Value {
+    match doc {
+        Document::Null => Value::Null,
+        Document::Bool(b) => Value::Bool(*b),
+        Document::Number(Number::PosInt(u)) => Value::from(*u),
+        Document::Number(Number::NegInt(i)) => Value::from(*i),
+        Document::Number(Number::Float(f)) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
+        Document::String(s) => Value::String(s.clone()),
+        Document::Array(a) => Value::Array(a.iter().map(json_of).collect()),
+        Document::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), json_of(v))).collect()),
+    }
+}
+
+/// One ConverseStream event as what the pipeline reads; `None` for events it has no use for.
+pub fn from_stream_event(event: ConverseStreamOutput) -> Option<ProviderEvent> {
+    let index = |i: i32| u32::try_from(i).unwrap_or_default();
+    match event {
+        ConverseStreamOutput::ContentBlockStart(s) => match s.start {
+            Some(ContentBlockStart::ToolUse(t)) => Some(ProviderEvent::Part(Part::ToolStart {
+                index: index(s.content_block_index),
+                id: t.tool_use_id,
+                name: t.name,
+            })),
+            _ => None,
+        },
+        ConverseStreamOutput::ContentBlockDelta(d) => {
+            let index = index(d.content_block_index);
+            let part = match d.delta? {
+                ContentBlockDelta::Text(text) => Part::Text { index, text },
+                ContentBlockDelta::ToolUse(t) => Part::ToolInput {
+                    index,
+                    json: t.input,
+                },
+                ContentBlockDelta::ReasoningContent(r) => match r {
+                    ReasoningContentBlockDelta::Text(text) => Part::Reasoning { index, text },
+                    ReasoningContentBlockDelta::Signature(signature) => {
+                        Part::Signature { index, signature }
+                    }
+                    ReasoningContentBlockDelta::RedactedContent(blob) => Part::Redacted {
+                        index,
+                        data: BASE64.encode(blob.as_ref()),
+                    },
+                    _ => return None,
+                },
+                _ => return None,
+            };
+            Some(ProviderEvent::Part(part))
+        }
+        ConverseStreamOutput::ContentBlockStop(s) => {
+            Some(ProviderEvent::BlockStop(index(s.content_block_index)))
+        }
+        ConverseStreamOutput::MessageStop(stop) => Some(ProviderEvent::Stop {
+            stop_reason: stop.stop_reason.as_str().to_owned(),
+        }),
+        ConverseStreamOutput::Metadata(meta) => meta
+            .usage
+            .as_ref()
+            .map(|u| ProviderEvent::Usage(to_usage(u))),
+        _ => None,
+    }
+}
+
+pub fn to_usage(u: &TokenUsage) -> Usage {
+    let count = |n: i32| u64::try_from(n).unwrap_or(0);
+    Usage {
+        input_tokens: count(u.input_tokens),
+        output_tokens: count(u.output_tokens),
+        cache_read_input_tokens: u.cache_read_input_tokens.map_or(0, count),
+        cache_write_input_tokens: u.cache_write_input_tokens.map_or(0, count),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn json_survives_the_trip_through_a_document() {
+        let v = json!({"a": [1, -2, 2.5, "x", null, true], "b": {"c": "東京"}});
+        assert_eq!(json_of(&document(&v)), v);
+    }
+
+    #[test]
+    fn reasoning_is_asked_for_in_each_family_s_words() {
+        let r = Reasoning {
+            budget_tokens: Some(2048),
+            effort: None,
+        };
+        assert_eq!(
+            reasoning_fields(Family::Claude, &r),
+            Some(json!({"thinking": {"type": "enabled", "budget_tokens": 2048}}))
+        );
+        assert_eq!(
+            reasoning_fields(Family::Nova, &r),
+            Some(json!({"reasoningConfig": {"type": "enabled", "maxReasoningEffort": "low"}}))
+        );
+        assert_eq!(reasoning_fields(Family::Other, &r), None);
+    }
+}
