@@ -10,7 +10,7 @@ use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::StreamExt;
 use nagare_authorizer::Principal;
-use nagare_gateway::chat::{ChatEvent, ChatReply, RequestLimits, Route, parse_chat_request};
+use nagare_gateway::chat::{ChatEvent, ChatReply, Part, RequestLimits, Route, parse_chat_request};
 use nagare_gateway::error::Error;
 use nagare_gateway::limits::{Limits, LocalCounters, RateLimitSettings};
 use nagare_gateway::pipeline::{ChatPipeline, ModelCatalog, PipelineOptions, RoutingSettings};
@@ -51,13 +51,47 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let delta = ChatEvent::Delta {
-        request_id: Arc::from("bench-1"),
-        text: " Tokyo".into(),
-    };
-    c.bench_function("event: delta to JSON (SSE data / WebSocket frame)", |b| {
-        b.iter(|| serde_json::to_string(&delta).unwrap())
-    });
+    // The new events next to a text delta: each is one serialization of a small struct.
+    let id: Arc<str> = Arc::from("bench-1");
+    let events = [
+        (
+            "delta",
+            Part::Text {
+                index: 0,
+                text: " Tokyo".into(),
+            },
+        ),
+        (
+            "reasoning",
+            Part::Reasoning {
+                index: 0,
+                text: " Tokyo".into(),
+            },
+        ),
+        (
+            "tool_call_delta",
+            Part::ToolInput {
+                index: 1,
+                json: r#"ty":"To"#.into(),
+            },
+        ),
+        (
+            "tool_call",
+            Part::ToolCall {
+                index: 1,
+                id: "tooluse_abc123".into(),
+                name: "get_weather".into(),
+                input: serde_json::json!({"city": "Tokyo", "days": 3}),
+            },
+        ),
+    ];
+    for (name, part) in events {
+        let event = ChatEvent::of_part(id.clone(), part);
+        c.bench_function(
+            &format!("event: {name} to JSON (SSE data / WebSocket frame)"),
+            |b| b.iter(|| serde_json::to_string(&event).unwrap()),
+        );
+    }
     let error = Error::UpstreamThrottled {
         message: "slow down".into(),
         retry_after: None,

@@ -16,6 +16,20 @@
 //! | `fake.midstream-error` | two deltas, then an in-stream `modelStreamErrorException` |
 //! | `fake.no-metadata` | deltas and `messageStop`, but the stream ends without `metadata` |
 //! | `fake.stall` | `messageStart`, then nothing until the client goes away |
+//!
+//! The Converse contract's scenarios ([`crate::fake_converse`]) write every frame in two HTTP
+//! chunks, split mid-frame, as a real connection may deliver them:
+//!
+//! | model id | behaviour |
+//! |---|---|
+//! | `fake.tools` | text, then a `get_weather` call whose input is split inside strings, escapes and a `\u` escape; once the last message holds its result, an answer that quotes it |
+//! | `fake.parallel-tools` | two calls whose input fragments interleave |
+//! | `fake.reasoning` | reasoning text, its signature, then text (or a tool call with tools) |
+//! | `fake.redacted` | redacted reasoning, then text |
+//! | `fake.cache` | usage with a prompt-cache write on the first call with cache points, reads after |
+//! | `fake.guardrail` | some text, then `guardrail_intervened` with a guardrail trace |
+//! | `fake.bad-tool-json` | a tool call whose input is not JSON |
+//! | `fake.json` | a JSON answer |
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,7 +69,7 @@ pub struct Counters {
 struct Shared {
     counters: Counters,
     per_model: Mutex<HashMap<String, u64>>,
-    last_request: Mutex<Option<Value>>,
+    requests: Mutex<Vec<Value>>,
 }
 
 /// A running fake; it stops when dropped.
@@ -115,8 +129,13 @@ impl FakeBedrock {
 
     /// The JSON body of the latest request, to check what the SDK sent.
     pub fn last_request(&self) -> Option<Value> {
+        self.requests().pop()
+    }
+
+    /// Every request's JSON body, oldest first.
+    pub fn requests(&self) -> Vec<Value> {
         self.shared
-            .last_request
+            .requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -131,6 +150,9 @@ impl FakeBedrock {
 /// What a model id asks the fake to do.
 enum Plan {
     Fail(StatusCode, &'static str),
+    /// These frames after `messageStart`, each written in two chunks; or the error Bedrock
+    /// would answer with.
+    Script(crate::fake_converse::Scripted),
     Stream {
         deltas: Vec<String>,
         gap: Duration,
@@ -144,7 +166,10 @@ impl Shared {
     fn plan(&self, model: &str, body: &Bytes) -> Plan {
         self.counters.calls.fetch_add(1, Ordering::SeqCst);
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        *self.last_request.lock().unwrap_or_else(|p| p.into_inner()) = Some(request);
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request.clone());
         let call = {
             let mut per_model = self.per_model.lock().unwrap_or_else(|p| p.into_inner());
             let n = per_model.entry(model.to_owned()).or_default();
@@ -165,6 +190,9 @@ impl Shared {
             && call <= n
         {
             return Plan::Fail(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException");
+        }
+        if let Some(frames) = crate::fake_converse::script(model, &request, call) {
+            return Plan::Script(frames);
         }
         match model {
             "fake.unavailable" => Plan::Fail(
@@ -245,6 +273,7 @@ async fn converse(
 ) -> Response {
     let (deltas, metadata) = match shared.plan(&model, &body) {
         Plan::Fail(status, kind) => return error_response(status, kind),
+        Plan::Script(_) => return error_response(StatusCode::BAD_REQUEST, "ValidationException"),
         Plan::Stream {
             deltas, metadata, ..
         } => (deltas, metadata),
@@ -275,6 +304,8 @@ async fn converse_stream(
 ) -> Response {
     let (deltas, gap, fail_after, metadata, stall) = match shared.plan(&model, &body) {
         Plan::Fail(status, kind) => return error_response(status, kind),
+        Plan::Script(Ok(frames)) => return scripted(shared, frames),
+        Plan::Script(Err(kind)) => return error_response(StatusCode::BAD_REQUEST, kind),
         Plan::Stream {
             deltas,
             gap,
@@ -329,6 +360,31 @@ async fn converse_stream(
                 "fake-request-id",
             ),
         ],
+        Body::from_stream(ReceiverStream::new(rx)),
+    )
+        .into_response()
+}
+
+/// Streams `frames` after `messageStart`, each frame in two chunks cut in its middle.
+fn scripted(shared: Arc<Shared>, frames: Vec<Bytes>) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let mut finished = send(&tx, event("messageStart", json!({ "role": "assistant" }))).await;
+        for frame in frames {
+            let (a, b) = frame.split_at(frame.len() / 2);
+            finished = finished
+                && send(&tx, Bytes::copy_from_slice(a)).await
+                && send(&tx, Bytes::copy_from_slice(b)).await;
+        }
+        let counter = if finished {
+            &shared.counters.completed
+        } else {
+            &shared.counters.aborted
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    (
+        [(header::CONTENT_TYPE, "application/vnd.amazon.eventstream")],
         Body::from_stream(ReceiverStream::new(rx)),
     )
         .into_response()

@@ -305,6 +305,23 @@ impl Gateway {
         })
     }
 
+    /// Sends `body` to `POST /v1/chat/stream` as `client`: the status and every event's data.
+    pub async fn stream_chat(
+        &self,
+        client: &reqwest::Client,
+        body: &serde_json::Value,
+    ) -> (u16, Vec<serde_json::Value>) {
+        let response = client
+            .post(self.url("/v1/chat/stream"))
+            .json(body)
+            .send()
+            .await;
+        let response = response.unwrap_or_else(|e| panic!("POST /v1/chat/stream: {e}"));
+        let status = response.status().as_u16();
+        let mut text = response.text().await.unwrap_or_default();
+        (status, sse_events(&mut text))
+    }
+
     /// Submits `body` to `POST /v1/tasks` as `client`; panics unless it is accepted. The task
     /// id.
     pub async fn submit_task(&self, client: &reqwest::Client, body: &serde_json::Value) -> String {
@@ -350,4 +367,23 @@ impl Gateway {
     pub fn client(&self) -> reqwest::Client {
         authed_client(&dev_token("alice", &["chat"]))
     }
+}
+
+/// Parses complete SSE events out of `buf` (their `data:` as JSON), leaving any partial event.
+pub fn sse_events(buf: &mut String) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    while let Some(end) = buf.find("\n\n") {
+        let block: String = buf.drain(..end + 2).collect();
+        let data: String = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect();
+        if !data.is_empty() {
+            match serde_json::from_str(&data) {
+                Ok(v) => out.push(v),
+                Err(e) => panic!("an SSE event that is not JSON ({e}): {data}"),
+            }
+        }
+    }
+    out
 }

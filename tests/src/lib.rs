@@ -4,6 +4,7 @@
 pub mod fake_apigw;
 pub mod fake_bedrock;
 pub mod fake_collector;
+pub mod fake_converse;
 pub mod fake_issuer;
 pub mod fake_lambda;
 pub mod harness;
@@ -23,7 +24,7 @@ pub use fake_bedrock::FakeBedrock;
 pub use fake_issuer::{FakeIssuer, TestKey};
 pub use fake_lambda::FakeLambdaRuntime;
 pub use harness::{
-    Gateway, GatewayBuilder, authed_client, bedrock_provider, dev_token, tenant_token,
+    Gateway, GatewayBuilder, authed_client, bedrock_provider, dev_token, sse_events, tenant_token,
     test_sdk_config,
 };
 pub use temp::TempDir;

@@ -199,7 +199,11 @@ pub fn parts_of_blocks(blocks: &[Block]) -> Vec<Part> {
                     index,
                     text: text.clone(),
                 });
-                parts.extend(signature.clone().map(|signature| Part::Signature { index, signature }));
+                parts.extend(
+                    signature
+                        .clone()
+                        .map(|signature| Part::Signature { index, signature }),
+                );
             }
             Block::RedactedReasoning { data } => parts.push(Part::Redacted {
                 index,

@@ -147,11 +147,15 @@ impl ChatEvent {
                 index,
                 text,
             },
-            Part::Reasoning { index, text } => Self::reasoning(request_id, index, Some(text), None, None),
+            Part::Reasoning { index, text } => {
+                Self::reasoning(request_id, index, Some(text), None, None)
+            }
             Part::Signature { index, signature } => {
                 Self::reasoning(request_id, index, None, Some(signature), None)
             }
-            Part::Redacted { index, data } => Self::reasoning(request_id, index, None, None, Some(data)),
+            Part::Redacted { index, data } => {
+                Self::reasoning(request_id, index, None, None, Some(data))
+            }
             Part::ToolStart { index, id, name } => Self::ToolCallStart {
                 request_id,
                 index,
@@ -237,7 +241,13 @@ mod tests {
             serde_json::to_string(&done).unwrap(),
             r#"{"type":"done","request_id":"r1","stop_reason":"end_turn","usage":{"input_tokens":12,"output_tokens":40},"latency_ms":812,"cached":false}"#
         );
-        let text = ChatEvent::of_part(id.clone(), Part::Text { index: 0, text: "hi".into() });
+        let text = ChatEvent::of_part(
+            id.clone(),
+            Part::Text {
+                index: 0,
+                text: "hi".into(),
+            },
+        );
         assert_eq!(
             serde_json::to_string(&text).unwrap(),
             r#"{"type":"delta","request_id":"r1","text":"hi"}"#,
@@ -245,13 +255,22 @@ mod tests {
         );
         let call = ChatEvent::of_part(
             id.clone(),
-            Part::ToolInput { index: 2, json: "{\"a\":".into() },
+            Part::ToolInput {
+                index: 2,
+                json: "{\"a\":".into(),
+            },
         );
         assert_eq!(
             serde_json::to_string(&call).unwrap(),
             r#"{"type":"tool_call_delta","request_id":"r1","index":2,"input":"{\"a\":"}"#
         );
-        let sig = ChatEvent::of_part(id.clone(), Part::Signature { index: 0, signature: "s".into() });
+        let sig = ChatEvent::of_part(
+            id.clone(),
+            Part::Signature {
+                index: 0,
+                signature: "s".into(),
+            },
+        );
         assert_eq!(
             serde_json::to_string(&sig).unwrap(),
             r#"{"type":"reasoning","request_id":"r1","index":0,"signature":"s"}"#

@@ -14,8 +14,7 @@ mod route;
 
 pub use answer::{Answer, Part, ToolCalls, parts_of_blocks};
 pub use content::{
-    Block, ToolResultContent, ToolStatus, is_plain_text, joined_text, tool_result_ids,
-    tool_use_ids,
+    Block, ToolResultContent, ToolStatus, is_plain_text, joined_text, tool_result_ids, tool_use_ids,
 };
 pub use event::{ChatEvent, Usage};
 pub use json::{parse_json, parse_json_hiding};

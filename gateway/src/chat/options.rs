@@ -158,7 +158,10 @@ pub fn check_options(
     }
     if let Some(r) = reasoning {
         if r.budget_tokens.is_some() && r.effort.is_some() {
-            return Err(invalid("reasoning", "give budget_tokens or effort, not both"));
+            return Err(invalid(
+                "reasoning",
+                "give budget_tokens or effort, not both",
+            ));
         }
         if r.budget_tokens.is_some_and(|b| b < MIN_REASONING_BUDGET) {
             return Err(invalid(
@@ -264,7 +267,9 @@ mod tests {
         assert!(m.contains("input_schema"), "{m}");
         let m = message(check_options(&ok, None, None, None, 1));
         assert!(m.contains("at most 1"), "{m}");
-        let choice = ToolChoice::Tool { name: "nope".into() };
+        let choice = ToolChoice::Tool {
+            name: "nope".into(),
+        };
         let m = message(check_options(&ok, Some(&choice), None, None, 8));
         assert!(m.contains("tool_choice.name"), "{m}");
         let m = message(check_options(&[], Some(&ToolChoice::Any), None, None, 8));
@@ -289,7 +294,11 @@ mod tests {
         };
         assert!(message(check_reasoning(&r, &small, None)).contains("max_tokens"));
         let forced = ToolChoice::Any;
-        let m = message(check_reasoning(&r, &InferenceParams::default(), Some(&forced)));
+        let m = message(check_reasoning(
+            &r,
+            &InferenceParams::default(),
+            Some(&forced),
+        ));
         assert!(m.contains("tool_choice"), "{m}");
         let tiny = Reasoning {
             budget_tokens: Some(10),

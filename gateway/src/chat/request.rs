@@ -163,7 +163,12 @@ impl ChatRequest {
         match given.iter().filter(|g| **g).count() {
             0 => return Err(invalid("message", "must be non-empty text")),
             1 => {}
-            _ => return Err(invalid("message", "send one of message, content and messages")),
+            _ => {
+                return Err(invalid(
+                    "message",
+                    "send one of message, content and messages",
+                ));
+            }
         }
         if !self.message.is_empty() && self.message.trim().is_empty() {
             return Err(invalid("message", "must be non-empty text"));
@@ -185,7 +190,11 @@ impl ChatRequest {
         }
         let mut previous: Option<&Message> = None;
         for (i, m) in messages.iter().enumerate() {
-            let expected = if i % 2 == 0 { Role::User } else { Role::Assistant };
+            let expected = if i % 2 == 0 {
+                Role::User
+            } else {
+                Role::Assistant
+            };
             if m.role != expected {
                 return Err(invalid(
                     &format!("messages[{i}].role"),
@@ -288,7 +297,10 @@ fn check_blocks(field: &str, role: Role, blocks: &[Block]) -> Result<(), Error> 
     for (i, block) in blocks.iter().enumerate() {
         let allowed = match block {
             Block::Text { text } if text.trim().is_empty() => {
-                return Err(invalid(&format!("{field}[{i}].text"), "must be non-empty text"));
+                return Err(invalid(
+                    &format!("{field}[{i}].text"),
+                    "must be non-empty text",
+                ));
             }
             Block::Text { .. } => true,
             Block::ToolResult { tool_use_id, .. } => {
@@ -298,7 +310,10 @@ fn check_blocks(field: &str, role: Role, blocks: &[Block]) -> Result<(), Error> 
             Block::ToolUse { id, input, .. } => {
                 check_id(&format!("{field}[{i}].id"), id)?;
                 if !input.is_object() {
-                    return Err(invalid(&format!("{field}[{i}].input"), "must be a JSON object"));
+                    return Err(invalid(
+                        &format!("{field}[{i}].input"),
+                        "must be a JSON object",
+                    ));
                 }
                 role == Role::Assistant
             }
@@ -437,15 +452,24 @@ mod tests {
             (r#"{"message":"hi","model":""}"#, "model"),
             (r#"{"message":"hi","cache":"sometimes"}"#, "cache"),
             (r#"{"content":[]}"#, "content"),
-            (r#"{"content":[{"type":"text","text":" "}]}"#, "content[0].text"),
+            (
+                r#"{"content":[{"type":"text","text":" "}]}"#,
+                "content[0].text",
+            ),
             (r#"{"content":[{"type":"image"}]}"#, "content[0]"),
             (
                 r#"{"content":[{"type":"tool_use","id":"t","name":"n","input":{}}]}"#,
                 "content[0]",
             ),
-            (r#"{"message":"hi","content":[{"type":"text","text":"x"}]}"#, "one of"),
+            (
+                r#"{"message":"hi","content":[{"type":"text","text":"x"}]}"#,
+                "one of",
+            ),
             (r#"{"messages":[]}"#, "messages"),
-            (r#"{"messages":[{"role":"assistant","content":"x"}]}"#, "messages"),
+            (
+                r#"{"messages":[{"role":"assistant","content":"x"}]}"#,
+                "messages",
+            ),
             (
                 r#"{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}"#,
                 "messages[1].role",
@@ -466,13 +490,22 @@ mod tests {
                   {"role":"user","content":"no results"}]}"#,
                 "t1",
             ),
-            (r#"{"message":"hi","tools":[{"name":"a b","input_schema":{}}]}"#, "tools[0].name"),
+            (
+                r#"{"message":"hi","tools":[{"name":"a b","input_schema":{}}]}"#,
+                "tools[0].name",
+            ),
             (
                 r#"{"message":"hi","tool_choice":{"type":"tool","name":"x"},"tools":[{"name":"y","input_schema":{}}]}"#,
                 "tool_choice",
             ),
-            (r#"{"message":"hi","response_format":{"type":"json_schema","schema":3}}"#, "schema"),
-            (r#"{"message":"hi","reasoning":{"budget_tokens":5}}"#, "reasoning"),
+            (
+                r#"{"message":"hi","response_format":{"type":"json_schema","schema":3}}"#,
+                "schema",
+            ),
+            (
+                r#"{"message":"hi","reasoning":{"budget_tokens":5}}"#,
+                "reasoning",
+            ),
         ];
         for (body, field) in cases {
             let msg = message_of(body);
@@ -494,7 +527,10 @@ mod tests {
         let req = check(r#"{"content":[{"type":"text","text":"hi"},{"type":"text","text":"!"}]}"#)
             .unwrap();
         assert_eq!(req.prompt_text(), "hi!");
-        assert_eq!(check(r#"{"message":"x"}"#).unwrap().new_turn(), [Block::text("x")]);
+        assert_eq!(
+            check(r#"{"message":"x"}"#).unwrap().new_turn(),
+            [Block::text("x")]
+        );
     }
 
     #[test]

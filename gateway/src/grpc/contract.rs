@@ -33,7 +33,9 @@ pub fn blocks_from_pb(field: &str, blocks: Vec<pb::ContentBlock>) -> Result<Vec<
                         None => None,
                         Some("success") => Some(ToolStatus::Success),
                         Some("error") => Some(ToolStatus::Error),
-                        Some(_) => return Err(invalid(&format!("{at}.status"), "success or error")),
+                        Some(_) => {
+                            return Err(invalid(&format!("{at}.status"), "success or error"));
+                        }
                     },
                 },
                 Some(B::Reasoning(r)) => Block::Reasoning {
@@ -46,7 +48,10 @@ pub fn blocks_from_pb(field: &str, blocks: Vec<pb::ContentBlock>) -> Result<Vec<
         .collect()
 }
 
-fn result_content(at: &str, content: Vec<pb::ToolResultContent>) -> Result<Vec<ToolResultContent>, Error> {
+fn result_content(
+    at: &str,
+    content: Vec<pb::ToolResultContent>,
+) -> Result<Vec<ToolResultContent>, Error> {
     use pb::tool_result_content::Content as C;
     (0..)
         .zip(content)
@@ -81,8 +86,12 @@ pub fn block_to_pb(block: &Block) -> pb::ContentBlock {
                 .iter()
                 .map(|c| pb::ToolResultContent {
                     content: Some(match c {
-                        ToolResultContent::Text(t) => pb::tool_result_content::Content::Text(t.clone()),
-                        ToolResultContent::Json(v) => pb::tool_result_content::Content::Json(v.to_string()),
+                        ToolResultContent::Text(t) => {
+                            pb::tool_result_content::Content::Text(t.clone())
+                        }
+                        ToolResultContent::Json(v) => {
+                            pb::tool_result_content::Content::Json(v.to_string())
+                        }
                     }),
                 })
                 .collect(),
@@ -127,7 +136,10 @@ pub fn tools_from_pb(tools: Vec<pb::Tool>) -> Result<Vec<Tool>, Error> {
             Ok(Tool {
                 name: t.name,
                 description: t.description,
-                input_schema: json(&format!("tools[{i}].input_schema_json"), &t.input_schema_json)?,
+                input_schema: json(
+                    &format!("tools[{i}].input_schema_json"),
+                    &t.input_schema_json,
+                )?,
                 strict: t.strict,
             })
         })

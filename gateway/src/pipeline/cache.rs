@@ -13,13 +13,12 @@ use nagare_cache::{CacheKey, CacheSettings, Flight, Flights, Joined, Mode, Respo
 use nagare_cache::MetricsSnapshot;
 use tracing::Instrument;
 
-use crate::chat::{CacheMode, CacheScope};
 use crate::chat::{Block, Role, Route, is_plain_text};
+use crate::chat::{CacheMode, CacheScope};
 use crate::error::Error;
 use crate::pipeline::event_stream::EventStream;
-use crate::pipeline::flight::{
-    Delivery, Piece, Store, Upstream, deliver, replay_stored, spawn_producer,
-};
+use crate::pipeline::flight::{Delivery, Piece, Store, Upstream, deliver, replay, spawn_producer};
+use crate::pipeline::kept::parts_of;
 use crate::provider::ProviderRequest;
 
 /// The token scope that lets a request read and write the `global` cache scope.
@@ -114,14 +113,10 @@ impl ChatCache {
                 .instrument(crate::trace_span!("cache.lookup"))
                 .await
         {
-            let saved = hit.clone();
-            match replay_stored(hit, delivery, true) {
-                Ok(replayed) => {
-                    self.cache.saved(&saved);
-                    return Ok(replayed);
-                }
-                // An entry that does not decode is a miss.
-                Err(back) => delivery = back,
+            // An entry whose parts do not decode is a miss.
+            if let Some(parts) = parts_of(&hit) {
+                self.cache.saved(&hit);
+                return Ok(replay(hit, parts, delivery, true));
             }
         }
         // Only a request that may read the cache may share another's answer.

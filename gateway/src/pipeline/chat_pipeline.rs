@@ -20,9 +20,9 @@ use crate::pipeline::cache::CacheAsk;
 use crate::pipeline::event_stream::EventStream;
 use crate::pipeline::flight::{self, Delivery, Upstream, log_failure};
 use crate::pipeline::memory::Recall;
+use crate::pipeline::memory::estimate_block_tokens;
 use crate::pipeline::observe::{Deadline, Watch};
 use crate::pipeline::upstream;
-use crate::pipeline::memory::estimate_block_tokens;
 use crate::pipeline::{ChatCache, ChatStream, Memory, ModelCatalog, estimate_tokens};
 use crate::provider::{Breakers, Family, ModelProvider, ProviderRequest};
 use crate::store::Turn;
@@ -346,7 +346,10 @@ impl ChatPipeline {
             let Some(limits) = &self.limits else {
                 return upstream::open(provider, breakers, provider_request, &chain, None).await;
             };
-            let turns = provider_request.messages.iter().map(|m| m.content.as_slice());
+            let turns = provider_request
+                .messages
+                .iter()
+                .map(|m| m.content.as_slice());
             let input = estimate_prompt_tokens(provider_request.system.as_deref(), turns);
             let max_tokens = provider_request.inference.max_tokens;
             let reservation = limits

@@ -21,7 +21,7 @@ use crate::store::unix_now_ms;
 use crate::telemetry;
 
 use crate::pipeline::event_stream::{EventSender, EventStream};
-use crate::pipeline::kept::{Kept, parts_of};
+use crate::pipeline::kept::Kept;
 
 /// What moves from a flight's producer to each request in it.
 #[derive(Debug, Clone)]
@@ -309,7 +309,10 @@ impl Producer {
         telemetry::model_call_done(&self.span, &self.model, &usage, &stop_reason);
         output.done(stop_reason.clone(), usage, upstream_time).await;
         if let (Some(store), Some(kept)) = (self.store.as_ref(), kept) {
-            store.cache.put(&store.key, kept.finish(stop_reason, usage)).await;
+            store
+                .cache
+                .put(&store.key, kept.finish(stop_reason, usage))
+                .await;
         }
         self.land(&output);
     }
@@ -425,7 +428,12 @@ pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> E
 
 /// A stored answer, streamed at once as its original parts: a cache hit (`cached`), or the
 /// answer of a retried request id.
-pub fn replay(answer: Arc<CachedResponse>, parts: Vec<Part>, mut d: Delivery, cached: bool) -> EventStream {
+pub fn replay(
+    answer: Arc<CachedResponse>,
+    parts: Vec<Part>,
+    mut d: Delivery,
+    cached: bool,
+) -> EventStream {
     EventStream::new(d.capacity, move |tx| async move {
         // The model that wrote the answer, which a fallback may have been.
         d.model.clone_from(&answer.model);
@@ -435,7 +443,8 @@ pub fn replay(answer: Arc<CachedResponse>, parts: Vec<Part>, mut d: Delivery, ca
             if let Some(recorded) = &mut recorded {
                 recorded.push(&part);
             }
-            tx.send(ChatEvent::of_part(d.request_id.clone(), part)).await;
+            tx.send(ChatEvent::of_part(d.request_id.clone(), part))
+                .await;
         }
         let ended = Ended {
             stop_reason: answer.stop_reason.clone(),
@@ -445,19 +454,6 @@ pub fn replay(answer: Arc<CachedResponse>, parts: Vec<Part>, mut d: Delivery, ca
         };
         tx.send(finish(&d, recorded, ended).await).await;
     })
-}
-
-/// [`replay`] of a stored answer, or the delivery back when its parts do not decode (see
-/// [`parts_of`]).
-pub fn replay_stored(
-    answer: Arc<CachedResponse>,
-    d: Delivery,
-    cached: bool,
-) -> Result<EventStream, Delivery> {
-    match parts_of(&answer) {
-        Some(parts) => Ok(replay(answer, parts, d, cached)),
-        None => Err(d),
-    }
 }
 
 fn start_event(d: &Delivery, cached: bool) -> ChatEvent {

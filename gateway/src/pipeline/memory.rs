@@ -170,7 +170,7 @@ impl Memory {
     ) -> Result<Recall, Error> {
         let user_blocks = request.new_turn();
         let user = Stored::of(&user_blocks);
-        if user.len() > MAX_TURN_BYTES {
+        if user.bytes() > MAX_TURN_BYTES {
             return Err(Error::PayloadTooLarge {
                 limit: MAX_TURN_BYTES,
             });
@@ -281,8 +281,12 @@ fn first_conversation_id(owner: &str, request_id: &str) -> String {
 pub fn trim(turns: &[Turn], budget: usize, continues_tools: bool) -> Vec<Message> {
     // Exchanges, oldest first; history is stored whole, user then assistant.
     let exchanges: Vec<&[Turn]> = turns.rchunks_exact(2).rev().collect();
-    let answers_tools =
-        |exchange: &[Turn]| exchange[0].blocks.as_deref().is_some_and(|b| tool_result_ids(b).next().is_some());
+    let answers_tools = |exchange: &[Turn]| {
+        exchange[0]
+            .blocks
+            .as_deref()
+            .is_some_and(|b| tool_result_ids(b).next().is_some())
+    };
     let mut end = exchanges.len();
     let mut used = 0;
     let mut required = continues_tools;

@@ -185,4 +185,3 @@ impl ModelProvider for BedrockProvider {
         })
     }
 }
-

@@ -132,14 +132,15 @@ fn block(b: &Block) -> Result<ContentBlock, Error> {
             let bytes = BASE64.decode(data).map_err(|e| {
                 Error::InvalidRequest(format!("redacted_reasoning: not base64: {e}"))
             })?;
-            ContentBlock::ReasoningContent(ReasoningContentBlock::RedactedContent(Blob::new(
-                bytes,
-            )))
+            ContentBlock::ReasoningContent(ReasoningContentBlock::RedactedContent(Blob::new(bytes)))
         }
     })
 }
 
-fn tool_config(tools: &[Tool], choice: Option<&ToolChoice>) -> Result<Option<ToolConfiguration>, Error> {
+fn tool_config(
+    tools: &[Tool],
+    choice: Option<&ToolChoice>,
+) -> Result<Option<ToolConfiguration>, Error> {
     if tools.is_empty() {
         return Ok(None);
     }
@@ -161,7 +162,10 @@ fn tool_config(tools: &[Tool], choice: Option<&ToolChoice>) -> Result<Option<Too
         Some(ToolChoice::Auto) => Some(bt::ToolChoice::Auto(AutoToolChoice::builder().build())),
         Some(ToolChoice::Any) => Some(bt::ToolChoice::Any(AnyToolChoice::builder().build())),
         Some(ToolChoice::Tool { name }) => Some(bt::ToolChoice::Tool(
-            SpecificToolChoice::builder().name(name).build().map_err(built)?,
+            SpecificToolChoice::builder()
+                .name(name)
+                .build()
+                .map_err(built)?,
         )),
     };
     ToolConfiguration::builder()
@@ -243,7 +247,9 @@ fn json_of(doc: &Document) -> Value {
         }
         Document::String(s) => Value::String(s.clone()),
         Document::Array(a) => Value::Array(a.iter().map(json_of).collect()),
-        Document::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), json_of(v))).collect()),
+        Document::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), json_of(v))).collect())
+        }
     }
 }
 

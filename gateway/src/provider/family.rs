@@ -26,8 +26,7 @@ impl Family {
         }
         let id = model_id.rsplit('/').next().unwrap_or(model_id);
         let vendor = |name: &str| {
-            id.starts_with(&format!("{name}."))
-                || id.split('.').nth(1).is_some_and(|v| v == name)
+            id.starts_with(&format!("{name}.")) || id.split('.').nth(1).is_some_and(|v| v == name)
         };
         if vendor("anthropic") {
             Self::Claude
@@ -54,7 +53,10 @@ mod tests {
     fn families_come_from_the_vendor() {
         let cases = [
             ("anthropic.claude-sonnet-4-20250514-v1:0", Family::Claude),
-            ("us.anthropic.claude-3-7-sonnet-20250219-v1:0", Family::Claude),
+            (
+                "us.anthropic.claude-3-7-sonnet-20250219-v1:0",
+                Family::Claude,
+            ),
             (
                 "arn:aws:bedrock:us-east-1:1:inference-profile/global.anthropic.claude-x",
                 Family::Claude,

@@ -49,7 +49,11 @@ pub fn plan(request: &ProviderRequest) -> Result<Agent, Error> {
         text_index: 0,
         ending: Ending::Text,
     };
-    let last = request.messages.last().map(|m| &m.content[..]).unwrap_or_default();
+    let last = request
+        .messages
+        .last()
+        .map(|m| &m.content[..])
+        .unwrap_or_default();
     let prompt = joined_text(last);
     if request.reasoning.is_some() {
         let text = format!("Thinking about: {}", words(&prompt, 6));
@@ -138,7 +142,11 @@ fn chosen_tools<'a>(tools: &'a [Tool], choice: Option<&ToolChoice>, prompt: &str
 /// A value that satisfies `schema`'s types and required fields, its strings taken from the
 /// prompt's last word.
 pub fn fill(schema: &Value, prompt: &str) -> Value {
-    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
         return first.clone();
     }
     match schema.get("type").and_then(Value::as_str) {
@@ -172,7 +180,11 @@ fn last_word(prompt: &str) -> String {
 }
 
 fn words(prompt: &str, n: usize) -> String {
-    prompt.split_whitespace().take(n).collect::<Vec<_>>().join(" ")
+    prompt
+        .split_whitespace()
+        .take(n)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `json` (or any text) cut every [`FRAGMENT`] bytes, at character boundaries.
@@ -218,21 +230,35 @@ fn sign(text: &str) -> String {
 fn request_seed(request: &ProviderRequest) -> String {
     let mut hash = Sha256::new();
     for m in &request.messages {
-        hash.update(serde_json::to_string(&m.content).unwrap_or_default().as_bytes());
+        hash.update(
+            serde_json::to_string(&m.content)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
     }
-    hash.finalize()[..4].iter().map(|b| format!("{b:02x}")).collect()
+    hash.finalize()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What Bedrock answers with a `ValidationException`: reasoning that is not the model's own,
 /// and, with reasoning on, a tool loop whose answer lost its reasoning.
 fn check_signatures(request: &ProviderRequest) -> Result<(), Error> {
-    let refused = |why: &str| Error::InvalidRequest(format!("the model refused the messages: {why}"));
-    for message in request.messages.iter().filter(|m| m.role == Role::Assistant) {
+    let refused =
+        |why: &str| Error::InvalidRequest(format!("the model refused the messages: {why}"));
+    for message in request
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::Assistant)
+    {
         for block in &message.content {
             if let Block::Reasoning { text, signature } = block
                 && signature.as_deref() != Some(sign(text).as_str())
             {
-                return Err(refused("a reasoning block's signature does not match its text"));
+                return Err(refused(
+                    "a reasoning block's signature does not match its text",
+                ));
             }
         }
     }
@@ -244,7 +270,10 @@ fn check_signatures(request: &ProviderRequest) -> Result<(), Error> {
     if request.reasoning.is_some()
         && let Some(Message { content, .. }) = last_answer
         && tool_use_ids(content).next().is_some()
-        && !matches!(content.first(), Some(Block::Reasoning { .. } | Block::RedactedReasoning { .. }))
+        && !matches!(
+            content.first(),
+            Some(Block::Reasoning { .. } | Block::RedactedReasoning { .. })
+        )
     {
         return Err(refused(
             "with reasoning on, an answer that called tools must come back with its reasoning first",

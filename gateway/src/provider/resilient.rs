@@ -471,10 +471,7 @@ mod tests {
         let events = texts(p.converse_stream(request()).await.unwrap()).await;
         assert_eq!(
             events,
-            [
-                Ok(ProviderEvent::text("a")),
-                Err("upstream_timeout".into())
-            ]
+            [Ok(ProviderEvent::text("a")), Err("upstream_timeout".into())]
         );
 
         // A stream that keeps talking is still cut off at the total timeout.
@@ -505,10 +502,7 @@ mod tests {
         let events = texts(p.converse_stream(request()).await.unwrap()).await;
         assert_eq!(
             events,
-            [
-                Ok(ProviderEvent::text("a")),
-                Err("upstream_timeout".into())
-            ]
+            [Ok(ProviderEvent::text("a")), Err("upstream_timeout".into())]
         );
     }
 }

@@ -38,9 +38,7 @@ impl Kind {
     fn of(event: &ChatEvent) -> Option<(Self, u32, &str)> {
         match event {
             ChatEvent::Delta { index, text, .. } => Some((Self::Text, *index, text)),
-            ChatEvent::ToolCallDelta { index, input, .. } => {
-                Some((Self::ToolInput, *index, input))
-            }
+            ChatEvent::ToolCallDelta { index, input, .. } => Some((Self::ToolInput, *index, input)),
             ChatEvent::Reasoning {
                 index,
                 text: Some(text),
@@ -161,7 +159,11 @@ impl Coalescer {
             return Vec::new();
         };
         self.pending_escaped = 0;
-        let frame = kind.event(request_id.clone(), *index, std::mem::take(&mut self.pending));
+        let frame = kind.event(
+            request_id.clone(),
+            *index,
+            std::mem::take(&mut self.pending),
+        );
         vec![serde_json::to_string(&frame).unwrap_or_default()]
     }
 }
@@ -303,7 +305,11 @@ mod tests {
         );
         let indices: Vec<u64> = frames[1..]
             .iter()
-            .map(|f| serde_json::from_str::<serde_json::Value>(f).unwrap()["index"].as_u64().unwrap())
+            .map(|f| {
+                serde_json::from_str::<serde_json::Value>(f).unwrap()["index"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(indices, [1, 2, 1]);
     }

@@ -69,12 +69,13 @@ impl Stored {
         Self {
             text: joined_text(blocks),
             // Plain data always serializes.
-            blocks: (!is_plain_text(blocks)).then(|| serde_json::to_string(blocks).unwrap_or_default()),
+            blocks: (!is_plain_text(blocks))
+                .then(|| serde_json::to_string(blocks).unwrap_or_default()),
         }
     }
 
     /// Its size as a store counts it.
-    pub fn len(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         self.text.len() + self.blocks.as_ref().map_or(0, String::len)
     }
 }
@@ -216,7 +217,7 @@ pub const MAX_TURN_BYTES: usize = 350 * 1024;
 
 /// Refuses an exchange too large to store, before anything is written.
 pub(super) fn check_size(exchange: &Exchange) -> Result<(), Error> {
-    if exchange.user.len().max(exchange.assistant.len()) > MAX_TURN_BYTES {
+    if exchange.user.bytes().max(exchange.assistant.bytes()) > MAX_TURN_BYTES {
         return Err(Error::PayloadTooLarge {
             limit: MAX_TURN_BYTES,
         });

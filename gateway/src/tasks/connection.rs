@@ -118,8 +118,9 @@ fn frames(record: &TaskRecord) -> Vec<String> {
     let answer = parts_of_blocks(&blocks)
         .into_iter()
         .map(move |part| ChatEvent::of_part(id.clone(), part));
-    let events = std::iter::once(start).chain(answer).chain([
-        ChatEvent::Done {
+    let events = std::iter::once(start)
+        .chain(answer)
+        .chain([ChatEvent::Done {
             request_id,
             stop_reason: reply.stop_reason,
             usage: reply.usage,
@@ -127,8 +128,7 @@ fn frames(record: &TaskRecord) -> Vec<String> {
             cached: reply.cached,
             billed_usage: reply.billed_usage,
             upstream_time: None,
-        },
-    ]);
+        }]);
     // The coalescer splits a long answer into deltas that each fit one API Gateway frame.
     let mut coalescer = Coalescer::new(Duration::ZERO);
     let now = Instant::now();

@@ -124,8 +124,14 @@ async fn in_stream_exception_ends_the_stream_with_an_error() {
         .unwrap();
     let events: Vec<_> = stream.collect().await;
     assert_eq!(events.len(), 3, "{events:?}");
-    assert!(matches!(&events[0], Ok(ProviderEvent::Part(Part::Text { .. }))));
-    assert!(matches!(&events[1], Ok(ProviderEvent::Part(Part::Text { .. }))));
+    assert!(matches!(
+        &events[0],
+        Ok(ProviderEvent::Part(Part::Text { .. }))
+    ));
+    assert!(matches!(
+        &events[1],
+        Ok(ProviderEvent::Part(Part::Text { .. }))
+    ));
     let err = events[2].as_ref().unwrap_err();
     assert_eq!(err.code().as_str(), "upstream_error");
     assert!(

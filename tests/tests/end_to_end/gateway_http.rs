@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use nagare_tests::{FakeBedrock, Gateway, bedrock_provider};
+use nagare_tests::{FakeBedrock, Gateway, bedrock_provider, sse_events};
 use serde_json::{Value, json};
 
 const MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
@@ -31,34 +31,10 @@ async fn setup() -> (FakeBedrock, Gateway) {
     (fake, gateway)
 }
 
-/// Parses complete SSE events out of `buf`, leaving any partial event in it.
-fn drain_events(buf: &mut String) -> Vec<Value> {
-    let mut out = Vec::new();
-    while let Some(end) = buf.find("\n\n") {
-        let block: String = buf.drain(..end + 2).collect();
-        let data: String = block
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .collect();
-        if !data.is_empty() {
-            out.push(serde_json::from_str(&data).unwrap());
-        }
-    }
-    out
-}
-
 async fn sse(gateway: &Gateway, body: Value) -> Vec<Value> {
-    let response = gateway
-        .client()
-        .post(gateway.url("/v1/chat/stream"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
-    let mut buf = text;
-    drain_events(&mut buf)
+    let (status, events) = gateway.stream_chat(&gateway.client(), &body).await;
+    assert_eq!(status, 200);
+    events
 }
 
 #[tokio::test]
@@ -146,7 +122,7 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     while seen.len() < 3 {
         let chunk = body.next().await.unwrap().unwrap();
         buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        seen.extend(drain_events(&mut buf));
+        seen.extend(sse_events(&mut buf));
     }
     assert_eq!(seen[0]["type"], "start");
     drop(body);
@@ -194,7 +170,7 @@ async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
             .await
             .unwrap();
         let mut buf = response.text().await.unwrap();
-        drain_events(&mut buf)
+        sse_events(&mut buf)
     });
     assert!(
         fake.wait_for(Duration::from_secs(10), |f| f.calls() == 1)

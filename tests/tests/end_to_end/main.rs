@@ -10,6 +10,7 @@ mod chat_cli;
 mod connection_store;
 mod connections;
 mod conversation_store;
+mod converse;
 mod deploy;
 mod gateway_http;
 mod grpc;

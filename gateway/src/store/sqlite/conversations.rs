@@ -11,7 +11,9 @@ use crate::error::Error;
 use crate::store::conversations::check_size;
 use crate::store::conversations::not_found;
 use crate::store::page::{self, ConversationCursor, TurnCursor};
-use crate::store::{Appended, ConversationMeta, ConversationStore, Exchange, Page, Turn, parse_blocks};
+use crate::store::{
+    Appended, ConversationMeta, ConversationStore, Exchange, Page, Turn, parse_blocks,
+};
 
 /// Conversations in the SQLite database.
 #[derive(Clone)]
@@ -27,8 +29,7 @@ impl SqliteConversationStore {
 
 const META_COLUMNS: &str =
     "conversation_id, owner, title, model, created_at, updated_at, exchanges";
-const TURN_COLUMNS: &str =
-    "exchange, role, content, request_id, input_tokens, output_tokens, stop_reason, created_at, blocks";
+const TURN_COLUMNS: &str = "exchange, role, content, request_id, input_tokens, output_tokens, stop_reason, created_at, blocks";
 
 fn meta_of(row: &Row<'_>) -> rusqlite::Result<ConversationMeta> {
     Ok(ConversationMeta {
