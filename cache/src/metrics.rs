@@ -6,12 +6,31 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-/// A model's price, in US dollars per 1,000 tokens.
+/// A model's price, in US dollars per 1,000 tokens. Prompt-cache reads and writes have their
+/// own prices; when not given, Bedrock's usual ratios to the input price (a tenth to read, a
+/// quarter more to write).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
     pub input_per_1k: f64,
     pub output_per_1k: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_1k: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_1k: Option<f64>,
+}
+
+impl Price {
+    /// What `input`, `output`, cache-read and cache-write tokens cost, in US dollars.
+    pub fn cost(&self, input: u64, output: u64, cache_read: u64, cache_write: u64) -> f64 {
+        let read = self.cache_read_per_1k.unwrap_or(self.input_per_1k * 0.1);
+        let write = self.cache_write_per_1k.unwrap_or(self.input_per_1k * 1.25);
+        (input as f64 * self.input_per_1k
+            + output as f64 * self.output_per_1k
+            + cache_read as f64 * read
+            + cache_write as f64 * write)
+            / 1000.0
+    }
 }
 
 /// Counters, updated lock-free.
@@ -59,7 +78,7 @@ impl CacheMetrics {
         self.output_tokens_saved
             .fetch_add(output, Ordering::Relaxed);
         if let Some(p) = prices.get(model) {
-            let usd = (input as f64 * p.input_per_1k + output as f64 * p.output_per_1k) / 1000.0;
+            let usd = p.cost(input, output, 0, 0);
             self.cost_saved_micro_usd
                 .fetch_add((usd * 1e6).round() as u64, Ordering::Relaxed);
         }
@@ -82,5 +101,27 @@ impl CacheMetrics {
             output_tokens_saved: get(&self.output_tokens_saved),
             cost_saved_usd: get(&self.cost_saved_micro_usd) as f64 / 1e6,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_tokens_have_prices_of_their_own() {
+        let p = Price {
+            input_per_1k: 3.0,
+            output_per_1k: 15.0,
+            ..Price::default()
+        };
+        // 1,000 of each: input 3, output 15, read a tenth of input, write a quarter more.
+        assert!((p.cost(1000, 1000, 1000, 1000) - (3.0 + 15.0 + 0.3 + 3.75)).abs() < 1e-9);
+        let given = Price {
+            cache_read_per_1k: Some(1.0),
+            cache_write_per_1k: Some(2.0),
+            ..p
+        };
+        assert!((given.cost(0, 0, 1000, 1000) - 3.0).abs() < 1e-9);
     }
 }

@@ -282,6 +282,7 @@ mod tests {
                 Price {
                     input_per_1k: 0.25,
                     output_per_1k: 1.25,
+                    ..Price::default()
                 },
             )]),
             ..CacheSettings::default()

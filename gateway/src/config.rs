@@ -15,7 +15,10 @@ use crate::error::StartupError;
 use crate::grpc::GrpcSettings;
 use crate::lambda::LambdaWsSettings;
 use crate::limits::RateLimitSettings;
-use crate::pipeline::{MemorySettings, ModelCatalog, PipelineOptions, RoutingSettings};
+use crate::pipeline::{
+    GuardrailRule, MemorySettings, ModelCatalog, PipelineOptions, PromptCacheSettings,
+    RoutingSettings, check_guardrails,
+};
 use crate::provider::{BedrockSettings, MockSettings, UpstreamSettings};
 use crate::store::StoreSettings;
 use crate::tasks::TaskSettings;
@@ -69,6 +72,8 @@ struct RawConfig {
     metrics: MetricsSettings,
     tasks: TaskSettings,
     workflow: WorkflowSettings,
+    prompt_cache: PromptCacheSettings,
+    guardrails: Vec<GuardrailRule>,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -374,6 +379,7 @@ impl RawConfig {
             self.tasks.validate(),
             self.workflow.validate(),
             self.memory.validate(),
+            check_guardrails(&self.guardrails),
         ];
         for checked in sections {
             checked.map_err(StartupError::Config)?;
@@ -439,6 +445,8 @@ impl RawConfig {
                 },
                 channel_capacity: self.limits.stream_buffer_events,
                 log_prompts: self.log.prompts,
+                prompt_cache: self.prompt_cache,
+                guardrails: self.guardrails,
             },
             log_format: self.log.format,
             websocket: self.websocket,

@@ -16,6 +16,9 @@ pub const TOOL_INPUT: &str = r#"{"city":"Paris \"Île\"","note":"caf\u00e9 ☕"}
 /// Tokens the fake reports as written to, then read from, the prompt cache.
 pub const CACHED_TOKENS: u64 = 1000;
 
+/// How many fragments `fake.tools` streams its input in.
+pub const TOOL_FRAGMENTS_SENT: usize = TOOL_FRAGMENTS.len();
+
 /// `fake.tools`'s input, cut inside a string, between a backslash and the quote it escapes,
 /// and inside a `\u` escape.
 const TOOL_FRAGMENTS: &[&str] = &[

@@ -18,6 +18,15 @@ pub enum Route {
 }
 
 impl Route {
+    pub const ALL: [Self; 6] = [
+        Self::Chat,
+        Self::ChatStream,
+        Self::WebSocket,
+        Self::LambdaWebSocket,
+        Self::Grpc,
+        Self::Task,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Chat => "chat",

@@ -171,6 +171,8 @@ struct KeyOptions<'a> {
     reasoning: Option<&'a crate::chat::Reasoning>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<&'a crate::chat::ResponseFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guardrail: Option<&'a crate::provider::Guardrail>,
 }
 
 /// Canonical JSON: struct fields in declaration order, object keys sorted (serde_json's maps are
@@ -208,11 +210,14 @@ fn key_of(scope: &str, r: &ProviderRequest) -> CacheKey {
         tool_choice: r.tool_choice.as_ref(),
         reasoning: r.reasoning.as_ref(),
         response_format: r.response_format.as_ref(),
+        guardrail: r.guardrail.as_ref(),
     };
+    // Cache points change the cost, never the answer: they are not part of the key.
     let has_options = !r.tools.is_empty()
         || r.tool_choice.is_some()
         || r.reasoning.is_some()
-        || r.response_format.is_some();
+        || r.response_format.is_some()
+        || r.guardrail.is_some();
     let options = has_options.then(|| canonical(&options));
     key(&KeyInput {
         scope,

@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::lifecycle::{InFlight, Lifecycle};
 use crate::limits::Limits;
 use crate::pipeline::cache::CacheAsk;
+use crate::pipeline::contract::{GuardrailRule, PromptCacheSettings, guardrail_for};
 use crate::pipeline::event_stream::EventStream;
 use crate::pipeline::flight::{self, Delivery, Upstream, log_failure};
 use crate::pipeline::memory::Recall;
@@ -36,6 +37,10 @@ pub struct PipelineOptions {
     pub channel_capacity: usize,
     /// Put prompt text in the logs. Off by default: prompts may hold personal data.
     pub log_prompts: bool,
+    /// Automatic prompt-cache points.
+    pub prompt_cache: PromptCacheSettings,
+    /// Guardrails by route and tenant.
+    pub guardrails: Vec<GuardrailRule>,
 }
 
 impl Default for PipelineOptions {
@@ -44,6 +49,8 @@ impl Default for PipelineOptions {
             limits: RequestLimits::default(),
             channel_capacity: 64,
             log_prompts: false,
+            prompt_cache: PromptCacheSettings::default(),
+            guardrails: Vec::new(),
         }
     }
 }
@@ -316,6 +323,12 @@ impl ChatPipeline {
             role: Role::User,
             content: request.new_turn(),
         };
+        let options = &self.options;
+        let cache_points =
+            options
+                .prompt_cache
+                .points(&model_id, history.len(), request.prompt_cache);
+        let guardrail = guardrail_for(&options.guardrails, route, &principal.tenant).cloned();
         let provider_request = ProviderRequest {
             model_id: model_id.clone(),
             system: request.system,
@@ -325,6 +338,8 @@ impl ChatPipeline {
             tool_choice: request.tool_choice,
             reasoning: request.reasoning,
             response_format: request.response_format,
+            cache_points,
+            guardrail,
         };
 
         let plan = match &self.cache {

@@ -229,6 +229,7 @@ impl Producer {
         let mut tools = ToolCalls::default();
         let cancelled = Cancelled(Some(self.started));
         let (mut stop_reason, mut usage) = (None, None);
+        let mut assessment = Vec::new();
         output.start(&self.model).await;
         loop {
             let next = tokio::select! {
@@ -257,6 +258,10 @@ impl Producer {
                     usage = Some(u);
                     continue;
                 }
+                Some(Ok(ProviderEvent::Guardrail(summary))) => {
+                    assessment = summary;
+                    continue;
+                }
                 Some(Err(e)) => {
                     cancelled.disarm();
                     return self.fail(&output, &e).await;
@@ -283,7 +288,8 @@ impl Producer {
                 let (Some(stop_reason), Some(usage)) = (stop_reason, usage) else {
                     return self.fail(&output, &incomplete_stream()).await;
                 };
-                return self.complete(output, kept, stop_reason, usage).await;
+                let ended = (stop_reason, usage, assessment);
+                return self.complete(output, kept, ended).await;
             }
         }
         // Everyone left: dropping `upstream` aborts the model call, and `cancelled` says so.
@@ -294,8 +300,7 @@ impl Producer {
         &self,
         mut output: Output,
         kept: Option<Kept>,
-        stop_reason: String,
-        usage: Usage,
+        (stop_reason, usage, assessment): (String, Usage, Vec<String>),
     ) {
         tracing::info!(
             outcome = "done",
@@ -308,7 +313,16 @@ impl Producer {
         let upstream_time = self.opened_at.elapsed();
         telemetry::model_call_done(&self.span, &self.model, &usage, &stop_reason);
         output.done(stop_reason.clone(), usage, upstream_time).await;
-        if let (Some(store), Some(kept)) = (self.store.as_ref(), kept) {
+        // An intervention is the guardrail's verdict on this request, not an answer to keep.
+        let intervened = stop_reason == GUARDRAIL_INTERVENED;
+        if intervened {
+            tracing::warn!(
+                model = %self.model,
+                assessment = ?assessment,
+                "a guardrail intervened"
+            );
+        }
+        if let (Some(store), Some(kept), false) = (self.store.as_ref(), kept, intervened) {
             store
                 .cache
                 .put(&store.key, kept.finish(stop_reason, usage))
@@ -338,6 +352,9 @@ impl Producer {
         }
     }
 }
+
+/// Bedrock's stop reason when a guardrail blocked the prompt or the answer.
+pub const GUARDRAIL_INTERVENED: &str = "guardrail_intervened";
 
 /// Logs a chat whose readers left before the model finished, when its producer ends or is dropped
 /// mid-stream (a direct reader leaves that way), unless disarmed by the model's last event.

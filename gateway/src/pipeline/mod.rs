@@ -5,6 +5,7 @@
 
 mod cache;
 mod chat_pipeline;
+mod contract;
 mod event_stream;
 mod flight;
 mod in_progress;
@@ -16,6 +17,7 @@ mod upstream;
 
 pub use cache::{ChatCache, GLOBAL_SCOPE};
 pub use chat_pipeline::{Admitted, ChatPipeline, PipelineOptions};
+pub use contract::{GuardrailRule, PromptCacheSettings, check_guardrails};
 pub use flight::Upstream;
 pub use memory::{Memory, MemorySettings, estimate_tokens};
 pub use models::{ModelCatalog, RoutingSettings, Why};

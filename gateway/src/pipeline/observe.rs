@@ -15,6 +15,7 @@ use crate::chat::{ChatEvent, Route, Usage};
 use crate::error::{Error, ErrorCode};
 use crate::lifecycle::InFlight;
 use crate::pipeline::event_stream::EventStream;
+use crate::pipeline::flight::GUARDRAIL_INTERVENED;
 use crate::telemetry::{ChatRecord, Outcome, Recorder};
 
 /// The events of one chat, in order. Dropping it cancels the upstream model call.
@@ -42,6 +43,7 @@ pub(crate) struct Watch {
     pub model: String,
     pub started: Instant,
     first_delta: Option<Duration>,
+    guardrail_intervened: bool,
     /// The trace's delivery span: from the first event ready to the last one taken.
     span: Span,
 }
@@ -61,6 +63,7 @@ impl Watch {
             model: model.to_owned(),
             started,
             first_delta: None,
+            guardrail_intervened: false,
             span: Span::none(),
         }
     }
@@ -81,6 +84,7 @@ impl Watch {
             first_delta: self.first_delta,
             upstream,
             usage,
+            guardrail_intervened: self.guardrail_intervened,
         });
     }
 }
@@ -111,8 +115,10 @@ impl ChatStream {
                 cached,
                 billed_usage,
                 upstream_time,
+                stop_reason,
                 ..
             }) => {
+                watch.guardrail_intervened = stop_reason == GUARDRAIL_INTERVENED;
                 // A cached answer is billed nothing: its tokens are the cache's savings.
                 let used = billed_usage.unwrap_or(*usage);
                 let (cached, upstream) = (*cached, *upstream_time);

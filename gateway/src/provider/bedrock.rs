@@ -14,7 +14,9 @@ use futures::stream;
 
 use crate::error::{Error, StartupError};
 use crate::provider::bedrock_errors::map_sdk_error;
-use crate::provider::converse::{ConverseInput, from_stream_event, to_converse, to_usage};
+use crate::provider::converse::{
+    ConverseInput, from_stream_event, stream_guardrail, to_converse, to_usage, whole_guardrail,
+};
 use crate::provider::{Completion, ModelProvider, ProviderRequest, ProviderStream};
 
 /// `[provider.bedrock]`: where and how to reach Bedrock. Credentials come from the standard
@@ -105,6 +107,7 @@ impl ModelProvider for BedrockProvider {
     #[tracing::instrument(skip_all, fields(model = %request.model_id))]
     async fn converse_stream(&self, request: ProviderRequest) -> Result<ProviderStream, Error> {
         let input = to_converse(&request)?;
+        let guardrail = input.guardrail.as_ref().map(stream_guardrail);
         let output = self
             .client
             .converse_stream()
@@ -115,19 +118,26 @@ impl ModelProvider for BedrockProvider {
             .set_tool_config(input.tools)
             .set_additional_model_request_fields(input.additional)
             .set_output_config(input.output)
+            .set_guardrail_config(guardrail)
             .send()
             .await
             .map_err(map_sdk_error)?;
-        // `None` once the stream has ended or failed: nothing is read after an exception.
-        let events = stream::unfold(Some(output.stream), |receiver| async move {
-            let mut receiver = receiver?;
+        // `None` once the stream has ended or failed: nothing is read after an exception. A
+        // Bedrock event may map to two (metadata: a guardrail assessment, then the usage).
+        let events = stream::unfold(Some((output.stream, None)), |state| async move {
+            let (mut receiver, queued) = state?;
+            if let Some(event) = queued {
+                return Some((Ok(event), Some((receiver, None))));
+            }
             loop {
                 match receiver.recv().await {
-                    Ok(Some(event)) => {
-                        if let Some(mapped) = from_stream_event(event) {
-                            return Some((Ok(mapped), Some(receiver)));
+                    Ok(Some(event)) => match from_stream_event(event) {
+                        [Some(first), second] => {
+                            return Some((Ok(first), Some((receiver, second))));
                         }
-                    }
+                        [None, Some(only)] => return Some((Ok(only), Some((receiver, None)))),
+                        [None, None] => {}
+                    },
                     Ok(None) => return None,
                     Err(e) => return Some((Err(map_sdk_error(e)), None)),
                 }
@@ -145,7 +155,9 @@ impl ModelProvider for BedrockProvider {
             tools,
             additional,
             output,
+            guardrail,
         } = to_converse(&request)?;
+        let guardrail = guardrail.as_ref().map(whole_guardrail);
         let output = self
             .client
             .converse()
@@ -156,6 +168,7 @@ impl ModelProvider for BedrockProvider {
             .set_tool_config(tools)
             .set_additional_model_request_fields(additional)
             .set_output_config(output)
+            .set_guardrail_config(guardrail)
             .send()
             .await
             .map_err(map_sdk_error)?;

@@ -3,12 +3,16 @@
 //! [`ProviderEvent`].
 
 use aws_sdk_bedrockruntime::types::{
-    self as bt, AnyToolChoice, AutoToolChoice, ContentBlock, ContentBlockDelta, ContentBlockStart,
-    ConversationRole, ConverseStreamOutput, InferenceConfiguration, JsonSchemaDefinition,
-    OutputConfig, OutputFormat, OutputFormatStructure, OutputFormatType, ReasoningContentBlock,
-    ReasoningContentBlockDelta, ReasoningTextBlock, SpecificToolChoice, SystemContentBlock,
-    TokenUsage, ToolConfiguration, ToolInputSchema, ToolResultBlock, ToolResultContentBlock,
-    ToolResultStatus, ToolSpecification, ToolUseBlock,
+    self as bt, AnyToolChoice, AutoToolChoice, CachePointBlock, CachePointType, ContentBlock,
+    ContentBlockDelta, ContentBlockStart, ConversationRole, ConverseStreamOutput,
+    InferenceConfiguration, JsonSchemaDefinition, OutputConfig, OutputFormat,
+    OutputFormatStructure, OutputFormatType, ReasoningContentBlock, ReasoningContentBlockDelta,
+    ReasoningTextBlock, SpecificToolChoice, SystemContentBlock, TokenUsage, ToolConfiguration,
+    ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolResultStatus, ToolSpecification,
+    ToolUseBlock,
+};
+use aws_sdk_bedrockruntime::types::{
+    GuardrailConfiguration, GuardrailStreamConfiguration, GuardrailStreamProcessingMode,
 };
 use aws_smithy_types::{Blob, Document, Number};
 use base64::Engine;
@@ -20,7 +24,11 @@ use crate::chat::{
     ToolStatus, Usage,
 };
 use crate::error::Error;
-use crate::provider::{Family, ProviderEvent, ProviderRequest};
+use crate::provider::guardrail_trace::summarize;
+use crate::provider::{
+    CacheTtl, Family, Guardrail, GuardrailTrace, ProviderEvent, ProviderRequest,
+    StreamProcessingMode,
+};
 
 /// Everything of a Converse request but the model id.
 pub struct ConverseInput {
@@ -30,18 +38,24 @@ pub struct ConverseInput {
     pub tools: Option<ToolConfiguration>,
     pub additional: Option<Document>,
     pub output: Option<OutputConfig>,
+    pub guardrail: Option<Guardrail>,
 }
 
 /// The Converse request for `request`.
 pub fn to_converse(request: &ProviderRequest) -> Result<ConverseInput, Error> {
-    let system = request
-        .system
-        .as_ref()
-        .map(|s| vec![SystemContentBlock::Text(s.clone())]);
+    let points = request.cache_points;
+    let cache_point = points.map(|p| cache_point(p.ttl)).transpose()?;
+    let system = request.system.as_ref().map(|s| {
+        let mut system = vec![SystemContentBlock::Text(s.clone())];
+        system.extend(cache_point.clone().map(SystemContentBlock::CachePoint));
+        system
+    });
+    let after = points.and_then(|p| p.after_message);
     let messages = request
         .messages
         .iter()
-        .map(message)
+        .enumerate()
+        .map(|(i, m)| message(m, cache_point.as_ref().filter(|_| after == Some(i))))
         .collect::<Result<Vec<_>, _>>()?;
     let p = &request.inference;
     let inference = InferenceConfiguration::builder()
@@ -50,7 +64,7 @@ pub fn to_converse(request: &ProviderRequest) -> Result<ConverseInput, Error> {
         .set_top_p(p.top_p)
         .set_stop_sequences(p.stop.clone())
         .build();
-    let tools = tool_config(&request.tools, request.tool_choice.as_ref())?;
+    let tools = tool_config(&request.tools, request.tool_choice.as_ref(), cache_point)?;
     let family = Family::of(&request.model_id);
     let additional = request
         .reasoning
@@ -69,11 +83,25 @@ pub fn to_converse(request: &ProviderRequest) -> Result<ConverseInput, Error> {
         tools,
         additional,
         output,
+        guardrail: request.guardrail.clone(),
     })
 }
 
-fn message(m: &Message) -> Result<bt::Message, Error> {
-    let content = m.content.iter().map(block).collect::<Result<Vec<_>, _>>()?;
+/// A cache point: Bedrock caches the prompt up to it.
+fn cache_point(ttl: CacheTtl) -> Result<CachePointBlock, Error> {
+    CachePointBlock::builder()
+        .r#type(CachePointType::Default)
+        .ttl(match ttl {
+            CacheTtl::FiveMinutes => bt::CacheTtl::FiveMinutes,
+            CacheTtl::OneHour => bt::CacheTtl::OneHour,
+        })
+        .build()
+        .map_err(built)
+}
+
+fn message(m: &Message, cache_point: Option<&CachePointBlock>) -> Result<bt::Message, Error> {
+    let mut content = m.content.iter().map(block).collect::<Result<Vec<_>, _>>()?;
+    content.extend(cache_point.cloned().map(ContentBlock::CachePoint));
     bt::Message::builder()
         .role(match m.role {
             Role::User => ConversationRole::User,
@@ -140,11 +168,12 @@ fn block(b: &Block) -> Result<ContentBlock, Error> {
 fn tool_config(
     tools: &[Tool],
     choice: Option<&ToolChoice>,
+    cache_point: Option<CachePointBlock>,
 ) -> Result<Option<ToolConfiguration>, Error> {
     if tools.is_empty() {
         return Ok(None);
     }
-    let specs = tools
+    let mut specs = tools
         .iter()
         .map(|t| {
             ToolSpecification::builder()
@@ -157,6 +186,7 @@ fn tool_config(
                 .map_err(built)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    specs.extend(cache_point.map(bt::Tool::CachePoint));
     let choice = match choice {
         None => None,
         Some(ToolChoice::Auto) => Some(bt::ToolChoice::Auto(AutoToolChoice::builder().build())),
@@ -210,6 +240,36 @@ fn output_config(format: &ResponseFormat) -> Result<OutputConfig, Error> {
     Ok(OutputConfig::builder().text_format(format).build())
 }
 
+/// The guardrail of a streamed call.
+pub fn stream_guardrail(g: &Guardrail) -> GuardrailStreamConfiguration {
+    GuardrailStreamConfiguration::builder()
+        .guardrail_identifier(&g.identifier)
+        .guardrail_version(&g.version)
+        .trace(trace(g.trace))
+        .stream_processing_mode(match g.stream_processing_mode {
+            StreamProcessingMode::Sync => GuardrailStreamProcessingMode::Sync,
+            StreamProcessingMode::Async => GuardrailStreamProcessingMode::Async,
+        })
+        .build()
+}
+
+/// The guardrail of a whole (unstreamed) call.
+pub fn whole_guardrail(g: &Guardrail) -> GuardrailConfiguration {
+    GuardrailConfiguration::builder()
+        .guardrail_identifier(&g.identifier)
+        .guardrail_version(&g.version)
+        .trace(trace(g.trace))
+        .build()
+}
+
+fn trace(t: GuardrailTrace) -> bt::GuardrailTrace {
+    match t {
+        GuardrailTrace::Enabled => bt::GuardrailTrace::Enabled,
+        GuardrailTrace::Disabled => bt::GuardrailTrace::Disabled,
+        GuardrailTrace::EnabledFull => bt::GuardrailTrace::EnabledFull,
+    }
+}
+
 fn built(e: aws_smithy_types::error::operation::BuildError) -> Error {
     Error::Internal(format!("building a Bedrock request: {e}"))
 }
@@ -253,8 +313,26 @@ fn json_of(doc: &Document) -> Value {
     }
 }
 
-/// One ConverseStream event as what the pipeline reads; `None` for events it has no use for.
-pub fn from_stream_event(event: ConverseStreamOutput) -> Option<ProviderEvent> {
+/// One ConverseStream event as what the pipeline reads: none, one, or (`metadata` with a
+/// guardrail trace) two.
+pub fn from_stream_event(event: ConverseStreamOutput) -> [Option<ProviderEvent>; 2] {
+    if let ConverseStreamOutput::Metadata(meta) = &event {
+        let guardrail = meta
+            .trace
+            .as_ref()
+            .and_then(|t| t.guardrail.as_ref())
+            .map(|g| ProviderEvent::Guardrail(summarize(g)));
+        let usage = meta
+            .usage
+            .as_ref()
+            .map(|u| ProviderEvent::Usage(to_usage(u)));
+        // The assessment first: the producer has it when the stream ends.
+        return [guardrail, usage];
+    }
+    [one_event(event), None]
+}
+
+fn one_event(event: ConverseStreamOutput) -> Option<ProviderEvent> {
     let index = |i: i32| u32::try_from(i).unwrap_or_default();
     match event {
         ConverseStreamOutput::ContentBlockStart(s) => match s.start {
@@ -294,10 +372,6 @@ pub fn from_stream_event(event: ConverseStreamOutput) -> Option<ProviderEvent> {
         ConverseStreamOutput::MessageStop(stop) => Some(ProviderEvent::Stop {
             stop_reason: stop.stop_reason.as_str().to_owned(),
         }),
-        ConverseStreamOutput::Metadata(meta) => meta
-            .usage
-            .as_ref()
-            .map(|u| ProviderEvent::Usage(to_usage(u))),
         _ => None,
     }
 }

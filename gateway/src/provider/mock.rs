@@ -13,7 +13,7 @@
 //! Any of them answers tools, tool results, reasoning and response formats as
 //! [`mock_agent`](crate::provider::mock_agent) describes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll, ready};
@@ -21,11 +21,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::Stream;
+use sha2::{Digest, Sha256};
 use tokio::time::Sleep;
 
 use crate::chat::{Part, Usage};
 use crate::error::Error;
-use crate::provider::mock_agent::{self, Ending, fragments};
+use crate::provider::mock_agent::{self, BLOCKED_ASSESSMENT, BLOCKED_MESSAGE, Ending, fragments};
+use crate::provider::mock_text::estimate_tokens;
 use crate::provider::mock_text::{default_word_count, input_tokens, reply_tokens};
 use crate::provider::{ModelProvider, ProviderEvent, ProviderRequest, ProviderStream};
 
@@ -87,6 +89,8 @@ impl Scenario {
 pub struct MockProvider {
     settings: MockSettings,
     calls: Mutex<HashMap<String, u64>>,
+    /// Prompt prefixes cached at a cache point, as Bedrock keeps them.
+    cached_prefixes: Mutex<HashSet<[u8; 32]>>,
 }
 
 impl MockProvider {
@@ -94,7 +98,38 @@ impl MockProvider {
         Self {
             settings,
             calls: Mutex::default(),
+            cached_prefixes: Mutex::default(),
         }
+    }
+
+    /// Prompt-cache tokens (read, written) for `request`, as Bedrock counts them: each cache
+    /// point ends a prefix (the tools, then the system prompt, then the history); the longest
+    /// prefix an earlier request wrote is read, and the rest up to the last point is written.
+    fn prompt_cache(&self, request: &ProviderRequest) -> (u64, u64) {
+        let Some(points) = request.cache_points else {
+            return (0, 0);
+        };
+        let history = points.after_message.map_or(0, |i| i + 1);
+        let history = &request.messages[..history.min(request.messages.len())];
+        let prefixes = [
+            serde_json::json!({ "tools": request.tools }),
+            serde_json::json!({ "tools": request.tools, "system": request.system }),
+            serde_json::json!({ "tools": request.tools, "system": request.system, "messages": history }),
+        ]
+        .map(|p| p.to_string());
+        let mut seen = self
+            .cached_prefixes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut read = 0;
+        for prefix in &prefixes {
+            let digest: [u8; 32] = Sha256::digest(prefix.as_bytes()).into();
+            if !seen.insert(digest) {
+                read = estimate_tokens(prefix);
+            }
+        }
+        let whole = prefixes.last().map_or(0, |p| estimate_tokens(p));
+        (read, whole.saturating_sub(read))
     }
 
     /// Counts a call to `model_id` and returns how many there have been, this one included.
@@ -108,6 +143,8 @@ impl MockProvider {
 
 struct Plan {
     events: Vec<ProviderEvent>,
+    /// A guardrail's assessment, sent with the usage.
+    assessment: Option<Vec<String>>,
     stop_reason: &'static str,
     usage: Usage,
     ttft: Duration,
@@ -139,7 +176,13 @@ impl ModelProvider for MockProvider {
                 retry_after: Some(Duration::from_millis(100)),
             });
         }
-        Ok(play(self.plan(scenario, &request)?))
+        let mut plan = self.plan(scenario, &request)?;
+        let (read, write) = self.prompt_cache(&request);
+        let usage = &mut plan.usage;
+        usage.input_tokens = usage.input_tokens.saturating_sub(read + write).max(1);
+        usage.cache_read_input_tokens = read;
+        usage.cache_write_input_tokens = write;
+        Ok(play(plan))
     }
 }
 
@@ -155,8 +198,10 @@ impl MockProvider {
             .inference
             .max_tokens
             .map_or(usize::MAX, |n| (n as usize).saturating_add(1));
+        let blocked = matches!(agent.ending, Ending::Blocked);
         let (tokens, stop_reason) = match agent.ending {
             Ending::ToolUse => (Vec::new(), "tool_use"),
+            Ending::Blocked => (fragments(BLOCKED_MESSAGE), "guardrail_intervened"),
             Ending::Fixed(text) => cut(fragments(&text), request),
             Ending::Text => cut(reply_tokens(request, words, limit), request),
         };
@@ -178,6 +223,7 @@ impl MockProvider {
             _ => (self.settings.ttft_ms, self.settings.tokens_per_second),
         };
         Ok(Plan {
+            assessment: blocked.then(|| vec![BLOCKED_ASSESSMENT.to_owned()]),
             usage: Usage::new(input_tokens(request), output_tokens as u64),
             events,
             stop_reason,
@@ -240,6 +286,7 @@ fn play(plan: Plan) -> ProviderStream {
         sent: 0,
         timer: None,
         tail: [
+            plan.assessment.map(ProviderEvent::Guardrail),
             Some(ProviderEvent::Stop {
                 stop_reason: plan.stop_reason.to_owned(),
             }),
@@ -263,8 +310,8 @@ struct Playback {
     sent: usize,
     /// One timer, re-armed for each due time; none while nothing waits.
     timer: Option<Pin<Box<Sleep>>>,
-    /// The stop reason and usage, after the last delta.
-    tail: [Option<ProviderEvent>; 2],
+    /// A guardrail's assessment, the stop reason and usage, after the last delta.
+    tail: [Option<ProviderEvent>; 3],
     ttft: Duration,
     gap: Duration,
     fail_after: Option<usize>,
@@ -307,7 +354,7 @@ impl Stream for Playback {
             if this.fail_after == Some(this.sent) {
                 // Nothing follows an error, as with a real model stream.
                 this.events = Default::default();
-                this.tail = [None, None];
+                this.tail = [None, None, None];
                 return Poll::Ready(Some(Err(Error::UpstreamError {
                     message: "the mock model failed mid-stream".into(),
                     retryable: false,
@@ -408,6 +455,82 @@ mod tests {
         }
         assert_eq!(deltas, 3);
         assert!(matches!(last, Some(Err(Error::UpstreamError { .. }))));
+    }
+
+    async fn events(request: ProviderRequest) -> Vec<ProviderEvent> {
+        let stream = provider().converse_stream(request).await.unwrap();
+        stream.map(Result::unwrap).collect().await
+    }
+
+    fn tool(name: &str) -> crate::chat::Tool {
+        crate::chat::Tool {
+            name: name.into(),
+            description: None,
+            input_schema: serde_json::json!({"type": "object",
+                "properties": {"q": {"type": "string"}}, "required": ["q"]}),
+            strict: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn named_tools_are_called_in_parallel_with_interleaved_input() {
+        let mut request = req(
+            "mock",
+            "use alpha and beta on Rome",
+            InferenceParams::default(),
+        );
+        request.tools = vec![tool("alpha"), tool("beta"), tool("gamma")];
+        let events = events(request).await;
+        let inputs: Vec<u32> = events
+            .iter()
+            .filter_map(|e| match e {
+                ProviderEvent::Part(Part::ToolInput { index, .. }) => Some(*index),
+                _ => None,
+            })
+            .collect();
+        assert!(inputs.starts_with(&[0, 1, 0, 1]), "{inputs:?}");
+        let starts = events
+            .iter()
+            .filter(|e| matches!(e, ProviderEvent::Part(Part::ToolStart { .. })))
+            .count();
+        assert_eq!(starts, 2, "gamma was not named");
+        assert!(events.contains(&ProviderEvent::Stop {
+            stop_reason: "tool_use".into()
+        }));
+    }
+
+    #[tokio::test]
+    async fn reasoning_comes_first_then_a_schema_answer() {
+        let mut request = req("mock", "the answer please", InferenceParams::default());
+        request.reasoning = Some(crate::chat::Reasoning {
+            budget_tokens: Some(2048),
+            effort: None,
+        });
+        request.response_format = Some(crate::chat::ResponseFormat::JsonSchema {
+            name: "a".into(),
+            description: None,
+            schema: serde_json::json!({"type": "object",
+                "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"}},
+                "required": ["n", "ok"]}),
+        });
+        let events = events(request).await;
+        assert!(matches!(
+            &events[0],
+            ProviderEvent::Part(Part::Reasoning { index: 0, .. })
+        ));
+        assert!(matches!(
+            &events[1],
+            ProviderEvent::Part(Part::Signature { index: 0, .. })
+        ));
+        let text: String = events
+            .iter()
+            .filter_map(|e| match e {
+                ProviderEvent::Part(Part::Text { index: 1, text }) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer, serde_json::json!({"n": 3, "ok": true}));
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,6 +10,8 @@
 //!   one). Stop reason `tool_use`.
 //! - the new message holds **tool results**: an answer that uses them.
 //! - **response_format**: JSON that satisfies the schema's required fields and types.
+//! - a **guardrail** attached and the word `forbidden` in the new message: the guardrail's
+//!   message, stop reason `guardrail_intervened` and an assessment.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -39,7 +41,14 @@ pub enum Ending {
     Fixed(String),
     /// Nothing more: the tools were called (`tool_use`).
     ToolUse,
+    /// The guardrail's message, then `guardrail_intervened`.
+    Blocked,
 }
+
+/// What the mock's guardrail answers in place of the model.
+pub const BLOCKED_MESSAGE: &str = "Sorry, this request is not allowed.";
+/// The mock guardrail's assessment.
+pub const BLOCKED_ASSESSMENT: &str = "input:topic:forbidden:BLOCKED";
 
 /// The mock's plan for `request`, or the error a real model would give it.
 pub fn plan(request: &ProviderRequest) -> Result<Agent, Error> {
@@ -55,6 +64,10 @@ pub fn plan(request: &ProviderRequest) -> Result<Agent, Error> {
         .map(|m| &m.content[..])
         .unwrap_or_default();
     let prompt = joined_text(last);
+    if request.guardrail.is_some() && prompt.to_lowercase().contains("forbidden") {
+        agent.ending = Ending::Blocked;
+        return Ok(agent);
+    }
     if request.reasoning.is_some() {
         let text = format!("Thinking about: {}", words(&prompt, 6));
         agent.push(Part::Reasoning {

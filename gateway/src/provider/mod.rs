@@ -4,7 +4,9 @@ mod bedrock;
 mod bedrock_errors;
 mod breaker;
 mod converse;
+mod extras;
 mod family;
+mod guardrail_trace;
 mod mock;
 mod mock_agent;
 mod mock_text;
@@ -21,6 +23,7 @@ use crate::error::Error;
 
 pub use bedrock::{BedrockProvider, BedrockSettings};
 pub use breaker::{BreakerSettings, Breakers, CircuitState};
+pub use extras::{CachePoints, CacheTtl, Guardrail, GuardrailTrace, StreamProcessingMode};
 pub use family::Family;
 pub use mock::{MockProvider, MockSettings};
 pub use resilient::{ResilientProvider, UpstreamSettings};
@@ -36,6 +39,10 @@ pub struct ProviderRequest {
     pub tool_choice: Option<ToolChoice>,
     pub reasoning: Option<Reasoning>,
     pub response_format: Option<ResponseFormat>,
+    /// Prompt-cache points the gateway places.
+    pub cache_points: Option<CachePoints>,
+    /// The guardrail the operator attached to this route and tenant.
+    pub guardrail: Option<Guardrail>,
 }
 
 /// What a model stream yields. A stream is complete only once it has yielded both
@@ -50,6 +57,8 @@ pub enum ProviderEvent {
         stop_reason: String,
     },
     Usage(Usage),
+    /// A guardrail's assessment, summarized (policy, kind and action; never the matched text).
+    Guardrail(Vec<String>),
 }
 
 impl ProviderEvent {
@@ -102,7 +111,7 @@ pub async fn collect(mut stream: ProviderStream) -> Result<Completion, Error> {
     while let Some(event) = stream.next().await {
         match event? {
             ProviderEvent::Part(Part::Text { text: t, .. }) => text.push_str(&t),
-            ProviderEvent::Part(_) | ProviderEvent::BlockStop(_) => {}
+            ProviderEvent::Part(_) | ProviderEvent::BlockStop(_) | ProviderEvent::Guardrail(_) => {}
             ProviderEvent::Stop { stop_reason: r } => stop_reason = Some(r),
             ProviderEvent::Usage(u) => usage = Some(u),
         }

@@ -83,11 +83,27 @@ impl<W: Write + Send + 'static> Recorder for Emf<W> {
         timed.extend([
             ("InputTokens", "Count"),
             ("OutputTokens", "Count"),
+            ("CacheReadInputTokens", "Count"),
+            ("CacheWriteInputTokens", "Count"),
             ("CacheHits", "Count"),
+            ("GuardrailInterventions", "Count"),
         ]);
-        values.insert("InputTokens".into(), r.usage.input_tokens.into());
-        values.insert("OutputTokens".into(), r.usage.output_tokens.into());
+        let u = r.usage;
+        values.insert("InputTokens".into(), u.input_tokens.into());
+        values.insert("OutputTokens".into(), u.output_tokens.into());
+        values.insert(
+            "CacheReadInputTokens".into(),
+            u.cache_read_input_tokens.into(),
+        );
+        values.insert(
+            "CacheWriteInputTokens".into(),
+            u.cache_write_input_tokens.into(),
+        );
         values.insert("CacheHits".into(), u64::from(r.cached).into());
+        values.insert(
+            "GuardrailInterventions".into(),
+            u64::from(r.guardrail_intervened).into(),
+        );
         self.emit(
             &[
                 (&["Route", "Code"], vec![("Chats", "Count")]),
@@ -167,6 +183,7 @@ mod tests {
             model: "m",
             tenant: "acme",
             outcome: Outcome::Done,
+            guardrail_intervened: false,
             cached: false,
             total: Duration::from_millis(120),
             first_delta: Some(Duration::from_millis(30)),

@@ -16,6 +16,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
+use crate::chat::Usage;
 use crate::telemetry::record::{BoundedLabel, ChatRecord, Recorder};
 
 /// The Prometheus text format's content type.
@@ -64,6 +65,12 @@ struct ChatLabels {
     route: &'static str,
     model: String,
     code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteModelLabels {
+    route: &'static str,
+    model: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -124,6 +131,7 @@ struct Families {
     tokens: Family<TokenLabels, Counter>,
     cost_usd: Family<UsageLabels, Counter<f64>>,
     retries: Family<ModelLabels, Counter>,
+    guardrail_interventions: Family<RouteModelLabels, Counter>,
     websockets: Gauge,
     queue: Family<QueueLabels, Gauge>,
     tenants: BoundedLabel,
@@ -145,6 +153,7 @@ impl Metrics {
                 tokens: Family::default(),
                 cost_usd: Family::default(),
                 retries: Family::default(),
+                guardrail_interventions: Family::default(),
                 websockets: Gauge::default(),
                 queue: Family::default(),
                 tenants: BoundedLabel::new(settings.max_tenants),
@@ -237,13 +246,18 @@ impl Metrics {
         );
         r.register(
             "tokens",
-            "Tokens the models used, by direction (input, output), model and tenant",
+            "Tokens the models used, by direction (input, output, cache_read, cache_write), model and tenant",
             m.tokens.clone(),
         );
         r.register(
             "cost_usd",
             "Estimated model cost in US dollars from [cache.prices], by model and tenant",
             m.cost_usd.clone(),
+        );
+        r.register(
+            "guardrail_interventions",
+            "Chats a guardrail ended (stop reason guardrail_intervened), by route and model",
+            m.guardrail_interventions.clone(),
         );
         r.register(
             "upstream_retries",
@@ -290,6 +304,14 @@ impl Recorder for Metrics {
         m.chat_seconds
             .get_or_create(&route)
             .observe(r.total.as_secs_f64());
+        if r.guardrail_intervened {
+            m.guardrail_interventions
+                .get_or_create(&RouteModelLabels {
+                    route: route.route,
+                    model: model.clone(),
+                })
+                .inc();
+        }
         if let Some(t) = r.first_delta {
             m.first_delta_seconds
                 .get_or_create(&route)
@@ -300,12 +322,18 @@ impl Recorder for Metrics {
                 .get_or_create(&route)
                 .observe(t.as_secs_f64());
         }
-        let (input, output) = (r.usage.input_tokens, r.usage.output_tokens);
-        if input == 0 && output == 0 {
+        let u = r.usage;
+        if u == Usage::default() {
             return;
         }
         let tenant = m.tenants.get(r.tenant).to_owned();
-        for (direction, n) in [("input", input), ("output", output)] {
+        let counts = [
+            ("input", u.input_tokens),
+            ("output", u.output_tokens),
+            ("cache_read", u.cache_read_input_tokens),
+            ("cache_write", u.cache_write_input_tokens),
+        ];
+        for (direction, n) in counts.into_iter().filter(|(_, n)| *n > 0) {
             m.tokens
                 .get_or_create(&TokenLabels {
                     direction,
@@ -315,7 +343,12 @@ impl Recorder for Metrics {
                 .inc_by(n);
         }
         if let Some(p) = m.prices.get(r.model) {
-            let usd = (input as f64 * p.input_per_1k + output as f64 * p.output_per_1k) / 1000.0;
+            let usd = p.cost(
+                u.input_tokens,
+                u.output_tokens,
+                u.cache_read_input_tokens,
+                u.cache_write_input_tokens,
+            );
             m.cost_usd
                 .get_or_create(&UsageLabels { model, tenant })
                 .inc_by(usd);

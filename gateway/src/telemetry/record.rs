@@ -50,6 +50,8 @@ pub struct ChatRecord<'a> {
     pub upstream: Option<Duration>,
     /// What the model used; zero for a cached answer, which cost nothing.
     pub usage: Usage,
+    /// A guardrail blocked the prompt or the answer (stop reason `guardrail_intervened`).
+    pub guardrail_intervened: bool,
 }
 
 impl ChatRecord<'_> {
@@ -137,6 +139,7 @@ mod tests {
             model: "m",
             tenant: "t",
             outcome: Outcome::Done,
+            guardrail_intervened: false,
             cached: false,
             total: Duration::from_millis(50),
             first_delta: None,

@@ -21,6 +21,7 @@ use nagare_gateway::telemetry::Emf;
 use nagare_gateway::ws::WsSettings;
 use nagare_tests::fake_apigw::{ApiGatewayEmulator, Authorizer, Function};
 use nagare_tests::fake_bedrock::HUGE_DELTA;
+use nagare_tests::fake_converse::TOOL_INPUT;
 use nagare_tests::fake_lambda::{Invocation, Outcome, workspace_binary};
 use nagare_tests::harness::DEV_SECRET;
 use nagare_tests::ws_client::{self, Ws, joined_text, next, send, until_done};
@@ -75,7 +76,10 @@ impl Aws {
         let (app, data) = Gateway::builder()
             // Without the retry layer: a stalled chat's `start` is read before its first token.
             .bare_model(Arc::new(bedrock_provider(&bedrock.url())))
-            .models("fake", &["fake.slow", "fake.stall", "fake.huge"])
+            .models(
+                "fake",
+                &["fake.slow", "fake.stall", "fake.huge", "fake.tools"],
+            )
             .wiring(move |w| w.with_recorder(recorder))
             .app()
             .await
@@ -260,6 +264,45 @@ async fn a_chat_streams_through_an_async_invocation_with_coalesced_posts() {
     assert!(
         aws.wait_for_item(&id, no_chats_in_flight).await,
         "the chat's slot was not freed"
+    );
+}
+
+#[tokio::test]
+async fn a_tool_call_reaches_the_connection_in_coalesced_fragments_and_whole() {
+    let aws = Aws::default().await;
+    let (mut ws, _) = aws.connect().await;
+    let tool = json!({"name": "get_weather", "input_schema": {"type": "object"}});
+    let frame = json!({"action": "chat", "message": "Weather?", "model": "fake.tools",
+                       "request_id": "t1", "tools": [tool]});
+    send(&mut ws, frame).await;
+    let frames = until_done(&mut ws, "t1").await;
+    assert_eq!(
+        frames.last().unwrap()["stop_reason"],
+        "tool_use",
+        "{frames:?}"
+    );
+    let fragments: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "tool_call_delta")
+        .collect();
+    let input: String = fragments
+        .iter()
+        .map(|f| f["input"].as_str().unwrap())
+        .collect();
+    assert_eq!(input, TOOL_INPUT);
+    assert!(fragments.iter().all(|f| f["index"] == 1));
+    let call = frames.iter().find(|f| f["type"] == "tool_call").unwrap();
+    assert_eq!(
+        call["input"],
+        serde_json::from_str::<Value>(TOOL_INPUT).unwrap()
+    );
+    assert_eq!(call["name"], "get_weather");
+    // Fragments after the first are merged into fewer posts.
+    let sent = nagare_tests::fake_converse::TOOL_FRAGMENTS_SENT;
+    assert!(
+        fragments.len() < sent,
+        "{} posts for {sent} fragments",
+        fragments.len()
     );
 }
 
