@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use nagare_gateway::chat::{Role, Usage};
+use nagare_gateway::chat::{Block, Role, ToolResultContent, ToolStatus, Usage};
 use nagare_gateway::store::{
     Appended, ConversationStore, Database, DynamoConversationStore, Exchange, MAX_TURN_BYTES,
-    SqliteConversationStore,
+    SqliteConversationStore, Stored,
 };
 use nagare_tests::fake_lambda::workspace_binary;
 use nagare_tests::moto;
@@ -182,6 +182,45 @@ async fn suite(store: Arc<dyn ConversationStore>) {
         let e = store.turns("alice", "c1", 2, Some(bad)).await.unwrap_err();
         assert_eq!(e.code().as_str(), "invalid_request");
     }
+
+    // Blocks come back as they went in; text-only messages stay text.
+    let call = vec![
+        Block::Reasoning {
+            text: "hm".into(),
+            signature: Some("sig".into()),
+        },
+        Block::ToolUse {
+            id: "t1".into(),
+            name: "get_weather".into(),
+            input: serde_json::json!({"city": "東京", "n": [1, 2.5]}),
+        },
+    ];
+    let result = vec![Block::ToolResult {
+        tool_use_id: "t1".into(),
+        content: vec![ToolResultContent::Json(serde_json::json!({"c": 21}))],
+        status: Some(ToolStatus::Success),
+    }];
+    for (request_id, user, answer) in [
+        ("b1", vec![Block::text("weather?")], call.clone()),
+        ("b2", result.clone(), vec![Block::text("21 C")]),
+    ] {
+        let x = Exchange {
+            request_id: request_id.into(),
+            user: Stored::of(&user),
+            assistant: Stored::of(&answer),
+            ..exchange(request_id, "", "")
+        };
+        store
+            .append("alice", "blocks", "b", &x, 7000)
+            .await
+            .unwrap();
+    }
+    let (_, turns) = store.history("alice", "blocks").await.unwrap().unwrap();
+    assert_eq!(turns[0].blocks, None);
+    assert_eq!(turns[1].blocks.as_deref(), Some(&call[..]));
+    assert_eq!(turns[1].content, "", "no text in a tool call");
+    assert_eq!(turns[2].blocks.as_deref(), Some(&result[..]));
+    assert_eq!(turns[3].blocks(), [Block::text("21 C")]);
 
     // Deletion removes everything; the id can then start afresh.
     assert!(store.delete("alice", "c1").await.unwrap());

@@ -152,7 +152,15 @@ impl Setup {
         };
         let gw = Gateway::builder()
             .model(Arc::new(bedrock_provider(&fake.url())))
-            .models("fake", &["fake.slow", "fake.throttle-1", "fake.validation"])
+            .models(
+                "fake",
+                &[
+                    "fake.slow",
+                    "fake.throttle-1",
+                    "fake.validation",
+                    "fake.tools",
+                ],
+            )
             .config(|c| c.metrics.enabled = true)
             .wiring(move |w| w.with_tasks(served))
             .start()
@@ -252,6 +260,33 @@ fn python_verifies(signature: &str, body: &[u8], secret: &str) -> bool {
         .unwrap_or_else(|e| panic!("{}: {e}; {INSTALL_PYTHON}", python().display()));
     child.stdin.take().unwrap().write_all(body).unwrap();
     child.wait_with_output().unwrap().status.success()
+}
+
+#[tokio::test]
+async fn a_task_result_carries_the_answer_s_tool_call() {
+    let s = Setup::default().await;
+    let client = alice();
+    let tool = json!({"name": "get_weather", "input_schema": {"type": "object"}});
+    let (status, accepted) = s
+        .submit(
+            &client,
+            json!({"message": "Weather?", "model": "fake.tools", "tools": [tool]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let task = s
+        .until(&client, accepted["task_id"].as_str().unwrap(), finished)
+        .await;
+    assert_eq!(task["status"], "succeeded", "{task}");
+    let result = &task["result"];
+    assert_eq!(result["stop_reason"], "tool_use");
+    assert_eq!(result["message"]["content"], "Let me check.");
+    let call = &result["message"]["blocks"][1];
+    assert_eq!(call["type"], "tool_use");
+    assert_eq!(
+        call["input"],
+        serde_json::from_str::<Value>(nagare_tests::fake_converse::TOOL_INPUT).unwrap()
+    );
 }
 
 #[tokio::test]

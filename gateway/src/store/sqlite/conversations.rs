@@ -292,3 +292,62 @@ impl ConversationStore for SqliteConversationStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+    use crate::chat::Block;
+    use crate::store::Stored;
+    use crate::store::sqlite::MIGRATIONS;
+
+    /// A conversation written before content blocks existed reads and continues.
+    #[tokio::test]
+    async fn conversations_from_before_blocks_read_and_continue() {
+        let dir = std::env::temp_dir().join(format!("nagare-blocks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nagare.db");
+        {
+            // The schema as the previous release left it, with one exchange in it.
+            let mut old = Connection::open(&path).unwrap();
+            for (n, step) in MIGRATIONS[..4].iter().enumerate() {
+                let tx = old.transaction().unwrap();
+                tx.execute_batch(step).unwrap();
+                tx.pragma_update(None, "user_version", n + 1).unwrap();
+                tx.commit().unwrap();
+            }
+            old.execute_batch(
+                "INSERT INTO conversations VALUES ('c1', 'alice', 'hi', 'm', 1, 1, 1);
+                 INSERT INTO turns (conversation_id, exchange, role, content, request_id,
+                                    input_tokens, output_tokens, stop_reason, created_at)
+                 VALUES ('c1', 1, 0, 'hi', 'r1', NULL, NULL, NULL, 1),
+                        ('c1', 1, 1, 'hello', 'r1', 1, 2, 'end_turn', 1);",
+            )
+            .unwrap();
+        }
+        let store = SqliteConversationStore::new(Database::open(&path, 0).unwrap());
+        let (_, turns) = store.history("alice", "c1").await.unwrap().unwrap();
+        assert_eq!(turns.len(), 2);
+        assert_eq!(turns[1].blocks(), [Block::text("hello")]);
+        let call = vec![Block::ToolUse {
+            id: "t1".into(),
+            name: "n".into(),
+            input: serde_json::json!({"a": 1}),
+        }];
+        let x = Exchange {
+            request_id: "r2".into(),
+            user: "again".into(),
+            assistant: Stored::of(&call),
+            usage: Usage::new(1, 1),
+            stop_reason: "tool_use".into(),
+            model: "m".into(),
+        };
+        store.append("alice", "c1", "hi", &x, 2).await.unwrap();
+        let (_, turns) = store.history("alice", "c1").await.unwrap().unwrap();
+        assert_eq!(turns.len(), 4);
+        assert_eq!(turns[2].blocks, None, "a text message stays text");
+        assert_eq!(turns[3].blocks.as_deref(), Some(&call[..]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -20,7 +20,7 @@ use crate::error::Error;
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many have run. Never
 /// edit a released step: add a new one.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: WebSocket connections of the API Gateway path.
     "CREATE TABLE connections (
         connection_id TEXT PRIMARY KEY,
