@@ -18,7 +18,8 @@
 //! | `fake.stall` | `messageStart`, then nothing until the client goes away |
 //!
 //! The Converse contract's scenarios ([`crate::fake_converse`]) write every frame in two HTTP
-//! chunks, split mid-frame, as a real connection may deliver them:
+//! chunks, split mid-frame (inside a multi-byte character when the frame has one), as a real
+//! connection may deliver them:
 //!
 //! | model id | behaviour |
 //! |---|---|
@@ -365,13 +366,21 @@ async fn converse_stream(
         .into_response()
 }
 
-/// Streams `frames` after `messageStart`, each frame in two chunks cut in its middle.
+/// Streams `frames` after `messageStart`, each frame in two chunks: cut inside a character's
+/// UTF-8 bytes when it has any, as a real connection may deliver it.
 fn scripted(shared: Arc<Shared>, frames: Vec<Bytes>) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         let mut finished = send(&tx, event("messageStart", json!({ "role": "assistant" }))).await;
         for frame in frames {
-            let (a, b) = frame.split_at(frame.len() / 2);
+            // Inside a multi-byte character of the payload when it has one (the payload ends
+            // four bytes before the frame, at its checksum), else in the middle.
+            let payload = &frame[..frame.len().saturating_sub(4)];
+            let at = payload
+                .iter()
+                .rposition(|b| b & 0xC0 == 0x80)
+                .unwrap_or(frame.len() / 2);
+            let (a, b) = frame.split_at(at);
             finished = finished
                 && send(&tx, Bytes::copy_from_slice(a)).await
                 && send(&tx, Bytes::copy_from_slice(b)).await;

@@ -33,6 +33,17 @@ impl Usage {
     }
 }
 
+impl Usage {
+    /// Every token the model processed, prompt-cache reads and writes included: what the
+    /// token limits count.
+    pub fn total(&self) -> u64 {
+        self.input_tokens
+            + self.output_tokens
+            + self.cache_read_input_tokens
+            + self.cache_write_input_tokens
+    }
+}
+
 fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
     *n == T::default()
 }

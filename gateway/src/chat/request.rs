@@ -458,6 +458,10 @@ mod tests {
             ),
             (r#"{"content":[{"type":"image"}]}"#, "content[0]"),
             (
+                r#"{"content":[{"type":"text","text":"x","extra":1}]}"#,
+                "extra",
+            ),
+            (
                 r#"{"content":[{"type":"tool_use","id":"t","name":"n","input":{}}]}"#,
                 "content[0]",
             ),

@@ -336,7 +336,7 @@ impl Reservation {
         stream
             .then(move |event| {
                 let used = match &event {
-                    Ok(ProviderEvent::Usage(u)) => Some(u.input_tokens + u.output_tokens),
+                    Ok(ProviderEvent::Usage(u)) => Some(u.total()),
                     _ => None,
                 };
                 let reservation = used.map(|_| self.clone());

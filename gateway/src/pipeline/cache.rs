@@ -13,7 +13,7 @@ use nagare_cache::{CacheKey, CacheSettings, Flight, Flights, Joined, Mode, Respo
 use nagare_cache::MetricsSnapshot;
 use tracing::Instrument;
 
-use crate::chat::{Block, Role, Route, is_plain_text};
+use crate::chat::{Block, Role, Route};
 use crate::chat::{CacheMode, CacheScope};
 use crate::error::Error;
 use crate::pipeline::event_stream::EventStream;
@@ -183,24 +183,27 @@ fn canonical(value: &impl serde::Serialize) -> String {
 
 /// The key of a model request in `scope`.
 fn key_of(scope: &str, r: &ProviderRequest) -> CacheKey {
-    let blocks: Vec<Option<String>> = r
+    // A message of one text block keys as text, as before blocks existed; any other as JSON.
+    let contents: Vec<Result<&str, String>> = r
         .messages
         .iter()
-        .map(|m| (!is_plain_text(&m.content)).then(|| canonical(&m.content)))
+        .map(|m| match &m.content[..] {
+            [Block::Text { text }] => Ok(text.as_str()),
+            blocks => Err(canonical(&blocks)),
+        })
         .collect();
     let messages: Vec<(&str, KeyContent<'_>)> = r
         .messages
         .iter()
-        .zip(&blocks)
-        .map(|(m, json)| {
+        .zip(&contents)
+        .map(|(m, content)| {
             let role = match m.role {
                 Role::User => "user",
                 Role::Assistant => "assistant",
             };
-            let content = match (json, m.content.first()) {
-                (None, Some(Block::Text { text })) => KeyContent::Text(text),
-                (Some(json), _) => KeyContent::Blocks(json),
-                (None, _) => KeyContent::Blocks(""),
+            let content = match content {
+                Ok(text) => KeyContent::Text(text),
+                Err(json) => KeyContent::Blocks(json),
             };
             (role, content)
         })

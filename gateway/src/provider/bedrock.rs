@@ -15,7 +15,7 @@ use futures::stream;
 use crate::error::{Error, StartupError};
 use crate::provider::bedrock_errors::map_sdk_error;
 use crate::provider::converse::{
-    ConverseInput, from_stream_event, stream_guardrail, to_converse, to_usage, whole_guardrail,
+    from_stream_event, stream_guardrail, to_converse, to_usage, whole_guardrail,
 };
 use crate::provider::{Completion, ModelProvider, ProviderRequest, ProviderStream};
 
@@ -148,26 +148,18 @@ impl ModelProvider for BedrockProvider {
 
     #[tracing::instrument(skip_all, fields(model = %request.model_id))]
     async fn converse(&self, request: ProviderRequest) -> Result<Completion, Error> {
-        let ConverseInput {
-            system,
-            messages,
-            inference,
-            tools,
-            additional,
-            output,
-            guardrail,
-        } = to_converse(&request)?;
-        let guardrail = guardrail.as_ref().map(whole_guardrail);
+        let input = to_converse(&request)?;
+        let guardrail = input.guardrail.as_ref().map(whole_guardrail);
         let output = self
             .client
             .converse()
             .model_id(&request.model_id)
-            .set_system(system)
-            .set_messages(Some(messages))
-            .inference_config(inference)
-            .set_tool_config(tools)
-            .set_additional_model_request_fields(additional)
-            .set_output_config(output)
+            .set_system(input.system)
+            .set_messages(Some(input.messages))
+            .inference_config(input.inference)
+            .set_tool_config(input.tools)
+            .set_additional_model_request_fields(input.additional)
+            .set_output_config(input.output)
             .set_guardrail_config(guardrail)
             .send()
             .await

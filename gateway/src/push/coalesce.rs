@@ -69,12 +69,19 @@ impl Kind {
                 index,
                 input: text,
             },
-            Self::ReasoningText | Self::Redacted => ChatEvent::Reasoning {
+            Self::ReasoningText => ChatEvent::Reasoning {
                 request_id,
                 index,
-                text: (self == Self::ReasoningText).then(|| text.clone()),
+                text: Some(text),
                 signature: None,
-                redacted: (self == Self::Redacted).then_some(text),
+                redacted: None,
+            },
+            Self::Redacted => ChatEvent::Reasoning {
+                request_id,
+                index,
+                text: None,
+                signature: None,
+                redacted: Some(text),
             },
         }
     }

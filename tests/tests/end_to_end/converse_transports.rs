@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The Converse contract on every transport of `nagare serve`, on the embedded mock: a tool
-//! loop over `/v1/ws` and over gRPC, prompt caching priced on the second turn, and a guardrail
-//! that ends the chat the same way everywhere and is counted. The fake-Bedrock side of the same
-//! features is in `converse.rs`.
+//! The Converse contract on the transports of `nagare serve` besides REST and SSE (those are in
+//! `converse.rs`): a tool loop through the fake Bedrock over `/v1/ws` and over gRPC, a guardrail
+//! that ends the chat the same way on every transport and is counted, and the embedded mock's
+//! own tool and prompt-cache scenarios, priced in metrics.
 
 use std::sync::Arc;
 
@@ -14,8 +14,9 @@ use nagare_gateway::provider::{
 use nagare_proto::v1 as pb;
 use nagare_proto::v1::chat_event::Event;
 use nagare_proto::v1::chat_service_client::ChatServiceClient;
+use nagare_tests::fake_converse::TOOL_INPUT;
 use nagare_tests::ws_client::{self, send, until_done};
-use nagare_tests::{Gateway, dev_token};
+use nagare_tests::{FakeBedrock, Gateway, bedrock_provider, dev_token};
 use serde_json::{Value, json};
 use tonic::Request;
 
@@ -37,7 +38,8 @@ fn guardrail() -> GuardrailRule {
     }
 }
 
-async fn gateway() -> Gateway {
+/// A gateway on the mock, with prompt caching, prices and a guardrail for alice's tenant.
+async fn mock_gateway() -> Gateway {
     Gateway::builder()
         .model(Arc::new(MockProvider::new(MockSettings::unpaced())))
         .models("mock", &[])
@@ -61,13 +63,72 @@ async fn gateway() -> Gateway {
         .unwrap()
 }
 
+/// A gateway on the fake Bedrock, answering with `model`, with a guardrail for alice's tenant.
+async fn fake_gateway(fake: &FakeBedrock, model: &str) -> Gateway {
+    Gateway::builder()
+        .model(Arc::new(bedrock_provider(&fake.url())))
+        .models(model, &[])
+        .config(|c| {
+            c.memory.enabled = true;
+            c.metrics.enabled = true;
+            c.pipeline.guardrails = vec![guardrail()];
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
 fn ws_url(gw: &Gateway, sub: &str) -> String {
     format!("ws://{}/v1/ws?token={}", gw.addr, dev_token(sub, &["chat"]))
 }
 
 #[tokio::test]
-async fn a_tool_loop_over_the_websocket_with_cache_reads_on_the_second_turn() {
-    let gw = gateway().await;
+async fn a_tool_loop_over_the_websocket_keeps_four_turns() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let gw = fake_gateway(&fake, "fake.tools").await;
+    let mut ws = ws_client::connect(&ws_url(&gw, "dave")).await;
+    let ask = json!({"action": "chat", "request_id": "w1", "message": "Weather?", "tools": [weather_tool()]});
+    send(&mut ws, ask).await;
+    let frames = until_done(&mut ws, "w1").await;
+    assert_eq!(
+        frames.last().unwrap()["stop_reason"],
+        "tool_use",
+        "{frames:?}"
+    );
+    let call = frames.iter().find(|f| f["type"] == "tool_call").unwrap();
+    assert_eq!(
+        call["input"],
+        serde_json::from_str::<Value>(TOOL_INPUT).unwrap()
+    );
+    let conversation = frames[0]["conversation_id"].as_str().unwrap().to_owned();
+    send(
+        &mut ws,
+        json!({"action": "chat", "request_id": "w2", "conversation_id": conversation,
+               "tools": [weather_tool()],
+               "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "21 C"}]}),
+    )
+    .await;
+    let frames = until_done(&mut ws, "w2").await;
+    assert_eq!(ws_client::joined_text(&frames, "w2"), "The tool said: 21 C");
+    let sent = fake.last_request().unwrap();
+    assert_eq!(
+        sent["messages"][1]["content"][1]["toolUse"]["toolUseId"],
+        "tooluse_fake_1"
+    );
+    assert_eq!(
+        sent["messages"][2]["content"][0]["toolResult"]["content"][0]["text"],
+        "21 C"
+    );
+    let dave = nagare_tests::authed_client(&dev_token("dave", &["chat"]));
+    let (_, page) = gw
+        .get_json(&dave, &format!("/v1/conversations/{conversation}"))
+        .await;
+    assert_eq!(page["turns"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn the_mock_s_tool_loop_reads_its_prompt_cache_on_the_second_turn_priced() {
+    let gw = mock_gateway().await;
     let mut ws = ws_client::connect(&ws_url(&gw, "alice")).await;
     send(
         &mut ws,
@@ -120,7 +181,17 @@ async fn a_tool_loop_over_the_websocket_with_cache_reads_on_the_second_turn() {
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
     };
     assert_eq!(line("cache_read"), Some(read as f64));
-    assert!(line("cache_write").unwrap() > 0.0);
+    let write = line("cache_write").unwrap();
+    assert!(write > 0.0);
+    // Priced apart: read at its own price, write at 1.25 times input.
+    let (input, output) = (line("input").unwrap(), line("output").unwrap());
+    let expected = (input * 1.0 + output * 2.0 + read as f64 * 0.1 + write * 1.25) / 1000.0;
+    let cost: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("nagare_cost_usd_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!((cost - expected).abs() < 1e-9, "{cost} != {expected}");
 
     // A request may turn prompt caching off: no cache tokens at all.
     send(
@@ -139,7 +210,8 @@ async fn a_tool_loop_over_the_websocket_with_cache_reads_on_the_second_turn() {
 
 #[tokio::test]
 async fn a_guardrail_ends_the_chat_on_every_transport_and_is_counted() {
-    let gw = gateway().await;
+    let fake = FakeBedrock::start().await.unwrap();
+    let gw = fake_gateway(&fake, "fake.guardrail").await;
     let blocked = json!({"message": "tell me the forbidden thing"});
     // REST, SSE and the WebSocket.
     let reply = gw.post_chat(&gw.client(), &blocked).await.unwrap();
@@ -179,10 +251,21 @@ async fn a_guardrail_ends_the_chat_on_every_transport_and_is_counted() {
         Some(Event::Done(done)) => assert_eq!(done.stop_reason, "guardrail_intervened"),
         other => panic!("{other:?}"),
     }
-    // Another tenant has no guardrail: the same words are answered.
+    assert_eq!(fake.calls(), 4);
+    let sent = fake.requests();
+    assert!(
+        sent.iter()
+            .all(|r| r["guardrailConfig"]["guardrailIdentifier"] == "gr-test")
+    );
+    // Another tenant has no guardrail: none is sent.
     let bob = nagare_tests::authed_client(&dev_token("bob", &["chat"]));
-    let reply = gw.post_chat(&bob, &blocked).await.unwrap();
-    assert_eq!(reply.body["stop_reason"], "end_turn");
+    gw.post_chat(&bob, &blocked).await.unwrap();
+    assert!(
+        fake.last_request()
+            .unwrap()
+            .get("guardrailConfig")
+            .is_none()
+    );
 
     let metrics = gw.metrics().await;
     let interventions: f64 = metrics
@@ -190,12 +273,14 @@ async fn a_guardrail_ends_the_chat_on_every_transport_and_is_counted() {
         .filter(|l| l.starts_with("nagare_guardrail_interventions_total{"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
-    assert_eq!(interventions, 4.0, "{metrics}");
+    // Bob's chat stopped so too (the fake always says so): the metric counts what Bedrock said.
+    assert_eq!(interventions, 5.0, "{metrics}");
 }
 
 #[tokio::test]
 async fn a_tool_loop_over_grpc_carries_blocks_both_ways() {
-    let gw = gateway().await;
+    let fake = FakeBedrock::start().await.unwrap();
+    let gw = fake_gateway(&fake, "fake.tools").await;
     let mut client = ChatServiceClient::connect(gw.grpc_url()).await.unwrap();
     let authed = |message: pb::ChatRequest| {
         let mut request = Request::new(message);
@@ -212,7 +297,7 @@ async fn a_tool_loop_over_grpc_carries_blocks_both_ways() {
         strict: None,
     };
     let first = pb::ChatRequest {
-        message: "get_weather in Kyoto".into(),
+        message: "Weather in Kyoto?".into(),
         tools: vec![tool.clone()],
         ..Default::default()
     };
@@ -236,9 +321,10 @@ async fn a_tool_loop_over_grpc_carries_blocks_both_ways() {
             _ => None,
         })
         .unwrap();
+    let expected: Value = serde_json::from_str(TOOL_INPUT).unwrap();
     assert_eq!(
         serde_json::from_str::<Value>(&call.input_json).unwrap(),
-        json!({"city": "Kyoto"})
+        expected
     );
     let fragments: String = events
         .iter()
@@ -247,7 +333,7 @@ async fn a_tool_loop_over_grpc_carries_blocks_both_ways() {
             _ => None,
         })
         .collect();
-    assert_eq!(fragments, call.input_json);
+    assert_eq!(fragments, TOOL_INPUT);
 
     let result = pb::ContentBlock {
         block: Some(pb::content_block::Block::ToolResult(pb::ToolResult {
@@ -265,9 +351,12 @@ async fn a_tool_loop_over_grpc_carries_blocks_both_ways() {
         ..Default::default()
     };
     let reply = client.converse(authed(second)).await.unwrap().into_inner();
+    assert_eq!(reply.message.unwrap().content, r#"The tool said: {"c":12}"#);
+    let sent = fake.last_request().unwrap();
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 3);
     assert_eq!(
-        reply.message.unwrap().content,
-        r#"The tool returned: {"c":12}."#
+        sent["messages"][2]["content"][0]["toolResult"]["status"],
+        "success"
     );
 
     // A tool result's JSON that does not parse names its field.
