@@ -63,3 +63,63 @@ fn findings(side: &str, a: &GuardrailAssessment, out: &mut Vec<String>) {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_bedrockruntime::types::{
+        GuardrailPiiEntityFilter, GuardrailPiiEntityType,
+        GuardrailSensitiveInformationPolicyAction, GuardrailSensitiveInformationPolicyAssessment,
+        GuardrailTopic, GuardrailTopicPolicyAction, GuardrailTopicPolicyAssessment,
+        GuardrailTopicType,
+    };
+
+    use super::*;
+
+    #[test]
+    fn findings_name_the_policy_and_action_never_the_match() {
+        let topic = GuardrailTopic::builder()
+            .name("investment advice")
+            .r#type(GuardrailTopicType::Deny)
+            .action(GuardrailTopicPolicyAction::Blocked)
+            .build()
+            .unwrap();
+        let pii = GuardrailPiiEntityFilter::builder()
+            .r#match("alice@example.com")
+            .r#type(GuardrailPiiEntityType::Email)
+            .action(GuardrailSensitiveInformationPolicyAction::Anonymized)
+            .build()
+            .unwrap();
+        let input = GuardrailAssessment::builder()
+            .topic_policy(
+                GuardrailTopicPolicyAssessment::builder()
+                    .topics(topic)
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        let output = GuardrailAssessment::builder()
+            .sensitive_information_policy(
+                GuardrailSensitiveInformationPolicyAssessment::builder()
+                    .pii_entities(pii)
+                    .set_regexes(Some(Vec::new()))
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        let trace = GuardrailTraceAssessment::builder()
+            .input_assessment("g1", input)
+            .output_assessments("g1", vec![output])
+            .model_output("the secret answer")
+            .build();
+        let summary = summarize(&trace);
+        assert_eq!(
+            summary,
+            [
+                "input:topic:investment advice:BLOCKED",
+                "output:pii:EMAIL:ANONYMIZED"
+            ]
+        );
+        let all = summary.join(" ");
+        assert!(!all.contains("alice@example.com") && !all.contains("secret"));
+    }
+}
