@@ -324,10 +324,9 @@ impl ChatPipeline {
             content: request.new_turn(),
         };
         let options = &self.options;
-        let cache_points =
-            options
-                .prompt_cache
-                .points(&model_id, history.len(), request.prompt_cache);
+        let cache_points = options
+            .prompt_cache
+            .points(history.len(), request.prompt_cache);
         let guardrail = guardrail_for(&options.guardrails, route, &principal.tenant).cloned();
         let provider_request = ProviderRequest {
             model_id: model_id.clone(),

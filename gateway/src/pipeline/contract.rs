@@ -31,18 +31,14 @@ impl Default for PromptCacheSettings {
 }
 
 impl PromptCacheSettings {
-    /// The cache points of a request to `model_id` whose first `history` messages came from
-    /// memory (or the client); `None` when prompt caching is off for it.
-    pub fn points(
-        &self,
-        model_id: &str,
-        history: usize,
-        asked: Option<bool>,
-    ) -> Option<CachePoints> {
-        let supported = self.models.iter().any(|m| model_id.contains(m.as_str()));
-        (self.enabled && supported && asked != Some(false)).then_some(CachePoints {
+    /// The cache points of a request whose first `history` messages came from memory (or the
+    /// client); `None` when prompt caching is off for it. They are sent only to the models
+    /// listed (see [`CachePoints::apply_to`]), whichever of a fallback chain answers.
+    pub fn points(&self, history: usize, asked: Option<bool>) -> Option<CachePoints> {
+        (self.enabled && asked != Some(false)).then(|| CachePoints {
             ttl: self.ttl,
             after_message: history.checked_sub(1),
+            models: self.models.clone().into(),
         })
     }
 }
@@ -140,16 +136,15 @@ mod tests {
             enabled: true,
             ..Default::default()
         };
-        let points = on.points("us.anthropic.claude-sonnet-4", 4, None).unwrap();
+        let points = on.points(4, None).unwrap();
         assert_eq!(points.after_message, Some(3));
-        assert_eq!(
-            on.points("anthropic.claude-x", 0, None)
-                .unwrap()
-                .after_message,
-            None
+        assert!(points.apply_to("us.anthropic.claude-sonnet-4"));
+        assert!(
+            !points.apply_to("meta.llama3"),
+            "a fallback that does not cache gets none"
         );
-        assert_eq!(on.points("anthropic.claude-x", 2, Some(false)), None);
-        assert_eq!(on.points("meta.llama3", 2, None), None);
-        assert_eq!(PromptCacheSettings::default().points("mock", 2, None), None);
+        assert_eq!(on.points(0, None).unwrap().after_message, None);
+        assert_eq!(on.points(2, Some(false)), None);
+        assert_eq!(PromptCacheSettings::default().points(2, None), None);
     }
 }

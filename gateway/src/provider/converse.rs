@@ -43,7 +43,7 @@ pub struct ConverseInput {
 
 /// The Converse request for `request`.
 pub fn to_converse(request: &ProviderRequest) -> Result<ConverseInput, Error> {
-    let points = request.cache_points;
+    let points = request.cache_points();
     let cache_point = points.map(|p| cache_point(p.ttl)).transpose()?;
     let system = request.system.as_ref().map(|s| {
         let mut system = vec![SystemContentBlock::Text(s.clone())];

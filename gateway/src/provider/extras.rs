@@ -15,11 +15,20 @@ pub enum CacheTtl {
 }
 
 /// Where Bedrock cache points go in one request: after the system prompt and after the tools
-/// when there are any, and after message `after_message` (the last one recalled from history).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// when there are any, and after message `after_message` (the last one recalled from history);
+/// only when the model called is one of `models` (parts of model ids), since a fallback model may
+/// not support prompt caching.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachePoints {
     pub ttl: CacheTtl,
     pub after_message: Option<usize>,
+    pub models: std::sync::Arc<[String]>,
+}
+
+impl CachePoints {
+    pub fn apply_to(&self, model_id: &str) -> bool {
+        self.models.iter().any(|m| model_id.contains(m.as_str()))
+    }
 }
 
 /// A Bedrock guardrail applied to a request.

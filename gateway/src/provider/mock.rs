@@ -106,7 +106,7 @@ impl MockProvider {
     /// point ends a prefix (the tools, then the system prompt, then the history); the longest
     /// prefix an earlier request wrote is read, and the rest up to the last point is written.
     fn prompt_cache(&self, request: &ProviderRequest) -> (u64, u64) {
-        let Some(points) = request.cache_points else {
+        let Some(points) = request.cache_points() else {
             return (0, 0);
         };
         let history = points.after_message.map_or(0, |i| i + 1);

@@ -61,6 +61,15 @@ pub enum ProviderEvent {
     Guardrail(Vec<String>),
 }
 
+impl ProviderRequest {
+    /// The cache points to send with this request, if its model takes them.
+    pub fn cache_points(&self) -> Option<&CachePoints> {
+        self.cache_points
+            .as_ref()
+            .filter(|p| p.apply_to(&self.model_id))
+    }
+}
+
 impl ProviderEvent {
     /// Text for the first block: all a text-only answer is.
     pub fn text(text: impl Into<String>) -> Self {
