@@ -79,8 +79,8 @@ impl Block {
         Self::Text { text: text.into() }
     }
 
-    /// The block's text, for titles, logs and token estimates: text, reasoning, a tool's input
-    /// or result as JSON.
+    /// The bytes of the block's content, for token estimates: its text or reasoning, a tool's
+    /// name and input or its result (JSON as serialized).
     pub fn estimate_len(&self) -> usize {
         match self {
             Self::Text { text } | Self::Reasoning { text, .. } => text.len(),
