@@ -98,6 +98,22 @@ impl BedrockProvider {
     }
 }
 
+/// Sets a [`ConverseInput`]'s parts (all but the guardrail, whose type differs) on a `Converse`
+/// or a `ConverseStream` call: two builders with the same setters and no trait in common.
+///
+/// [`ConverseInput`]: crate::provider::converse::ConverseInput
+macro_rules! with_input {
+    ($call:expr, $input:expr) => {
+        $call
+            .set_system($input.system)
+            .set_messages(Some($input.messages))
+            .inference_config($input.inference)
+            .set_tool_config($input.tools)
+            .set_additional_model_request_fields($input.additional)
+            .set_output_config($input.output)
+    };
+}
+
 #[async_trait]
 impl ModelProvider for BedrockProvider {
     fn name(&self) -> &'static str {
@@ -108,16 +124,8 @@ impl ModelProvider for BedrockProvider {
     async fn converse_stream(&self, request: ProviderRequest) -> Result<ProviderStream, Error> {
         let input = to_converse(&request)?;
         let guardrail = input.guardrail.as_ref().map(stream_guardrail);
-        let output = self
-            .client
-            .converse_stream()
-            .model_id(&request.model_id)
-            .set_system(input.system)
-            .set_messages(Some(input.messages))
-            .inference_config(input.inference)
-            .set_tool_config(input.tools)
-            .set_additional_model_request_fields(input.additional)
-            .set_output_config(input.output)
+        let call = self.client.converse_stream().model_id(&request.model_id);
+        let output = with_input!(call, input)
             .set_guardrail_config(guardrail)
             .send()
             .await
@@ -150,16 +158,8 @@ impl ModelProvider for BedrockProvider {
     async fn converse(&self, request: ProviderRequest) -> Result<Completion, Error> {
         let input = to_converse(&request)?;
         let guardrail = input.guardrail.as_ref().map(whole_guardrail);
-        let output = self
-            .client
-            .converse()
-            .model_id(&request.model_id)
-            .set_system(input.system)
-            .set_messages(Some(input.messages))
-            .inference_config(input.inference)
-            .set_tool_config(input.tools)
-            .set_additional_model_request_fields(input.additional)
-            .set_output_config(input.output)
+        let call = self.client.converse().model_id(&request.model_id);
+        let output = with_input!(call, input)
             .set_guardrail_config(guardrail)
             .send()
             .await
