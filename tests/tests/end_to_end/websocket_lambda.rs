@@ -268,7 +268,7 @@ async fn a_chat_streams_through_an_async_invocation_with_coalesced_posts() {
 }
 
 #[tokio::test]
-async fn a_tool_call_reaches_the_connection_in_coalesced_fragments_and_whole() {
+async fn a_tool_loop_reaches_the_connection_in_coalesced_fragments_and_whole_calls() {
     let aws = Aws::default().await;
     let (mut ws, _) = aws.connect().await;
     let tool = json!({"name": "get_weather", "input_schema": {"type": "object"}});
@@ -303,6 +303,32 @@ async fn a_tool_call_reaches_the_connection_in_coalesced_fragments_and_whole() {
         fragments.len() < sent,
         "{} posts for {sent} fragments",
         fragments.len()
+    );
+
+    // The loop's second turn, in the stateless form (this stack keeps no memory): the whole
+    // conversation, blocks and all, crosses the asynchronous invocation to the model.
+    let answer = json!([{"type": "text", "text": "Let me check."},
+                        {"type": "tool_use", "id": call["id"], "name": "get_weather", "input": call["input"]}]);
+    let result = json!([{"type": "tool_result", "tool_use_id": call["id"], "content": "21 C"}]);
+    let frame = json!({"action": "chat", "model": "fake.tools", "request_id": "t2", "tools": [tool],
+                       "messages": [{"role": "user", "content": "Weather?"},
+                                    {"role": "assistant", "content": answer},
+                                    {"role": "user", "content": result}]});
+    send(&mut ws, frame).await;
+    let frames = until_done(&mut ws, "t2").await;
+    assert_eq!(
+        joined_text(&frames, "t2"),
+        "The tool said: 21 C",
+        "{frames:?}"
+    );
+    let sent = aws.bedrock.last_request().unwrap();
+    assert_eq!(
+        sent["messages"][1]["content"][1]["toolUse"]["input"],
+        call["input"]
+    );
+    assert_eq!(
+        sent["messages"][2]["content"][0]["toolResult"]["toolUseId"],
+        call["id"]
     );
 }
 
