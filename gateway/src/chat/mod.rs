@@ -11,6 +11,7 @@ mod options;
 mod reply;
 mod request;
 mod route;
+mod turns;
 
 pub use answer::{Answer, Part, ToolCalls, parts_of_blocks};
 pub use content::{
@@ -24,10 +25,10 @@ pub use options::{
 };
 pub use reply::{ChatReply, ReplyMessage};
 pub use request::{
-    CacheMode, CacheScope, ChatRequest, InferenceParams, RequestLimits, check_tool_results,
-    parse_chat_request,
+    CacheMode, CacheScope, ChatRequest, InferenceParams, RequestLimits, parse_chat_request,
 };
 pub use route::Route;
+pub use turns::check_tool_results;
 
 /// Test fixtures shared by the unit tests of the pipeline, the HTTP router and WebSocket sessions.
 #[cfg(test)]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::chat::InferenceParams;
+use crate::chat::request::invalid;
 use crate::error::Error;
 
 /// A tool the model may call: `{"name","description","input_schema","strict"}`.
@@ -226,10 +227,6 @@ fn valid_tool_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-fn invalid(field: &str, why: &str) -> Error {
-    Error::InvalidRequest(format!("{field}: {why}"))
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chat::content::{Block, joined_text, tool_result_ids, tool_use_ids};
+use crate::chat::content::Block;
 use crate::chat::options::{Reasoning, ResponseFormat, Tool, ToolChoice, check_options};
+use crate::chat::turns::{check_blocks, check_conversation};
 use crate::chat::{Message, Role, parse_json};
 use crate::error::Error;
 
@@ -185,30 +186,7 @@ impl ChatRequest {
                 "not with conversation_id: the conversation is either yours or the gateway's",
             ));
         }
-        if messages.last().map(|m| m.role) != Some(Role::User) {
-            return Err(invalid("messages", "must end with a user message"));
-        }
-        let mut previous: Option<&Message> = None;
-        for (i, m) in messages.iter().enumerate() {
-            let expected = if i % 2 == 0 {
-                Role::User
-            } else {
-                Role::Assistant
-            };
-            if m.role != expected {
-                return Err(invalid(
-                    &format!("messages[{i}].role"),
-                    "messages alternate user and assistant, starting with user",
-                ));
-            }
-            check_blocks(&format!("messages[{i}].content"), m.role, &m.content)?;
-            if m.role == Role::User {
-                let open = previous.map(|p| p.content.as_slice()).unwrap_or_default();
-                check_tool_results(&format!("messages[{i}].content"), open, &m.content)?;
-            }
-            previous = Some(m);
-        }
-        Ok(())
+        check_conversation(messages)
     }
 
     /// The new user message as blocks, whichever form it came in.
@@ -228,14 +206,6 @@ impl ChatRequest {
             Some(m) => &m[..m.len().saturating_sub(1)],
             None => &[],
         }
-    }
-
-    /// The new message's text, for titles and logs.
-    pub fn prompt_text(&self) -> String {
-        if self.content.is_none() && self.messages.is_none() {
-            return self.message.clone();
-        }
-        joined_text(&self.new_turn())
     }
 
     /// The request id; always set after [`ChatRequest::validate`].
@@ -288,76 +258,7 @@ impl InferenceParams {
     }
 }
 
-/// Blocks a message of `role` may hold: none empty, user blocks text and tool results,
-/// assistant blocks text, tool calls and reasoning.
-fn check_blocks(field: &str, role: Role, blocks: &[Block]) -> Result<(), Error> {
-    if blocks.is_empty() {
-        return Err(invalid(field, "must hold at least one block"));
-    }
-    for (i, block) in blocks.iter().enumerate() {
-        let allowed = match block {
-            Block::Text { text } if text.trim().is_empty() => {
-                return Err(invalid(
-                    &format!("{field}[{i}].text"),
-                    "must be non-empty text",
-                ));
-            }
-            Block::Text { .. } => true,
-            Block::ToolResult { tool_use_id, .. } => {
-                check_id(&format!("{field}[{i}].tool_use_id"), tool_use_id)?;
-                role == Role::User
-            }
-            Block::ToolUse { id, input, .. } => {
-                check_id(&format!("{field}[{i}].id"), id)?;
-                if !input.is_object() {
-                    return Err(invalid(
-                        &format!("{field}[{i}].input"),
-                        "must be a JSON object",
-                    ));
-                }
-                role == Role::Assistant
-            }
-            Block::Reasoning { .. } | Block::RedactedReasoning { .. } => role == Role::Assistant,
-        };
-        if !allowed {
-            return Err(invalid(
-                &format!("{field}[{i}]"),
-                &format!("this block is not allowed in a {role:?} message").to_lowercase(),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Every tool result in `new` answers a tool call in `answered` (the assistant message before
-/// it), and every call there gets its result: Bedrock refuses a conversation otherwise.
-pub fn check_tool_results(field: &str, answered: &[Block], new: &[Block]) -> Result<(), Error> {
-    let calls: Vec<&str> = tool_use_ids(answered).collect();
-    let results: Vec<&str> = tool_result_ids(new).collect();
-    if let Some(unknown) = results.iter().find(|id| !calls.contains(id)) {
-        return Err(invalid(
-            &format!("{field}.tool_use_id"),
-            &format!("'{unknown}' is not an open tool call of this conversation"),
-        ));
-    }
-    let missing: Vec<&str> = calls
-        .iter()
-        .copied()
-        .filter(|id| !results.contains(id))
-        .collect();
-    if !missing.is_empty() {
-        return Err(invalid(
-            field,
-            &format!(
-                "the last answer called tools; send a tool_result for each of: {}",
-                missing.join(", ")
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn check_id(field: &str, id: &str) -> Result<(), Error> {
+pub(super) fn check_id(field: &str, id: &str) -> Result<(), Error> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_CHARS
         && id
@@ -373,13 +274,14 @@ fn check_id(field: &str, id: &str) -> Result<(), Error> {
     }
 }
 
-fn invalid(field: &str, why: &str) -> Error {
+pub(super) fn invalid(field: &str, why: &str) -> Error {
     Error::InvalidRequest(format!("{field}: {why}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::joined_text;
 
     fn check(body: &str) -> Result<ChatRequest, Error> {
         parse_chat_request(body.as_bytes())?.validate(&RequestLimits::default(), || "gen".into())
@@ -530,7 +432,7 @@ mod tests {
         assert!(matches!(&req.new_turn()[..], [Block::ToolResult { .. }]));
         let req = check(r#"{"content":[{"type":"text","text":"hi"},{"type":"text","text":"!"}]}"#)
             .unwrap();
-        assert_eq!(req.prompt_text(), "hi!");
+        assert_eq!(joined_text(&req.new_turn()), "hi!");
         assert_eq!(
             check(r#"{"message":"x"}"#).unwrap().new_turn(),
             [Block::text("x")]

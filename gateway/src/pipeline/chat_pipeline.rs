@@ -11,7 +11,7 @@ use tracing::{Instrument, field};
 
 use crate::chat::{
     ChatRequest, Message, RequestLimits, Role, Route, check_reasoning, check_tool_results,
-    parts_of_blocks,
+    joined_text, parts_of_blocks,
 };
 use crate::error::Error;
 use crate::lifecycle::{InFlight, Lifecycle};
@@ -277,16 +277,17 @@ impl ChatPipeline {
         span.record("model", model_id.as_str());
         span.in_scope(|| tracing::debug!(routed_by = ?why, "model chosen"));
 
+        let new_turn = request.new_turn();
         let (history, recorder) = match &self.memory {
             None if request.conversation_id.is_some() => return Err(memory_off()),
             // The client keeps the conversation: nothing to recall or record.
             _ if request.messages.is_some() => (request.sent_history().to_vec(), None),
             None => {
-                check_tool_results("content", &[], &request.new_turn())?;
+                check_tool_results("content", &[], &new_turn)?;
                 (Vec::new(), None)
             }
             Some(memory) => match memory
-                .recall(principal, &request, &model_id)
+                .recall(principal, &request, &new_turn, &model_id)
                 .instrument(crate::trace_span!("history.load"))
                 .await?
             {
@@ -311,7 +312,7 @@ impl ChatPipeline {
         };
         if self.options.log_prompts {
             span.in_scope(
-                || tracing::info!(prompt = %request.prompt_text(), system = ?request.system, "prompt"),
+                || tracing::info!(prompt = %joined_text(&new_turn), system = ?request.system, "prompt"),
             );
         }
         let ask = CacheAsk {
@@ -321,7 +322,7 @@ impl ChatPipeline {
         };
         let new_turn = Message {
             role: Role::User,
-            content: request.new_turn(),
+            content: new_turn,
         };
         let options = &self.options;
         let cache_points = options

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use nagare_authorizer::Principal;
 use sha2::{Digest, Sha256};
 
-use crate::chat::{Block, ChatRequest, Usage, check_tool_results, tool_result_ids};
+use crate::chat::{Block, ChatRequest, Usage, check_tool_results, joined_text, tool_result_ids};
 use crate::chat::{Message, Role};
 use crate::error::Error;
 use crate::pipeline::in_progress::{Claim, InProgress, Running};
@@ -161,15 +161,16 @@ impl Memory {
             .ok_or_else(not_found)
     }
 
-    /// Recalls the conversation of `request` (validated), or starts a new one.
+    /// Recalls the conversation of `request` (validated), whose new message is `user_blocks`,
+    /// or starts a new one.
     pub async fn recall(
         &self,
         principal: &Principal,
         request: &ChatRequest,
+        user_blocks: &[Block],
         model_id: &str,
     ) -> Result<Recall, Error> {
-        let user_blocks = request.new_turn();
-        let user = Stored::of(&user_blocks);
+        let user = Stored::of(user_blocks);
         if user.bytes() > MAX_TURN_BYTES {
             return Err(Error::PayloadTooLarge {
                 limit: MAX_TURN_BYTES,
@@ -220,9 +221,9 @@ impl Memory {
             Some(t) if t.role == Role::Assistant => t.blocks(),
             _ => Vec::new(),
         };
-        check_tool_results("content", &last_answer, &user_blocks)?;
-        let continues_tools = tool_result_ids(&user_blocks).next().is_some();
-        let reserved = estimate_block_tokens(&user_blocks)
+        check_tool_results("content", &last_answer, user_blocks)?;
+        let continues_tools = tool_result_ids(user_blocks).next().is_some();
+        let reserved = estimate_block_tokens(user_blocks)
             + request.system.as_deref().map_or(0, estimate_tokens)
             + request
                 .inference
@@ -236,7 +237,7 @@ impl Memory {
                 store: self.store.clone(),
                 owner: principal.sub.clone(),
                 conversation_id: id.clone(),
-                title: request.prompt_text().chars().take(TITLE_CHARS).collect(),
+                title: joined_text(user_blocks).chars().take(TITLE_CHARS).collect(),
                 request_id: request.id().to_owned(),
                 user,
             },
