@@ -60,20 +60,31 @@ impl Part {
 /// Tool calls whose input is still arriving, completed at their block's end.
 #[derive(Debug, Default)]
 pub struct ToolCalls {
-    open: Vec<(u32, String, String, String)>,
+    open: Vec<OpenCall>,
+}
+
+/// A tool call whose block has not ended: its input so far.
+#[derive(Debug)]
+struct OpenCall {
+    index: u32,
+    id: String,
+    name: String,
+    json: String,
 }
 
 impl ToolCalls {
     /// Follows `part`: a tool call's start and its input fragments.
     pub fn follow(&mut self, part: &Part) {
         match part {
-            Part::ToolStart { index, id, name } => {
-                self.open
-                    .push((*index, id.clone(), name.clone(), String::new()));
-            }
+            Part::ToolStart { index, id, name } => self.open.push(OpenCall {
+                index: *index,
+                id: id.clone(),
+                name: name.clone(),
+                json: String::new(),
+            }),
             Part::ToolInput { index, json } => {
-                if let Some(open) = self.open.iter_mut().find(|o| o.0 == *index) {
-                    open.3.push_str(json);
+                if let Some(open) = self.open.iter_mut().find(|o| o.index == *index) {
+                    open.json.push_str(json);
                 }
             }
             _ => {}
@@ -83,10 +94,15 @@ impl ToolCalls {
     /// Block `index` ended: its tool call, parsed, if it was one. Input that is not JSON is the
     /// model's failure, and retrying the same request would not fix it.
     pub fn stop(&mut self, index: u32) -> Result<Option<Part>, Error> {
-        let Some(at) = self.open.iter().position(|o| o.0 == index) else {
+        let Some(at) = self.open.iter().position(|o| o.index == index) else {
             return Ok(None);
         };
-        let (index, id, name, json) = self.open.remove(at);
+        let OpenCall {
+            index,
+            id,
+            name,
+            json,
+        } = self.open.remove(at);
         // A tool without parameters may stream no input at all.
         let text = if json.trim().is_empty() { "{}" } else { &json };
         match serde_json::from_str::<Value>(text) {
@@ -106,7 +122,7 @@ impl ToolCalls {
     /// The calls whose block never ended, in index order, for a stream that ended without
     /// closing them.
     pub fn unfinished(&self) -> Vec<u32> {
-        let mut open: Vec<u32> = self.open.iter().map(|o| o.0).collect();
+        let mut open: Vec<u32> = self.open.iter().map(|o| o.index).collect();
         open.sort_unstable();
         open
     }
@@ -158,6 +174,13 @@ impl Answer {
                 };
             }
             Part::ToolStart { .. } | Part::ToolInput { .. } => {}
+        }
+    }
+
+    /// Adds every part of `parts`.
+    pub fn extend(&mut self, parts: impl IntoIterator<Item = Part>) {
+        for part in parts {
+            self.push(&part);
         }
     }
 

@@ -193,6 +193,46 @@ impl ChatEvent {
         }
     }
 
+    /// The part of the answer a content event carries (the way back from
+    /// [`ChatEvent::of_part`]); `None` for any other event.
+    pub fn into_part(self) -> Option<Part> {
+        Some(match self {
+            Self::Delta { index, text, .. } => Part::Text { index, text },
+            Self::Reasoning {
+                index,
+                text: Some(text),
+                ..
+            } => Part::Reasoning { index, text },
+            Self::Reasoning {
+                index,
+                signature: Some(signature),
+                ..
+            } => Part::Signature { index, signature },
+            Self::Reasoning {
+                index,
+                redacted: Some(data),
+                ..
+            } => Part::Redacted { index, data },
+            Self::ToolCallStart {
+                index, id, name, ..
+            } => Part::ToolStart { index, id, name },
+            Self::ToolCallDelta { index, input, .. } => Part::ToolInput { index, json: input },
+            Self::ToolCall {
+                index,
+                id,
+                name,
+                input,
+                ..
+            } => Part::ToolCall {
+                index,
+                id,
+                name,
+                input,
+            },
+            _ => return None,
+        })
+    }
+
     fn reasoning(
         request_id: Arc<str>,
         index: u32,

@@ -3,7 +3,7 @@
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{Answer, Block, ChatEvent, Part, Usage, is_plain_text, joined_text};
+use crate::chat::{Answer, Block, ChatEvent, Usage, is_plain_text, joined_text};
 use crate::error::{Error, ErrorBody};
 
 /// `{"request_id","conversation_id","model","message":{"role","content","blocks"?},"stop_reason","usage","latency_ms","cached"}`
@@ -55,6 +55,10 @@ impl ChatReply {
         };
         let mut answer = Answer::default();
         while let Some(event) = stream.next().await {
+            if event.is_content() {
+                answer.extend(event.into_part());
+                continue;
+            }
             match event {
                 ChatEvent::Start {
                     request_id,
@@ -66,39 +70,6 @@ impl ChatReply {
                     reply.conversation_id = conversation_id;
                     reply.model = model;
                 }
-                ChatEvent::Delta { index, text, .. } => answer.push(&Part::Text { index, text }),
-                ChatEvent::Reasoning {
-                    index,
-                    text,
-                    signature,
-                    redacted,
-                    ..
-                } => {
-                    answer.push(&Part::Reasoning {
-                        index,
-                        text: text.unwrap_or_default(),
-                    });
-                    if let Some(signature) = signature {
-                        answer.push(&Part::Signature { index, signature });
-                    }
-                    if let Some(data) = redacted {
-                        answer.push(&Part::Redacted { index, data });
-                    }
-                }
-                ChatEvent::ToolCall {
-                    index,
-                    id,
-                    name,
-                    input,
-                    ..
-                } => answer.push(&Part::ToolCall {
-                    index,
-                    id,
-                    name,
-                    input,
-                }),
-                // The complete call follows its start and fragments.
-                ChatEvent::ToolCallStart { .. } | ChatEvent::ToolCallDelta { .. } => {}
                 ChatEvent::Done {
                     stop_reason,
                     usage,
@@ -120,6 +91,7 @@ impl ChatReply {
                     return Ok(reply);
                 }
                 ChatEvent::Error { error, .. } => return Err(error),
+                _ => {}
             }
         }
         Err(Error::Internal("chat stream ended without done".into()).body())
