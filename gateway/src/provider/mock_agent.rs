@@ -297,9 +297,11 @@ fn check_signatures(request: &ProviderRequest) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
     use serde_json::json;
 
     use super::*;
+    use crate::provider::{MockProvider, MockSettings, ModelProvider};
 
     fn weather() -> Tool {
         Tool {
@@ -313,6 +315,87 @@ mod tests {
             }),
             strict: None,
         }
+    }
+
+    fn ask(text: &str) -> ProviderRequest {
+        ProviderRequest {
+            model_id: "mock".into(),
+            messages: vec![Message::text(Role::User, text)],
+            ..Default::default()
+        }
+    }
+
+    async fn events(request: ProviderRequest) -> Vec<ProviderEvent> {
+        let provider = MockProvider::new(MockSettings::unpaced());
+        let stream = provider.converse_stream(request).await.unwrap();
+        stream.map(Result::unwrap).collect().await
+    }
+
+    fn tool(name: &str) -> Tool {
+        Tool {
+            name: name.into(),
+            description: None,
+            input_schema: serde_json::json!({"type": "object",
+                "properties": {"q": {"type": "string"}}, "required": ["q"]}),
+            strict: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn named_tools_are_called_in_parallel_with_interleaved_input() {
+        let mut request = ask("use alpha and beta on Rome");
+        request.tools = vec![tool("alpha"), tool("beta"), tool("gamma")];
+        let events = events(request).await;
+        let inputs: Vec<u32> = events
+            .iter()
+            .filter_map(|e| match e {
+                ProviderEvent::Part(Part::ToolInput { index, .. }) => Some(*index),
+                _ => None,
+            })
+            .collect();
+        assert!(inputs.starts_with(&[0, 1, 0, 1]), "{inputs:?}");
+        let starts = events
+            .iter()
+            .filter(|e| matches!(e, ProviderEvent::Part(Part::ToolStart { .. })))
+            .count();
+        assert_eq!(starts, 2, "gamma was not named");
+        assert!(events.contains(&ProviderEvent::Stop {
+            stop_reason: "tool_use".into()
+        }));
+    }
+
+    #[tokio::test]
+    async fn reasoning_comes_first_then_a_schema_answer() {
+        let mut request = ask("the answer please");
+        request.reasoning = Some(crate::chat::Reasoning {
+            budget_tokens: Some(2048),
+            effort: None,
+        });
+        request.response_format = Some(crate::chat::ResponseFormat::JsonSchema {
+            name: "a".into(),
+            description: None,
+            schema: serde_json::json!({"type": "object",
+                "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"}},
+                "required": ["n", "ok"]}),
+        });
+        let events = events(request).await;
+        assert!(matches!(
+            &events[0],
+            ProviderEvent::Part(Part::Reasoning { index: 0, .. })
+        ));
+        assert!(matches!(
+            &events[1],
+            ProviderEvent::Part(Part::Signature { index: 0, .. })
+        ));
+        let text: String = events
+            .iter()
+            .filter_map(|e| match e {
+                ProviderEvent::Part(Part::Text { index: 1, text }) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer, serde_json::json!({"n": 3, "ok": true}));
     }
 
     #[test]
