@@ -31,6 +31,20 @@ const TOOL_FRAGMENTS: &[&str] = &[
     r#"☕"}"#,
 ];
 
+/// The tool the `fake.tools` scenarios call, as a chat request offers it.
+pub fn weather_tool() -> Value {
+    json!({
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    })
+}
+
+/// `fake.parallel-tools`'s second tool.
+pub fn time_tool() -> Value {
+    json!({"name": "get_time", "input_schema": {"type": "object", "properties": {"zone": {"type": "string"}}}})
+}
+
 /// What a scripted model answers: frames, or an error type Bedrock would return.
 pub type Scripted = Result<Vec<Bytes>, &'static str>;
 

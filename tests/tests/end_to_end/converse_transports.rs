@@ -14,16 +14,11 @@ use nagare_gateway::provider::{
 use nagare_proto::v1 as pb;
 use nagare_proto::v1::chat_event::Event;
 use nagare_proto::v1::chat_service_client::ChatServiceClient;
-use nagare_tests::fake_converse::TOOL_INPUT;
+use nagare_tests::fake_converse::{TOOL_INPUT, weather_tool};
 use nagare_tests::ws_client::{self, send, until_done};
 use nagare_tests::{FakeBedrock, Gateway, bedrock_provider, dev_token};
 use serde_json::{Value, json};
 use tonic::Request;
-
-fn weather_tool() -> Value {
-    json!({"name": "get_weather",
-           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}})
-}
 
 fn guardrail() -> GuardrailRule {
     GuardrailRule {

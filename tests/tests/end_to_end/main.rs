@@ -11,6 +11,7 @@ mod connection_store;
 mod connections;
 mod conversation_store;
 mod converse;
+mod converse_operator;
 mod converse_transports;
 mod deploy;
 mod gateway_http;
