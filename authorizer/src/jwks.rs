@@ -70,6 +70,11 @@ impl JwksCache {
         self.fetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The key for `kid` if the cached set holds it; never fetches.
+    pub async fn cached(&self, kid: &str) -> Option<Arc<VerifyKey>> {
+        self.keys.get(kid).await
+    }
+
     /// The key for `kid`, fetching the set when the key is not cached and the refetch interval
     /// allows it.
     pub async fn key(&self, kid: &str) -> Result<Arc<VerifyKey>, AuthError> {

@@ -23,6 +23,8 @@ use tokio::time::Instant;
 pub enum Mode {
     /// Read the whole body; latency is time to the last byte.
     Unary,
+    /// `GET` the URL (no body), read as `unary`: e.g. `/healthz`, the HTTP floor.
+    Get,
     /// Server-sent events; also records the time to the first `delta` event.
     Sse,
     /// Chats over a WebSocket (`ws://…/v1/ws`), one at a time per connection.
@@ -99,6 +101,14 @@ pub struct Report {
     /// time woke, over the same measured window (see [`sleeper`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sleeper_lateness_ms: Option<Percentiles>,
+    /// Deltas read over the whole run, warm-up included: what a server's CPU over the whole run
+    /// is divided by for its cost per delta.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deltas_received: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 struct Recorder {
@@ -109,6 +119,8 @@ struct Recorder {
     socket_lateness: Histogram<u64>,
     errors: BTreeMap<String, u64>,
     ok: u64,
+    /// Over the whole run, warm-up included.
+    deltas: u64,
 }
 
 impl Recorder {
@@ -121,6 +133,7 @@ impl Recorder {
             socket_lateness: histogram()?,
             errors: BTreeMap::new(),
             ok: 0,
+            deltas: 0,
         })
     }
 
@@ -134,6 +147,7 @@ impl Recorder {
             *self.errors.entry(k).or_default() += v;
         }
         self.ok += other.ok;
+        self.deltas += other.deltas;
         Ok(())
     }
 }
@@ -201,6 +215,7 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<Report> {
         delta_socket_lateness_ms: (!total.socket_lateness.is_empty())
             .then(|| percentiles(&total.socket_lateness)),
         sleeper_lateness_ms: sleeper.as_ref().map(percentiles),
+        deltas_received: total.deltas,
     })
 }
 
@@ -254,7 +269,7 @@ async fn open(addr: SocketAddr, spec: &LoadSpec) -> Result<Conn, String> {
         Mode::Ws | Mode::WsIdle => crate::load_ws::open(addr, spec)
             .await
             .map(|ws| Conn::Ws(Box::new(ws))),
-        Mode::Unary | Mode::Sse => connect(addr)
+        Mode::Unary | Mode::Get | Mode::Sse => connect(addr)
             .await
             .map(Conn::Http)
             .map_err(|e| format!("connect: {e}")),
@@ -336,6 +351,9 @@ async fn worker(
             },
         };
         let counted = scheduled >= measure_from;
+        if let Ok(timing) = &outcome {
+            rec.deltas += u64::from(timing.deltas);
+        }
         match outcome {
             Ok(timing) if counted => {
                 rec.ok += 1;
@@ -372,6 +390,8 @@ fn micros(d: Duration) -> u64 {
 /// What one successful request measured.
 pub struct Timing {
     pub latency: Duration,
+    /// How many deltas the response carried.
+    pub deltas: u32,
     pub first_delta: Option<Duration>,
     pub delta_gaps: Vec<Duration>,
     pub delta_lateness: Vec<Duration>,
@@ -441,6 +461,7 @@ impl DeltaClock {
         };
         Timing {
             latency: self.scheduled.elapsed(),
+            deltas: self.count(),
             first_delta,
             delta_lateness: late(&self.arrivals),
             delta_socket_lateness: self.received.as_deref().map(late).unwrap_or_default(),
@@ -476,7 +497,10 @@ async fn one_request(
         .await
         .map_err(|e| format!("connection: {e}"))?;
     let path = spec.url.path_and_query().map_or("/", |p| p.as_str());
-    let mut req = Request::post(path)
+    let get = spec.mode == Mode::Get;
+    let mut req = Request::builder()
+        .method(if get { "GET" } else { "POST" })
+        .uri(path)
         .header(
             "host",
             spec.url.authority().map_or("localhost", |a| a.as_str()),
@@ -485,9 +509,8 @@ async fn one_request(
     for (k, v) in &spec.headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    let req = req
-        .body(Full::new(spec.body.clone()))
-        .map_err(|e| e.to_string())?;
+    let body = if get { Bytes::new() } else { spec.body.clone() };
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
     let response = sender
         .send_request(req)
         .await

@@ -331,6 +331,29 @@ async fn a_rotated_key_is_accepted_after_one_refetch_and_a_retired_one_is_not() 
 }
 
 #[tokio::test]
+async fn a_verified_token_is_refused_once_it_expires() {
+    // Verified tokens are kept (a client sends the same one with every request): the verdict
+    // must not outlive `exp`.
+    let k = key("k1", "rsa-1", Algorithm::RS256);
+    let issuer = FakeIssuer::start(&[&k]).await.unwrap();
+    let auth = AuthSettings {
+        issuers: vec![issuer.settings(&["RS256"])],
+        leeway_secs: 0,
+        ..AuthSettings::default()
+    };
+    let v = Verifier::new(&auth, None).unwrap();
+    let exp = now() + 1;
+    let token = k.sign(&with(claims(&issuer), json!({ "exp": exp })));
+    assert_eq!(v.verify(&token).await.unwrap().expires_at, exp);
+    assert_eq!(v.verify(&token).await.unwrap().expires_at, exp);
+    while now() <= exp {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(v.verify(&token).await, Err(AuthError::Expired));
+    assert_eq!(issuer.fetches(), 1);
+}
+
+#[tokio::test]
 async fn a_flood_of_unknown_kids_fetches_at_most_once_per_interval() {
     let k = key("k1", "rsa-1", Algorithm::RS256);
     let issuer = FakeIssuer::start(&[&k]).await.unwrap();
