@@ -6,7 +6,7 @@
 # Each case: a warm-up run, then the measured run; the server's (and the fake Bedrock's) utime +
 # stime from /proc over the measured run, divided by the requests it served. BENCH_RUNS rounds
 # (default 3) run every case in turn, and the table gives each column's median over the rounds.
-# BENCH_PERF=CASE (healthz, mock, mocksse, grpc, hit, bedrock, bedrocksse, via1) records the first
+# BENCH_PERF=CASE (healthz, mock, mocksse, grpc, hit, bedrock, bedrocksse, via1, ws) records the first
 # round's measured run of that case with `perf record --call-graph dwarf` into target/perf-CASE.data;
 # its CPU figure then includes perf's own cost.
 set -euo pipefail
@@ -70,16 +70,25 @@ load() { "$bin/nagare-load" --header "authorization: Bearer $token" --json "$@";
 measure() {
   local name=$1 run=$2 pid=$3; shift 3
   load --seconds "$warmup" --warmup 0 "$@" >/dev/null
-  local s0 f0 perf=
-  if [ "${BENCH_PERF:-}" = "$name" ] && [ "$run" = 1 ]; then
-    perf record -q -F "${BENCH_PERF_HZ:-999}" --call-graph dwarf,32768 -p "$pid" -o "target/perf-$name.data" 2>"$work/perf.log" &
-    perf=$!
-    sleep 1
-  fi
+  local s0 f0
+  profile_start "$name" "$run" "$pid"
   s0=$(ticks "$pid") f0=$(ticks "$fake_pid")
   load --seconds "$seconds" --warmup 0 "$@" >"$work/$name-$run.json"
   echo "$(( $(ticks "$pid") - s0 )) $(( $(ticks "$fake_pid") - f0 ))" >"$work/$name-$run.cpu"
-  if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" || true; echo "profile: target/perf-$name.data" >&2; fi
+  profile_stop
+}
+# profile_start NAME RUN PID: with BENCH_PERF=NAME, records PID in the first round; profile_stop ends it.
+perf=
+profile_start() {
+  [ "${BENCH_PERF:-}" = "$1" ] && [ "$2" = 1 ] || return 0
+  perf record -q -F "${BENCH_PERF_HZ:-999}" --call-graph dwarf,32768 -p "$3" -o "target/perf-$1.data" 2>"$work/perf.log" &
+  perf=$!
+  sleep 1
+}
+profile_stop() {
+  [ -n "$perf" ] || return 0
+  kill -INT "$perf"; wait "$perf" || true; perf=
+  echo "profile: target/perf-$BENCH_PERF.data" >&2
 }
 direct_body='{"messages":[{"role":"user","content":[{"text":"hello"}]}]}'
 ws_body='{"message":"hi","model":"mock.long","inference":{"max_tokens":100}}'
@@ -97,11 +106,13 @@ for run in $(seq 1 "$runs"); do
   measure via1 "$run" "$gw_pid" --url "$gw/v1/chat" --connections 1
   # WebSocket: the whole run (handshakes and chat starts included) over every delta read. The
   # chats start spread over one chat's length (2 s), like independent users'.
+  profile_start ws "$run" "$ws_pid"
   w0=$(ticks "$ws_pid")
   load --url "ws://${wsgw#http://}/v1/ws" --mode ws --connections "$streams" --delta-interval-ms 20 \
     --ramp-seconds 2 --seconds "$seconds" --warmup "$(awk "BEGIN { print $warmup + 2 }")" --body "$ws_body" \
     >"$work/ws-$run.json"
   echo "$(( $(ticks "$ws_pid") - w0 )) 0" >"$work/ws-$run.cpu"
+  profile_stop
 done
 
 mkdir -p "$(dirname "$out")"

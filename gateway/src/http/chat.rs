@@ -1,24 +1,22 @@
 //! `POST /v1/chat` (one JSON reply) and `POST /v1/chat/stream` (server-sent events): two sinks of
 //! the same pipeline.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use futures::StreamExt;
 use nagare_authorizer::Principal;
 
 use crate::app::App;
-use crate::chat::{CacheMode, ChatEvent, ChatReply, ChatRequest, Route, parse_chat_request};
+use crate::chat::{CacheMode, ChatReply, ChatRequest, Route, parse_chat_request};
 use crate::error::Error;
 use crate::http::error::ApiError;
+use crate::http::sse::SseBody;
 use crate::http::{Arrived, header_id, header_request_id, with_request_id};
 use crate::pipeline::ChatStream;
 
@@ -55,10 +53,13 @@ pub async fn stream(
         Ok(started) => started,
         Err(e) => return e.into_response(),
     };
-    let sse = events.map(|event| Ok::<_, Infallible>(sse_event(&event)));
-    let mut response = Sse::new(sse)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
+    let mut response = Response::new(Body::new(SseBody::new(events, Duration::from_secs(15))));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Reverse proxies such as nginx buffer responses unless told not to, which would hold every delta back.
     response
         .headers_mut()
@@ -97,17 +98,6 @@ async fn start(
     match app.pipeline.start(chat).await {
         Ok(events) => Ok((request_id, events)),
         Err(e) => Err(reject(e, Some(&request_id))),
-    }
-}
-
-/// One SSE event: `event: <type>` and the event's JSON as `data:`.
-fn sse_event(event: &ChatEvent) -> Event {
-    match serde_json::to_string(event) {
-        Ok(json) => Event::default().event(event.kind()).data(json),
-        Err(e) => {
-            tracing::error!(error = %e, "serializing a chat event");
-            Event::default().event("error").data(r#"{"type":"error","code":"internal","message":"internal error","retryable":false}"#)
-        }
     }
 }
 

@@ -5,6 +5,7 @@ mod chat;
 mod conversations;
 mod error;
 mod observe;
+mod sse;
 mod tasks;
 
 pub use observe::Arrived;

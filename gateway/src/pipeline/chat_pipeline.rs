@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use nagare_authorizer::Principal;
 use nagare_cache::CachedResponse;
-use tracing::{Instrument, field};
+use tracing::Instrument;
 
 use crate::chat::{
     ChatRequest, Message, RequestLimits, Role, Route, check_reasoning, check_tool_results,
@@ -254,13 +254,6 @@ impl ChatPipeline {
         started: Instant,
     ) -> Result<EventStream, Error> {
         let request_id: Arc<str> = Arc::from(request.id());
-        let span = tracing::info_span!(
-            "chat",
-            request_id = %request_id,
-            tenant = %principal.tenant,
-            model = field::Empty
-        );
-
         // The transport verified `principal` before it got here.
         if let Some(limits) = &self.limits {
             let span = crate::trace_span!("limits.admit");
@@ -274,7 +267,14 @@ impl ChatPipeline {
             check_reasoning(reasoning, &request.inference, request.tool_choice.as_ref())?;
         }
         let chain = self.models.chain(Some(name), &model_id);
-        span.record("model", model_id.as_str());
+        // Made once the model is known (nothing above runs inside it): recording a field later
+        // costs the JSON logs a re-parse of all the span's fields.
+        let span = tracing::info_span!(
+            "chat",
+            request_id = %request_id,
+            tenant = %principal.tenant,
+            model = model_id.as_str(),
+        );
         span.in_scope(|| tracing::debug!(routed_by = ?why, "model chosen"));
 
         let new_turn = request.new_turn();

@@ -3,6 +3,7 @@
 //! `nagare serve`, Embedded Metric Format lines in Lambda).
 
 mod emf;
+mod json_log;
 mod metrics;
 mod record;
 mod traces;
@@ -26,6 +27,7 @@ pub use traces::{
 };
 
 use crate::error::StartupError;
+use json_log::{JsonFields, JsonLine};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -118,9 +120,8 @@ fn log_writer() -> (NonBlocking, WorkerGuard) {
 
 fn json_logs(writer: NonBlocking, span_list: bool) -> Box<dyn Layer<Registry> + Send + Sync> {
     tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_span_list(span_list)
+        .event_format(JsonLine { span_list })
+        .fmt_fields(JsonFields)
         .with_writer(writer)
         .boxed()
 }
