@@ -42,13 +42,14 @@ pub fn reply_tokens(request: &ProviderRequest, words: usize, limit: usize) -> Ve
         .find(|m| m.role == Role::User)
         .map(Message::joined_text)
         .unwrap_or_default();
-    let echo: String = last
-        .split_whitespace()
-        .take(8)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut tokens = vec!["You".to_owned(), " said".to_owned(), ":".to_owned()];
-    tokens.extend(echo.split(' ').map(|w| format!(" {w}")));
+    let mut tokens = Vec::with_capacity(words.saturating_add(16).min(limit));
+    tokens.extend(["You".to_owned(), " said".to_owned(), ":".to_owned()]);
+    let echoed = tokens.len();
+    tokens.extend(last.split_whitespace().take(8).map(|w| spaced(w, false)));
+    if tokens.len() == echoed {
+        // An empty prompt echoes as one empty word.
+        tokens.push(" ".to_owned());
+    }
     tokens.push(".".to_owned());
     let mut sentence_start = true;
     for i in 0..words {
@@ -57,12 +58,7 @@ pub fn reply_tokens(request: &ProviderRequest, words: usize, limit: usize) -> Ve
         }
         seed = xorshift(seed);
         let word = WORDS[(seed % WORDS.len() as u64) as usize];
-        let word = if sentence_start {
-            capitalize(word)
-        } else {
-            word.to_owned()
-        };
-        tokens.push(format!(" {word}"));
+        tokens.push(spaced(word, sentence_start));
         sentence_start = (seed >> 32).is_multiple_of(9) || i + 1 == words;
         if sentence_start {
             tokens.push(".".to_owned());
@@ -77,12 +73,17 @@ pub fn default_word_count(request: &ProviderRequest) -> usize {
     16 + (fnv1a(request) % 32) as usize
 }
 
-fn capitalize(word: &str) -> String {
+/// `word` after a space, its first letter capitalized if asked: one allocation a token, the
+/// mock's largest cost per chat otherwise.
+fn spaced(word: &str, capitalized: bool) -> String {
+    let mut token = String::with_capacity(word.len() + 1);
+    token.push(' ');
     let mut chars = word.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
+    if capitalized && let Some(first) = chars.next() {
+        token.extend(first.to_uppercase());
     }
+    token.push_str(chars.as_str());
+    token
 }
 
 fn fnv1a(request: &ProviderRequest) -> u64 {
@@ -149,6 +150,21 @@ mod tests {
         for limit in [0, 2, 10, 11, 100] {
             assert_eq!(reply_tokens(&req("hello"), 1500, limit), whole[..limit]);
         }
+    }
+
+    #[test]
+    fn the_reply_echoes_the_prompt_then_capitalizes_each_sentence() {
+        let tokens = reply_tokens(&req("  ask   me\tanything "), 20, usize::MAX);
+        assert_eq!(
+            tokens[..7],
+            ["You", " said", ":", " ask", " me", " anything", "."]
+        );
+        let first_word = &tokens[7];
+        assert!(first_word.starts_with(' ') && first_word[1..2].chars().all(char::is_uppercase));
+        assert_eq!(
+            reply_tokens(&req(""), 0, usize::MAX),
+            ["You", " said", ":", " ", "."]
+        );
     }
 
     #[test]
