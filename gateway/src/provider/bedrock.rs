@@ -6,7 +6,6 @@ use async_trait::async_trait;
 use aws_config::{Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_bedrockruntime::Client;
-use aws_sdk_bedrockruntime::config::StalledStreamProtectionConfig;
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConverseOutput};
@@ -83,12 +82,9 @@ impl BedrockProvider {
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .build();
-        // Retries belong to the gateway, which knows whether a delta already reached the client;
-        // so does a stalled stream (`[upstream] first_token_timeout_ms`, `idle_timeout_ms`): the
-        // SDK's own throughput checks only wrapped every body for nothing.
+        // Retries belong to the gateway, which knows whether a delta already reached the client.
         let mut config = aws_sdk_bedrockruntime::config::Builder::from(sdk)
             .retry_config(RetryConfig::disabled())
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .timeout_config(timeouts);
         if let Some(url) = &settings.endpoint_url {
             config = config.endpoint_url(url);
