@@ -24,13 +24,6 @@ bin=target/$profile
 
 # shellcheck source=tests/bench_lib.sh
 source tests/bench_lib.sh
-# grpc_url VAR LOG: sets VAR to http://ADDR of the `listening on grpc://ADDR` line in LOG.
-grpc_url() {
-  local addr
-  addr=$(grep -o 'listening on grpc://[0-9.:]*' "$2" | head -n1 | sed 's|listening on grpc://||')
-  [ -n "$addr" ] || { echo "no gRPC listener in $2" >&2; cat "$2" >&2; return 1; }
-  printf -v "$1" 'http://%s' "$addr"
-}
 
 # Both gateways run in dev mode with one data dir; every request carries a token minted for it.
 data="$work/data"

@@ -31,12 +31,6 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 # shellcheck source=tests/bench_lib.sh
 source tests/bench_lib.sh
-grpc_url() {
-  local addr
-  addr=$(grep -o 'listening on grpc://[0-9.:]*' "$2" | head -n1 | sed 's|listening on grpc://||')
-  [ -n "$addr" ] || { echo "no gRPC listener in $2" >&2; cat "$2" >&2; return 1; }
-  printf -v "$1" 'http://%s' "$addr"
-}
 
 data="$work/data"
 token=$("$nagare" token --sub bench --data-dir "$data")

@@ -1,4 +1,4 @@
-# Shared by tests/bench.sh and tests/bench_ab.sh (sourced; callers keep their servers' pids in `pids`).
+# Shared by tests/bench.sh, tests/bench_ab.sh and tests/bench_cpu.sh (sourced; callers keep their servers' pids in `pids`).
 
 # start VAR LOG CMD...: runs CMD in the background and sets VAR to the URL of its `listening on` line.
 start() {
@@ -12,4 +12,12 @@ start() {
     sleep 0.05
   done
   echo "server did not start: $*" >&2; cat "$log" >&2; return 1
+}
+
+# grpc_url VAR LOG: sets VAR to http://ADDR of the `listening on grpc://ADDR` line in LOG.
+grpc_url() {
+  local addr
+  addr=$(grep -o 'listening on grpc://[0-9.:]*' "$2" | head -n1 | sed 's|listening on grpc://||')
+  [ -n "$addr" ] || { echo "no gRPC listener in $2" >&2; cat "$2" >&2; return 1; }
+  printf -v "$1" 'http://%s' "$addr"
 }
