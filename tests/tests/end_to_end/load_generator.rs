@@ -135,3 +135,25 @@ async fn grpc_unary_and_streaming_chats() {
     let report = load::run(unauthenticated).await.unwrap();
     assert_eq!(report.errors.get("unauthorized"), Some(&report.requests));
 }
+
+#[tokio::test]
+async fn get_mode_reads_the_health_check_and_streams_count_every_delta() {
+    let gw = gateway().await;
+    let health = load::run(spec(&gw, "/healthz", "", Mode::Get, None))
+        .await
+        .unwrap();
+    assert!(health.requests > 0);
+    assert!(health.errors.is_empty(), "{:?}", health.errors);
+    assert_eq!(health.deltas_received, 0, "a unary response has no deltas");
+    let sse = load::run(spec(
+        &gw,
+        "/v1/chat/stream",
+        r#"{"message":"hi"}"#,
+        Mode::Sse,
+        None,
+    ))
+    .await
+    .unwrap();
+    // Every stream carries several deltas, warm-up included in the count.
+    assert!(sse.deltas_received > sse.requests, "{sse:?}");
+}
