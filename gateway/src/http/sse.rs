@@ -27,7 +27,10 @@ const KEEP_ALIVE: &[u8] = b":\n\n";
 pub struct SseBody<S> {
     events: S,
     keep_alive: Duration,
+    /// Re-armed only when it fires, from the time of the last frame, so a stream of many events
+    /// does not touch the timer wheel once per event.
     idle: Pin<Box<Sleep>>,
+    last_sent: Instant,
     ended: bool,
 }
 
@@ -37,6 +40,7 @@ impl<S> SseBody<S> {
             events,
             keep_alive,
             idle: Box::pin(tokio::time::sleep(keep_alive)),
+            last_sent: Instant::now(),
             ended: false,
         }
     }
@@ -58,8 +62,7 @@ impl<S: Stream<Item = ChatEvent> + Unpin> Body for SseBody<S> {
             Poll::Ready(Some(event)) => {
                 let mut frame = BytesMut::with_capacity(128);
                 write_event(&mut frame, &event);
-                let next = Instant::now() + this.keep_alive;
-                this.idle.as_mut().reset(next);
+                this.last_sent = Instant::now();
                 return Poll::Ready(Some(Ok(Frame::data(frame.freeze()))));
             }
             Poll::Ready(None) => {
@@ -68,10 +71,17 @@ impl<S: Stream<Item = ChatEvent> + Unpin> Body for SseBody<S> {
             }
             Poll::Pending => {}
         }
-        ready!(this.idle.as_mut().poll(cx));
-        let next = Instant::now() + this.keep_alive;
-        this.idle.as_mut().reset(next);
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(KEEP_ALIVE)))))
+        loop {
+            ready!(this.idle.as_mut().poll(cx));
+            let now = Instant::now();
+            let due = this.last_sent + this.keep_alive;
+            if now >= due {
+                this.last_sent = now;
+                this.idle.as_mut().reset(now + this.keep_alive);
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(KEEP_ALIVE)))));
+            }
+            this.idle.as_mut().reset(due);
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -134,5 +144,19 @@ mod tests {
             assert_eq!(&frame[..], KEEP_ALIVE);
             assert_eq!(started.elapsed(), Duration::from_secs(15 * n));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_keep_alive_counts_from_the_last_event() {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let mut body = SseBody::new(rx, Duration::from_secs(15));
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tx.unbounded_send(delta("x")).unwrap();
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(frame.starts_with(b"event: delta"));
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&frame[..], KEEP_ALIVE);
+        assert_eq!(started.elapsed(), Duration::from_secs(25));
     }
 }

@@ -6,12 +6,14 @@
 //! unpaced mock. The lines keep its shape: `timestamp`, `level`, the event's fields (`message`
 //! first), `target`, `span` (the innermost span's fields and its `name`) and, in Lambda, `spans`
 //! (every open span, outermost first). A span field recorded twice appears twice; JSON readers
-//! keep the last.
+//! keep the last. Records of the `log` crate show their own level and target, without the
+//! `log.*` fields that carry them, as tracing-subscriber shows them.
 
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
@@ -56,17 +58,19 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        let normalized = event.normalized_metadata();
+        let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let mut line = String::with_capacity(256);
         line.push_str("{\"timestamp\":\"");
         SystemTime.format_time(&mut Writer::new(&mut line))?;
         line.push_str("\",\"level\":\"");
-        line.push_str(event.metadata().level().as_str());
+        line.push_str(metadata.level().as_str());
         line.push('"');
         let mut members = Members::new(line);
         event.record(&mut members);
         let mut line = members.out;
         line.push_str(",\"target\":");
-        push_str(&mut line, event.metadata().target());
+        push_str(&mut line, metadata.target());
         if let Some(scope) = ctx.event_scope() {
             let spans: Vec<_> = scope.from_root().collect();
             if let Some(innermost) = spans.last() {
@@ -119,24 +123,32 @@ impl Members {
         Self { out, first }
     }
 
-    fn key(&mut self, field: &Field) {
+    /// Starts the member `field`; false for the `log.*` fields, which are left out.
+    fn key(&mut self, field: &Field) -> bool {
+        let name = field.name();
+        if name.starts_with("log.") {
+            return false;
+        }
         if !std::mem::take(&mut self.first) {
             self.out.push(',');
         }
-        push_str(&mut self.out, field.name());
+        push_str(&mut self.out, name.strip_prefix("r#").unwrap_or(name));
         self.out.push(':');
+        true
     }
 
     fn number(&mut self, field: &Field, value: impl fmt::Display) {
-        self.key(field);
-        let _ = write!(self.out, "{value}");
+        if self.key(field) {
+            let _ = write!(self.out, "{value}");
+        }
     }
 }
 
 impl Visit for Members {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.key(field);
-        push_str(&mut self.out, value);
+        if self.key(field) {
+            push_str(&mut self.out, value);
+        }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -160,8 +172,9 @@ impl Visit for Members {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.key(field);
-        push_str(&mut self.out, &format!("{value:?}"));
+        if self.key(field) {
+            push_str(&mut self.out, &format!("{value:?}"));
+        }
     }
 }
 
@@ -253,6 +266,22 @@ mod tests {
         );
         assert_eq!(line["spans"][1]["name"], "chat");
         assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn a_log_crate_record_shows_its_own_level_and_target() {
+        let got = lines(false, || {
+            let record = log::Record::builder()
+                .level(log::Level::Warn)
+                .target("some_crate::pool")
+                .args(format_args!("connection reset"))
+                .build();
+            tracing_log::format_trace(&record).unwrap();
+        });
+        assert_eq!(got[0]["level"], "WARN");
+        assert_eq!(got[0]["target"], "some_crate::pool");
+        assert_eq!(got[0]["message"], "connection reset");
+        assert!(got[0].get("log.target").is_none(), "{}", got[0]);
     }
 
     #[test]
