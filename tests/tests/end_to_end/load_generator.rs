@@ -53,6 +53,8 @@ async fn closed_loop_counts_requests_and_first_deltas() {
     .unwrap();
     assert!(report.requests > 0);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
+    // Every stream carries several deltas, warm-up included in the count.
+    assert!(report.deltas_received > report.requests, "{report:?}");
     let first = report.first_delta_ms.unwrap();
     assert!(first.p50 > 0.0 && first.p50 <= report.latency_ms.max);
     let gaps = report
@@ -137,7 +139,7 @@ async fn grpc_unary_and_streaming_chats() {
 }
 
 #[tokio::test]
-async fn get_mode_reads_the_health_check_and_streams_count_every_delta() {
+async fn get_mode_reads_the_health_check() {
     let gw = gateway().await;
     let health = load::run(spec(&gw, "/healthz", "", Mode::Get, None))
         .await
@@ -145,15 +147,4 @@ async fn get_mode_reads_the_health_check_and_streams_count_every_delta() {
     assert!(health.requests > 0);
     assert!(health.errors.is_empty(), "{:?}", health.errors);
     assert_eq!(health.deltas_received, 0, "a unary response has no deltas");
-    let sse = load::run(spec(
-        &gw,
-        "/v1/chat/stream",
-        r#"{"message":"hi"}"#,
-        Mode::Sse,
-        None,
-    ))
-    .await
-    .unwrap();
-    // Every stream carries several deltas, warm-up included in the count.
-    assert!(sse.deltas_received > sse.requests, "{sse:?}");
 }
