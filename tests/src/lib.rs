@@ -1,6 +1,7 @@
 //! Nagare's test infrastructure: wire-level fakes of the services Nagare talks to, harnesses that
 //! start Nagare in-process, and the load generator. The end-to-end tests live in `tests/tests/`.
 
+pub mod delta_clock;
 pub mod fake_apigw;
 pub mod fake_bedrock;
 pub mod fake_collector;

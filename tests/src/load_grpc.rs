@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-use crate::load::{DeltaClock, LoadSpec, Timing};
+use crate::delta_clock::{DeltaClock, Timing};
+use crate::load::LoadSpec;
 
 /// One worker's client, and the request it sends, built once from `--body`.
 pub struct GrpcConn {

@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::load::{DeltaClock, LoadSpec, Timing};
+use crate::delta_clock::{DeltaClock, Timing};
+use crate::load::LoadSpec;
 use crate::stamped::Stamped;
 
 pub type WsConn = WebSocketStream<Stamped>;
