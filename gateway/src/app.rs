@@ -16,6 +16,7 @@ use crate::store::{ConversationStore, Database};
 use crate::tasks::Tasks;
 use crate::tcp::ConnectionCap;
 use crate::telemetry::{LiveState, Metrics};
+use crate::uploads::Uploads;
 use crate::ws::{LocalConnections, WsSettings};
 
 /// Everything a request may need, shared by every transport.
@@ -32,6 +33,8 @@ pub struct App {
     pub conversations: Option<Arc<dyn ConversationStore>>,
     /// `/v1/tasks`; `None` when tasks are off.
     pub tasks: Option<Tasks>,
+    /// `/v1/uploads`; `None` when uploads are off.
+    pub uploads: Option<Arc<Uploads>>,
     /// The open `/v1/ws` sockets of this process, by connection id, for tasks that deliver to
     /// them.
     pub connections: Arc<LocalConnections>,
@@ -52,6 +55,13 @@ impl App {
         self.conversations.as_deref().ok_or_else(|| {
             Error::NotFound("conversation memory is not enabled on this server".into())
         })
+    }
+
+    /// The uploads, or `not_found` when they are off.
+    pub fn uploads(&self) -> Result<&Uploads, Error> {
+        self.uploads
+            .as_deref()
+            .ok_or_else(|| Error::NotFound("uploads are not enabled on this server".into()))
     }
 
     /// The tasks, or `not_found` when they are off.
@@ -169,6 +179,7 @@ pub(crate) fn test_app(pipeline: ChatPipeline, verifier: Verifier) -> Arc<App> {
         websocket,
         conversations: None,
         tasks: None,
+        uploads: None,
         metrics: None,
         registry: None,
         health: Arc::new(health),

@@ -24,6 +24,7 @@ use crate::store::StoreSettings;
 use crate::tasks::TaskSettings;
 use crate::tcp::{ConnectionSettings, Timeouts};
 use crate::telemetry::{LogFormat, MetricsSettings, TraceSettings};
+use crate::uploads::UploadSettings;
 use crate::workflow::WorkflowSettings;
 use crate::ws::WsSettings;
 
@@ -74,6 +75,7 @@ struct RawConfig {
     workflow: WorkflowSettings,
     prompt_cache: PromptCacheSettings,
     guardrails: Vec<GuardrailRule>,
+    uploads: UploadSettings,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -232,6 +234,8 @@ pub struct Config {
     pub tasks: TaskSettings,
     /// The Step Functions task functions.
     pub workflow: WorkflowSettings,
+    /// `/v1/uploads`, and images and documents in chats.
+    pub uploads: UploadSettings,
 }
 
 /// Reads, layers and validates the configuration.
@@ -379,6 +383,7 @@ impl RawConfig {
             self.tasks.validate(),
             self.workflow.validate(),
             self.memory.validate(),
+            self.uploads.validate(),
             check_guardrails(&self.guardrails),
         ];
         for checked in sections {
@@ -462,6 +467,7 @@ impl RawConfig {
             metrics: self.metrics,
             tasks: self.tasks,
             workflow: self.workflow,
+            uploads: self.uploads,
         })
     }
 }

@@ -16,6 +16,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The request contradicts what is already there (an upload whose bytes have arrived).
+    #[error("{0}")]
+    Conflict(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{message}")]
@@ -78,6 +81,7 @@ pub enum ErrorCode {
     Forbidden,
     NotFound,
     MethodNotAllowed,
+    Conflict,
     PayloadTooLarge,
     RateLimited,
     UpstreamThrottled,
@@ -90,12 +94,13 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::InvalidRequest,
         Self::Unauthorized,
         Self::Forbidden,
         Self::NotFound,
         Self::MethodNotAllowed,
+        Self::Conflict,
         Self::PayloadTooLarge,
         Self::RateLimited,
         Self::UpstreamThrottled,
@@ -120,6 +125,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited => "rate_limited",
             Self::UpstreamThrottled => "upstream_throttled",
@@ -140,6 +146,7 @@ impl ErrorCode {
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::RateLimited => 429,
             Self::UpstreamThrottled | Self::UpstreamUnavailable | Self::Unavailable => 503,
@@ -159,6 +166,7 @@ impl ErrorCode {
             Self::Forbidden => Code::PermissionDenied,
             Self::NotFound => Code::NotFound,
             Self::MethodNotAllowed => Code::Unimplemented,
+            Self::Conflict => Code::AlreadyExists,
             Self::RateLimited => Code::ResourceExhausted,
             Self::UpstreamThrottled | Self::UpstreamUnavailable | Self::Unavailable => {
                 Code::Unavailable
@@ -198,6 +206,7 @@ impl Error {
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            Self::Conflict(_) => ErrorCode::Conflict,
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::UpstreamThrottled { .. } => ErrorCode::UpstreamThrottled,
@@ -350,6 +359,7 @@ mod tests {
                 405,
                 false,
             ),
+            (Error::Conflict("x".into()), "conflict", 409, false),
             (Error::shutting_down(), "unavailable", 503, true),
             (
                 Error::Internal("db password=x".into()),
@@ -374,6 +384,7 @@ mod tests {
             (ErrorCode::Forbidden, Code::PermissionDenied),
             (ErrorCode::NotFound, Code::NotFound),
             (ErrorCode::MethodNotAllowed, Code::Unimplemented),
+            (ErrorCode::Conflict, Code::AlreadyExists),
             (ErrorCode::PayloadTooLarge, Code::InvalidArgument),
             (ErrorCode::RateLimited, Code::ResourceExhausted),
             (ErrorCode::UpstreamThrottled, Code::Unavailable),

@@ -21,6 +21,7 @@ pub mod store;
 pub mod tasks;
 pub mod tcp;
 pub mod telemetry;
+pub mod uploads;
 pub mod wiring;
 pub mod workflow;
 pub mod ws;

@@ -232,6 +232,8 @@ pub fn parts_of_blocks(blocks: &[Block]) -> Vec<Part> {
                 index,
                 data: data.clone(),
             }),
+            // Only a user's message holds attachments; an answer never does.
+            Block::Image { .. } | Block::Document { .. } => {}
             Block::ToolUse { id, name, input } => {
                 parts.push(Part::ToolStart {
                     index,

@@ -6,6 +6,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use crate::chat::attachment::{DocumentFormat, ImageFormat, Source};
+
 /// One block of a message. On the wire: `{"type":"text","text":"…"}`, `{"type":"tool_use",…}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -37,6 +39,21 @@ pub enum Block {
     /// Reasoning the model's provider encrypted: returned as it came, base64.
     RedactedReasoning {
         data: String,
+    },
+    /// An image: only in user messages. `format` may be left to the upload's or the bytes'.
+    Image {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        format: Option<ImageFormat>,
+        source: Source,
+    },
+    /// A document: only in user messages, beside a text block that asks about it. `name`
+    /// defaults to the upload's file name.
+    Document {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        format: Option<DocumentFormat>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        source: Source,
     },
 }
 
@@ -79,10 +96,18 @@ impl Block {
         Self::Text { text: text.into() }
     }
 
+    /// An image or a document.
+    pub fn is_attachment(&self) -> bool {
+        matches!(self, Self::Image { .. } | Self::Document { .. })
+    }
+
     /// The bytes of the block's content, for token estimates: its text or reasoning, a tool's
-    /// name and input or its result (JSON as serialized).
+    /// name and input or its result (JSON as serialized); an image as the most a model spends on
+    /// one (about 1,600 tokens), a document as its size.
     pub fn estimate_len(&self) -> usize {
         match self {
+            Self::Image { .. } => IMAGE_ESTIMATE_LEN,
+            Self::Document { source, .. } => source.size().unwrap_or(0) as usize,
             Self::Text { text } | Self::Reasoning { text, .. } => text.len(),
             Self::RedactedReasoning { data } => data.len(),
             Self::ToolUse { name, input, .. } => name.len() + json_len(input),
@@ -96,6 +121,9 @@ impl Block {
         }
     }
 }
+
+/// An image's share of the token estimate, in bytes of text (four to a token).
+const IMAGE_ESTIMATE_LEN: usize = 1_600 * 4;
 
 fn json_len(value: &Value) -> usize {
     serde_json::to_string(value).map_or(0, |s| s.len())

@@ -3,6 +3,7 @@
 //! lives in [`crate::pipeline`], and nothing here imports it.
 
 mod answer;
+mod attachment;
 mod content;
 mod event;
 mod json;
@@ -14,6 +15,7 @@ mod route;
 mod turns;
 
 pub use answer::{Answer, Part, ToolCalls, parts_of_blocks};
+pub use attachment::{CONTENT_TYPES, DocumentFormat, Format, ImageFormat, Source};
 pub use content::{
     Block, ToolResultContent, ToolStatus, is_plain_text, joined_text, tool_result_ids, tool_use_ids,
 };
@@ -28,7 +30,7 @@ pub use request::{
     CacheMode, CacheScope, ChatRequest, InferenceParams, RequestLimits, parse_chat_request,
 };
 pub use route::Route;
-pub use turns::check_tool_results;
+pub use turns::{MAX_DOCUMENTS, MAX_IMAGES, check_tool_results, document_name};
 
 /// Test fixtures shared by the unit tests of the pipeline, the HTTP router and WebSocket sessions.
 #[cfg(test)]

@@ -2,9 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::chat::attachment::Source;
 use crate::chat::content::Block;
 use crate::chat::options::{Reasoning, ResponseFormat, Tool, ToolChoice, check_options};
-use crate::chat::turns::{check_blocks, check_conversation};
+use crate::chat::turns::{check_attachments, check_blocks, check_conversation};
 use crate::chat::{Message, Role, parse_json};
 use crate::error::Error;
 
@@ -176,6 +177,7 @@ impl ChatRequest {
         }
         if let Some(content) = &self.content {
             check_blocks("content", Role::User, content)?;
+            check_attachments([("content".to_string(), content.as_slice())])?;
         }
         let Some(messages) = &self.messages else {
             return Ok(());
@@ -187,6 +189,30 @@ impl ChatRequest {
             ));
         }
         check_conversation(messages)
+    }
+
+    /// Refuses attachment bytes carried in the request, for transports that keep their frames
+    /// or records small (`transport` names it): those take attachments by `upload_id` only.
+    pub fn check_no_inline_bytes(&self, transport: &str) -> Result<(), Error> {
+        let sent = self.content.iter().map(|c| ("content".to_string(), c));
+        let messages = self.messages.iter().flatten().enumerate();
+        let sent =
+            sent.chain(messages.map(|(i, m)| (format!("messages[{i}].content"), &m.content)));
+        for (field, blocks) in sent {
+            for (i, block) in blocks.iter().enumerate() {
+                if let Block::Image { source, .. } | Block::Document { source, .. } = block
+                    && matches!(source, Source::Inline(_))
+                {
+                    return Err(invalid(
+                        &format!("{field}[{i}].source"),
+                        &format!(
+                            "{transport} takes attachments by upload_id: POST /v1/uploads first"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The new user message as blocks, whichever form it came in.

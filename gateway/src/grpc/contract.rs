@@ -6,8 +6,8 @@ use nagare_proto::v1 as pb;
 use serde_json::Value;
 
 use crate::chat::{
-    Block, Effort, Message, Reasoning, ResponseFormat, Role, Tool, ToolChoice, ToolResultContent,
-    ToolStatus,
+    Block, Effort, Message, Reasoning, ResponseFormat, Role, Source, Tool, ToolChoice,
+    ToolResultContent, ToolStatus,
 };
 use crate::error::Error;
 
@@ -43,9 +43,65 @@ pub fn blocks_from_pb(field: &str, blocks: Vec<pb::ContentBlock>) -> Result<Vec<
                     signature: r.signature,
                 },
                 Some(B::RedactedReasoning(data)) => Block::RedactedReasoning { data },
+                Some(B::Image(a)) => Block::Image {
+                    format: format(&at, &a.format)?,
+                    source: source(&at, a.source, a.size)?,
+                },
+                Some(B::Document(a)) => Block::Document {
+                    format: format(&at, &a.format)?,
+                    name: (!a.name.is_empty()).then_some(a.name),
+                    source: source(&at, a.source, a.size)?,
+                },
             })
         })
         .collect()
+}
+
+/// An attachment's format by its Bedrock name; empty leaves it to the upload or the bytes.
+fn format<F: serde::de::DeserializeOwned>(at: &str, name: &str) -> Result<Option<F>, Error> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_value(Value::String(name.into()))
+        .map(Some)
+        .map_err(|_| {
+            invalid(
+                &format!("{at}.format"),
+                &format!("'{name}' is not a format"),
+            )
+        })
+}
+
+fn source(at: &str, source: Option<pb::attachment::Source>, size: u64) -> Result<Source, Error> {
+    use pb::attachment::Source as S;
+    match source {
+        Some(S::UploadId(id)) => Ok(Source::Upload(id)),
+        Some(S::Bytes(bytes)) => Ok(Source::Inline(bytes.into())),
+        Some(S::Sha256(sha256)) => Ok(Source::Stored {
+            sha256,
+            size,
+            bytes: None,
+        }),
+        None => Err(invalid(
+            &format!("{at}.source"),
+            "names an upload_id or carries bytes",
+        )),
+    }
+}
+
+fn attachment_to_pb(format: Option<&str>, name: Option<&str>, source: &Source) -> pb::Attachment {
+    use pb::attachment::Source as S;
+    let (source, size) = match source {
+        Source::Upload(id) => (S::UploadId(id.clone()), 0),
+        Source::Inline(bytes) => (S::Bytes(bytes.to_vec()), bytes.len() as u64),
+        Source::Stored { sha256, size, .. } => (S::Sha256(sha256.clone()), *size),
+    };
+    pb::Attachment {
+        format: format.unwrap_or_default().into(),
+        name: name.unwrap_or_default().into(),
+        source: Some(source),
+        size,
+    }
 }
 
 fn result_content(
@@ -105,6 +161,18 @@ pub fn block_to_pb(block: &Block) -> pb::ContentBlock {
             signature: signature.clone(),
         }),
         Block::RedactedReasoning { data } => B::RedactedReasoning(data.clone()),
+        Block::Image { format, source } => {
+            B::Image(attachment_to_pb(format.map(|f| f.as_str()), None, source))
+        }
+        Block::Document {
+            format,
+            name,
+            source,
+        } => B::Document(attachment_to_pb(
+            format.map(|f| f.as_str()),
+            name.as_deref(),
+            source,
+        )),
     };
     pb::ContentBlock { block: Some(block) }
 }

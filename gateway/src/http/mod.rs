@@ -7,6 +7,7 @@ mod error;
 mod observe;
 mod sse;
 mod tasks;
+mod uploads;
 
 pub use observe::Arrived;
 #[cfg(test)]
@@ -21,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +64,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/tasks", post(tasks::submit))
         .route("/v1/tasks/{id}", get(tasks::get))
+        .route("/v1/uploads", post(uploads::declare))
+        .route("/v1/uploads/{id}", get(uploads::get))
         .route("/v1/conversations", get(conversations::list))
         .route(
             "/v1/conversations/{id}",
@@ -74,6 +77,13 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             auth::require_chat_scope,
         ))
+        // Signed, like a presigned S3 URL: no bearer token, and the bytes' own limit.
+        .route(
+            "/v1/uploads/{id}/content",
+            put(uploads::put_content).layer(DefaultBodyLimit::max(
+                crate::uploads::MAX_DOCUMENT_BYTES as usize,
+            )),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(observe::metrics))

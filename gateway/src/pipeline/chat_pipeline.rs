@@ -28,6 +28,7 @@ use crate::pipeline::{ChatCache, ChatStream, Memory, ModelCatalog, estimate_toke
 use crate::provider::{Breakers, Family, ModelProvider, ProviderRequest};
 use crate::store::Turn;
 use crate::telemetry::{NoRecorder, Recorder};
+use crate::uploads::Attach;
 
 /// Knobs of the pipeline, from the config.
 #[derive(Debug, Clone)]
@@ -96,6 +97,7 @@ pub struct ChatPipeline {
     breakers: Arc<Breakers>,
     recorder: Arc<dyn Recorder>,
     lifecycle: Arc<Lifecycle>,
+    attach: Option<Attach>,
 }
 
 impl ChatPipeline {
@@ -114,7 +116,14 @@ impl ChatPipeline {
             breakers: Arc::new(Breakers::off()),
             recorder: Arc::new(NoRecorder),
             lifecycle: Lifecycle::new(),
+            attach: None,
         }
+    }
+
+    /// Takes images and documents, resolving them with `attach`; without it they are refused.
+    pub fn with_attachments(mut self, attach: Attach) -> Self {
+        self.attach = Some(attach);
+        self
     }
 
     /// Refuses new chats once `lifecycle` drains, and ends the ones still streaming when its
@@ -277,11 +286,22 @@ impl ChatPipeline {
         );
         span.in_scope(|| tracing::debug!(routed_by = ?why, "model chosen"));
 
-        let new_turn = request.new_turn();
-        let (history, recorder) = match &self.memory {
+        let mut new_turn = request.new_turn();
+        self.attach_from_client(principal, &request, &mut new_turn)
+            .instrument(crate::trace_span!("attachments"))
+            .await?;
+        let (mut history, recorder) = match &self.memory {
             None if request.conversation_id.is_some() => return Err(memory_off()),
             // The client keeps the conversation: nothing to recall or record.
-            _ if request.messages.is_some() => (request.sent_history().to_vec(), None),
+            _ if request.messages.is_some() => {
+                let mut sent = request.sent_history().to_vec();
+                for (i, m) in sent.iter_mut().enumerate() {
+                    let field = format!("messages[{i}].content");
+                    self.attach_blocks(principal, &field, &mut m.content)
+                        .await?;
+                }
+                (sent, None)
+            }
             None => {
                 check_tool_results("content", &[], &new_turn)?;
                 (Vec::new(), None)
@@ -310,6 +330,18 @@ impl ChatPipeline {
                 Recall::Continue { history, recorder } => (history, Some(recorder)),
             },
         };
+        if recorder.is_some() {
+            match &self.attach {
+                Some(attach) => {
+                    attach
+                        .load_history(&mut history, &new_turn)
+                        .instrument(crate::trace_span!("attachments.history"))
+                        .await?
+                }
+                // Attachments kept while uploads were on, read with them off.
+                None => crate::uploads::detach(&mut history),
+            }
+        }
         if self.options.log_prompts {
             span.in_scope(
                 || tracing::info!(prompt = %joined_text(&new_turn), system = ?request.system, "prompt"),
@@ -399,6 +431,38 @@ impl ChatPipeline {
         .instrument(span.clone())
         .await;
         events.inspect_err(|e| span.in_scope(|| log_failure(e, started)))
+    }
+}
+
+impl ChatPipeline {
+    /// Resolves the new message's attachments (`content`, or the last of `messages`).
+    async fn attach_from_client(
+        &self,
+        principal: &Principal,
+        request: &ChatRequest,
+        new_turn: &mut [crate::chat::Block],
+    ) -> Result<(), Error> {
+        let field = match &request.messages {
+            Some(m) => format!("messages[{}].content", m.len() - 1),
+            None => "content".into(),
+        };
+        self.attach_blocks(principal, &field, new_turn).await
+    }
+
+    async fn attach_blocks(
+        &self,
+        principal: &Principal,
+        field: &str,
+        blocks: &mut [crate::chat::Block],
+    ) -> Result<(), Error> {
+        let has_attachments = blocks.iter().any(crate::chat::Block::is_attachment);
+        match &self.attach {
+            _ if !has_attachments => Ok(()),
+            Some(attach) => attach.from_client(principal, field, blocks).await,
+            None => Err(Error::InvalidRequest(format!(
+                "{field}: attachments are not enabled on this server"
+            ))),
+        }
     }
 }
 

@@ -20,8 +20,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
 
 use crate::chat::{
-    Block, Message, Part, Reasoning, ResponseFormat, Role, Tool, ToolChoice, ToolResultContent,
-    ToolStatus, Usage,
+    Block, Message, Part, Reasoning, ResponseFormat, Role, Source, Tool, ToolChoice,
+    ToolResultContent, ToolStatus, Usage,
 };
 use crate::error::Error;
 use crate::provider::guardrail_trace::summarize;
@@ -162,7 +162,39 @@ fn block(b: &Block) -> Result<ContentBlock, Error> {
             })?;
             ContentBlock::ReasoningContent(ReasoningContentBlock::RedactedContent(Blob::new(bytes)))
         }
+        Block::Image { format, source } => ContentBlock::Image(
+            bt::ImageBlock::builder()
+                .format(bt::ImageFormat::from(resolved(*format)?.as_str()))
+                .source(bt::ImageSource::Bytes(loaded(source)?))
+                .build()
+                .map_err(built)?,
+        ),
+        Block::Document {
+            format,
+            name,
+            source,
+        } => ContentBlock::Document(
+            bt::DocumentBlock::builder()
+                .format(bt::DocumentFormat::from(resolved(*format)?.as_str()))
+                .name(name.as_deref().unwrap_or("document"))
+                .source(bt::DocumentSource::Bytes(loaded(source)?))
+                .build()
+                .map_err(built)?,
+        ),
     })
+}
+
+/// An attachment's format, which the pipeline fills in before any model call.
+fn resolved<F>(format: Option<F>) -> Result<F, Error> {
+    format.ok_or_else(|| Error::Internal("an attachment reached the model unresolved".into()))
+}
+
+/// An attachment's bytes, which the pipeline loads before any model call.
+fn loaded(source: &Source) -> Result<Blob, Error> {
+    source
+        .bytes()
+        .map(|b| Blob::new(b.to_vec()))
+        .ok_or_else(|| Error::Internal("an attachment reached the model unloaded".into()))
 }
 
 fn tool_config(

@@ -85,6 +85,10 @@ pub fn plan(request: &ProviderRequest) -> Result<Agent, Error> {
         agent.ending = Ending::Fixed(format!("The tool returned: {}.", results.join("; ")));
         return Ok(agent);
     }
+    if let Some(described) = super::mock_attachments::describe(last) {
+        agent.ending = Ending::Fixed(described);
+        return Ok(agent);
+    }
     let calls = chosen_tools(&request.tools, request.tool_choice.as_ref(), &prompt);
     if !calls.is_empty() {
         agent.call(&calls, &prompt, &request_seed(request));

@@ -9,6 +9,7 @@ mod family;
 mod guardrail_trace;
 mod mock;
 mod mock_agent;
+mod mock_attachments;
 mod mock_text;
 mod resilient;
 

@@ -6,6 +6,7 @@ mod conversations;
 pub(crate) mod dynamodb;
 mod page;
 mod sqlite;
+mod uploads;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +22,8 @@ pub use dynamodb::{
     create_tables, table_specs,
 };
 pub(crate) use dynamodb::{fail as dynamodb_failure, is_condition_failure, n as dynamodb_number};
-pub use sqlite::{Database, SqliteConnectionStore, SqliteConversationStore};
+pub use sqlite::{Database, SqliteConnectionStore, SqliteConversationStore, SqliteUploadStore};
+pub use uploads::{UploadRecord, UploadStore};
 
 use crate::error::Error;
 

@@ -24,6 +24,7 @@ use crate::store::{self, ConversationStore, StoreKind, TableNames};
 use crate::tasks::{ConnectionDelivery, Tasks};
 use crate::tcp::ConnectionCap;
 use crate::telemetry::{Emf, Metrics, NoRecorder, Recorder};
+use crate::uploads::{Attach, FsBlobStore, PutUrls, Uploads};
 use crate::ws::LocalConnections;
 
 pub use stores::{DATABASE_FILE, Stores};
@@ -218,6 +219,7 @@ impl Wiring {
             limits = limits.with_clock(clock);
         }
         let lifecycle = Lifecycle::new();
+        let uploads = uploads(&config, &stores)?;
         let pipeline = pipeline(
             &config,
             provider.clone(),
@@ -228,6 +230,10 @@ impl Wiring {
             recorder,
         )?
         .with_lifecycle(lifecycle.clone());
+        let pipeline = match &uploads {
+            Some(uploads) => pipeline.with_attachments(Attach::new(uploads.clone())),
+            None => pipeline,
+        };
         // The open `/v1/ws` sockets of this process; a Lambda function has none.
         let connections = LocalConnections::new(Duration::from_millis(
             config.websocket.slow_consumer_timeout_ms,
@@ -270,6 +276,7 @@ impl Wiring {
             websocket: config.websocket.clone(),
             conversations: config.memory.enabled.then(|| stores.conversations.clone()),
             tasks,
+            uploads,
             connections,
             metrics,
             registry,
@@ -331,6 +338,40 @@ fn resilient(
     );
     Arc::new(ResilientProvider::new(model, upstream.clone()).with_recorder(recorder))
 }
+
+/// Uploads, when on and the store keeps their records: blobs under the data dir, and URLs
+/// signed with a key kept beside them.
+fn uploads(config: &Config, stores: &Stores) -> Result<Option<Arc<Uploads>>, StartupError> {
+    let records = match (&stores.uploads, config.uploads.enabled) {
+        (Some(records), true) => records.clone(),
+        (None, true) => {
+            tracing::info!("uploads: off (the dynamodb store keeps no upload records yet)");
+            return Ok(None);
+        }
+        (_, false) => {
+            tracing::info!("uploads: off (uploads.enabled = false)");
+            return Ok(None);
+        }
+    };
+    let key_path = config.data_dir.join(UPLOAD_URL_KEY_FILE);
+    let key = nagare_authorizer::dev::load_or_create_text_secret(&key_path).map_err(|source| {
+        StartupError::Io {
+            context: format!("reading {}", key_path.display()),
+            source,
+        }
+    })?;
+    let blobs = config.data_dir.join("blobs");
+    tracing::info!(path = %blobs.display(), "uploads: files under the data dir");
+    Ok(Some(Arc::new(Uploads::new(
+        records,
+        Arc::new(FsBlobStore::new(blobs)),
+        PutUrls::new(key.into_bytes(), config.uploads.public_url.clone()),
+        &config.uploads,
+    ))))
+}
+
+/// The key that signs self-hosted upload URLs, in the data dir.
+const UPLOAD_URL_KEY_FILE: &str = "upload-url-key";
 
 /// The pipeline, after checking that the default model routes somewhere.
 fn pipeline(

@@ -11,7 +11,7 @@ use crate::error::StartupError;
 use crate::limits::{Counters, DynamoCounters, LocalCounters, SharedKind as LimitsShared};
 use crate::store::{
     ConnectionStore, ConversationStore, Database, DynamoConnectionStore, DynamoConversationStore,
-    SqliteConnectionStore, SqliteConversationStore, StoreKind,
+    SqliteConnectionStore, SqliteConversationStore, SqliteUploadStore, StoreKind, UploadStore,
 };
 
 /// The stores the app is built on.
@@ -22,6 +22,8 @@ pub struct Stores {
     pub shared_cache: Option<Arc<dyn SharedCache>>,
     /// Where `[rate_limits]` counts: this process, or DynamoDB.
     pub limit_counters: Arc<dyn Counters>,
+    /// Upload records, where the store keeps them (SQLite so far).
+    pub uploads: Option<Arc<dyn UploadStore>>,
     /// The embedded database, when `[store]` uses it.
     sqlite: Option<Database>,
 }
@@ -76,6 +78,7 @@ impl Stores {
                     )),
                     shared_cache,
                     limit_counters,
+                    uploads: None,
                     sqlite: None,
                 }
             }
@@ -90,6 +93,7 @@ impl Stores {
                     conversations: Arc::new(SqliteConversationStore::new(db.clone())),
                     shared_cache,
                     limit_counters,
+                    uploads: Some(Arc::new(SqliteUploadStore::new(db.clone()))),
                     sqlite: Some(db),
                 }
             }

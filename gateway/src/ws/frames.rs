@@ -83,7 +83,11 @@ pub fn parse(text: &str, max_bytes: usize) -> Result<ClientFrame, FrameError> {
     let body = text.as_bytes();
     match action.as_str() {
         "chat" => parse_json_hiding::<ChatRequest>(body, &["action"])
-            .map(|r| ClientFrame::Chat(Box::new(r)))
+            .and_then(|r| {
+                // Frames stay small (API Gateway's stop at 32 KB): bytes go to /v1/uploads.
+                r.check_no_inline_bytes("a WebSocket chat")?;
+                Ok(ClientFrame::Chat(Box::new(r)))
+            })
             .map_err(|e| fail(request_id, e)),
         "cancel" => match parse_json_hiding::<CancelFrame>(body, &["action"]) {
             Ok(CancelFrame {

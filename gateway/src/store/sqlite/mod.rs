@@ -6,6 +6,7 @@
 
 mod connections;
 mod conversations;
+mod uploads;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
@@ -14,6 +15,7 @@ use rusqlite::Connection;
 
 pub use connections::SqliteConnectionStore;
 pub use conversations::SqliteConversationStore;
+pub use uploads::SqliteUploadStore;
 
 use super::store_error;
 use crate::error::Error;
@@ -98,6 +100,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 5: a message's content blocks (JSON) when it is more than text; turns stored before are
     // text-only, which `content` holds whole.
     "ALTER TABLE turns ADD COLUMN blocks TEXT;",
+    // 6: uploads (their bytes are in the blob store, under the data dir).
+    "CREATE TABLE uploads (
+        upload_id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        sub TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        stored INTEGER NOT NULL
+    );
+    CREATE INDEX uploads_by_expiry ON uploads (expires_at);",
 ];
 
 /// Runs on the database thread inside the batch's transaction; the reply it returns is called

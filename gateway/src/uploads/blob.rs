@@ -1,0 +1,138 @@
+//! Attachment bytes, content-addressed: a blob's name is its SHA-256 (hex), so the same file
+//! uploaded twice, by anyone, is stored once. Who may read a blob is decided before it is
+//! named here (an upload of the caller's, or a conversation the caller owns): the store itself
+//! only keeps bytes. Files under the data dir self-hosted; S3 on AWS.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Error;
+use crate::store::store_error;
+
+/// Where attachment bytes live.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Stores `bytes` as `sha256` (which the caller has checked). Storing a blob that is already
+    /// there is a no-op.
+    async fn put(&self, sha256: &str, bytes: Bytes) -> Result<(), Error>;
+
+    /// The blob's bytes, or `None` when there is no such blob.
+    async fn get(&self, sha256: &str) -> Result<Option<Bytes>, Error>;
+
+    /// Removes the blob; removing one that is not there is a no-op.
+    async fn delete(&self, sha256: &str) -> Result<(), Error>;
+}
+
+/// A SHA-256 in hex: the only names a blob store takes, so no name can climb out of its
+/// directory or prefix.
+pub fn is_sha256_hex(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn check_name(sha256: &str) -> Result<(), Error> {
+    if is_sha256_hex(sha256) {
+        Ok(())
+    } else {
+        Err(Error::Internal(format!("not a blob name: {sha256:?}")))
+    }
+}
+
+/// Blobs as files: `{root}/{first two hex digits}/{sha256}`, written to a temporary file and
+/// renamed into place, so a reader never sees half a blob.
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Blobs under `root` (created, private, on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path(&self, sha256: &str) -> PathBuf {
+        self.root.join(&sha256[..2]).join(sha256)
+    }
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn put(&self, sha256: &str, bytes: Bytes) -> Result<(), Error> {
+        check_name(sha256)?;
+        let path = self.path(sha256);
+        tokio::task::spawn_blocking(move || write_once(&path, &bytes))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| store_error("blob", e))
+    }
+
+    async fn get(&self, sha256: &str) -> Result<Option<Bytes>, Error> {
+        check_name(sha256)?;
+        match tokio::fs::read(self.path(sha256)).await {
+            Ok(bytes) => Ok(Some(bytes.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(store_error("blob", e)),
+        }
+    }
+
+    async fn delete(&self, sha256: &str) -> Result<(), Error> {
+        check_name(sha256)?;
+        match tokio::fs::remove_file(self.path(sha256)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(store_error("blob", e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn write_once(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    nagare_authorizer::dev::create_private_dir(dir)?;
+    let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+    let written = (|| {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        // Two writers of one blob write the same bytes: the second rename replaces the first's
+        // file with an identical one.
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn blobs_are_stored_once_read_back_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::new(dir.path().join("blobs"));
+        let name = "ab".repeat(32);
+        assert_eq!(store.get(&name).await.unwrap(), None);
+        store.put(&name, Bytes::from_static(b"one")).await.unwrap();
+        store.put(&name, Bytes::from_static(b"one")).await.unwrap();
+        assert_eq!(store.get(&name).await.unwrap().unwrap().as_ref(), b"one");
+        let files = std::fs::read_dir(dir.path().join("blobs/ab"))
+            .unwrap()
+            .count();
+        assert_eq!(files, 1, "no temporary file is left behind");
+        store.delete(&name).await.unwrap();
+        store.delete(&name).await.unwrap();
+        assert_eq!(store.get(&name).await.unwrap(), None);
+        for bad in ["../../etc/passwd", "AB", &"g".repeat(64)] {
+            assert!(store.get(bad).await.is_err(), "{bad}");
+        }
+    }
+}
