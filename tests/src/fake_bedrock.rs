@@ -17,6 +17,10 @@
 //! | `fake.no-metadata` | deltas and `messageStop`, but the stream ends without `metadata` |
 //! | `fake.stall` | `messageStart`, then nothing until the client goes away |
 //!
+//! Whatever the model, a request whose images or documents break Bedrock's rules (formats,
+//! counts, roles, a document's name and its text block) gets 400 `ValidationException`, as
+//! Bedrock answers it ([`crate::fake_converse::attachment_violation`]).
+//!
 //! The Converse contract's scenarios ([`crate::fake_converse`]) write every frame in two HTTP
 //! chunks, split mid-frame (inside a multi-byte character when the frame has one), as a real
 //! connection may deliver them:
@@ -191,6 +195,10 @@ impl Shared {
             && call <= n
         {
             return Plan::Fail(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException");
+        }
+        if let Some(reason) = crate::fake_converse::attachment_violation(&request) {
+            tracing::warn!(reason, "fake bedrock: refusing the attachments");
+            return Plan::Fail(StatusCode::BAD_REQUEST, "ValidationException");
         }
         if let Some(frames) = crate::fake_converse::script(model, &request, call) {
             return Plan::Script(frames);

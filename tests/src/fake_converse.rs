@@ -264,3 +264,78 @@ pub fn cache_points(request: &Value) -> usize {
         .sum();
     in_list(&request["system"]) + in_messages + in_list(&request["toolConfig"]["tools"])
 }
+
+/// Bedrock's rules for images and documents in a Converse request, as its `ValidationException`
+/// enforces them: known formats, bytes that are base64, at most 20 images and 5 documents, only
+/// in user messages, a document beside a text block, a document name of letters, digits, single
+/// spaces, hyphens, parentheses and brackets. The reason it would refuse, or `None`.
+pub fn attachment_violation(request: &Value) -> Option<String> {
+    use base64::Engine;
+    const IMAGES: [&str; 4] = ["png", "jpeg", "gif", "webp"];
+    const DOCUMENTS: [&str; 9] = [
+        "pdf", "csv", "doc", "docx", "xls", "xlsx", "html", "txt", "md",
+    ];
+    let (mut images, mut documents) = (0, 0);
+    for message in request["messages"].as_array().into_iter().flatten() {
+        let content = message["content"].as_array().cloned().unwrap_or_default();
+        let user = message["role"] == "user";
+        let has_text = content.iter().any(|b| b.get("text").is_some());
+        for block in &content {
+            let (kind, allowed) = match (block.get("image"), block.get("document")) {
+                (Some(image), _) => {
+                    images += 1;
+                    (image, &IMAGES[..])
+                }
+                (_, Some(document)) => {
+                    documents += 1;
+                    let name = document["name"].as_str().unwrap_or_default();
+                    let ok = |c: char| c.is_alphanumeric() || " -()[]".contains(c);
+                    if name.is_empty() || !name.chars().all(ok) || name.contains("  ") {
+                        return Some(format!("bad document name {name:?}"));
+                    }
+                    if !has_text {
+                        return Some("a document needs a text block beside it".into());
+                    }
+                    (document, &DOCUMENTS[..])
+                }
+                _ => continue,
+            };
+            if !user {
+                return Some("attachments are for user messages".into());
+            }
+            if !allowed.contains(&kind["format"].as_str().unwrap_or_default()) {
+                return Some(format!("unknown format {}", kind["format"]));
+            }
+            let bytes = kind["source"]["bytes"].as_str().unwrap_or_default();
+            if base64::engine::general_purpose::STANDARD
+                .decode(bytes)
+                .map_or(true, |b| b.is_empty())
+            {
+                return Some("source.bytes must be base64 bytes".into());
+            }
+        }
+    }
+    if images > 20 || documents > 5 {
+        return Some(format!("{images} images and {documents} documents"));
+    }
+    None
+}
+
+/// The bytes of every attachment in `request`, in order: `(format, bytes)`.
+pub fn attachments(request: &Value) -> Vec<(String, Vec<u8>)> {
+    use base64::Engine;
+    request["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .filter_map(|b| b.get("image").or_else(|| b.get("document")).cloned())
+        .map(|a| {
+            let bytes = a["source"]["bytes"].as_str().unwrap_or_default();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(bytes)
+                .unwrap_or_default();
+            (a["format"].as_str().unwrap_or_default().to_owned(), bytes)
+        })
+        .collect()
+}

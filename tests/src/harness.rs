@@ -215,7 +215,7 @@ impl GatewayBuilder {
             app,
             stop: Some(stop),
             stopped: Some(stopped),
-            _dir: self.dir,
+            dir: self.dir,
         })
     }
 }
@@ -245,7 +245,7 @@ pub struct Gateway {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// Resolves when both servers have returned from their graceful shutdown.
     pub stopped: Option<tokio::task::JoinHandle<()>>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Gateway {
@@ -283,6 +283,11 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The gateway's data dir (its SQLite file, its blobs).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// Sends `body` to `POST /v1/chat` as `client`.
@@ -342,6 +347,50 @@ impl Gateway {
     }
 
     /// `GET path` as `client`: the status and the JSON body (null when there is none).
+    /// Declares `bytes` as `filename` of `content_type` (`POST /v1/uploads`) as `client`: the
+    /// status and the answer.
+    pub async fn declare_upload(
+        &self,
+        client: &reqwest::Client,
+        filename: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let declaration = serde_json::json!({
+            "filename": filename,
+            "content_type": content_type,
+            "size": bytes.len(),
+            "sha256": crate::samples::sha256_hex(bytes),
+        });
+        let response = client
+            .post(self.url("/v1/uploads"))
+            .json(&declaration)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /v1/uploads: {e}"));
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    /// Declares `bytes` and PUTs them to the URL the gateway answers; panics unless both
+    /// succeed. The upload id.
+    pub async fn upload(
+        &self,
+        client: &reqwest::Client,
+        filename: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> String {
+        let (status, ticket) = self
+            .declare_upload(client, filename, content_type, bytes)
+            .await;
+        assert_eq!(status, 201, "{ticket}");
+        let (status, stored) = put_bytes(&ticket, bytes.to_vec()).await;
+        assert_eq!(status, 200, "{stored}");
+        assert_eq!(stored["status"], "stored", "{stored}");
+        ticket["upload_id"].as_str().unwrap_or_default().to_owned()
+    }
+
     pub async fn get_json(&self, client: &reqwest::Client, path: &str) -> (u16, serde_json::Value) {
         match client.get(self.url(path)).send().await {
             Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or_default()),
@@ -386,4 +435,18 @@ pub fn sse_events(buf: &mut String) -> Vec<serde_json::Value> {
         }
     }
     out
+}
+
+/// PUTs `bytes` to an upload's `put_url`, with no token (the URL is signed): the status and the
+/// answer.
+pub async fn put_bytes(ticket: &serde_json::Value, bytes: Vec<u8>) -> (u16, serde_json::Value) {
+    let url = ticket["put_url"].as_str().unwrap_or_default();
+    let response = reqwest::Client::new()
+        .put(url)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
 }

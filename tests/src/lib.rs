@@ -14,6 +14,7 @@ pub mod load_grpc;
 pub mod load_ws;
 pub mod moto;
 pub mod redis_server;
+pub mod samples;
 pub mod serve;
 pub mod served;
 pub mod stamped;
@@ -25,8 +26,8 @@ pub use fake_bedrock::FakeBedrock;
 pub use fake_issuer::{FakeIssuer, TestKey};
 pub use fake_lambda::FakeLambdaRuntime;
 pub use harness::{
-    Gateway, GatewayBuilder, authed_client, bedrock_provider, dev_token, sse_events, tenant_token,
-    test_sdk_config,
+    Gateway, GatewayBuilder, authed_client, bedrock_provider, dev_token, put_bytes, sse_events,
+    tenant_token, test_sdk_config,
 };
 pub use temp::TempDir;
 pub use wait::eventually;

@@ -108,6 +108,14 @@ impl Format {
         }
     }
 
+    /// `an image` or `a document`, for messages.
+    pub fn a_kind(self) -> &'static str {
+        match self {
+            Self::Image(_) => "an image",
+            Self::Document(_) => "a document",
+        }
+    }
+
     /// `image` or `document`, for messages.
     pub fn kind(self) -> &'static str {
         match self {

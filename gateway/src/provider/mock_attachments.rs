@@ -29,8 +29,10 @@ pub fn describe(blocks: &[Block]) -> Option<String> {
 }
 
 fn one(block: &Block) -> Option<String> {
-    let (kind, format, name, source) = match block {
-        Block::Image { format, source } => ("image", format.map(|f| f.as_str()), None, source),
+    let (kind, format, name, source, is_text) = match block {
+        Block::Image { format, source } => {
+            ("image", format.map(|f| f.as_str()), None, source, false)
+        }
         Block::Document {
             format,
             name,
@@ -40,6 +42,7 @@ fn one(block: &Block) -> Option<String> {
             format.map(|f| f.as_str()),
             name.as_deref(),
             source,
+            format.is_some_and(|f| f.is_text()),
         ),
         _ => return None,
     };
@@ -62,7 +65,7 @@ fn one(block: &Block) -> Option<String> {
         }
     }
     if let Ok(text) = std::str::from_utf8(bytes)
-        && kind == "document"
+        && is_text
     {
         let first: Vec<&str> = text.split_whitespace().take(6).collect();
         said.push_str(&format!(", beginning '{}'", first.join(" ")));

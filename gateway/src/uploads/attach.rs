@@ -56,7 +56,7 @@ impl Attach {
                     let declared = format.map(Format::Image);
                     let r = self.resolve(principal, &at, declared, source).await?;
                     let Format::Image(f) = r.format else {
-                        return Err(wrong_kind(&at, "image", r.format));
+                        return Err(wrong_kind(&at, "an image", r.format));
                     };
                     *format = Some(f);
                     *source = r.into_source();
@@ -69,7 +69,7 @@ impl Attach {
                     let declared = format.map(Format::Document);
                     let r = self.resolve(principal, &at, declared, source).await?;
                     let Format::Document(f) = r.format else {
-                        return Err(wrong_kind(&at, "document", r.format));
+                        return Err(wrong_kind(&at, "a document", r.format));
                     };
                     *format = Some(f);
                     if name.is_none() {
@@ -131,8 +131,8 @@ impl Attach {
                 let max = max_bytes(found.format);
                 if bytes.len() as u64 > max {
                     return Err(invalid(format!(
-                        "a {} is at most {max} bytes (Bedrock's limit); this one is {}",
-                        found.format.kind(),
+                        "{} is at most {max} bytes (Bedrock's limit); this one is {}",
+                        found.format.a_kind(),
                         bytes.len()
                     )));
                 }
@@ -207,9 +207,10 @@ impl Resolved {
     }
 }
 
+/// `wanted` is `an image` or `a document`.
 fn wrong_kind(at: &str, wanted: &str, found: Format) -> Error {
     Error::InvalidRequest(format!(
-        "{at}: an {wanted} block needs an {wanted}; this is a {} {}",
+        "{at}: {wanted} block needs {wanted}; upload holds a {} {}",
         found.as_str(),
         found.kind()
     ))

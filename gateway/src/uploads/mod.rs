@@ -256,7 +256,7 @@ fn check_declaration(d: &Declaration) -> Result<Format, Error> {
     if d.size == 0 || d.size > max {
         return Err(invalid(
             "size",
-            format!("a {} is 1 to {max} bytes (Bedrock's limit)", format.kind()),
+            format!("{} is 1 to {max} bytes (Bedrock's limit)", format.a_kind()),
         ));
     }
     if !is_sha256_hex(&d.sha256.to_ascii_lowercase()) {
