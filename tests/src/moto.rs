@@ -146,9 +146,17 @@ pub async fn tables(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<TableNa
         cache: format!("cache-{suffix}"),
         limits: format!("limits-{suffix}"),
         tasks: format!("tasks-{suffix}"),
+        uploads: format!("uploads-{suffix}"),
     };
     create_tables(client, &names).await?;
     Ok(names)
+}
+
+/// A fresh S3 bucket on moto's server.
+pub async fn bucket(client: &aws_sdk_s3::Client) -> anyhow::Result<String> {
+    let name = format!("nagare-{}", uuid_like());
+    client.create_bucket().bucket(&name).send().await?;
+    Ok(name)
 }
 
 fn uuid_like() -> String {

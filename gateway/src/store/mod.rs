@@ -18,8 +18,8 @@ pub use conversations::{
     check_conversation_id, not_found, page_size, parse_blocks, valid_conversation_id,
 };
 pub use dynamodb::{
-    DynamoConnectionStore, DynamoConversationStore, Key, KeyKind, TableNames, TableSpec,
-    create_tables, table_specs,
+    DynamoConnectionStore, DynamoConversationStore, DynamoUploadStore, Key, KeyKind, TableNames,
+    TableSpec, create_tables, table_specs,
 };
 pub(crate) use dynamodb::{fail as dynamodb_failure, is_condition_failure, n as dynamodb_number};
 pub use sqlite::{Database, SqliteConnectionStore, SqliteConversationStore, SqliteUploadStore};

@@ -23,6 +23,38 @@ pub trait BlobStore: Send + Sync {
 
     /// Removes the blob; removing one that is not there is a no-op.
     async fn delete(&self, sha256: &str) -> Result<(), Error>;
+
+    /// Where a client PUTs an upload's bytes straight into the store (S3: a presigned URL), or
+    /// `None` when they go through Nagare's own signed URL.
+    async fn direct_put(&self, _put: &DirectPut<'_>) -> Result<Option<PutTarget>, Error> {
+        Ok(None)
+    }
+
+    /// The bytes a client PUT straight into the store for `upload_id`, once they have arrived.
+    async fn incoming(&self, _upload_id: &str) -> Result<Option<Bytes>, Error> {
+        Ok(None)
+    }
+
+    /// Removes what a client PUT for `upload_id` (checked and kept as a blob, or refused).
+    async fn drop_incoming(&self, _upload_id: &str) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// What a direct PUT must carry: the store holds the client to it.
+pub struct DirectPut<'a> {
+    pub upload_id: &'a str,
+    pub content_type: &'a str,
+    pub size: u64,
+    pub sha256: &'a str,
+    pub expires_in: std::time::Duration,
+}
+
+/// A URL to PUT bytes to, and the headers the PUT must send.
+#[derive(Debug, Clone)]
+pub struct PutTarget {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
 }
 
 /// A SHA-256 in hex: the only names a blob store takes, so no name can climb out of its
@@ -31,7 +63,7 @@ pub fn is_sha256_hex(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn check_name(sha256: &str) -> Result<(), Error> {
+pub(super) fn check_name(sha256: &str) -> Result<(), Error> {
     if is_sha256_hex(sha256) {
         Ok(())
     } else {

@@ -7,8 +7,10 @@
 mod attach;
 pub mod blob;
 mod put_url;
+mod s3;
 pub(crate) mod sniff;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use attach::{Attach, detach};
-pub use blob::{BlobStore, FsBlobStore, is_sha256_hex};
+pub use blob::{BlobStore, DirectPut, FsBlobStore, PutTarget, is_sha256_hex};
 pub use put_url::PutUrls;
+pub use s3::S3BlobStore;
 
 use crate::chat::{CONTENT_TYPES, Format};
 use crate::error::Error;
@@ -43,6 +46,26 @@ pub struct UploadSettings {
     /// Where the URL handed out for the PUT points, self-hosted: `https://chat.example.com`.
     /// Unset, the address the client used (its `Host` header).
     pub public_url: Option<String>,
+    /// Where the bytes live: files under the data dir, or S3.
+    pub store: BlobKind,
+    /// The S3 bucket (`store = "s3"`), and the prefix of its keys.
+    pub bucket: String,
+    pub prefix: String,
+    /// Path-style S3 URLs (`http://host/bucket/key`), for S3-compatible servers on an address.
+    pub s3_force_path_style: bool,
+    /// The DynamoDB table of upload records, when `[store]` is DynamoDB (PK `upload_id`, TTL
+    /// attribute `ttl`).
+    pub table: String,
+}
+
+/// Where attachment bytes live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    /// `{data_dir}/blobs/`.
+    #[default]
+    Filesystem,
+    S3,
 }
 
 impl Default for UploadSettings {
@@ -51,6 +74,11 @@ impl Default for UploadSettings {
             enabled: true,
             ttl_secs: 24 * 3600,
             public_url: None,
+            store: BlobKind::Filesystem,
+            bucket: String::new(),
+            prefix: String::new(),
+            s3_force_path_style: false,
+            table: "nagare-uploads".into(),
         }
     }
 }
@@ -60,6 +88,9 @@ impl UploadSettings {
     pub fn validate(&self) -> Result<(), String> {
         if self.ttl_secs == 0 {
             return Err("uploads.ttl_secs: must be at least 1".into());
+        }
+        if self.store == BlobKind::S3 && self.bucket.trim().is_empty() {
+            return Err("uploads.bucket: store = \"s3\" needs a bucket".into());
         }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -80,11 +111,14 @@ pub struct Declaration {
     pub sha256: String,
 }
 
-/// The answer to a declaration: where to PUT the bytes, until when.
+/// The answer to a declaration: where to PUT the bytes, with which headers, until when.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ticket {
     pub upload_id: String,
     pub put_url: String,
+    /// Headers the PUT must send as given (a presigned S3 URL signs them); empty self-hosted.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub put_headers: BTreeMap<String, String>,
     /// Seconds since the Unix epoch.
     pub expires_at: u64,
 }
@@ -167,6 +201,20 @@ impl Uploads {
             expires_at,
             stored: false,
         };
+        let direct = DirectPut {
+            upload_id: &upload_id,
+            content_type: &record.content_type,
+            size: record.size,
+            sha256: &record.sha256,
+            expires_in: self.ttl,
+        };
+        let target = match self.blobs.direct_put(&direct).await? {
+            Some(target) => target,
+            None => PutTarget {
+                url: self.urls.url(origin, &upload_id, expires_at),
+                headers: Vec::new(),
+            },
+        };
         self.records.create(&record).await?;
         tracing::info!(
             upload_id,
@@ -175,7 +223,8 @@ impl Uploads {
             "upload declared"
         );
         Ok(Ticket {
-            put_url: self.urls.url(origin, &upload_id, expires_at),
+            put_url: target.url,
+            put_headers: target.headers.into_iter().collect(),
             upload_id,
             expires_at,
         })
@@ -215,16 +264,38 @@ impl Uploads {
         }))
     }
 
-    /// The caller's upload; another principal's, or one that expired, is not found.
+    /// The caller's upload; another principal's, or one that expired, is not found. Bytes PUT
+    /// straight into the store (S3) are checked here, the first time the upload is looked at
+    /// after they arrive: kept as its blob, or refused with the rule they break and removed.
     pub async fn owned(
         &self,
         principal: &Principal,
         upload_id: &str,
     ) -> Result<UploadRecord, Error> {
-        match self.records.get(upload_id).await? {
-            Some(r) if r.is_owned_by(principal) && r.expires_at > unix_now() => Ok(r),
-            _ => Err(Error::NotFound(format!("no upload {upload_id}"))),
+        let record = match self.records.get(upload_id).await? {
+            Some(r) if r.is_owned_by(principal) && r.expires_at > unix_now() => r,
+            _ => return Err(Error::NotFound(format!("no upload {upload_id}"))),
+        };
+        if record.stored {
+            return Ok(record);
         }
+        let Some(bytes) = self.blobs.incoming(upload_id).await? else {
+            return Ok(record);
+        };
+        if let Err(refused) = check_bytes(&record, &bytes) {
+            self.blobs.drop_incoming(upload_id).await?;
+            tracing::info!(upload_id, error = %refused, "upload refused");
+            return Err(refused);
+        }
+        self.blobs.put(&record.sha256, bytes).await?;
+        self.blobs.drop_incoming(upload_id).await?;
+        // Another request may have settled it first; either way its bytes are kept.
+        self.records.mark_stored(upload_id).await?;
+        tracing::info!(upload_id, size = record.size, "upload stored");
+        Ok(UploadRecord {
+            stored: true,
+            ..record
+        })
     }
 }
 

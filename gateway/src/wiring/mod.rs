@@ -24,7 +24,7 @@ use crate::store::{self, ConversationStore, StoreKind, TableNames};
 use crate::tasks::{ConnectionDelivery, Tasks};
 use crate::tcp::ConnectionCap;
 use crate::telemetry::{Emf, Metrics, NoRecorder, Recorder};
-use crate::uploads::{Attach, FsBlobStore, PutUrls, Uploads};
+use crate::uploads::{Attach, BlobKind, BlobStore, FsBlobStore, PutUrls, S3BlobStore, Uploads};
 use crate::ws::LocalConnections;
 
 pub use stores::{DATABASE_FILE, Stores};
@@ -219,7 +219,7 @@ impl Wiring {
             limits = limits.with_clock(clock);
         }
         let lifecycle = Lifecycle::new();
-        let uploads = uploads(&config, &stores)?;
+        let uploads = self.uploads(&stores).await?;
         let pipeline = pipeline(
             &config,
             provider.clone(),
@@ -287,6 +287,33 @@ impl Wiring {
         Ok((app, stores))
     }
 
+    /// Uploads, when on: records in the store's backend, bytes where `[uploads]` says, and
+    /// self-hosted URLs signed with a key kept in the data dir.
+    async fn uploads(&mut self, stores: &Stores) -> Result<Option<Arc<Uploads>>, StartupError> {
+        let config = self.config.clone();
+        let records = match (&stores.uploads, config.uploads.enabled) {
+            (Some(records), true) => records.clone(),
+            _ => {
+                tracing::info!("uploads: off (uploads.enabled = false)");
+                return Ok(None);
+            }
+        };
+        let key_path = config.data_dir.join(UPLOAD_URL_KEY_FILE);
+        let key =
+            nagare_authorizer::dev::load_or_create_text_secret(&key_path).map_err(|source| {
+                StartupError::Io {
+                    context: format!("reading {}", key_path.display()),
+                    source,
+                }
+            })?;
+        Ok(Some(Arc::new(Uploads::new(
+            records,
+            blob_store(self, &config).await?,
+            PutUrls::new(key.into_bytes(), config.uploads.public_url.clone()),
+            &config.uploads,
+        ))))
+    }
+
     /// The model the config names, before retries wrap it.
     async fn model(&mut self) -> Result<Arc<dyn ModelProvider>, StartupError> {
         let config = self.config.clone();
@@ -339,35 +366,35 @@ fn resilient(
     Arc::new(ResilientProvider::new(model, upstream.clone()).with_recorder(recorder))
 }
 
-/// Uploads, when on and the store keeps their records: blobs under the data dir, and URLs
-/// signed with a key kept beside them.
-fn uploads(config: &Config, stores: &Stores) -> Result<Option<Arc<Uploads>>, StartupError> {
-    let records = match (&stores.uploads, config.uploads.enabled) {
-        (Some(records), true) => records.clone(),
-        (None, true) => {
-            tracing::info!("uploads: off (the dynamodb store keeps no upload records yet)");
-            return Ok(None);
+/// The blob store `[uploads]` names.
+async fn blob_store(
+    wiring: &mut Wiring,
+    config: &Config,
+) -> Result<Arc<dyn BlobStore>, StartupError> {
+    let settings = &config.uploads;
+    Ok(match settings.store {
+        BlobKind::Filesystem => {
+            let root = config.data_dir.join("blobs");
+            tracing::info!(path = %root.display(), "uploads: files under the data dir");
+            Arc::new(FsBlobStore::new(root))
         }
-        (_, false) => {
-            tracing::info!("uploads: off (uploads.enabled = false)");
-            return Ok(None);
+        BlobKind::S3 => {
+            let sdk = wiring.sdk().await;
+            let s3 = aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(settings.s3_force_path_style)
+                .build();
+            tracing::info!(
+                bucket = settings.bucket,
+                prefix = settings.prefix,
+                "uploads: s3"
+            );
+            Arc::new(S3BlobStore::new(
+                aws_sdk_s3::Client::from_conf(s3),
+                &settings.bucket,
+                &settings.prefix,
+            ))
         }
-    };
-    let key_path = config.data_dir.join(UPLOAD_URL_KEY_FILE);
-    let key = nagare_authorizer::dev::load_or_create_text_secret(&key_path).map_err(|source| {
-        StartupError::Io {
-            context: format!("reading {}", key_path.display()),
-            source,
-        }
-    })?;
-    let blobs = config.data_dir.join("blobs");
-    tracing::info!(path = %blobs.display(), "uploads: files under the data dir");
-    Ok(Some(Arc::new(Uploads::new(
-        records,
-        Arc::new(FsBlobStore::new(blobs)),
-        PutUrls::new(key.into_bytes(), config.uploads.public_url.clone()),
-        &config.uploads,
-    ))))
+    })
 }
 
 /// The key that signs self-hosted upload URLs, in the data dir.
@@ -480,6 +507,7 @@ pub fn table_names(config: &Config) -> TableNames {
         cache: config.cache.table.clone(),
         limits: config.rate_limits.table.clone(),
         tasks: config.tasks.table.clone(),
+        uploads: config.uploads.table.clone(),
     }
 }
 

@@ -11,7 +11,8 @@ use crate::error::StartupError;
 use crate::limits::{Counters, DynamoCounters, LocalCounters, SharedKind as LimitsShared};
 use crate::store::{
     ConnectionStore, ConversationStore, Database, DynamoConnectionStore, DynamoConversationStore,
-    SqliteConnectionStore, SqliteConversationStore, SqliteUploadStore, StoreKind, UploadStore,
+    DynamoUploadStore, SqliteConnectionStore, SqliteConversationStore, SqliteUploadStore,
+    StoreKind, UploadStore,
 };
 
 /// The stores the app is built on.
@@ -22,7 +23,7 @@ pub struct Stores {
     pub shared_cache: Option<Arc<dyn SharedCache>>,
     /// Where `[rate_limits]` counts: this process, or DynamoDB.
     pub limit_counters: Arc<dyn Counters>,
-    /// Upload records, where the store keeps them (SQLite so far).
+    /// Upload records, in the store's backend.
     pub uploads: Option<Arc<dyn UploadStore>>,
     /// The embedded database, when `[store]` uses it.
     sqlite: Option<Database>,
@@ -73,12 +74,15 @@ impl Stores {
                         &store.connections_table,
                     )),
                     conversations: Arc::new(DynamoConversationStore::new(
-                        client,
+                        client.clone(),
                         &store.conversations_table,
                     )),
                     shared_cache,
                     limit_counters,
-                    uploads: None,
+                    uploads: Some(Arc::new(DynamoUploadStore::new(
+                        client,
+                        &config.uploads.table,
+                    ))),
                     sqlite: None,
                 }
             }

@@ -9,12 +9,17 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use nagare_gateway::provider::{MockProvider, MockSettings};
+use nagare_gateway::store::StoreKind;
+use nagare_gateway::uploads::BlobKind;
 use nagare_proto::v1 as pb;
 use nagare_proto::v1::chat_service_client::ChatServiceClient;
 use nagare_tests::fake_converse::attachments;
 use nagare_tests::samples::{pdf, png, sha256_hex};
 use nagare_tests::ws_client::{self, send, until_done};
-use nagare_tests::{FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, put_bytes};
+use nagare_tests::{
+    FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, moto, put_bytes,
+    test_sdk_config,
+};
 use serde_json::{Value, json};
 use tonic::Request;
 
@@ -515,4 +520,121 @@ async fn a_conversation_keeps_references_not_bytes_and_the_same_picture_hits_the
     assert_eq!(a.body["cached"], false, "{}", a.body);
     assert_eq!(b.body["cached"], true, "{}", b.body);
     assert_eq!(fake.calls(), calls + 1);
+}
+
+/// A gateway as on AWS: records in DynamoDB and bytes in S3, both on moto's server.
+async fn aws_gateway(fake: &FakeBedrock) -> (Gateway, aws_sdk_s3::Client, String) {
+    let tables = moto::tables(&moto::dynamodb()).await.unwrap();
+    let s3 = moto::s3();
+    let bucket = moto::bucket(&s3).await.unwrap();
+    let in_bucket = bucket.clone();
+    let gw = Gateway::builder()
+        .model(Arc::new(bedrock_provider(&fake.url())))
+        .models("fake.model", &[])
+        .config(move |c| {
+            c.store.kind = StoreKind::Dynamodb;
+            c.store.connections_table = tables.connections;
+            c.store.conversations_table = tables.conversations;
+            c.memory.enabled = true;
+            c.uploads.table = tables.uploads;
+            c.uploads.store = BlobKind::S3;
+            c.uploads.bucket = in_bucket;
+            c.uploads.prefix = "chat/".into();
+            c.uploads.s3_force_path_style = true;
+        })
+        .wiring(|w| {
+            let sdk = test_sdk_config()
+                .into_builder()
+                .endpoint_url(moto::url())
+                .build();
+            w.with_sdk_config(sdk)
+        })
+        .start()
+        .await
+        .unwrap();
+    (gw, s3, bucket)
+}
+
+async fn exists(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
+    s3.head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn on_aws_the_bytes_go_straight_to_s3_by_a_presigned_put_and_are_checked_before_use() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let (gw, s3, bucket) = aws_gateway(&fake).await;
+    let alice = authed_client(&dev_token("alice", &["chat"]));
+    let picture = png(300, 200, 4);
+    let (status, ticket) = gw
+        .declare_upload(&alice, "photo.png", "image/png", &picture)
+        .await;
+    assert_eq!(status, 201, "{ticket}");
+    let url = ticket["put_url"].as_str().unwrap();
+    let id = ticket["upload_id"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/{bucket}/chat/incoming/{id}?", moto::url())),
+        "{url}"
+    );
+    assert!(url.contains("X-Amz-Signature="), "{url}");
+    // Straight to S3, with the headers the URL signed; never through the gateway.
+    let mut put = reqwest::Client::new().put(url).body(picture.clone());
+    for (name, value) in ticket["put_headers"].as_object().unwrap() {
+        put = put.header(name, value.as_str().unwrap());
+    }
+    let response = put.send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert!(exists(&s3, &bucket, &format!("chat/incoming/{id}")).await);
+
+    let answer = gw.post_chat(&alice, &ask_about(id)).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        attachments(&fake.last_request().unwrap()),
+        vec![("png".to_owned(), picture.clone())]
+    );
+    // Checked, then kept under its hash; the incoming object is gone.
+    let blob = format!("chat/blobs/{}", sha256_hex(&picture));
+    assert!(exists(&s3, &bucket, &blob).await);
+    assert!(!exists(&s3, &bucket, &format!("chat/incoming/{id}")).await);
+    let (_, view) = gw.get_json(&alice, &format!("/v1/uploads/{id}")).await;
+    assert_eq!(view["status"], "stored", "{view}");
+    // The next turn of the conversation (in DynamoDB) loads the picture from S3 again.
+    let mut next = json!({"message": "And its colours?"});
+    next["conversation_id"] = answer.body["conversation_id"].clone();
+    assert_eq!(gw.post_chat(&alice, &next).await.unwrap().status, 200);
+    assert_eq!(
+        attachments(&fake.last_request().unwrap()),
+        vec![("png".to_owned(), picture.clone())]
+    );
+
+    // Bytes S3 took (their SHA-256 is the declared one) but that are not a whole PNG are
+    // refused when first used, and removed.
+    let cut = picture[..picture.len() - 4].to_vec();
+    let (_, ticket) = gw
+        .declare_upload(&alice, "cut.png", "image/png", &cut)
+        .await;
+    let mut put = reqwest::Client::new()
+        .put(ticket["put_url"].as_str().unwrap())
+        .body(cut.clone());
+    for (name, value) in ticket["put_headers"].as_object().unwrap() {
+        put = put.header(name, value.as_str().unwrap());
+    }
+    assert_eq!(put.send().await.unwrap().status(), 200);
+    let cut_id = ticket["upload_id"].as_str().unwrap();
+    let answer = gw.post_chat(&alice, &ask_about(cut_id)).await.unwrap();
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(
+        answer.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("truncated"),
+        "{}",
+        answer.body
+    );
+    assert!(!exists(&s3, &bucket, &format!("chat/incoming/{cut_id}")).await);
+    assert!(!exists(&s3, &bucket, &format!("chat/blobs/{}", sha256_hex(&cut))).await);
 }

@@ -568,3 +568,65 @@ fn the_state_machines_fit_their_functions_models_and_permissions() {
         }
     }
 }
+
+#[test]
+fn the_uploads_bucket_is_private_and_only_the_chat_functions_use_its_objects() {
+    let t = template();
+    let bucket = &t["Resources"]["UploadsBucket"]["Properties"];
+    let blocked = &bucket["PublicAccessBlockConfiguration"];
+    for field in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(blocked[field], true, "{field}");
+    }
+    let encryption = &bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
+    assert_eq!(
+        encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"],
+        "AES256"
+    );
+    let rules = bucket["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .unwrap();
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["Prefix"] == "incoming/" && r["ExpirationInDays"].as_u64().is_some()),
+        "bytes of uploads never used expire: {rules:?}"
+    );
+    let configs = function_configs(&t);
+    let chat = ["nagare-ws", "nagare-worker", "nagare-http", "nagare-stream"];
+    for (name, f) in resources_of(&t, "AWS::Serverless::Function") {
+        let perms = permissions(f);
+        let on_bucket: Vec<&str> = perms
+            .iter()
+            .filter(|(_, r)| r.contains("UploadsBucket"))
+            .map(|(a, _)| a.as_str())
+            .collect();
+        if chat.contains(&binary(f)) {
+            assert_eq!(
+                on_bucket,
+                [
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:ListBucket"
+                ],
+                "{name}"
+            );
+            let config = &configs[name].1;
+            assert_eq!(config.uploads.store, nagare_gateway::uploads::BlobKind::S3);
+            assert_eq!(config.uploads.bucket, "ref:UploadsBucket", "{name}");
+            assert!(
+                perms
+                    .iter()
+                    .any(|(a, r)| a == "DynamoDBCrudPolicy" && r.contains("UploadsTable")),
+                "{name}"
+            );
+        } else {
+            assert!(on_bucket.is_empty(), "{name} does not use attachments");
+        }
+    }
+}

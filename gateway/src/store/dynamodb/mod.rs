@@ -3,6 +3,7 @@
 mod connections;
 mod conversations;
 mod tables;
+mod uploads;
 
 use std::collections::HashMap;
 
@@ -12,6 +13,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 pub use connections::DynamoConnectionStore;
 pub use conversations::DynamoConversationStore;
 pub use tables::{Key, KeyKind, TableNames, TableSpec, create_tables, table_specs};
+pub use uploads::DynamoUploadStore;
 
 use super::store_error;
 use crate::error::Error;

@@ -23,6 +23,8 @@ pub struct TableNames {
     pub limits: String,
     /// Task records.
     pub tasks: String,
+    /// Upload records.
+    pub uploads: String,
 }
 
 /// A key attribute's type.
@@ -77,8 +79,9 @@ pub struct TableSpec {
 
 /// Every table, as the stores use it.
 pub fn table_specs(names: &TableNames) -> Vec<TableSpec> {
-    // Connection records, cache entries, counters and tasks expire (`$disconnect` is best
-    // effort; answers age; windows end; tasks are kept for `tasks.retention_days`).
+    // Connection records, cache entries, counters, tasks and uploads expire (`$disconnect` is
+    // best effort; answers age; windows end; tasks are kept for `tasks.retention_days`; an
+    // upload id lasts `uploads.ttl_secs`).
     // Conversations are kept until their owner deletes them.
     let keyed = |name: &String, key: &'static str| TableSpec {
         name: name.clone(),
@@ -106,6 +109,7 @@ pub fn table_specs(names: &TableNames) -> Vec<TableSpec> {
         keyed(&names.cache, "key"),
         keyed(&names.limits, "key"),
         keyed(&names.tasks, "task_id"),
+        keyed(&names.uploads, "upload_id"),
     ]
 }
 
