@@ -110,12 +110,21 @@ pub async fn serve(
             None
         }
     };
-    // The workers stop taking tasks at the signal, and put back the ones they run.
+    // The workers stop taking tasks at the signal, and put back the ones they run; the uploads
+    // sweep stops with them.
     let workers_stop = CancellationToken::new();
     let workers = app
         .tasks
         .clone()
         .map(|tasks| Worker::new(tasks, app.pipeline.clone()).spawn(workers_stop.clone()));
+    // Expired uploads and blobs nothing names, collected while the server runs.
+    let sweep = app
+        .uploads
+        .as_ref()
+        .and_then(|uploads| match uploads.sweep() {
+            (sweep, Some(every)) => Some(sweep.spawn(every, workers_stop.clone())),
+            (_, None) => None,
+        });
     // Cancelled when the listeners are to close, after draining.
     let stop = CancellationToken::new();
     let cap = app.connection_cap.clone();
@@ -153,7 +162,7 @@ pub async fn serve(
         );
         workers_stop.cancel();
         let drained = within(settings.shutdown_grace, async {
-            for worker in workers.into_iter().flatten() {
+            for worker in workers.into_iter().flatten().chain(sweep) {
                 let _ = worker.await;
             }
             lifecycle.quiet().await;

@@ -4,6 +4,7 @@
 //! only keeps bytes. Files under the data dir self-hosted; S3 on AWS.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,6 +24,9 @@ pub trait BlobStore: Send + Sync {
 
     /// Removes the blob; removing one that is not there is a no-op.
     async fn delete(&self, sha256: &str) -> Result<(), Error>;
+
+    /// Blobs last written before `cutoff`, at most `limit`: what the sweep considers.
+    async fn older_than(&self, cutoff: SystemTime, limit: usize) -> Result<Vec<String>, Error>;
 
     /// Where a client PUTs an upload's bytes straight into the store (S3: a presigned URL), or
     /// `None` when they go through Nagare's own signed URL.
@@ -115,6 +119,38 @@ impl BlobStore for FsBlobStore {
             _ => Ok(()),
         }
     }
+
+    async fn older_than(&self, cutoff: SystemTime, limit: usize) -> Result<Vec<String>, Error> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || list_older(&root, cutoff, limit))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| store_error("blob", e))
+    }
+}
+
+fn list_older(root: &Path, cutoff: SystemTime, limit: usize) -> std::io::Result<Vec<String>> {
+    let mut found = Vec::new();
+    let dirs = match std::fs::read_dir(root) {
+        Ok(dirs) => dirs,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(e),
+    };
+    for dir in dirs {
+        for file in std::fs::read_dir(dir?.path())? {
+            let file = file?;
+            let name = file.file_name().to_string_lossy().into_owned();
+            // Temporary files of writes in progress are not blobs yet.
+            if !is_sha256_hex(&name) || file.metadata()?.modified()? >= cutoff {
+                continue;
+            }
+            found.push(name);
+            if found.len() == limit {
+                return Ok(found);
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn write_once(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -160,6 +196,15 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(files, 1, "no temporary file is left behind");
+        let later = SystemTime::now() + std::time::Duration::from_secs(60);
+        assert_eq!(store.older_than(later, 10).await.unwrap(), [name.clone()]);
+        assert!(
+            store
+                .older_than(SystemTime::UNIX_EPOCH, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         store.delete(&name).await.unwrap();
         store.delete(&name).await.unwrap();
         assert_eq!(store.get(&name).await.unwrap(), None);

@@ -3,7 +3,7 @@
 //! or Lambda; the URL signs the size, the type and the SHA-256, so S3 refuses other bytes. The
 //! gateway checks them again (and sniffs them) before it copies them to their blob.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -107,6 +107,35 @@ impl BlobStore for S3BlobStore {
     async fn delete(&self, sha256: &str) -> Result<(), Error> {
         check_name(sha256)?;
         self.remove(&self.blob_key(sha256)).await
+    }
+
+    async fn older_than(&self, cutoff: SystemTime, limit: usize) -> Result<Vec<String>, Error> {
+        let prefix = self.blob_key("");
+        let mut found = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for object in page.map_err(fail)?.contents() {
+                let written = object
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok());
+                let name = object.key().and_then(|k| k.strip_prefix(&prefix));
+                if let (Some(name), Some(written)) = (name, written)
+                    && written < cutoff
+                {
+                    found.push(name.to_owned());
+                    if found.len() == limit {
+                        return Ok(found);
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn direct_put(&self, put: &DirectPut<'_>) -> Result<Option<PutTarget>, Error> {

@@ -309,6 +309,7 @@ impl Wiring {
         Ok(Some(Arc::new(Uploads::new(
             records,
             blob_store(self, &config).await?,
+            Some(stores.conversations.clone()),
             PutUrls::new(key.into_bytes(), config.uploads.public_url.clone()),
             &config.uploads,
         ))))

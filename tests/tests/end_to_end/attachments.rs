@@ -638,3 +638,64 @@ async fn on_aws_the_bytes_go_straight_to_s3_by_a_presigned_put_and_are_checked_b
     assert!(!exists(&s3, &bucket, &format!("chat/incoming/{cut_id}")).await);
     assert!(!exists(&s3, &bucket, &format!("chat/blobs/{}", sha256_hex(&cut))).await);
 }
+
+#[tokio::test]
+async fn the_sweep_collects_expired_uploads_and_blobs_nothing_names_and_keeps_the_rest() {
+    use std::time::{Duration, SystemTime};
+
+    let fake = FakeBedrock::start().await.unwrap();
+    let gw = fake_gateway(&fake, true).await;
+    let alice = authed_client(&dev_token("alice", &["chat"]));
+    let (kept, unused, inline) = (png(20, 20, 1), png(20, 20, 2), png(20, 20, 3));
+    let id = gw.upload(&alice, "kept.png", "image/png", &kept).await;
+    let answer = gw.post_chat(&alice, &ask_about(&id)).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let conversation = answer.body["conversation_id"].as_str().unwrap().to_owned();
+    gw.upload(&alice, "unused.png", "image/png", &unused).await;
+    gw.declare_upload(&alice, "never.png", "image/png", &unused)
+        .await;
+    let stateless = json!({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "this?"},
+        {"type": "image", "source": {"bytes": BASE64.encode(&inline)}}]}]});
+    assert_eq!(gw.post_chat(&alice, &stateless).await.unwrap().status, 200);
+    let names = |gw: &Gateway| {
+        let mut names: Vec<String> = blobs(gw)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&gw).len(), 3);
+
+    let (sweep, every) = gw.app.uploads.as_ref().unwrap().sweep();
+    assert_eq!(every, Some(Duration::from_secs(3600)));
+    // Now: every upload is live, and every blob within its grace period.
+    let swept = sweep.run(SystemTime::now()).await.unwrap();
+    assert_eq!((swept.uploads, swept.blobs), (0, 0));
+    // Two days on (a clock the test sets): the three upload records have expired; the blob the
+    // conversation names stays, the unused and the stateless chat's ones go.
+    let later = SystemTime::now() + Duration::from_secs(2 * 24 * 3600);
+    let swept = sweep.run(later).await.unwrap();
+    assert_eq!((swept.uploads, swept.blobs), (3, 2));
+    assert_eq!(names(&gw), [sha256_hex(&kept)]);
+    let (status, _) = gw.get_json(&alice, &format!("/v1/uploads/{id}")).await;
+    assert_eq!(status, 404, "an expired upload is gone");
+    // The conversation still has its picture.
+    let next = json!({"message": "and again?", "conversation_id": conversation});
+    assert_eq!(gw.post_chat(&alice, &next).await.unwrap().status, 200);
+    assert_eq!(
+        attachments(&fake.last_request().unwrap()),
+        vec![("png".to_owned(), kept)]
+    );
+    // Deleting the conversation drops its reference; the next sweep collects the blob.
+    let response = alice
+        .delete(gw.url(&format!("/v1/conversations/{conversation}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let swept = sweep.run(later).await.unwrap();
+    assert_eq!((swept.uploads, swept.blobs), (0, 1));
+    assert!(blobs(&gw).is_empty());
+}

@@ -188,6 +188,13 @@ impl ConversationStore for SqliteConversationStore {
                     x.assistant.blocks
                 ])?;
                 drop(insert);
+                let mut refer = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO blob_refs (sha256, conversation_id) VALUES (?1, ?2)",
+                )?;
+                for sha256 in &x.user.blobs {
+                    refer.execute(params![sha256, id])?;
+                }
+                drop(refer);
                 tx.prepare_cached(
                     "UPDATE conversations SET exchanges = ?2, updated_at = ?3, model = ?4
                      WHERE conversation_id = ?1",
@@ -288,6 +295,16 @@ impl ConversationStore for SqliteConversationStore {
                     params![id, owner],
                 )
                 .map(|n| n > 0)
+            })
+            .await
+    }
+
+    async fn names_blob(&self, sha256: &str) -> Result<bool, Error> {
+        let sha256 = sha256.to_owned();
+        self.db
+            .with(move |db| {
+                db.prepare_cached("SELECT 1 FROM blob_refs WHERE sha256 = ?1 LIMIT 1")?
+                    .exists([sha256])
             })
             .await
     }

@@ -114,6 +114,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
         stored INTEGER NOT NULL
     );
     CREATE INDEX uploads_by_expiry ON uploads (expires_at);",
+    // 7: the blobs each conversation names, which the blob sweep keeps; and uploads by their
+    // bytes, for the same question.
+    "CREATE TABLE blob_refs (
+        sha256 TEXT NOT NULL,
+        conversation_id TEXT NOT NULL REFERENCES conversations(conversation_id) ON DELETE CASCADE,
+        PRIMARY KEY (sha256, conversation_id)
+    );
+    CREATE INDEX blob_refs_by_conversation ON blob_refs (conversation_id);
+    CREATE INDEX uploads_by_sha256 ON uploads (sha256);",
 ];
 
 /// Runs on the database thread inside the batch's transaction; the reply it returns is called
