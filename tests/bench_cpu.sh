@@ -6,7 +6,7 @@
 # Each case: a warm-up run, then the measured run; the server's (and the fake Bedrock's) utime +
 # stime from /proc over the measured run, divided by the requests it served. BENCH_RUNS rounds
 # (default 3) run every case in turn, and the table gives each column's median over the rounds.
-# BENCH_PERF=CASE (healthz, mock, mocksse, grpc, hit, bedrock, bedrocksse, via1, ws) records the first
+# BENCH_PERF=CASE (healthz, mock, mocksse, grpc, hit, bedrock, bedrocksse, image, via1, ws) records the first
 # round's measured run of that case with `perf record --call-graph dwarf` into target/perf-CASE.data;
 # its CPU figure then includes perf's own cost.
 set -euo pipefail
@@ -17,6 +17,8 @@ warmup=${BENCH_WARMUP:-2}
 runs=${BENCH_RUNS:-3}
 conns=${BENCH_CONNECTIONS:-32}
 streams=${BENCH_WS_STREAMS:-1000}
+image_bytes=${BENCH_IMAGE_BYTES:-1048576}
+uploaders=${BENCH_UPLOADERS:-4}
 out=${BENCH_OUT:-docs/benchmark-cpu.md}
 profile=${BENCH_PROFILE:-release}
 cargo build --profile "$profile" --locked --bin nagare --bin nagare-load --bin fake-bedrock >&2
@@ -85,6 +87,17 @@ profile_stop() {
   echo "profile: target/perf-$BENCH_PERF.data" >&2
 }
 direct_body='{"messages":[{"role":"user","content":[{"text":"hello"}]}]}'
+# The same chat with one image (a PNG of BENCH_IMAGE_BYTES), uploaded once before the rounds.
+image_id=$(python3 tests/upload_load.py once "$gw" "$token" "$image_bytes")
+image_body='{"content":[{"type":"text","text":"hello"},{"type":"image","source":{"upload_id":"'$image_id'"}}]}'
+# measure_uploads RUN: BENCH_UPLOADERS clients declaring and PUTting new PNGs of that size to the
+# unpaced-mock server (files under its data dir) for the measured run.
+measure_uploads() {
+  local u0
+  u0=$(ticks "$mock_pid")
+  python3 tests/upload_load.py load "$mock" "$token" "$image_bytes" "$seconds" "$uploaders" >"$work/upload-$1.json"
+  echo "$(( $(ticks "$mock_pid") - u0 )) 0" >"$work/upload-$1.cpu"
+}
 ws_body='{"message":"hi","model":"mock.long","inference":{"max_tokens":100}}'
 for run in $(seq 1 "$runs"); do
   echo "round $run/$runs" >&2
@@ -95,6 +108,8 @@ for run in $(seq 1 "$runs"); do
   measure hit "$run" "$hits_pid" --url "$hits/v1/chat" --connections "$conns"
   measure bedrock "$run" "$gw_pid" --url "$gw/v1/chat" --connections "$conns"
   measure bedrocksse "$run" "$gw_pid" --url "$gw/v1/chat/stream" --mode sse --connections "$conns"
+  measure image "$run" "$gw_pid" --url "$gw/v1/chat" --body "$image_body" --connections "$conns"
+  measure_uploads "$run"
   # One connection, one request at a time: latency through the gateway minus straight to the fake.
   measure direct1 "$run" "$fake_pid" --url "$fake/model/bench.model/converse-stream" --body "$direct_body" --connections 1
   measure via1 "$run" "$gw_pid" --url "$gw/v1/chat" --connections 1
@@ -110,9 +125,10 @@ for run in $(seq 1 "$runs"); do
 done
 
 mkdir -p "$(dirname "$out")"
-python3 - "$work" "$out" "$runs" "$(getconf CLK_TCK)" "$seconds" "$conns" "$streams" <<'PY'
+python3 - "$work" "$out" "$runs" "$(getconf CLK_TCK)" "$seconds" "$conns" "$streams" "$image_bytes" "$uploaders" <<'PY'
 import datetime, json, os, platform, statistics, subprocess, sys
 work, out, runs, hz, seconds, conns, streams = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:8]
+image_bytes, uploaders = int(sys.argv[8]), int(sys.argv[9])
 def load(name, run):
     report = json.load(open(f"{work}/{name}-{run}.json"))
     server, fake = (int(t) for t in open(f"{work}/{name}-{run}.cpu").read().split())
@@ -128,7 +144,8 @@ rows = [("healthz", "`GET /healthz` (the HTTP floor)", False),
         ("grpc", "gRPC `Converse`, unpaced mock", False),
         ("hit", "`/v1/chat`, a cache hit", False),
         ("bedrock", "`/v1/chat`, `bedrock` provider to the fake", True),
-        ("bedrocksse", "`/v1/chat/stream`, `bedrock` provider to the fake", True)]
+        ("bedrocksse", "`/v1/chat/stream`, `bedrock` provider to the fake", True),
+        ("image", f"`/v1/chat` with one {image_bytes / 2**20:.1f} MiB image, `bedrock` provider to the fake", True)]
 per = {name: [per_request(name, r) for r in range(1, runs + 1)] for name, _, _ in rows}
 med = lambda xs: statistics.median(xs)
 floor = [x["server"] for x in per["healthz"]]
@@ -158,6 +175,19 @@ lines.append(f"| one WebSocket delta, {streams} concurrent chats at 50 tokens/s 
 via = [per_request("via1", r) for r in range(1, runs + 1)]
 direct = [per_request("direct1", r) for r in range(1, runs + 1)]
 over = [v["p50"] - d["p50"] for v, d in zip(via, direct)]
+added = med([i["server"] - b["server"] for i, b in zip(per["image"], per["bedrock"])])
+uploads = []
+for r in range(1, runs + 1):
+    report = json.load(open(f"{work}/upload-{r}.json"))
+    ticks = int(open(f"{work}/upload-{r}.cpu").read().split()[0])
+    mib = report["bytes"] / 2**20
+    uploads.append((mib / max(report["seconds"], 1e-9), ticks / hz * 1e3 / max(mib, 1e-9), report["errors"]))
+lines += ["", f"One image adds **{added:.1f} µs** of gateway CPU to a chat through the `bedrock` provider (the image row "
+          "minus the text row above it, taken within each round): reading the blob, and base64 in the request's JSON.",
+          "", f"Uploads to the filesystem store: **{med([u[0] for u in uploads]):.1f} MiB/s** "
+          f"({uploaders} clients declaring and PUTting new {image_bytes / 2**20:.1f} MiB PNGs, the clients on the same "
+          f"cores), the gateway spending {med([u[1] for u in uploads]):.1f} ms of CPU per MiB "
+          "(SHA-256, the format check, the write)."]
 lines += ["", f"Overhead at one connection (`/v1/chat` through the gateway to the fake, minus straight to the fake, "
           f"p50): **{med(over):.3f} ms** (straight to the fake p50 {med([d['p50'] for d in direct]):.3f} ms; "
           f"the gateway's CPU at one connection {med([v['server'] for v in via]):.1f} µs/request).", ""]
@@ -165,7 +195,7 @@ open(out, "w").write("\n".join(lines))
 print("\n".join(lines))
 # CPU spent on failed requests says nothing about the path: a run with errors fails.
 failed = sum(x["errors"] for xs in per.values() for x in xs) + sum(w[2] for w in ws) \
-    + sum(x["errors"] for x in via + direct)
+    + sum(x["errors"] for x in via + direct) + sum(u[2] for u in uploads)
 if failed:
     sys.exit(f"{failed} requests failed; see the errors column")
 PY

@@ -84,6 +84,9 @@ pub struct FakeBedrock {
     _stop: StopOnDrop,
 }
 
+/// The largest request the fake reads.
+const FAKE_BODY_LIMIT: usize = 160 << 20;
+
 impl FakeBedrock {
     /// Starts the fake on a free loopback port.
     pub async fn start() -> anyhow::Result<Self> {
@@ -91,6 +94,9 @@ impl FakeBedrock {
         let app = Router::new()
             .route("/model/{model}/converse", post(converse))
             .route("/model/{model}/converse-stream", post(converse_stream))
+            // Twenty images of 3.75 MB, base64 in JSON, and five documents fit (axum's default
+            // is 2 MB).
+            .layer(axum::extract::DefaultBodyLimit::max(FAKE_BODY_LIMIT))
             .with_state(shared.clone());
         let (addr, stop) = crate::serve::spawn(app).await?;
         Ok(Self {
