@@ -155,7 +155,7 @@ impl Memory {
             return Err(unissued_id());
         }
         self.store
-            .history(&principal.sub, id)
+            .recent(&principal.sub, id, None, 1)
             .await?
             .map(drop)
             .ok_or_else(not_found)
@@ -182,34 +182,46 @@ impl Memory {
             None => (first_conversation_id(&principal.sub, request.id()), false),
         };
         let id = &id;
+        let reserved = estimate_block_tokens(user_blocks)
+            + request.system.as_deref().map_or(0, estimate_tokens)
+            + request
+                .inference
+                .max_tokens
+                .map_or(DEFAULT_ANSWER_TOKENS, |n| n as usize);
+        let budget = self.budget(model_id).saturating_sub(reserved);
         // A try of this request id that is still running is waited for, then its answer read.
         let (turns, running) = loop {
             // Someone else's conversation is reported exactly like a missing one.
-            let turns = match self.store.history(&principal.sub, id).await? {
-                Some((_, turns)) => turns,
+            let (turns, whole) = match self.load(&principal.sub, id, budget).await? {
+                Some(loaded) => loaded,
                 // A first message starts its conversation.
-                None if !started => Vec::new(),
+                None if !started => (Vec::new(), true),
                 None => return Err(not_found()),
             };
-            if let Some(earlier) = turns
+            let earlier = match turns
                 .iter()
-                .find(|t| t.role == Role::User && t.request_id == request.id())
+                .position(|t| t.role == Role::User && t.request_id == request.id())
             {
+                Some(at) => turns.get(at).cloned().zip(turns.get(at + 1).cloned()),
+                // Older than what the budget loaded: the store finds it by its request id.
+                None if !whole => {
+                    self.store
+                        .exchange_of(&principal.sub, id, request.id())
+                        .await?
+                }
+                None => None,
+            };
+            if let Some((earlier, answer)) = earlier {
                 if earlier.blocks() != user_blocks {
                     return Err(Error::InvalidRequest(format!(
                         "request_id: '{}' was already used for a different message in this conversation",
                         request.id()
                     )));
                 }
-                if let Some(answer) = turns
-                    .iter()
-                    .find(|t| t.role == Role::Assistant && t.exchange == earlier.exchange)
-                {
-                    return Ok(Recall::Replay {
-                        conversation_id: id.clone(),
-                        answer: answer.clone(),
-                    });
-                }
+                return Ok(Recall::Replay {
+                    conversation_id: id.clone(),
+                    answer,
+                });
             }
             match self.in_progress.claim(&principal.sub, id, request.id()) {
                 Claim::Mine(running) => break (turns, running),
@@ -223,13 +235,6 @@ impl Memory {
         };
         check_tool_results("content", &last_answer, user_blocks)?;
         let continues_tools = tool_result_ids(user_blocks).next().is_some();
-        let reserved = estimate_block_tokens(user_blocks)
-            + request.system.as_deref().map_or(0, estimate_tokens)
-            + request
-                .inference
-                .max_tokens
-                .map_or(DEFAULT_ANSWER_TOKENS, |n| n as usize);
-        let budget = self.budget(model_id).saturating_sub(reserved);
         Ok(Recall::Continue {
             history: trim(&turns, budget, continues_tools),
             recorder: Recorder {
@@ -244,6 +249,37 @@ impl Memory {
         })
     }
 
+    /// The conversation's newest exchanges, a page at a time, until they hold more than
+    /// `budget` tokens (and do not begin inside a tool loop) or the conversation is read whole:
+    /// a long conversation costs what its budget costs. The turns, and whether they are all of
+    /// it; `None` if it is not the owner's.
+    async fn load(
+        &self,
+        owner: &str,
+        id: &str,
+        budget: usize,
+    ) -> Result<Option<(Vec<Turn>, bool)>, Error> {
+        let mut turns: Vec<Turn> = Vec::new();
+        let mut used = 0;
+        let mut before = None;
+        loop {
+            let Some(page) = self.store.recent(owner, id, before, HISTORY_PAGE).await? else {
+                return Ok(None);
+            };
+            let whole = page.len() < HISTORY_PAGE * 2;
+            before = page.first().map(|t| t.exchange);
+            used += page.iter().map(turn_tokens).sum::<usize>();
+            turns.splice(0..0, page);
+            let in_tool_loop = turns
+                .first()
+                .and_then(|t| t.blocks.as_deref())
+                .is_some_and(|b| tool_result_ids(b).next().is_some());
+            if whole || (used > budget && !in_tool_loop) {
+                return Ok(Some((turns, whole)));
+            }
+        }
+    }
+
     fn budget(&self, model_id: &str) -> usize {
         self.settings
             .context_tokens_by_model
@@ -252,6 +288,9 @@ impl Memory {
             .unwrap_or(self.settings.context_tokens) as usize
     }
 }
+
+/// Exchanges read per page of history.
+const HISTORY_PAGE: usize = 16;
 
 /// A `conversation_id` that cannot be one of ours.
 fn unissued_id() -> Error {

@@ -157,6 +157,26 @@ pub trait ConversationStore: Send + Sync {
         id: &str,
     ) -> Result<Option<(ConversationMeta, Vec<Turn>)>, Error>;
 
+    /// Whole exchanges from the newest backwards, as much as a chat's history needs: those
+    /// numbered below `before` (all when `None`), at most `limit` of them, oldest first. `None`
+    /// if the conversation is not the owner's.
+    async fn recent(
+        &self,
+        owner: &str,
+        id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Option<Vec<Turn>>, Error>;
+
+    /// The exchange `request_id` wrote in the owner's conversation: its user turn and its
+    /// answer.
+    async fn exchange_of(
+        &self,
+        owner: &str,
+        id: &str,
+        request_id: &str,
+    ) -> Result<Option<(Turn, Turn)>, Error>;
+
     /// Appends an exchange, creating the conversation with `title` if it does not exist yet.
     /// Concurrent appends are serialized: each lands whole at the next exchange number. Fails
     /// with `not_found` if the conversation belongs to someone else.

@@ -197,7 +197,10 @@ mod tests {
             .count();
         assert_eq!(files, 1, "no temporary file is left behind");
         let later = SystemTime::now() + std::time::Duration::from_secs(60);
-        assert_eq!(store.older_than(later, 10).await.unwrap(), vec![name.clone()]);
+        assert_eq!(
+            store.older_than(later, 10).await.unwrap(),
+            vec![name.clone()]
+        );
         assert!(
             store
                 .older_than(SystemTime::UNIX_EPOCH, 10)

@@ -518,17 +518,11 @@ pub async fn create_tables(config: &Config) -> Result<Vec<(String, bool)>, Error
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let names = table_names(config);
     let created = store::create_tables(&aws_sdk_dynamodb::Client::new(&sdk), &names).await?;
-    Ok([
-        names.connections,
-        names.conversations,
-        names.cache,
-        names.limits,
-        names.tasks,
-    ]
-    .into_iter()
-    .map(|t| {
-        let new = created.contains(&t);
-        (t, new)
-    })
-    .collect())
+    Ok(store::table_specs(&names)
+        .into_iter()
+        .map(|spec| {
+            let new = created.contains(&spec.name);
+            (spec.name, new)
+        })
+        .collect())
 }

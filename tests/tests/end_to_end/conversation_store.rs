@@ -47,6 +47,51 @@ async fn suite(store: Arc<dyn ConversationStore>) {
         (100, "first", 1001, 1100)
     );
     assert_eq!(turns.len(), 200);
+    // Newest first, a page of whole exchanges at a time, each page oldest first.
+    let page = store
+        .recent("alice", "c1", None, 16)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.len(), 32);
+    assert_eq!((page[0].exchange, page[0].role), (85, Role::User));
+    assert_eq!((page[31].exchange, page[31].role), (100, Role::Assistant));
+    let older = store
+        .recent("alice", "c1", Some(85), 16)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((older[0].exchange, older[31].exchange), (69, 84));
+    let first = store
+        .recent("alice", "c1", Some(3), 16)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.len(), 4, "exchanges 1 and 2");
+    assert!(store.recent("bob", "c1", None, 16).await.unwrap().is_none());
+    let (user, answer) = store
+        .exchange_of("alice", "c1", "r7")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (user.content.as_str(), answer.content.as_str()),
+        ("q7", "a7")
+    );
+    assert!(
+        store
+            .exchange_of("alice", "c1", "r999")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .exchange_of("bob", "c1", "r7")
+            .await
+            .unwrap()
+            .is_none()
+    );
     for (i, pair) in turns.chunks(2).enumerate() {
         let n = i as u64 + 1;
         assert_eq!(
@@ -261,12 +306,13 @@ async fn nagare_create_tables_creates_once_then_reports_existing() {
         std::process::id(),
         nagare_gateway::store::unix_now_ms()
     );
-    let (connections, conversations, cache, limits, tasks) = (
+    let (connections, conversations, cache, limits, tasks, uploads) = (
         format!("conn-{suffix}"),
         format!("conv-{suffix}"),
         format!("cache-{suffix}"),
         format!("limits-{suffix}"),
         format!("tasks-{suffix}"),
+        format!("uploads-{suffix}"),
     );
     let run = || {
         std::process::Command::new(workspace_binary("nagare").unwrap())
@@ -282,6 +328,7 @@ async fn nagare_create_tables_creates_once_then_reports_existing() {
             .env("NAGARE__CACHE__TABLE", &cache)
             .env("NAGARE__RATE_LIMITS__TABLE", &limits)
             .env("NAGARE__TASKS__TABLE", &tasks)
+            .env("NAGARE__UPLOADS__TABLE", &uploads)
             .output()
             .unwrap()
     };
@@ -290,14 +337,14 @@ async fn nagare_create_tables_creates_once_then_reports_existing() {
     assert_eq!(
         String::from_utf8_lossy(&first.stdout),
         format!(
-            "{connections}: created\n{conversations}: created\n{cache}: created\n{limits}: created\n{tasks}: created\n"
+            "{connections}: created\n{conversations}: created\n{cache}: created\n{limits}: created\n{tasks}: created\n{uploads}: created\n"
         )
     );
     let second = run();
     assert_eq!(
         String::from_utf8_lossy(&second.stdout),
         format!(
-            "{connections}: exists\n{conversations}: exists\n{cache}: exists\n{limits}: exists\n{tasks}: exists\n"
+            "{connections}: exists\n{conversations}: exists\n{cache}: exists\n{limits}: exists\n{tasks}: exists\n{uploads}: exists\n"
         )
     );
     let table = moto::dynamodb()

@@ -4,12 +4,16 @@
 //! cancelled chats leave history valid, and history is trimmed to the context budget.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
+use nagare_gateway::chat::Usage;
+use nagare_gateway::error::Error;
 use nagare_gateway::pipeline::MemorySettings;
 use nagare_gateway::store::{
-    ConversationStore, Database, DynamoConversationStore, SqliteConversationStore,
+    Appended, ConversationMeta, ConversationStore, Database, DynamoConversationStore, Exchange,
+    Page, SqliteConversationStore, Turn,
 };
 use nagare_tests::{FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, moto};
 use serde_json::{Value, json};
@@ -424,4 +428,136 @@ async fn a_full_database_is_a_retryable_unavailable_and_readiness_says_why() {
         ready["reason"].as_str().unwrap().contains("full"),
         "{ready}"
     );
+}
+
+/// The SQLite store, counting what a chat reads of it.
+struct Counted {
+    inner: SqliteConversationStore,
+    turns_read: std::sync::atomic::AtomicUsize,
+    whole_reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ConversationStore for Counted {
+    async fn history(
+        &self,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<(ConversationMeta, Vec<Turn>)>, Error> {
+        self.whole_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.history(owner, id).await
+    }
+    async fn recent(
+        &self,
+        owner: &str,
+        id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Option<Vec<Turn>>, Error> {
+        let turns = self.inner.recent(owner, id, before, limit).await?;
+        let read = turns.as_ref().map_or(0, Vec::len);
+        self.turns_read.fetch_add(read, Ordering::SeqCst);
+        Ok(turns)
+    }
+    async fn exchange_of(
+        &self,
+        owner: &str,
+        id: &str,
+        request_id: &str,
+    ) -> Result<Option<(Turn, Turn)>, Error> {
+        self.inner.exchange_of(owner, id, request_id).await
+    }
+    async fn append(
+        &self,
+        owner: &str,
+        id: &str,
+        title: &str,
+        exchange: &Exchange,
+        now: u64,
+    ) -> Result<Appended, Error> {
+        self.inner.append(owner, id, title, exchange, now).await
+    }
+    async fn list(
+        &self,
+        owner: &str,
+        limit: usize,
+        page: Option<&str>,
+    ) -> Result<Page<ConversationMeta>, Error> {
+        self.inner.list(owner, limit, page).await
+    }
+    async fn turns(
+        &self,
+        owner: &str,
+        id: &str,
+        limit: usize,
+        page: Option<&str>,
+    ) -> Result<Option<Page<Turn>>, Error> {
+        self.inner.turns(owner, id, limit, page).await
+    }
+    async fn delete(&self, owner: &str, id: &str) -> Result<bool, Error> {
+        self.inner.delete(owner, id).await
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_turn_conversation_reads_what_its_budget_needs_not_its_length() {
+    let store = Arc::new(Counted {
+        inner: SqliteConversationStore::new(Database::in_memory().unwrap()),
+        turns_read: Default::default(),
+        whole_reads: Default::default(),
+    });
+    let words = "word ".repeat(60); // 300 bytes: 100 tokens a turn by the gateway's estimate
+    for i in 1..=500u64 {
+        let x = Exchange {
+            request_id: format!("old{i}"),
+            user: format!("q{i} {words}").into(),
+            assistant: format!("a{i} {words}").into(),
+            usage: Usage::new(1, 1),
+            stop_reason: "end_turn".into(),
+            model: "fake".into(),
+        };
+        store.append("alice", "long", "long", &x, i).await.unwrap();
+    }
+    let fake = FakeBedrock::start().await.unwrap();
+    let settings = MemorySettings {
+        context_tokens: 3_000,
+        ..MemorySettings::default()
+    };
+    let gw = gateway(&fake, store.clone(), settings).await;
+    let alice = client("alice");
+    let body = json!({"message": "and now?", "conversation_id": "long",
+                      "inference": {"max_tokens": 100}});
+    let (status, answer) = chat(&gw, &alice, body).await;
+    assert_eq!(status, 200, "{answer}");
+    // The budget holds about 14 exchanges: one page of 16 is read, of 500.
+    let read = store.turns_read.load(Ordering::SeqCst);
+    assert_eq!(read, 32, "turns read");
+    assert_eq!(store.whole_reads.load(Ordering::SeqCst), 0);
+    let sent = fake.last_request().unwrap();
+    let messages = sent["messages"].as_array().unwrap();
+    assert!(
+        messages.len() < 32 && messages.len() > 20,
+        "{}",
+        messages.len()
+    );
+    assert!(
+        messages[messages.len() - 2]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("a500")
+    );
+    // A retry of a request answered long ago is still found, by its id, and replayed.
+    let retry = json!({"message": "q3 ".to_owned() + &words, "conversation_id": "long",
+                       "request_id": "old3"});
+    let calls = fake.calls();
+    let (status, answer) = chat(&gw, &alice, retry).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("a3 "),
+        "{answer}"
+    );
+    assert_eq!(fake.calls(), calls, "a replay calls no model");
 }

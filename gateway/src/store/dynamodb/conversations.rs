@@ -280,6 +280,79 @@ impl ConversationStore for DynamoConversationStore {
         Ok(Some((meta, turns)))
     }
 
+    async fn recent(
+        &self,
+        owner: &str,
+        id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Option<Vec<Turn>>, Error> {
+        if self.owned(owner, id).await?.is_none() {
+            return Ok(None);
+        }
+        // Newest first, from just below `before`'s user turn.
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("conversation_id = :id AND sk BETWEEN :low AND :high")
+            .expression_attribute_values(":id", s(id))
+            .expression_attribute_values(":low", s("T#"))
+            .expression_attribute_values(
+                ":high",
+                s(&match before {
+                    Some(n) => turn_key(n.saturating_sub(1), Role::Assistant),
+                    None => "T#~".to_owned(),
+                }),
+            )
+            .scan_index_forward(false)
+            .consistent_read(true);
+        let mut items = Vec::new();
+        loop {
+            let want = limit * 2 - items.len();
+            let out = query
+                .clone()
+                .limit(i32::try_from(want).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(fail)?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(k) if items.len() < limit * 2 => {
+                    query = query.set_exclusive_start_key(Some(k))
+                }
+                _ => break,
+            }
+        }
+        let mut turns = items.iter().map(turn_of).collect::<Result<Vec<_>, _>>()?;
+        turns.reverse();
+        Ok(Some(turns))
+    }
+
+    async fn exchange_of(
+        &self,
+        owner: &str,
+        id: &str,
+        request_id: &str,
+    ) -> Result<Option<(Turn, Turn)>, Error> {
+        if self.owned(owner, id).await?.is_none() {
+            return Ok(None);
+        }
+        let Some(n) = self
+            .item(id, &format!("R#{request_id}"))
+            .await?
+            .and_then(|i| number(&i, "exchange"))
+        else {
+            return Ok(None);
+        };
+        let user = self.item(id, &turn_key(n, Role::User)).await?;
+        let answer = self.item(id, &turn_key(n, Role::Assistant)).await?;
+        match (user, answer) {
+            (Some(u), Some(a)) => Ok(Some((turn_of(&u)?, turn_of(&a)?))),
+            _ => Ok(None),
+        }
+    }
+
     async fn append(
         &self,
         owner: &str,

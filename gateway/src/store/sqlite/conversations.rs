@@ -107,6 +107,58 @@ impl ConversationStore for SqliteConversationStore {
             .await
     }
 
+    async fn recent(
+        &self,
+        owner: &str,
+        id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Option<Vec<Turn>>, Error> {
+        let (owner, id) = (owner.to_owned(), id.to_owned());
+        let before = before.unwrap_or(i64::MAX as u64);
+        self.db
+            .with(move |db| {
+                if owned_meta(db, &owner, &id)?.is_none() {
+                    return Ok(None);
+                }
+                let mut turns = db
+                    .prepare_cached(&format!(
+                        "SELECT {TURN_COLUMNS} FROM turns WHERE conversation_id = ?1 AND exchange < ?2
+                         ORDER BY exchange DESC, role DESC LIMIT ?3"
+                    ))?
+                    .query_map(params![id, before, (limit * 2) as i64], turn_of)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                turns.reverse();
+                Ok(Some(turns))
+            })
+            .await
+    }
+
+    async fn exchange_of(
+        &self,
+        owner: &str,
+        id: &str,
+        request_id: &str,
+    ) -> Result<Option<(Turn, Turn)>, Error> {
+        let (owner, id, request_id) = (owner.to_owned(), id.to_owned(), request_id.to_owned());
+        self.db
+            .with(move |db| {
+                if owned_meta(db, &owner, &id)?.is_none() {
+                    return Ok(None);
+                }
+                let turns = db
+                    .prepare_cached(&format!(
+                        "SELECT {TURN_COLUMNS} FROM turns WHERE conversation_id = ?1 AND request_id = ?2
+                         ORDER BY role"
+                    ))?
+                    .query_map(params![id, request_id], turn_of)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut turns = turns.into_iter();
+                Ok(turns.next().zip(turns.next()))
+            })
+            .await
+    }
+
     async fn append(
         &self,
         owner: &str,
