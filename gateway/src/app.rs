@@ -13,6 +13,7 @@ use crate::lifecycle::Lifecycle;
 use crate::pipeline::ChatPipeline;
 use crate::provider::{Breakers, CircuitState};
 use crate::store::{ConversationStore, Database};
+use crate::sweep::Sweep;
 use crate::tasks::Tasks;
 use crate::tcp::ConnectionCap;
 use crate::telemetry::{LiveState, Metrics};
@@ -35,6 +36,9 @@ pub struct App {
     pub tasks: Option<Tasks>,
     /// `/v1/uploads`; `None` when uploads are off.
     pub uploads: Option<Arc<Uploads>>,
+    /// What `nagare serve` collects past its time, and how often (`None`: never).
+    pub sweep: Sweep,
+    pub sweep_every: Option<std::time::Duration>,
     /// The open `/v1/ws` sockets of this process, by connection id, for tasks that deliver to
     /// them.
     pub connections: Arc<LocalConnections>,
@@ -180,6 +184,8 @@ pub(crate) fn test_app(pipeline: ChatPipeline, verifier: Verifier) -> Arc<App> {
         conversations: None,
         tasks: None,
         uploads: None,
+        sweep: Sweep::default(),
+        sweep_every: None,
         metrics: None,
         registry: None,
         health: Arc::new(health),

@@ -18,6 +18,7 @@ pub mod provider;
 pub mod push;
 pub mod serve;
 pub mod store;
+pub mod sweep;
 pub mod tasks;
 pub mod tcp;
 pub mod telemetry;

@@ -110,21 +110,20 @@ pub async fn serve(
             None
         }
     };
-    // The workers stop taking tasks at the signal, and put back the ones they run; the uploads
-    // sweep stops with them.
+    // The workers stop taking tasks at the signal, and put back the ones they run; the sweep
+    // stops with them.
     let workers_stop = CancellationToken::new();
     let workers = app
         .tasks
         .clone()
         .map(|tasks| Worker::new(tasks, app.pipeline.clone()).spawn(workers_stop.clone()));
-    // Expired uploads and blobs nothing names, collected while the server runs.
-    let sweep = app
-        .uploads
-        .as_ref()
-        .and_then(|uploads| match uploads.sweep() {
-            (sweep, Some(every)) => Some(sweep.spawn(every, workers_stop.clone())),
-            (_, None) => None,
-        });
+    // What is kept past its time, collected while the server runs.
+    let sweep = match app.sweep_every {
+        Some(every) if app.sweep.has_work() => {
+            Some(app.sweep.clone().spawn(every, workers_stop.clone()))
+        }
+        _ => None,
+    };
     // Cancelled when the listeners are to close, after draining.
     let stop = CancellationToken::new();
     let cap = app.connection_cap.clone();

@@ -30,6 +30,9 @@ pub struct MemorySettings {
     pub context_tokens: u32,
     /// Budgets for particular model ids.
     pub context_tokens_by_model: BTreeMap<String, u32>,
+    /// How many days an exchange is kept after it is written (0: for ever). A conversation
+    /// whose exchanges are all gone is gone.
+    pub retention_days: u32,
 }
 
 impl Default for MemorySettings {
@@ -38,11 +41,18 @@ impl Default for MemorySettings {
             enabled: true,
             context_tokens: 100_000,
             context_tokens_by_model: BTreeMap::new(),
+            retention_days: 0,
         }
     }
 }
 
 impl MemorySettings {
+    /// How long an exchange is kept; `None`: for ever.
+    pub fn retention(&self) -> Option<std::time::Duration> {
+        (self.retention_days > 0)
+            .then(|| std::time::Duration::from_secs(u64::from(self.retention_days) * 24 * 3600))
+    }
+
     /// Checks the values memory cannot run with; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
         if self.context_tokens == 0 {

@@ -209,6 +209,13 @@ pub trait ConversationStore: Send + Sync {
     /// Deletes the conversation and all its turns; false if it is not the owner's.
     async fn delete(&self, owner: &str, id: &str) -> Result<bool, Error>;
 
+    /// Deletes the exchanges written before `before_ms` (milliseconds since the Unix epoch),
+    /// and the conversations left with none; the count of exchanges deleted. A store whose
+    /// items expire by themselves (DynamoDB's TTL) deletes nothing here.
+    async fn expire(&self, _before_ms: u64) -> Result<u64, Error> {
+        Ok(0)
+    }
+
     /// Whether any conversation names the blob `sha256`: the blob sweep keeps it then. A store
     /// that does not index its blobs answers true, and keeps them all.
     async fn names_blob(&self, _sha256: &str) -> Result<bool, Error> {

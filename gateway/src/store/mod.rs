@@ -39,6 +39,9 @@ pub struct StoreSettings {
     /// The most the SQLite file may grow to, in bytes (0: no cap). Past it, writes fail as on a
     /// full disk: `503 unavailable`, and `/readyz` says why.
     pub sqlite_max_bytes: u64,
+    /// How often `nagare serve` sweeps what is kept past its time (exchanges past
+    /// `memory.retention_days`, expired uploads, blobs nothing names); 0: never.
+    pub sweep_interval_secs: u64,
 }
 
 impl Default for StoreSettings {
@@ -48,6 +51,7 @@ impl Default for StoreSettings {
             connections_table: "nagare-connections".into(),
             conversations_table: "nagare-conversations".into(),
             sqlite_max_bytes: 0,
+            sweep_interval_secs: 3600,
         }
     }
 }

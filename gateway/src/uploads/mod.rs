@@ -9,7 +9,6 @@ pub mod blob;
 mod put_url;
 mod s3;
 pub(crate) mod sniff;
-mod sweep;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,11 +23,10 @@ pub use attach::{Attach, detach};
 pub use blob::{BlobStore, DirectPut, FsBlobStore, PutTarget, is_sha256_hex};
 pub use put_url::PutUrls;
 pub use s3::S3BlobStore;
-pub use sweep::{GRACE, Sweep, Swept};
 
 use crate::chat::{CONTENT_TYPES, Format};
 use crate::error::Error;
-use crate::store::{ConversationStore, UploadRecord, UploadStore, unix_now, unix_now_ms};
+use crate::store::{UploadRecord, UploadStore, unix_now, unix_now_ms};
 
 /// Bedrock's limits on one attachment.
 pub const MAX_IMAGE_BYTES: u64 = 3_750_000;
@@ -58,8 +56,6 @@ pub struct UploadSettings {
     /// The DynamoDB table of upload records, when `[store]` is DynamoDB (PK `upload_id`, TTL
     /// attribute `ttl`).
     pub table: String,
-    /// How often `nagare serve` collects expired uploads and blobs nothing names (0: never).
-    pub sweep_interval_secs: u64,
 }
 
 /// Where attachment bytes live.
@@ -83,7 +79,6 @@ impl Default for UploadSettings {
             prefix: String::new(),
             s3_force_path_style: false,
             table: "nagare-uploads".into(),
-            sweep_interval_secs: 3600,
         }
     }
 }
@@ -161,38 +156,26 @@ pub struct Uploads {
     blobs: Arc<dyn BlobStore>,
     urls: PutUrls,
     ttl: Duration,
-    sweep: Sweep,
-    sweep_every: Option<Duration>,
 }
 
 impl Uploads {
-    /// `conversations` is where conversations name blobs, for the sweep.
     pub fn new(
         records: Arc<dyn UploadStore>,
         blobs: Arc<dyn BlobStore>,
-        conversations: Option<Arc<dyn ConversationStore>>,
         urls: PutUrls,
         settings: &UploadSettings,
     ) -> Self {
-        let sweep = Sweep {
-            records: records.clone(),
-            blobs: blobs.clone(),
-            conversations,
-        };
         Self {
             records,
             blobs,
             urls,
             ttl: Duration::from_secs(settings.ttl_secs),
-            sweep,
-            sweep_every: (settings.sweep_interval_secs > 0)
-                .then(|| Duration::from_secs(settings.sweep_interval_secs)),
         }
     }
 
-    /// The sweep of expired uploads and unnamed blobs, and how often it should run.
-    pub fn sweep(&self) -> (Sweep, Option<Duration>) {
-        (self.sweep.clone(), self.sweep_every)
+    /// The upload records and the blob store, for the sweep.
+    pub fn stores(&self) -> (Arc<dyn UploadStore>, Arc<dyn BlobStore>) {
+        (self.records.clone(), self.blobs.clone())
     }
 
     /// The blob store, for the pipeline's [`Attach`].

@@ -21,6 +21,7 @@ use crate::limits::{Clock, Counters, Limits, SharedKind as LimitsShared};
 use crate::pipeline::{ChatCache, ChatPipeline, Memory};
 use crate::provider::{BedrockProvider, Breakers, MockProvider, ModelProvider, ResilientProvider};
 use crate::store::{self, ConversationStore, StoreKind, TableNames};
+use crate::sweep::Sweep;
 use crate::tasks::{ConnectionDelivery, Tasks};
 use crate::tcp::ConnectionCap;
 use crate::telemetry::{Emf, Metrics, NoRecorder, Recorder};
@@ -276,6 +277,13 @@ impl Wiring {
             websocket: config.websocket.clone(),
             conversations: config.memory.enabled.then(|| stores.conversations.clone()),
             tasks,
+            sweep: Sweep {
+                conversations: Some(stores.conversations.clone()),
+                retention: config.memory.retention(),
+                uploads: uploads.as_ref().map(|u| u.stores()),
+            },
+            sweep_every: (config.store.sweep_interval_secs > 0)
+                .then(|| Duration::from_secs(config.store.sweep_interval_secs)),
             uploads,
             connections,
             metrics,
@@ -309,7 +317,6 @@ impl Wiring {
         Ok(Some(Arc::new(Uploads::new(
             records,
             blob_store(self, &config).await?,
-            Some(stores.conversations.clone()),
             PutUrls::new(key.into_bytes(), config.uploads.public_url.clone()),
             &config.uploads,
         ))))

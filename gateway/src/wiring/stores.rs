@@ -73,10 +73,10 @@ impl Stores {
                         client.clone(),
                         &store.connections_table,
                     )),
-                    conversations: Arc::new(DynamoConversationStore::new(
-                        client.clone(),
-                        &store.conversations_table,
-                    )),
+                    conversations: Arc::new(
+                        DynamoConversationStore::new(client.clone(), &store.conversations_table)
+                            .with_retention(config.memory.retention()),
+                    ),
                     shared_cache,
                     limit_counters,
                     uploads: Some(Arc::new(DynamoUploadStore::new(

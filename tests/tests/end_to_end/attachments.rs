@@ -668,8 +668,8 @@ async fn the_sweep_collects_expired_uploads_and_blobs_nothing_names_and_keeps_th
     };
     assert_eq!(names(&gw).len(), 3);
 
-    let (sweep, every) = gw.app.uploads.as_ref().unwrap().sweep();
-    assert_eq!(every, Some(Duration::from_secs(3600)));
+    let sweep = &gw.app.sweep;
+    assert_eq!(gw.app.sweep_every, Some(Duration::from_secs(3600)));
     // Now: every upload is live, and every blob within its grace period.
     let swept = sweep.run(SystemTime::now()).await.unwrap();
     assert_eq!((swept.uploads, swept.blobs), (0, 0));
@@ -697,5 +697,46 @@ async fn the_sweep_collects_expired_uploads_and_blobs_nothing_names_and_keeps_th
     assert!(response.status().is_success(), "{}", response.status());
     let swept = sweep.run(later).await.unwrap();
     assert_eq!((swept.uploads, swept.blobs), (0, 1));
+    assert!(blobs(&gw).is_empty());
+}
+
+#[tokio::test]
+async fn exchanges_past_the_retention_go_and_take_their_blobs_with_them() {
+    use std::time::{Duration, SystemTime};
+
+    let fake = FakeBedrock::start().await.unwrap();
+    let gw = Gateway::builder()
+        .model(Arc::new(bedrock_provider(&fake.url())))
+        .models("fake.model", &[])
+        .config(|c| {
+            c.memory.enabled = true;
+            c.memory.retention_days = 1;
+        })
+        .start()
+        .await
+        .unwrap();
+    let alice = authed_client(&dev_token("alice", &["chat"]));
+    let picture = png(12, 12, 6);
+    let id = gw.upload(&alice, "p.png", "image/png", &picture).await;
+    let answer = gw.post_chat(&alice, &ask_about(&id)).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let conversation = answer.body["conversation_id"].as_str().unwrap().to_owned();
+    let sweep = &gw.app.sweep;
+    // Twelve hours on, the exchange is within its day.
+    let soon = SystemTime::now() + Duration::from_secs(12 * 3600);
+    let swept = sweep.run(soon).await.unwrap();
+    assert_eq!(swept.exchanges, 0);
+    let (status, _) = gw
+        .get_json(&alice, &format!("/v1/conversations/{conversation}"))
+        .await;
+    assert_eq!(status, 200);
+    // Two days on: the exchange, then its conversation, then (its upload expired too) the blob.
+    let later = SystemTime::now() + Duration::from_secs(2 * 24 * 3600);
+    let swept = sweep.run(later).await.unwrap();
+    assert_eq!((swept.exchanges, swept.uploads, swept.blobs), (1, 1, 1));
+    let (status, _) = gw
+        .get_json(&alice, &format!("/v1/conversations/{conversation}"))
+        .await;
+    assert_eq!(status, 404, "a conversation with no exchange left is gone");
     assert!(blobs(&gw).is_empty());
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use nagare_gateway::chat::{Block, Role, ToolResultContent, ToolStatus, Usage};
 use nagare_gateway::store::{
     Appended, ConversationStore, Database, DynamoConversationStore, Exchange, MAX_TURN_BYTES,
@@ -358,5 +359,82 @@ async fn nagare_create_tables_creates_once_then_reports_existing() {
     assert_eq!(
         table.global_secondary_indexes()[0].index_name(),
         Some("owner-updated")
+    );
+}
+
+#[tokio::test]
+async fn sqlite_exchanges_past_their_retention_are_deleted_with_what_they_name() {
+    let store = SqliteConversationStore::new(Database::in_memory().unwrap());
+    let sha = "ab".repeat(32);
+    let mut named = exchange("r1", "q1", "a1");
+    named.user.blobs = vec![sha.clone()];
+    // Exchanges written at 1000, 2000 and 3000 ms; another conversation's at 1500.
+    store
+        .append("alice", "c1", "t", &named, 1000)
+        .await
+        .unwrap();
+    for (i, at) in [(2, 2000), (3, 3000)] {
+        let x = exchange(&format!("r{i}"), &format!("q{i}"), &format!("a{i}"));
+        store.append("alice", "c1", "t", &x, at).await.unwrap();
+    }
+    store
+        .append("alice", "c2", "t", &exchange("s1", "q", "a"), 1500)
+        .await
+        .unwrap();
+    assert!(store.names_blob(&sha).await.unwrap());
+    assert_eq!(store.expire(2500).await.unwrap(), 3);
+    let (meta, turns) = store.history("alice", "c1").await.unwrap().unwrap();
+    assert_eq!(meta.exchanges, 3, "numbering goes on");
+    assert_eq!(turns.iter().map(|t| t.exchange).collect::<Vec<_>>(), [3, 3]);
+    assert!(
+        store.history("alice", "c2").await.unwrap().is_none(),
+        "emptied, so gone"
+    );
+    assert!(
+        !store.names_blob(&sha).await.unwrap(),
+        "its reference went with its turn"
+    );
+    assert_eq!(store.expire(2500).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn dynamodb_items_carry_their_retention_as_a_ttl() {
+    let client = moto::dynamodb();
+    let tables = moto::tables(&client).await.unwrap();
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let store = DynamoConversationStore::new(client.clone(), &tables.conversations)
+        .with_retention(Some(day));
+    store
+        .append("alice", "c1", "t", &exchange("r1", "q", "a"), 10_000)
+        .await
+        .unwrap();
+    store
+        .append("alice", "c1", "t", &exchange("r2", "q", "a"), 20_000)
+        .await
+        .unwrap();
+    let items = client
+        .query()
+        .table_name(&tables.conversations)
+        .key_condition_expression("conversation_id = :id")
+        .expression_attribute_values(":id", AttributeValue::S("c1".into()))
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap();
+    let ttl_of = |sk: &str| {
+        let item = items
+            .iter()
+            .find(|i| i["sk"].as_s().unwrap() == sk)
+            .unwrap();
+        item["ttl"].as_n().unwrap().parse::<u64>().unwrap()
+    };
+    assert_eq!(ttl_of("T#00000001#0"), 10 + day.as_secs());
+    assert_eq!(ttl_of("R#r1"), 10 + day.as_secs());
+    assert_eq!(ttl_of("T#00000002#1"), 20 + day.as_secs());
+    assert_eq!(
+        ttl_of("META"),
+        20 + day.as_secs(),
+        "the conversation lasts as its newest"
     );
 }

@@ -32,6 +32,7 @@ const META: &str = "META";
 pub struct DynamoConversationStore {
     client: Client,
     table: String,
+    retention: Option<std::time::Duration>,
 }
 
 fn turn_key(exchange: u64, role: Role) -> String {
@@ -82,7 +83,20 @@ impl DynamoConversationStore {
         Self {
             client,
             table: table.into(),
+            retention: None,
         }
+    }
+
+    /// Gives every item it writes a TTL `retention` after it is written (the `META` item's
+    /// moves with each exchange), so DynamoDB deletes exchanges past `memory.retention_days`.
+    pub fn with_retention(mut self, retention: Option<std::time::Duration>) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The TTL attribute of an item written at `now_ms`, when exchanges expire.
+    fn ttl(&self, now_ms: u64) -> Option<AttributeValue> {
+        self.retention.map(|r| n(now_ms / 1000 + r.as_secs()))
     }
 
     async fn item(&self, id: &str, sk: &str) -> Result<Option<Item>, Error> {
@@ -170,25 +184,40 @@ impl DynamoConversationStore {
         meta: Option<&ConversationMeta>,
     ) -> Result<Option<Appended>, Error> {
         let next = meta.map_or(0, |m| m.exchanges) + 1;
+        let ttl = self.ttl(now);
+        let with_ttl = |mut item: Item| {
+            if let Some(ttl) = &ttl {
+                item.insert("ttl".into(), ttl.clone());
+            }
+            item
+        };
         let meta_write = match meta {
             Some(m) => {
-                let update = Update::builder()
+                let set_ttl = if ttl.is_some() { ", #ttl = :ttl" } else { "" };
+                let mut update = Update::builder()
                     .table_name(&self.table)
                     .set_key(Some(key(id, META)))
-                    .update_expression("SET exchanges = :next, updated_at = :now, model = :model")
+                    .update_expression(format!(
+                        "SET exchanges = :next, updated_at = :now, model = :model{set_ttl}"
+                    ))
                     .condition_expression("exchanges = :seen AND #owner = :owner")
                     .expression_attribute_names("#owner", "owner")
                     .expression_attribute_values(":next", n(next))
                     .expression_attribute_values(":seen", n(m.exchanges))
                     .expression_attribute_values(":now", n(now))
                     .expression_attribute_values(":model", s(&x.model))
-                    .expression_attribute_values(":owner", s(owner))
-                    .build()
-                    .map_err(fail)?;
+                    .expression_attribute_values(":owner", s(owner));
+                if let Some(ttl) = &ttl {
+                    // `ttl` is one of DynamoDB's reserved words.
+                    update = update
+                        .expression_attribute_names("#ttl", "ttl")
+                        .expression_attribute_values(":ttl", ttl.clone());
+                }
+                let update = update.build().map_err(fail)?;
                 TransactWriteItem::builder().update(update).build()
             }
             None => self.put(
-                HashMap::from([
+                with_ttl(HashMap::from([
                     ("conversation_id".into(), s(id)),
                     ("sk".into(), s(META)),
                     ("owner".into(), s(owner)),
@@ -197,16 +226,16 @@ impl DynamoConversationStore {
                     ("created_at".into(), n(now)),
                     ("updated_at".into(), n(now)),
                     ("exchanges".into(), n(1)),
-                ]),
+                ])),
                 Some("attribute_not_exists(sk)"),
             )?,
         };
         let request = self.put(
-            HashMap::from([
+            with_ttl(HashMap::from([
                 ("conversation_id".into(), s(id)),
                 ("sk".into(), s(&format!("R#{}", x.request_id))),
                 ("exchange".into(), n(next)),
-            ]),
+            ])),
             Some("attribute_not_exists(sk)"),
         )?;
         let turn = |role: Role, content: &Stored| {
@@ -226,7 +255,7 @@ impl DynamoConversationStore {
                 item.insert("output_tokens".into(), n(x.usage.output_tokens));
                 item.insert("stop_reason".into(), s(&x.stop_reason));
             }
-            self.put(item, Some("attribute_not_exists(sk)"))
+            self.put(with_ttl(item), Some("attribute_not_exists(sk)"))
         };
         let result = self
             .client

@@ -81,8 +81,8 @@ pub struct TableSpec {
 pub fn table_specs(names: &TableNames) -> Vec<TableSpec> {
     // Connection records, cache entries, counters, tasks and uploads expire (`$disconnect` is
     // best effort; answers age; windows end; tasks are kept for `tasks.retention_days`; an
-    // upload id lasts `uploads.ttl_secs`).
-    // Conversations are kept until their owner deletes them.
+    // upload id lasts `uploads.ttl_secs`). Conversations are kept until their owner deletes
+    // them, or their exchanges pass `memory.retention_days` when it is set.
     let keyed = |name: &String, key: &'static str| TableSpec {
         name: name.clone(),
         partition: string_key(key),
@@ -104,7 +104,7 @@ pub fn table_specs(names: &TableNames) -> Vec<TableSpec> {
                     kind: KeyKind::Number,
                 },
             )),
-            ttl: None,
+            ttl: Some("ttl"),
         },
         keyed(&names.cache, "key"),
         keyed(&names.limits, "key"),

@@ -241,10 +241,11 @@ impl ConversationStore for SqliteConversationStore {
                 ])?;
                 drop(insert);
                 let mut refer = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO blob_refs (sha256, conversation_id) VALUES (?1, ?2)",
+                    "INSERT OR IGNORE INTO blob_refs (sha256, conversation_id, exchange)
+                     VALUES (?1, ?2, ?3)",
                 )?;
                 for sha256 in &x.user.blobs {
-                    refer.execute(params![sha256, id])?;
+                    refer.execute(params![sha256, id, n])?;
                 }
                 drop(refer);
                 tx.prepare_cached(
@@ -347,6 +348,28 @@ impl ConversationStore for SqliteConversationStore {
                     params![id, owner],
                 )
                 .map(|n| n > 0)
+            })
+            .await
+    }
+
+    async fn expire(&self, before_ms: u64) -> Result<u64, Error> {
+        self.db
+            .with(move |db| {
+                let tx = db.savepoint()?;
+                // An exchange's two turns are written together: the answer's time stands for it.
+                let gone = tx.execute(
+                    "DELETE FROM turns WHERE (conversation_id, exchange) IN
+                       (SELECT conversation_id, exchange FROM turns WHERE role = 1 AND created_at < ?1)",
+                    [before_ms],
+                )?;
+                // Their blob references go with the turns (a cascade).
+                tx.execute(
+                    "DELETE FROM conversations WHERE updated_at < ?1 AND NOT EXISTS
+                       (SELECT 1 FROM turns WHERE turns.conversation_id = conversations.conversation_id)",
+                    [before_ms],
+                )?;
+                tx.commit()?;
+                Ok((gone / 2) as u64)
             })
             .await
     }

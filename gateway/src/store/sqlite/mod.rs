@@ -114,14 +114,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
         stored INTEGER NOT NULL
     );
     CREATE INDEX uploads_by_expiry ON uploads (expires_at);",
-    // 7: the blobs each conversation names, which the blob sweep keeps; and uploads by their
-    // bytes, for the same question.
+    // 7: the blobs each user turn names, which the blob sweep keeps (gone with the turn); and
+    // uploads by their bytes, for the same question.
     "CREATE TABLE blob_refs (
         sha256 TEXT NOT NULL,
-        conversation_id TEXT NOT NULL REFERENCES conversations(conversation_id) ON DELETE CASCADE,
-        PRIMARY KEY (sha256, conversation_id)
+        conversation_id TEXT NOT NULL,
+        exchange INTEGER NOT NULL,
+        role INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (sha256, conversation_id, exchange),
+        FOREIGN KEY (conversation_id, exchange, role)
+            REFERENCES turns (conversation_id, exchange, role) ON DELETE CASCADE
     );
-    CREATE INDEX blob_refs_by_conversation ON blob_refs (conversation_id);
+    CREATE INDEX blob_refs_by_turn ON blob_refs (conversation_id, exchange, role);
     CREATE INDEX uploads_by_sha256 ON uploads (sha256);",
 ];
 
