@@ -42,6 +42,8 @@ struct Aws {
     bedrock: FakeBedrock,
     dynamodb: aws_sdk_dynamodb::Client,
     table: String,
+    /// The function's app, for a test that uploads through it.
+    app: Arc<nagare_gateway::app::App>,
     _data: TempDir,
 }
 
@@ -85,7 +87,7 @@ impl Aws {
             .await
             .unwrap();
         let function = Arc::new(WsFunction {
-            app,
+            app: app.clone(),
             store: Arc::new(DynamoConnectionStore::new(dynamodb.clone(), &table)),
             pusher: Arc::new(ApiGatewayPusher::new(sdk)),
             invoker: Arc::new(LambdaInvoker::new(lambda, "nagare-ws")),
@@ -108,6 +110,7 @@ impl Aws {
             bedrock,
             dynamodb,
             table,
+            app,
             _data: data,
         }
     }
@@ -237,6 +240,67 @@ async fn connect_runs_the_authorizer_and_stores_the_connection() {
     assert!(item["domain"].as_s().unwrap().starts_with("127.0.0.1:"));
     let ttl: u64 = item["ttl"].as_n().unwrap().parse().unwrap();
     assert!(ttl > unix_now() + 3600 && ttl <= unix_now() + 7200, "{ttl}");
+}
+
+#[tokio::test]
+async fn a_chat_frame_names_an_upload_and_bedrock_gets_its_bytes() {
+    use nagare_gateway::uploads::Declaration;
+    use nagare_tests::samples::{png, sha256_hex};
+
+    let aws = Aws::default().await;
+    let picture = png(40, 30, 8);
+    let alice = nagare_authorizer::Principal {
+        sub: "alice".into(),
+        tenant: "alice".into(),
+        scopes: vec!["chat".into()],
+        groups: Vec::new(),
+        expires_at: u64::MAX,
+    };
+    let uploads = aws.app.uploads.as_ref().unwrap();
+    let declared = Declaration {
+        filename: "p.png".into(),
+        content_type: "image/png".into(),
+        size: picture.len() as u64,
+        sha256: sha256_hex(&picture),
+    };
+    let ticket = uploads
+        .declare(&alice, declared, "http://127.0.0.1")
+        .await
+        .unwrap();
+    let query = ticket.put_url.split_once('?').unwrap().1;
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let expires: u64 = param("expires").parse().unwrap();
+    uploads
+        .receive(
+            &ticket.upload_id,
+            expires,
+            &param("signature"),
+            picture.clone().into(),
+        )
+        .await
+        .unwrap();
+
+    let (mut ws, _) = aws.connect().await;
+    send(
+        &mut ws,
+        json!({"action": "chat", "request_id": "r1", "model": "fake", "content": [
+            {"type": "text", "text": "what is it?"},
+            {"type": "image", "source": {"upload_id": ticket.upload_id}}]}),
+    )
+    .await;
+    let frames = until_done(&mut ws, "r1").await;
+    assert_eq!(frames.last().unwrap()["type"], "done", "{frames:?}");
+    let sent = aws.bedrock.last_request().unwrap();
+    assert_eq!(
+        nagare_tests::fake_converse::attachments(&sent),
+        vec![("png".to_owned(), picture)]
+    );
 }
 
 #[tokio::test]
