@@ -1,9 +1,10 @@
 //! Collecting what Nagare keeps once it is no longer wanted: exchanges past
 //! `memory.retention_days`, upload records past their expiry (with any bytes PUT for them and
-//! never used), and blobs that neither a live upload nor a conversation names. A blob must also
-//! be older than [`GRACE`]: a chat's inline bytes are stored before its exchange is recorded, and
-//! a new upload's bytes before a chat names them. DynamoDB's TTL and S3's lifecycle rules do the
-//! same on AWS, where the Lambda functions run no sweep.
+//! never used), and blobs no conversation names that no live upload can name either. A blob is
+//! written (again) whenever an upload or a chat stores its bytes, so one last written more than
+//! an upload's lifetime plus [`GRACE`] ago is named by no live upload; the grace covers a chat's
+//! inline bytes, stored before its exchange is recorded. On AWS, DynamoDB's TTL takes exchanges
+//! and upload records, and the `nagare-sweep` function runs this for the blobs.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,10 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::store::{ConversationStore, UploadStore};
-use crate::uploads::BlobStore;
+use crate::store::ConversationStore;
+use crate::uploads::UploadParts;
 
-/// How old a blob must be before the sweep may collect it.
+/// How much older than an upload's lifetime a blob must be before the sweep may collect it.
 pub const GRACE: Duration = Duration::from_secs(3600);
 /// The most records, and blobs, one sweep looks at.
 const BATCH: usize = 1000;
@@ -35,7 +36,7 @@ pub struct Sweep {
     /// How long an exchange is kept; `None`: for ever.
     pub retention: Option<Duration>,
     /// Upload records and the blob store, when uploads are on.
-    pub uploads: Option<(Arc<dyn UploadStore>, Arc<dyn BlobStore>)>,
+    pub uploads: Option<UploadParts>,
 }
 
 impl Sweep {
@@ -48,20 +49,21 @@ impl Sweep {
             let cutoff = since_epoch.saturating_sub(retention).as_millis() as u64;
             swept.exchanges = conversations.expire(cutoff).await?;
         }
-        let Some((records, blobs)) = &self.uploads else {
+        let Some(UploadParts {
+            records,
+            blobs,
+            ttl,
+        }) = &self.uploads
+        else {
             return Ok(swept);
         };
-        let secs = since_epoch.as_secs();
-        for record in records.expired(secs, BATCH).await? {
+        for record in records.expired(since_epoch.as_secs(), BATCH).await? {
             blobs.drop_incoming(&record.upload_id).await?;
             records.delete(&record.upload_id).await?;
             swept.uploads += 1;
         }
-        let cutoff = now.checked_sub(GRACE).unwrap_or(UNIX_EPOCH);
+        let cutoff = now.checked_sub(*ttl + GRACE).unwrap_or(UNIX_EPOCH);
         for sha256 in blobs.older_than(cutoff, BATCH).await? {
-            if records.names_blob(&sha256, secs).await? {
-                continue;
-            }
             if let Some(conversations) = &self.conversations
                 && conversations.names_blob(&sha256).await?
             {

@@ -49,10 +49,4 @@ pub trait UploadStore: Send + Sync {
     async fn expired(&self, now: u64, limit: usize) -> Result<Vec<UploadRecord>, Error>;
 
     async fn delete(&self, upload_id: &str) -> Result<(), Error>;
-
-    /// Whether an upload that has not expired by `now` (seconds) names the blob `sha256`: the
-    /// blob sweep keeps it then. A store that cannot tell answers true.
-    async fn names_blob(&self, _sha256: &str, _now: u64) -> Result<bool, Error> {
-        Ok(true)
-    }
 }

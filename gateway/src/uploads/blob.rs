@@ -16,7 +16,7 @@ use crate::store::store_error;
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     /// Stores `bytes` as `sha256` (which the caller has checked). Storing a blob that is already
-    /// there is a no-op.
+    /// there only makes it newly written, for [`BlobStore::older_than`].
     async fn put(&self, sha256: &str, bytes: Bytes) -> Result<(), Error>;
 
     /// The blob's bytes, or `None` when there is no such blob.
@@ -155,7 +155,11 @@ fn list_older(root: &Path, cutoff: SystemTime, limit: usize) -> std::io::Result<
 
 fn write_once(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if path.exists() {
-        return Ok(());
+        // Stored again: the sweep reads "last written" from the time.
+        return std::fs::File::options()
+            .write(true)
+            .open(path)?
+            .set_modified(SystemTime::now());
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     nagare_authorizer::dev::create_private_dir(dir)?;

@@ -150,6 +150,14 @@ impl From<&UploadRecord> for UploadInfo {
     }
 }
 
+/// The upload records, the blob store and an upload's lifetime.
+#[derive(Clone)]
+pub struct UploadParts {
+    pub records: Arc<dyn UploadStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub ttl: Duration,
+}
+
 /// Uploads and the bytes behind them.
 pub struct Uploads {
     records: Arc<dyn UploadStore>,
@@ -173,9 +181,13 @@ impl Uploads {
         }
     }
 
-    /// The upload records and the blob store, for the sweep.
-    pub fn stores(&self) -> (Arc<dyn UploadStore>, Arc<dyn BlobStore>) {
-        (self.records.clone(), self.blobs.clone())
+    /// What the sweep needs of uploads.
+    pub fn parts(&self) -> UploadParts {
+        UploadParts {
+            records: self.records.clone(),
+            blobs: self.blobs.clone(),
+            ttl: self.ttl,
+        }
     }
 
     /// The blob store, for the pipeline's [`Attach`].

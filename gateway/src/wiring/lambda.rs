@@ -12,6 +12,7 @@ use crate::error::StartupError;
 use crate::lambda::{LambdaInvoker, WsFunction};
 use crate::push::ApiGatewayPusher;
 use crate::store::ConnectionStore;
+use crate::sweep::Sweep;
 use crate::tasks::{QueueKind, Worker};
 
 impl Wiring {
@@ -68,6 +69,12 @@ impl Wiring {
             StartupError::Config("tasks.enabled: the worker function needs tasks on".into())
         })?;
         Ok(Worker::new(tasks, app.pipeline.clone()))
+    }
+
+    /// `nagare-sweep`: what is kept past its time, collected on a schedule.
+    pub async fn sweep(mut self) -> Result<Sweep, StartupError> {
+        let (app, _) = self.lambda_app(false).await?;
+        Ok(app.sweep.clone())
     }
 
     /// The app as a Lambda function has it, with tasks (in SQS) when `with_tasks`; and the

@@ -280,7 +280,7 @@ impl Wiring {
             sweep: Sweep {
                 conversations: Some(stores.conversations.clone()),
                 retention: config.memory.retention(),
-                uploads: uploads.as_ref().map(|u| u.stores()),
+                uploads: uploads.as_ref().map(|u| u.parts()),
             },
             sweep_every: (config.store.sweep_interval_secs > 0)
                 .then(|| Duration::from_secs(config.store.sweep_interval_secs)),

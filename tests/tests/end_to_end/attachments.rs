@@ -740,3 +740,58 @@ async fn exchanges_past_the_retention_go_and_take_their_blobs_with_them() {
     assert_eq!(status, 404, "a conversation with no exchange left is gone");
     assert!(blobs(&gw).is_empty());
 }
+
+#[tokio::test]
+async fn on_aws_the_sweep_collects_blobs_no_conversation_in_dynamodb_names() {
+    use std::time::{Duration, SystemTime};
+
+    let fake = FakeBedrock::start().await.unwrap();
+    let (gw, s3, bucket) = aws_gateway(&fake).await;
+    let alice = authed_client(&dev_token("alice", &["chat"]));
+    let (named, unused) = (png(30, 30, 1), png(30, 30, 2));
+    let direct_upload = |picture: Vec<u8>| {
+        let (gw, alice) = (&gw, &alice);
+        async move {
+            let (_, ticket) = gw
+                .declare_upload(alice, "p.png", "image/png", &picture)
+                .await;
+            let mut put = reqwest::Client::new()
+                .put(ticket["put_url"].as_str().unwrap())
+                .body(picture);
+            for (name, value) in ticket["put_headers"].as_object().unwrap() {
+                put = put.header(name, value.as_str().unwrap());
+            }
+            assert_eq!(put.send().await.unwrap().status(), 200);
+            ticket["upload_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let id = direct_upload(named.clone()).await;
+    let answer = gw.post_chat(&alice, &ask_about(&id)).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let conversation = answer.body["conversation_id"].as_str().unwrap().to_owned();
+    let unused_id = direct_upload(unused.clone()).await;
+    // Looked at once, so its bytes are checked and kept as a blob.
+    let (status, _) = gw
+        .get_json(&alice, &format!("/v1/uploads/{unused_id}"))
+        .await;
+    assert_eq!(status, 200);
+    let blob = |bytes: &[u8]| format!("chat/blobs/{}", sha256_hex(bytes));
+
+    let later = SystemTime::now() + Duration::from_secs(2 * 24 * 3600);
+    let swept = gw.app.sweep.run(later).await.unwrap();
+    assert_eq!((swept.uploads, swept.blobs), (2, 1), "{swept:?}");
+    assert!(
+        exists(&s3, &bucket, &blob(&named)).await,
+        "named by the conversation"
+    );
+    assert!(!exists(&s3, &bucket, &blob(&unused)).await);
+    let response = alice
+        .delete(gw.url(&format!("/v1/conversations/{conversation}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let swept = gw.app.sweep.run(later).await.unwrap();
+    assert_eq!(swept.blobs, 1);
+    assert!(!exists(&s3, &bucket, &blob(&named)).await);
+}

@@ -186,13 +186,21 @@ fn declared(spec: &TableSpec) -> Value {
         schema.push(key(sort, "RANGE"));
     }
     let mut p = json!({"BillingMode": "PAY_PER_REQUEST", "KeySchema": schema});
-    if let Some((index, partition, sort)) = &spec.index {
-        attributes.extend([*partition, *sort]);
-        p["GlobalSecondaryIndexes"] = json!([{
-            "IndexName": index,
-            "KeySchema": [key(partition, "HASH"), key(sort, "RANGE")],
-            "Projection": {"ProjectionType": "ALL"},
-        }]);
+    if !spec.indexes.is_empty() {
+        let mut indexes = Vec::new();
+        for (index, partition, sort) in &spec.indexes {
+            for attribute in [*partition, *sort] {
+                if !attributes.contains(&attribute) {
+                    attributes.push(attribute);
+                }
+            }
+            indexes.push(json!({
+                "IndexName": index,
+                "KeySchema": [key(partition, "HASH"), key(sort, "RANGE")],
+                "Projection": {"ProjectionType": "ALL"},
+            }));
+        }
+        p["GlobalSecondaryIndexes"] = json!(indexes);
     }
     p["AttributeDefinitions"] = attributes
         .iter()
@@ -570,7 +578,7 @@ fn the_state_machines_fit_their_functions_models_and_permissions() {
 }
 
 #[test]
-fn the_uploads_bucket_is_private_and_only_the_chat_functions_use_its_objects() {
+fn the_uploads_bucket_is_private_and_only_the_chat_functions_and_the_sweep_use_it() {
     let t = template();
     let bucket = &t["Resources"]["UploadsBucket"]["Properties"];
     let blocked = &bucket["PublicAccessBlockConfiguration"];
@@ -624,6 +632,13 @@ fn the_uploads_bucket_is_private_and_only_the_chat_functions_use_its_objects() {
                     .iter()
                     .any(|(a, r)| a == "DynamoDBCrudPolicy" && r.contains("UploadsTable")),
                 "{name}"
+            );
+        } else if binary(f) == "nagare-sweep" {
+            assert_eq!(on_bucket, ["s3:DeleteObject", "s3:ListBucket"], "{name}");
+            let events = f["Properties"]["Events"].as_object().unwrap();
+            assert!(
+                events.values().any(|e| e["Type"] == "Schedule"),
+                "{name} runs on a schedule"
             );
         } else {
             assert!(on_bucket.is_empty(), "{name} does not use attachments");

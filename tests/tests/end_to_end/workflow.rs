@@ -146,3 +146,43 @@ async fn the_binaries_answer_step_functions_with_named_errors() {
     let extracted = run("nagare-extract-text", vec![json!({"path": "s3://x/y"})]).await;
     assert_eq!(error_type(&extracted[0]), "InvalidInput");
 }
+
+#[tokio::test]
+async fn the_sweep_function_runs_on_its_schedule_against_dynamodb_and_s3() {
+    let tables = moto::tables(&moto::dynamodb()).await.unwrap();
+    let bucket = moto::bucket(&moto::s3()).await.unwrap();
+    let runtime = FakeLambdaRuntime::start().await.unwrap();
+    let _child = tokio::process::Command::new(workspace_binary("nagare-sweep").unwrap())
+        .env_clear()
+        .envs(runtime.env("nagare-sweep"))
+        .env("AWS_ACCESS_KEY_ID", "AKIDNAGARETEST")
+        .env("AWS_SECRET_ACCESS_KEY", "nagare-test-secret")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", moto::url())
+        .env(
+            "NAGARE__AUTH__ISSUERS",
+            "[{issuer = \"https://issuer.example\", audiences = [\"nagare\"]}]",
+        )
+        .env("NAGARE__SERVER__DATA_DIR", "/tmp")
+        .env("NAGARE__STORE__KIND", "dynamodb")
+        .env("NAGARE__STORE__CONVERSATIONS_TABLE", &tables.conversations)
+        .env("NAGARE__STORE__CONNECTIONS_TABLE", &tables.connections)
+        .env("NAGARE__UPLOADS__TABLE", &tables.uploads)
+        .env("NAGARE__UPLOADS__STORE", "s3")
+        .env("NAGARE__UPLOADS__BUCKET", &bucket)
+        .env("NAGARE__UPLOADS__S3_FORCE_PATH_STYLE", "true")
+        .env("NAGARE__TASKS__ENABLED", "false")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // What EventBridge sends on a schedule.
+    runtime
+        .invoke(json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}))
+        .await;
+    let done = runtime.result(Duration::from_secs(30)).await;
+    assert_eq!(
+        done.expect("the function did not answer").outcome,
+        Outcome::Response(json!({"exchanges": 0, "uploads": 0, "blobs": 0}))
+    );
+}

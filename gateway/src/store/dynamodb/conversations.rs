@@ -1,7 +1,8 @@
 //! Conversations in DynamoDB, as DESIGN.md lays them out: per conversation a `META` item
 //! `{owner, title, model, created_at, updated_at, exchanges}`, turn items `T#{exchange:08}#0`
-//! (user) and `#1` (assistant), and an `R#{request_id}` item per exchange that makes a retried
-//! request a no-op. An append is one transaction, conditional on the exchange count it read,
+//! (user) and `#1` (assistant), an `R#{request_id}` item per exchange that makes a retried
+//! request a no-op, and a `B#{sha256}#{exchange:08}` item per blob a user turn names (indexed by
+//! `blob`, so the sweep can ask whether any conversation names a blob). An append is one transaction, conditional on the exchange count it read,
 //! so concurrent appends never interleave: the loser rereads and takes the next number.
 
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, Put, TransactWriteItem, Update, WriteRequest,
 };
 
-use super::{Item, OWNER_INDEX, fail, is_condition_failure, n, number, s, string};
+use super::{BLOB_INDEX, Item, OWNER_INDEX, fail, is_condition_failure, n, number, s, string};
 use crate::chat::Role;
 use crate::chat::Usage;
 use crate::error::Error;
@@ -257,15 +258,31 @@ impl DynamoConversationStore {
             }
             self.put(with_ttl(item), Some("attribute_not_exists(sk)"))
         };
-        let result = self
+        // One item per blob the user's message names, in the blob index, for the sweep.
+        let blob_refs = x
+            .user
+            .blobs
+            .iter()
+            .map(|sha256| {
+                let item = HashMap::from([
+                    ("conversation_id".into(), s(id)),
+                    ("sk".into(), s(&format!("B#{sha256}#{next:08}"))),
+                    ("blob".into(), s(sha256)),
+                ]);
+                self.put(with_ttl(item), None)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut write = self
             .client
             .transact_write_items()
             .transact_items(meta_write)
             .transact_items(request)
             .transact_items(turn(Role::User, &x.user)?)
-            .transact_items(turn(Role::Assistant, &x.assistant)?)
-            .send()
-            .await;
+            .transact_items(turn(Role::Assistant, &x.assistant)?);
+        for blob_ref in blob_refs {
+            write = write.transact_items(blob_ref);
+        }
+        let result = write.send().await;
         let e = match result {
             Ok(_) => return Ok(Some(Appended::New(next))),
             Err(e) => e,
@@ -497,6 +514,21 @@ impl ConversationStore for DynamoConversationStore {
             None
         };
         Ok(Some(Page { items, next }))
+    }
+
+    async fn names_blob(&self, sha256: &str) -> Result<bool, Error> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BLOB_INDEX)
+            .key_condition_expression("blob = :sha")
+            .expression_attribute_values(":sha", s(sha256))
+            .limit(1)
+            .send()
+            .await
+            .map_err(fail)?;
+        Ok(out.count > 0)
     }
 
     async fn delete(&self, owner: &str, id: &str) -> Result<bool, Error> {

@@ -23,6 +23,9 @@ pub(crate) type Item = HashMap<String, AttributeValue>;
 /// The GSI that lists a user's conversations, newest first (only `META` items carry `owner`).
 pub const OWNER_INDEX: &str = "owner-updated";
 
+/// The GSI of blob references (`B#{sha256}#{exchange}` items): which conversations name a blob.
+pub const BLOB_INDEX: &str = "blob-refs";
+
 /// A DynamoDB failure as the store error of the error table.
 pub(crate) fn fail(e: impl std::error::Error) -> Error {
     store_error("dynamodb", aws_sdk_dynamodb::error::DisplayErrorContext(&e))

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 
-use super::{OWNER_INDEX, fail};
+use super::{BLOB_INDEX, OWNER_INDEX, fail};
 use crate::error::Error;
 
 /// The names of the tables, from the config.
@@ -65,15 +65,15 @@ const fn string_key(name: &'static str) -> Key {
     }
 }
 
-/// One table: on-demand, with its keys, at most one global index (all attributes projected),
+/// One table: on-demand, with its keys, its global indexes (all attributes projected),
 /// and the TTL attribute of items that expire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSpec {
     pub name: String,
     pub partition: Key,
     pub sort: Option<Key>,
-    /// `(index name, partition, sort)`.
-    pub index: Option<(&'static str, Key, Key)>,
+    /// `(index name, partition, sort)` of each.
+    pub indexes: Vec<(&'static str, Key, Key)>,
     pub ttl: Option<&'static str>,
 }
 
@@ -87,7 +87,7 @@ pub fn table_specs(names: &TableNames) -> Vec<TableSpec> {
         name: name.clone(),
         partition: string_key(key),
         sort: None,
-        index: None,
+        indexes: Vec::new(),
         ttl: Some("ttl"),
     };
     vec![
@@ -96,14 +96,18 @@ pub fn table_specs(names: &TableNames) -> Vec<TableSpec> {
             name: names.conversations.clone(),
             partition: string_key("conversation_id"),
             sort: Some(string_key("sk")),
-            index: Some((
-                OWNER_INDEX,
-                string_key("owner"),
-                Key {
-                    name: "updated_at",
-                    kind: KeyKind::Number,
-                },
-            )),
+            indexes: vec![
+                (
+                    OWNER_INDEX,
+                    string_key("owner"),
+                    Key {
+                        name: "updated_at",
+                        kind: KeyKind::Number,
+                    },
+                ),
+                // Only blob-reference items carry `blob`: which conversations name a blob.
+                (BLOB_INDEX, string_key("blob"), string_key("sk")),
+            ],
             ttl: Some("ttl"),
         },
         keyed(&names.cache, "key"),
@@ -146,8 +150,12 @@ async fn create(client: &Client, spec: &TableSpec) -> Result<bool, Error> {
         attributes.push(*sort);
         request = request.key_schema(key(sort, KeyType::Range)?);
     }
-    if let Some((name, partition, sort)) = &spec.index {
-        attributes.extend([*partition, *sort]);
+    for (name, partition, sort) in &spec.indexes {
+        for attribute in [*partition, *sort] {
+            if !attributes.contains(&attribute) {
+                attributes.push(attribute);
+            }
+        }
         let index = GlobalSecondaryIndex::builder()
             .index_name(*name)
             .key_schema(key(partition, KeyType::Hash)?)

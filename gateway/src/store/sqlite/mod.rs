@@ -114,8 +114,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         stored INTEGER NOT NULL
     );
     CREATE INDEX uploads_by_expiry ON uploads (expires_at);",
-    // 7: the blobs each user turn names, which the blob sweep keeps (gone with the turn); and
-    // uploads by their bytes, for the same question.
+    // 7: the blobs each user turn names, which the blob sweep keeps (gone with the turn).
     "CREATE TABLE blob_refs (
         sha256 TEXT NOT NULL,
         conversation_id TEXT NOT NULL,
@@ -125,8 +124,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (conversation_id, exchange, role)
             REFERENCES turns (conversation_id, exchange, role) ON DELETE CASCADE
     );
-    CREATE INDEX blob_refs_by_turn ON blob_refs (conversation_id, exchange, role);
-    CREATE INDEX uploads_by_sha256 ON uploads (sha256);",
+    CREATE INDEX blob_refs_by_turn ON blob_refs (conversation_id, exchange, role);",
 ];
 
 /// Runs on the database thread inside the batch's transaction; the reply it returns is called

@@ -103,18 +103,6 @@ impl UploadStore for SqliteUploadStore {
             .await
     }
 
-    async fn names_blob(&self, sha256: &str, now: u64) -> Result<bool, Error> {
-        let sha256 = sha256.to_owned();
-        self.db
-            .with(move |db| {
-                db.prepare_cached(
-                    "SELECT 1 FROM uploads WHERE sha256 = ?1 AND expires_at > ?2 LIMIT 1",
-                )?
-                .exists(params![sha256, now])
-            })
-            .await
-    }
-
     async fn delete(&self, upload_id: &str) -> Result<(), Error> {
         let id = upload_id.to_owned();
         self.db
