@@ -117,6 +117,28 @@ async fn an_uploaded_image_reaches_bedrock_byte_for_byte_on_every_transport() {
     let reply = client.converse(request).await.unwrap().into_inner();
     assert_eq!(reply.stop_reason, "end_turn");
     assert_eq!(received(&fake), vec![("png".to_owned(), picture.clone())]);
+    // gRPC also carries the bytes themselves, in a bytes field.
+    let other = png(10, 10, 9);
+    let mut request = Request::new(pb::ChatRequest {
+        content: vec![
+            pb::ContentBlock {
+                block: Some(pb::content_block::Block::Text("And this?".into())),
+            },
+            pb::ContentBlock {
+                block: Some(pb::content_block::Block::Image(pb::Attachment {
+                    format: "png".into(),
+                    source: Some(pb::attachment::Source::Bytes(other.clone())),
+                    ..Default::default()
+                })),
+            },
+        ],
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    client.converse(request).await.unwrap();
+    assert_eq!(received(&fake), vec![("png".to_owned(), other)]);
     // A task
     let calls = fake.calls();
     let task = gw.submit_task(&alice, &ask_about(&id)).await;
