@@ -437,13 +437,16 @@ pub fn sse_events(buf: &mut String) -> Vec<serde_json::Value> {
     out
 }
 
-/// PUTs `bytes` to an upload's `put_url`, with no token (the URL is signed): the status and the
-/// answer.
+/// PUTs `bytes` to an upload's `put_url` with its `put_headers` and no token (the URL is
+/// signed), as a client does, whether it points at the gateway or at S3: the status and the
+/// answer (null when it is not JSON, as S3's is not).
 pub async fn put_bytes(ticket: &serde_json::Value, bytes: Vec<u8>) -> (u16, serde_json::Value) {
     let url = ticket["put_url"].as_str().unwrap_or_default();
-    let response = reqwest::Client::new()
-        .put(url)
-        .body(bytes)
+    let mut put = reqwest::Client::new().put(url).body(bytes);
+    for (name, value) in ticket["put_headers"].as_object().into_iter().flatten() {
+        put = put.header(name, value.as_str().unwrap_or_default());
+    }
+    let response = put
         .send()
         .await
         .unwrap_or_else(|e| panic!("PUT {url}: {e}"));

@@ -75,6 +75,11 @@ pub fn url() -> &'static str {
     &MOTO.get_or_init(start).url
 }
 
+/// The tests' AWS config with every service pointed at moto, for a gateway's wiring.
+pub fn sdk_config() -> aws_config::SdkConfig {
+    test_sdk_config().into_builder().endpoint_url(url()).build()
+}
+
 /// A DynamoDB client pointed at moto.
 pub fn dynamodb() -> aws_sdk_dynamodb::Client {
     let config = aws_sdk_dynamodb::config::Builder::from(&test_sdk_config())

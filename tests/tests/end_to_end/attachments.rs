@@ -18,7 +18,6 @@ use nagare_tests::samples::{pdf, png, sha256_hex};
 use nagare_tests::ws_client::{self, send, until_done};
 use nagare_tests::{
     FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, moto, put_bytes,
-    test_sdk_config,
 };
 use serde_json::{Value, json};
 use tonic::Request;
@@ -564,13 +563,7 @@ async fn aws_gateway(fake: &FakeBedrock) -> (Gateway, aws_sdk_s3::Client, String
             c.uploads.prefix = "chat/".into();
             c.uploads.s3_force_path_style = true;
         })
-        .wiring(|w| {
-            let sdk = test_sdk_config()
-                .into_builder()
-                .endpoint_url(moto::url())
-                .build();
-            w.with_sdk_config(sdk)
-        })
+        .wiring(|w| w.with_sdk_config(moto::sdk_config()))
         .start()
         .await
         .unwrap();
@@ -604,12 +597,13 @@ async fn on_aws_the_bytes_go_straight_to_s3_by_a_presigned_put_and_are_checked_b
     );
     assert!(url.contains("X-Amz-Signature="), "{url}");
     // Straight to S3, with the headers the URL signed; never through the gateway.
-    let mut put = reqwest::Client::new().put(url).body(picture.clone());
-    for (name, value) in ticket["put_headers"].as_object().unwrap() {
-        put = put.header(name, value.as_str().unwrap());
-    }
-    let response = put.send().await.unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let signed: Vec<&String> = ticket["put_headers"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        signed,
+        ["content-length", "content-type", "x-amz-checksum-sha256"]
+    );
+    let (status, answer) = put_bytes(&ticket, picture.clone()).await;
+    assert_eq!(status, 200, "{answer}");
     assert!(exists(&s3, &bucket, &format!("chat/incoming/{id}")).await);
 
     let answer = gw.post_chat(&alice, &ask_about(id)).await.unwrap();
@@ -639,13 +633,7 @@ async fn on_aws_the_bytes_go_straight_to_s3_by_a_presigned_put_and_are_checked_b
     let (_, ticket) = gw
         .declare_upload(&alice, "cut.png", "image/png", &cut)
         .await;
-    let mut put = reqwest::Client::new()
-        .put(ticket["put_url"].as_str().unwrap())
-        .body(cut.clone());
-    for (name, value) in ticket["put_headers"].as_object().unwrap() {
-        put = put.header(name, value.as_str().unwrap());
-    }
-    assert_eq!(put.send().await.unwrap().status(), 200);
+    assert_eq!(put_bytes(&ticket, cut.clone()).await.0, 200);
     let cut_id = ticket["upload_id"].as_str().unwrap();
     let answer = gw.post_chat(&alice, &ask_about(cut_id)).await.unwrap();
     assert_eq!(answer.status, 400, "{}", answer.body);
@@ -777,13 +765,7 @@ async fn on_aws_the_sweep_collects_blobs_no_conversation_in_dynamodb_names() {
             let (_, ticket) = gw
                 .declare_upload(alice, "p.png", "image/png", &picture)
                 .await;
-            let mut put = reqwest::Client::new()
-                .put(ticket["put_url"].as_str().unwrap())
-                .body(picture);
-            for (name, value) in ticket["put_headers"].as_object().unwrap() {
-                put = put.header(name, value.as_str().unwrap());
-            }
-            assert_eq!(put.send().await.unwrap().status(), 200);
+            assert_eq!(put_bytes(&ticket, picture).await.0, 200);
             ticket["upload_id"].as_str().unwrap().to_owned()
         }
     };

@@ -18,7 +18,7 @@ use nagare_gateway::push::{ConnectionPusher, PushError};
 use nagare_gateway::store::{ConnectionStore, Database, SqliteConnectionStore};
 use nagare_gateway::tasks::QueueKind;
 use nagare_gateway::ws::WsSettings;
-use nagare_tests::{Gateway, TempDir, dev_token, moto, test_sdk_config};
+use nagare_tests::{Gateway, TempDir, dev_token, moto};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -194,13 +194,7 @@ async fn the_worker_reports_the_records_that_must_come_back() {
                 c.tasks.queue_url = Some(queue_url);
                 c.tasks.callback_secret = Some("fixture-secret".into());
             })
-            .wiring(|w| {
-                let sdk = test_sdk_config()
-                    .into_builder()
-                    .endpoint_url(moto::url())
-                    .build();
-                w.with_sdk_config(sdk)
-            })
+            .wiring(|w| w.with_sdk_config(moto::sdk_config()))
     };
     // Both functions on one data dir: the task records are in its SQLite file.
     let shared = TempDir::new("lambda-tasks").unwrap();
