@@ -296,9 +296,8 @@ impl ChatPipeline {
             _ if request.messages.is_some() => {
                 let mut sent = request.sent_history().to_vec();
                 for (i, m) in sent.iter_mut().enumerate() {
-                    let field = format!("messages[{i}].content");
-                    self.attach_blocks(principal, &field, &mut m.content)
-                        .await?;
+                    let field = || format!("messages[{i}].content");
+                    self.attach_blocks(principal, field, &mut m.content).await?;
                 }
                 (sent, None)
             }
@@ -442,25 +441,28 @@ impl ChatPipeline {
         request: &ChatRequest,
         new_turn: &mut [crate::chat::Block],
     ) -> Result<(), Error> {
-        let field = match &request.messages {
-            Some(m) => format!("messages[{}].content", m.len() - 1),
+        let field = || match &request.messages {
+            Some(m) => format!("messages[{}].content", m.len().saturating_sub(1)),
             None => "content".into(),
         };
-        self.attach_blocks(principal, &field, new_turn).await
+        self.attach_blocks(principal, field, new_turn).await
     }
 
+    /// `field` names the blocks in errors; it is only made when they hold an attachment.
     async fn attach_blocks(
         &self,
         principal: &Principal,
-        field: &str,
+        field: impl FnOnce() -> String,
         blocks: &mut [crate::chat::Block],
     ) -> Result<(), Error> {
-        let has_attachments = blocks.iter().any(crate::chat::Block::is_attachment);
+        if !blocks.iter().any(crate::chat::Block::is_attachment) {
+            return Ok(());
+        }
         match &self.attach {
-            _ if !has_attachments => Ok(()),
-            Some(attach) => attach.from_client(principal, field, blocks).await,
+            Some(attach) => attach.from_client(principal, &field(), blocks).await,
             None => Err(Error::InvalidRequest(format!(
-                "{field}: attachments are not enabled on this server"
+                "{}: attachments are not enabled on this server",
+                field()
             ))),
         }
     }
