@@ -183,7 +183,7 @@ for r in range(1, runs + 1):
     mib = report["bytes"] / 2**20
     uploads.append((mib / max(report["seconds"], 1e-9), ticks / hz * 1e3 / max(mib, 1e-9), report["errors"]))
 lines += ["", f"One image adds **{added:.1f} µs** of gateway CPU to a chat through the `bedrock` provider (the image row "
-          "minus the text row above it, taken within each round): reading the blob, and base64 in the request's JSON.",
+          "minus the text row above it, taken within each round): reading the blob, writing it into the request's JSON as base64, and SigV4 hashing that body.",
           "", f"Uploads to the filesystem store: **{med([u[0] for u in uploads]):.1f} MiB/s** "
           f"({uploaders} clients declaring and PUTting new {image_bytes / 2**20:.1f} MiB PNGs, the clients on the same "
           f"cores), the gateway spending {med([u[1] for u in uploads]):.1f} ms of CPU per MiB "
