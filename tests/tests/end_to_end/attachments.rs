@@ -506,6 +506,23 @@ async fn a_conversation_keeps_references_not_bytes_and_the_same_picture_hits_the
     let expected: Vec<(String, Vec<u8>)> =
         pictures.iter().map(|p| ("png".into(), p.clone())).collect();
     assert_eq!(sent, expected);
+    // A fourth turn brings the conversation to twenty pictures, each sent again.
+    let mut more = vec![json!({"type": "text", "text": "and these?"})];
+    let mut all = pictures.clone();
+    for seed in 10..27 {
+        let picture = png(40, 40, seed);
+        let id = gw.upload(&alice, "m.png", "image/png", &picture).await;
+        more.push(json!({"type": "image", "source": {"upload_id": id}}));
+        all.push(picture);
+    }
+    let body = json!({"content": more, "conversation_id": conversation, "cache": "bypass"});
+    let answer = gw.post_chat(&alice, &body).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let sent: Vec<Vec<u8>> = attachments(&fake.last_request().unwrap())
+        .into_iter()
+        .map(|(_, bytes)| bytes)
+        .collect();
+    assert_eq!(sent, all);
     // What the conversation keeps names each picture by hash, and stays small.
     let (status, page) = gw
         .get_json(
@@ -516,7 +533,9 @@ async fn a_conversation_keeps_references_not_bytes_and_the_same_picture_hits_the
     assert_eq!(status, 200);
     let text = page.to_string();
     assert!(text.contains(&sha256_hex(&pictures[0])), "{text}");
-    assert!(text.len() < 4_000, "{} bytes: {text}", text.len());
+    assert!(text.contains(&sha256_hex(&all[19])), "{text}");
+    // Twenty pictures, about 350 KB of bytes, kept as under 10 KB of references and text.
+    assert!(text.len() < 10_000, "{} bytes: {text}", text.len());
     let each_picture = pictures[0].len();
     assert!(
         each_picture > 80_000,
