@@ -9,6 +9,7 @@ use nagare_cache::{MetricsSnapshot, ResponseCache};
 use prometheus_client::registry::Registry;
 
 use crate::error::Error;
+use crate::knowledge::KnowledgeBases;
 use crate::lifecycle::Lifecycle;
 use crate::pipeline::ChatPipeline;
 use crate::provider::{Breakers, CircuitState};
@@ -36,6 +37,8 @@ pub struct App {
     pub tasks: Option<Tasks>,
     /// `/v1/uploads`; `None` when uploads are off.
     pub uploads: Option<Arc<Uploads>>,
+    /// `/v1/knowledge-bases` on the embedded store; `None` when off or on DynamoDB.
+    pub knowledge: Option<KnowledgeBases>,
     /// What `nagare serve` collects past its time, and how often (`None`: never).
     pub sweep: Sweep,
     pub sweep_every: Option<std::time::Duration>,
@@ -66,6 +69,13 @@ impl App {
         self.uploads
             .as_deref()
             .ok_or_else(|| Error::NotFound("uploads are not enabled on this server".into()))
+    }
+
+    /// The embedded knowledge bases, or `not_found` when they are off.
+    pub fn knowledge(&self) -> Result<&KnowledgeBases, Error> {
+        self.knowledge
+            .as_ref()
+            .ok_or_else(|| Error::NotFound("knowledge bases are not enabled on this server".into()))
     }
 
     /// The tasks, or `not_found` when they are off.
@@ -184,6 +194,7 @@ pub(crate) fn test_app(pipeline: ChatPipeline, verifier: Verifier) -> Arc<App> {
         conversations: None,
         tasks: None,
         uploads: None,
+        knowledge: None,
         sweep: Sweep::default(),
         sweep_every: None,
         metrics: None,

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::chat::RequestLimits;
 use crate::error::StartupError;
 use crate::grpc::GrpcSettings;
+use crate::knowledge::KnowledgeSettings;
 use crate::lambda::LambdaWsSettings;
 use crate::limits::RateLimitSettings;
 use crate::pipeline::{
@@ -76,6 +77,7 @@ struct RawConfig {
     prompt_cache: PromptCacheSettings,
     guardrails: Vec<GuardrailRule>,
     uploads: UploadSettings,
+    knowledge: KnowledgeSettings,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -236,6 +238,8 @@ pub struct Config {
     pub workflow: WorkflowSettings,
     /// `/v1/uploads`, and images and documents in chats.
     pub uploads: UploadSettings,
+    /// `/v1/knowledge-bases` on the embedded store.
+    pub knowledge: KnowledgeSettings,
 }
 
 /// Reads, layers and validates the configuration.
@@ -468,6 +472,7 @@ impl RawConfig {
             tasks: self.tasks,
             workflow: self.workflow,
             uploads: self.uploads,
+            knowledge: self.knowledge,
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod knowledge;
 pub mod lambda;
 #[cfg(test)]
 mod layers;

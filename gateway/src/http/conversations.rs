@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::error::Error;
-use crate::http::error::ApiError;
+use crate::http::error::respond;
 use crate::store::{check_conversation_id, not_found, page_size};
 
 /// `?limit=&page_token=`, checked.
@@ -32,10 +32,6 @@ fn paging(query: &HashMap<String, String>) -> Result<(usize, Option<&str>), Erro
         )));
     }
     Ok((limit, query.get("page_token").map(String::as_str)))
-}
-
-fn respond(result: Result<Response, Error>) -> Response {
-    result.unwrap_or_else(|e| ApiError::new(&e, uuid::Uuid::new_v4().to_string()).into_response())
 }
 
 /// `GET /v1/conversations`: the caller's conversations, most recently updated first.

@@ -9,6 +9,11 @@ use serde::Serialize;
 use crate::error::{Error, ErrorBody};
 use crate::http::with_request_id;
 
+/// A handler's result as its response: the error's body under a new request id.
+pub(crate) fn respond(result: Result<Response, Error>) -> Response {
+    result.unwrap_or_else(|e| ApiError::new(&e, uuid::Uuid::new_v4().to_string()).into_response())
+}
+
 /// An error on its way to an HTTP client.
 #[derive(Debug)]
 pub struct ApiError {

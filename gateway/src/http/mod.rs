@@ -4,6 +4,7 @@ mod auth;
 mod chat;
 mod conversations;
 mod error;
+mod knowledge;
 mod observe;
 mod sse;
 mod tasks;
@@ -22,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -58,12 +59,36 @@ pub(crate) fn with_request_id(mut response: Response, request_id: &str) -> Respo
 /// All routes.
 pub fn router(app: Arc<App>) -> Router {
     let body_limit = app.body_limit;
+    let knowledge_limit = app
+        .knowledge
+        .as_ref()
+        .map_or(body_limit, |kb| kb.max_document_bytes);
     Router::new()
         .route("/v1/chat", post(chat::unary))
         .route("/v1/chat/stream", post(chat::stream))
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/tasks", post(tasks::submit))
         .route("/v1/tasks/{id}", get(tasks::get))
+        .route(
+            "/v1/knowledge-bases",
+            post(knowledge::create).get(knowledge::list),
+        )
+        .route("/v1/knowledge-bases/{name}", delete(knowledge::delete))
+        .route(
+            "/v1/knowledge-bases/{name}/documents",
+            get(knowledge::documents),
+        )
+        .route(
+            "/v1/knowledge-bases/{name}/documents/{id}",
+            put(knowledge::put_document)
+                .delete(knowledge::delete_document)
+                // A document's own limit, not a chat's.
+                .layer(DefaultBodyLimit::max(knowledge_limit)),
+        )
+        .route(
+            "/v1/knowledge-bases/{name}/retrieve",
+            post(knowledge::retrieve),
+        )
         .route("/v1/uploads", post(uploads::declare))
         .route("/v1/uploads/{id}", get(uploads::get))
         .route("/v1/conversations", get(conversations::list))

@@ -16,12 +16,8 @@ use serde::Deserialize;
 use crate::app::App;
 use crate::chat::parse_json;
 use crate::error::Error;
-use crate::http::error::ApiError;
+use crate::http::error::respond;
 use crate::uploads::{Declaration, MAX_DOCUMENT_BYTES, UploadInfo};
-
-fn respond(result: Result<Response, Error>) -> Response {
-    result.unwrap_or_else(|e| ApiError::new(&e, uuid::Uuid::new_v4().to_string()).into_response())
-}
 
 /// `POST /v1/uploads`: `{filename, content_type, size, sha256}`.
 pub async fn declare(

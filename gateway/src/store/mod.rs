@@ -22,7 +22,9 @@ pub use dynamodb::{
     TableSpec, create_tables, table_specs,
 };
 pub(crate) use dynamodb::{fail as dynamodb_failure, is_condition_failure, n as dynamodb_number};
-pub use sqlite::{Database, SqliteConnectionStore, SqliteConversationStore, SqliteUploadStore};
+pub use sqlite::{
+    Database, SqliteConnectionStore, SqliteConversationStore, SqliteKnowledge, SqliteUploadStore,
+};
 pub use uploads::{UploadRecord, UploadStore};
 
 use crate::error::Error;

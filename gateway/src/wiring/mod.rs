@@ -16,10 +16,12 @@ use nagare_cache::{ResponseCache, SharedCache, SharedKind};
 use crate::app::{App, Health};
 use crate::config::{Config, ProviderKind};
 use crate::error::{Error, StartupError};
+use crate::knowledge::KnowledgeBases;
 use crate::lifecycle::Lifecycle;
 use crate::limits::{Clock, Counters, Limits, SharedKind as LimitsShared};
 use crate::pipeline::{ChatCache, ChatPipeline, Memory};
 use crate::provider::{BedrockProvider, Breakers, MockProvider, ModelProvider, ResilientProvider};
+use crate::store::SqliteKnowledge;
 use crate::store::{self, ConversationStore, StoreKind, TableNames};
 use crate::sweep::Sweep;
 use crate::tasks::{ConnectionDelivery, Tasks};
@@ -284,6 +286,7 @@ impl Wiring {
             },
             sweep_every: (config.store.sweep_interval_secs > 0)
                 .then(|| Duration::from_secs(config.store.sweep_interval_secs)),
+            knowledge: knowledge(&config, &stores),
             uploads,
             connections,
             metrics,
@@ -372,6 +375,17 @@ fn resilient(
         "model calls: retried before the first token, timed out when silent"
     );
     Arc::new(ResilientProvider::new(model, upstream.clone()).with_recorder(recorder))
+}
+
+/// The embedded knowledge bases, in the SQLite database, when on.
+fn knowledge(config: &Config, stores: &Stores) -> Option<KnowledgeBases> {
+    let db = stores.database().filter(|_| config.knowledge.enabled)?;
+    let store = Arc::new(SqliteKnowledge::new(db.clone()));
+    Some(KnowledgeBases {
+        store: store.clone(),
+        retriever: store,
+        max_document_bytes: config.knowledge.max_document_bytes,
+    })
 }
 
 /// The blob store `[uploads]` names.

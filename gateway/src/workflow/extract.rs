@@ -90,7 +90,7 @@ impl Extractor {
 
 /// The text of a document, by its content type, or its name's extension when S3 only knows
 /// `application/octet-stream`.
-fn text_of(bytes: &[u8], content_type: &str, key: &str) -> Result<String, StepError> {
+pub(crate) fn text_of(bytes: &[u8], content_type: &str, key: &str) -> Result<String, StepError> {
     let media = content_type
         .split(';')
         .next()

@@ -7,6 +7,8 @@ mod combine;
 mod extract;
 mod html;
 
+pub(crate) use extract::text_of;
+
 pub use combine::{Combined, Sentiment, combine};
 pub use extract::{DocumentRef, Extracted, Extractor};
 

@@ -18,6 +18,7 @@ mod deploy;
 mod gateway_http;
 mod grpc;
 mod grpc_python;
+mod knowledge;
 mod lambda_authorizer;
 mod lambda_events;
 mod lambda_http;

@@ -6,6 +6,7 @@
 
 mod connections;
 mod conversations;
+mod knowledge;
 mod uploads;
 
 use std::path::Path;
@@ -15,6 +16,7 @@ use rusqlite::Connection;
 
 pub use connections::SqliteConnectionStore;
 pub use conversations::SqliteConversationStore;
+pub use knowledge::SqliteKnowledge;
 pub use uploads::SqliteUploadStore;
 
 use super::store_error;
@@ -125,6 +127,46 @@ pub(super) const MIGRATIONS: &[&str] = &[
             REFERENCES turns (conversation_id, exchange, role) ON DELETE CASCADE
     );
     CREATE INDEX blob_refs_by_turn ON blob_refs (conversation_id, exchange, role);",
+    // 8: knowledge bases: documents, their passages, and an FTS5 index over the passages kept in
+    // step by triggers (deletes cascade from knowledge base to document to passage).
+    "CREATE TABLE knowledge_bases (
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, name)
+    );
+    CREATE TABLE kb_documents (
+        tenant TEXT NOT NULL,
+        kb TEXT NOT NULL,
+        document_id TEXT NOT NULL,
+        title TEXT NOT NULL,
+        uri TEXT,
+        sha256 TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        passages INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, kb, document_id),
+        FOREIGN KEY (tenant, kb) REFERENCES knowledge_bases (tenant, name) ON DELETE CASCADE
+    );
+    CREATE TABLE kb_chunks (
+        id INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        kb TEXT NOT NULL,
+        document_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        heading TEXT NOT NULL,
+        text TEXT NOT NULL,
+        FOREIGN KEY (tenant, kb, document_id)
+            REFERENCES kb_documents (tenant, kb, document_id) ON DELETE CASCADE
+    );
+    CREATE INDEX kb_chunks_by_document ON kb_chunks (tenant, kb, document_id);
+    CREATE VIRTUAL TABLE kb_fts USING fts5 (heading, text, content = 'kb_chunks', content_rowid = 'id');
+    CREATE TRIGGER kb_chunks_indexed AFTER INSERT ON kb_chunks BEGIN
+        INSERT INTO kb_fts (rowid, heading, text) VALUES (new.id, new.heading, new.text);
+    END;
+    CREATE TRIGGER kb_chunks_unindexed AFTER DELETE ON kb_chunks BEGIN
+        INSERT INTO kb_fts (kb_fts, rowid, heading, text) VALUES ('delete', old.id, old.heading, old.text);
+    END;",
 ];
 
 /// Runs on the database thread inside the batch's transaction; the reply it returns is called

@@ -1,0 +1,219 @@
+//! `/v1/knowledge-bases`: the caller's tenant's knowledge bases on the embedded store. Create,
+//! list and delete them; put (text, Markdown or HTML), list and delete documents; and retrieve
+//! passages for a question. Another tenant's knowledge base answers 404, as a missing one does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use nagare_authorizer::Principal;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::App;
+use crate::chat::parse_json;
+use crate::error::Error;
+use crate::http::error::respond;
+use crate::knowledge::{Scope, check_name, not_found};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBase {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Question {
+    question: String,
+    #[serde(default = "default_results")]
+    results: usize,
+}
+
+fn default_results() -> usize {
+    5
+}
+
+fn read(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Error> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge { limit }
+        } else {
+            Error::InvalidRequest(e.body_text())
+        }
+    })
+}
+
+fn scope<'a>(principal: &'a Principal, name: &'a str) -> Result<Scope<'a>, Error> {
+    check_name("name", name)?;
+    Ok(Scope {
+        tenant: &principal.tenant,
+        name,
+    })
+}
+
+/// `POST /v1/knowledge-bases` `{"name"}`: 201 when created, 200 when the tenant had it.
+pub async fn create(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Principal>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond(
+        async {
+            let kb = app.knowledge()?;
+            let NewBase { name } = parse_json(&read(body, app.body_limit)?)?;
+            check_name("name", &name)?;
+            let now = crate::store::unix_now_ms();
+            let created = kb.store.create(&principal.tenant, &name, now).await?;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(json!({ "name": name }))).into_response())
+        }
+        .await,
+    )
+}
+
+/// `GET /v1/knowledge-bases`.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    respond(
+        async {
+            let names = app.knowledge()?.store.list(&principal.tenant).await?;
+            let bases: Vec<_> = names
+                .into_iter()
+                .map(|name| json!({ "name": name }))
+                .collect();
+            Ok(Json(json!({ "knowledge_bases": bases })).into_response())
+        }
+        .await,
+    )
+}
+
+/// `DELETE /v1/knowledge-bases/{name}`: the knowledge base and every document in it.
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    respond(
+        async {
+            if app
+                .knowledge()?
+                .store
+                .delete(scope(&principal, &name)?)
+                .await?
+            {
+                Ok(StatusCode::NO_CONTENT.into_response())
+            } else {
+                Err(not_found(&name))
+            }
+        }
+        .await,
+    )
+}
+
+/// `GET /v1/knowledge-bases/{name}/documents`.
+pub async fn documents(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    respond(
+        async {
+            let documents = app
+                .knowledge()?
+                .store
+                .documents(scope(&principal, &name)?)
+                .await?;
+            Ok(Json(json!({ "documents": documents })).into_response())
+        }
+        .await,
+    )
+}
+
+/// `PUT /v1/knowledge-bases/{name}/documents/{id}?title=&uri=`: the document itself, as
+/// `text/plain`, `text/markdown` or `text/html`; it replaces one with the same id.
+pub async fn put_document(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Principal>,
+    Path((name, document_id)): Path<(String, String)>,
+    Query(mut query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond(
+        async {
+            let kb = app.knowledge()?;
+            let scope = scope(&principal, &name)?;
+            let (title, uri) = (query.remove("title"), query.remove("uri"));
+            if let Some(unknown) = query.keys().next() {
+                return Err(Error::InvalidRequest(format!(
+                    "unknown query parameter '{unknown}'; use title and uri"
+                )));
+            }
+            let body = read(body, kb.max_document_bytes)?;
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("text/plain");
+            let info = kb
+                .put(scope, &document_id, title, uri, content_type, &body)
+                .await?;
+            Ok(Json(info).into_response())
+        }
+        .await,
+    )
+}
+
+/// `DELETE /v1/knowledge-bases/{name}/documents/{id}`.
+pub async fn delete_document(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Principal>,
+    Path((name, document_id)): Path<(String, String)>,
+) -> Response {
+    respond(
+        async {
+            let store = &app.knowledge()?.store;
+            if store
+                .delete_document(scope(&principal, &name)?, &document_id)
+                .await?
+            {
+                Ok(StatusCode::NO_CONTENT.into_response())
+            } else {
+                Err(Error::NotFound(format!("no document {document_id}")))
+            }
+        }
+        .await,
+    )
+}
+
+/// `POST /v1/knowledge-bases/{name}/retrieve` `{"question", "results"?}`: the passages a chat
+/// would be given, best first.
+pub async fn retrieve(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond(
+        async {
+            let kb = app.knowledge()?;
+            let Question { question, results } = parse_json(&read(body, app.body_limit)?)?;
+            let passages = kb
+                .retrieve(scope(&principal, &name)?, &question, results)
+                .await?;
+            Ok(Json(json!({ "passages": passages })).into_response())
+        }
+        .await,
+    )
+}

@@ -1,0 +1,242 @@
+//! Knowledge bases: a tenant's documents, cut into passages, retrieved for a chat so the model
+//! answers from them and cites them. Retrieval is one trait ([`Retriever`]) with an embedded
+//! implementation (SQLite FTS5, BM25, in the database Nagare already keeps) and, on AWS, Amazon
+//! Bedrock Knowledge Bases. The embedded store is filled through [`KnowledgeStore`].
+
+pub mod chunk;
+pub mod query;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::store::unix_now_ms;
+
+/// `[knowledge]` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnowledgeSettings {
+    /// `/v1/knowledge-bases` on the embedded store (SQLite).
+    pub enabled: bool,
+    /// The largest document a PUT takes, in bytes.
+    pub max_document_bytes: usize,
+}
+
+impl Default for KnowledgeSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_document_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// The most passages one retrieval returns.
+pub const MAX_RESULTS: usize = 20;
+
+/// The embedded knowledge bases as the API uses them: the store, its retrieval, and the checks
+/// in front of both.
+#[derive(Clone)]
+pub struct KnowledgeBases {
+    pub store: Arc<dyn KnowledgeStore>,
+    pub retriever: Arc<dyn Retriever>,
+    pub max_document_bytes: usize,
+}
+
+impl KnowledgeBases {
+    /// Puts a document sent as `content_type` (text, Markdown or HTML, UTF-8): its text
+    /// extracted, checked, then cut into passages.
+    pub async fn put(
+        &self,
+        scope: Scope<'_>,
+        document_id: &str,
+        title: Option<String>,
+        uri: Option<String>,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<DocumentInfo, Error> {
+        check_name("document_id", document_id)?;
+        if body.len() > self.max_document_bytes {
+            return Err(Error::PayloadTooLarge {
+                limit: self.max_document_bytes,
+            });
+        }
+        let text = crate::workflow::text_of(body, content_type, document_id)
+            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        if text.trim().is_empty() {
+            return Err(Error::InvalidRequest(
+                "the document has no text to search".into(),
+            ));
+        }
+        let title = title
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| first_heading(&text))
+            .unwrap_or_else(|| document_id.to_owned());
+        let document = NewDocument {
+            document_id: document_id.to_owned(),
+            title,
+            uri,
+            text,
+        };
+        self.store
+            .put_document(scope, document, unix_now_ms())
+            .await
+    }
+
+    /// At most `results` (1 to [`MAX_RESULTS`]) passages for `question`.
+    pub async fn retrieve(
+        &self,
+        scope: Scope<'_>,
+        question: &str,
+        results: usize,
+    ) -> Result<Vec<Passage>, Error> {
+        if !(1..=MAX_RESULTS).contains(&results) {
+            return Err(Error::InvalidRequest(format!(
+                "results: must be 1 to {MAX_RESULTS}"
+            )));
+        }
+        if question.trim().is_empty() {
+            return Err(Error::InvalidRequest(
+                "question: must be non-empty text".into(),
+            ));
+        }
+        self.retriever.retrieve(scope, question, results).await
+    }
+}
+
+/// A Markdown document's first heading, as its title.
+fn first_heading(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix('#')
+                .map(|h| h.trim_start_matches('#').trim())
+        })
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+}
+
+/// One passage found for a question.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Passage {
+    /// Stable across retrievals of the same content: the document and the passage's place.
+    pub id: String,
+    pub document_id: String,
+    pub title: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// The headings above the passage, joined with ` › `.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub heading: String,
+    pub text: String,
+    /// Higher is better; comparable within one retrieval only.
+    pub score: f64,
+}
+
+/// Which knowledge base a retrieval reads, and for whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub tenant: &'a str,
+    pub name: &'a str,
+}
+
+/// Finds the passages that answer a question.
+#[async_trait]
+pub trait Retriever: Send + Sync {
+    /// At most `results` passages of `scope`'s knowledge base for `question`, best first;
+    /// `not_found` when the tenant has no such knowledge base.
+    async fn retrieve(
+        &self,
+        scope: Scope<'_>,
+        question: &str,
+        results: usize,
+    ) -> Result<Vec<Passage>, Error>;
+}
+
+/// A document as the embedded store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DocumentInfo {
+    pub document_id: String,
+    pub title: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Of the text it was given, hex.
+    pub sha256: String,
+    pub bytes: u64,
+    pub passages: u32,
+    /// Milliseconds since the Unix epoch.
+    pub updated_at: u64,
+}
+
+/// A document to put: its text already extracted.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    pub document_id: String,
+    pub title: String,
+    pub uri: Option<String>,
+    pub text: String,
+}
+
+/// The embedded knowledge bases: created by a tenant, filled with documents.
+#[async_trait]
+pub trait KnowledgeStore: Send + Sync {
+    /// Creates the tenant's knowledge base `name`; false when it existed.
+    async fn create(&self, tenant: &str, name: &str, now: u64) -> Result<bool, Error>;
+
+    /// The tenant's knowledge bases, by name.
+    async fn list(&self, tenant: &str) -> Result<Vec<String>, Error>;
+
+    /// Deletes the knowledge base and its documents; false when it did not exist.
+    async fn delete(&self, scope: Scope<'_>) -> Result<bool, Error>;
+
+    /// Puts a document, replacing one with the same id and its passages in one transaction.
+    async fn put_document(
+        &self,
+        scope: Scope<'_>,
+        document: NewDocument,
+        now: u64,
+    ) -> Result<DocumentInfo, Error>;
+
+    async fn documents(&self, scope: Scope<'_>) -> Result<Vec<DocumentInfo>, Error>;
+
+    /// Deletes a document and its passages; false when there was none.
+    async fn delete_document(&self, scope: Scope<'_>, document_id: &str) -> Result<bool, Error>;
+}
+
+/// A knowledge base's name or a document's id: 1 to 64 letters, digits, `-`, `_` and `.`, not
+/// starting with `.`, so no name is a path.
+pub fn check_name(field: &str, name: &str) -> Result<(), Error> {
+    let ok = (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "{field}: 1 to 64 letters, digits, '-', '_' and '.', not starting with '.'"
+        )))
+    }
+}
+
+/// A knowledge base the tenant does not have, reported alike whether it exists for another.
+pub fn not_found(name: &str) -> Error {
+    Error::NotFound(format!("no knowledge base {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_never_paths() {
+        for good in ["docs", "hr-policies_2026", "v1.2"] {
+            check_name("name", good).unwrap();
+        }
+        for bad in ["", "../x", "a/b", ".hidden", "a b", "x\\y", &"n".repeat(65)] {
+            assert!(check_name("name", bad).is_err(), "{bad:?}");
+        }
+    }
+}

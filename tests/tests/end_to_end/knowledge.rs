@@ -1,0 +1,328 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Knowledge bases on the embedded store, through the REST API of a running gateway: Nagare's own
+//! `docs/` as the corpus, questions whose answers live in known pages, replacing and deleting
+//! documents, tenant isolation, and every bad input.
+
+use std::sync::Arc;
+
+use nagare_gateway::provider::{MockProvider, MockSettings};
+use nagare_tests::{Gateway, authed_client, dev_token, tenant_token};
+use serde_json::{Value, json};
+
+async fn gateway() -> Gateway {
+    Gateway::builder()
+        .model(Arc::new(MockProvider::new(MockSettings::unpaced())))
+        .models("mock", &[])
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn put(
+    gw: &Gateway,
+    client: &reqwest::Client,
+    path: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    let response = client
+        .put(gw.url(path))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+async fn post(gw: &Gateway, client: &reqwest::Client, path: &str, body: Value) -> (u16, Value) {
+    let response = client.post(gw.url(path)).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// The document ids of the passages retrieved for `question`, best first.
+async fn ask(gw: &Gateway, client: &reqwest::Client, question: &str) -> Vec<String> {
+    let (status, found) = post(
+        gw,
+        client,
+        "/v1/knowledge-bases/docs/retrieve",
+        json!({"question": question, "results": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{found}");
+    found["passages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["document_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every page of `docs/`, as `(id, text)`.
+fn nagare_docs() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let mut pages: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "md"))
+        .map(|e| {
+            let id = e.path().file_stem().unwrap().to_string_lossy().into_owned();
+            (id, std::fs::read_to_string(e.path()).unwrap())
+        })
+        .collect();
+    pages.sort();
+    pages
+}
+
+#[tokio::test]
+async fn questions_find_the_pages_of_nagares_own_docs_that_answer_them() {
+    let gw = gateway().await;
+    let alice = authed_client(&dev_token("alice", &["chat"]));
+    let (status, created) = post(&gw, &alice, "/v1/knowledge-bases", json!({"name": "docs"})).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, _) = post(&gw, &alice, "/v1/knowledge-bases", json!({"name": "docs"})).await;
+    assert_eq!(status, 200, "creating it again is fine");
+    let pages = nagare_docs();
+    assert!(pages.len() > 10);
+    for (id, text) in &pages {
+        let (status, info) = put(
+            &gw,
+            &alice,
+            &format!("/v1/knowledge-bases/docs/documents/{id}?uri=docs/{id}.md"),
+            "text/markdown",
+            text.clone(),
+        )
+        .await;
+        assert_eq!(status, 200, "{id}: {info}");
+        assert!(info["passages"].as_u64().unwrap() >= 1, "{info}");
+    }
+    let (_, listed) = gw
+        .get_json(&alice, "/v1/knowledge-bases/docs/documents")
+        .await;
+    assert_eq!(listed["documents"].as_array().unwrap().len(), pages.len());
+    assert_eq!(
+        listed["documents"][0]["title"], "API",
+        "the first heading titles a page"
+    );
+
+    let questions = [
+        (
+            "How do I upload an image and PUT its bytes to the signed URL?",
+            "attachments",
+        ),
+        (
+            "How do I build and deploy the SAM stack with Cargo Lambda?",
+            "deploy-aws",
+        ),
+        (
+            "What are the requests per minute, tokens per day and daily budget limits?",
+            "limits",
+        ),
+        ("How do I verify the signature of a task callback?", "tasks"),
+        (
+            "Which close codes does the WebSocket use for a slow consumer?",
+            "websocket",
+        ),
+        ("How do gRPC deadlines and reflection work?", "grpc"),
+    ];
+    for (question, page) in questions {
+        let top = ask(&gw, &alice, question).await;
+        assert!(top.iter().any(|d| d == page), "{question}: {top:?}");
+    }
+    let (status, found) = post(
+        &gw,
+        &alice,
+        "/v1/knowledge-bases/docs/retrieve",
+        json!({"question": "presigned S3 PUT", "results": 1}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let best = &found["passages"][0];
+    assert_eq!(best["document_id"], "attachments", "{best}");
+    assert_eq!(best["uri"], "docs/attachments.md");
+    assert!(best["id"].as_str().unwrap().starts_with("attachments#"));
+    assert!(best["score"].as_f64().unwrap() > 0.0);
+    assert!(
+        best["text"].as_str().unwrap().contains("presigned"),
+        "{best}"
+    );
+
+    // Replaced and deleted documents change what is found.
+    let (status, _) = put(
+        &gw,
+        &alice,
+        "/v1/knowledge-bases/docs/documents/attachments",
+        "text/plain",
+        "Nothing about files here any more.",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        !ask(&gw, &alice, "presigned S3 PUT")
+            .await
+            .contains(&"attachments".to_owned())
+    );
+    let deleted = alice
+        .delete(gw.url("/v1/knowledge-bases/docs/documents/limits"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let top = ask(
+        &gw,
+        &alice,
+        "requests per minute tokens per day daily budget",
+    )
+    .await;
+    assert!(!top.contains(&"limits".to_owned()), "{top:?}");
+}
+
+#[tokio::test]
+async fn another_tenants_knowledge_base_is_not_found_on_any_route() {
+    let gw = gateway().await;
+    let alice = authed_client(&tenant_token("alice", Some("acme"), &["chat"]));
+    let bob = authed_client(&tenant_token("bob", Some("globex"), &["chat"]));
+    let carol = authed_client(&tenant_token("carol", Some("acme"), &["chat"]));
+    assert_eq!(
+        post(&gw, &alice, "/v1/knowledge-bases", json!({"name": "hr"}))
+            .await
+            .0,
+        201
+    );
+    let path = "/v1/knowledge-bases/hr/documents/leave";
+    assert_eq!(
+        put(&gw, &alice, path, "text/plain", "Leave is 30 days.")
+            .await
+            .0,
+        200
+    );
+    // Same tenant, another user: a tenant's knowledge base is the tenant's.
+    assert_eq!(ask_status(&gw, &carol).await, 200);
+    assert_eq!(ask_status(&gw, &bob).await, 404);
+    assert_eq!(
+        put(&gw, &bob, path, "text/plain", "Leave is 1 day.")
+            .await
+            .0,
+        404
+    );
+    let (status, _) = gw.get_json(&bob, "/v1/knowledge-bases/hr/documents").await;
+    assert_eq!(status, 404);
+    let (_, mine) = gw.get_json(&bob, "/v1/knowledge-bases").await;
+    assert_eq!(mine["knowledge_bases"], json!([]));
+    let deleted = bob
+        .delete(gw.url("/v1/knowledge-bases/hr"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 404);
+    let deleted = bob.delete(gw.url(path)).send().await.unwrap();
+    assert_eq!(deleted.status(), 404);
+    // Bob may have his own "hr", which shares nothing with Acme's.
+    assert_eq!(
+        post(&gw, &bob, "/v1/knowledge-bases", json!({"name": "hr"}))
+            .await
+            .0,
+        201
+    );
+    let (_, found) = post(
+        &gw,
+        &bob,
+        "/v1/knowledge-bases/hr/retrieve",
+        json!({"question": "leave days"}),
+    )
+    .await;
+    assert_eq!(found["passages"], json!([]));
+}
+
+async fn ask_status(gw: &Gateway, client: &reqwest::Client) -> u16 {
+    post(
+        gw,
+        client,
+        "/v1/knowledge-bases/hr/retrieve",
+        json!({"question": "how many days of leave?"}),
+    )
+    .await
+    .0
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_row_of_the_error_table_and_changes_nothing() {
+    let gw = gateway().await;
+    let alice = authed_client(&dev_token("alice", &["chat"]));
+    for name in ["../etc", "a/b", ".hidden", ""] {
+        let (status, _) = post(&gw, &alice, "/v1/knowledge-bases", json!({"name": name})).await;
+        assert_eq!(status, 400, "{name:?}");
+    }
+    assert_eq!(
+        post(&gw, &alice, "/v1/knowledge-bases", json!({"name": "kb"}))
+            .await
+            .0,
+        201
+    );
+    let doc = |id: &str| format!("/v1/knowledge-bases/kb/documents/{id}");
+    let cases: [(String, &str, Vec<u8>, u16, &str); 5] = [
+        (
+            doc("empty"),
+            "text/plain",
+            b"  \n ".to_vec(),
+            400,
+            "no text",
+        ),
+        (
+            doc("pic"),
+            "image/png",
+            b"\x89PNG".to_vec(),
+            400,
+            "not a text document",
+        ),
+        (doc("bin"), "text/plain", vec![0xC3, 0x28], 400, "not UTF-8"),
+        (
+            doc("big"),
+            "text/plain",
+            vec![b'a'; 3 * 1024 * 1024],
+            413,
+            "larger than the limit",
+        ),
+        (doc(".x"), "text/plain", b"hi".to_vec(), 400, "document_id"),
+    ];
+    for (path, content_type, body, status, rule) in cases {
+        let (got, answer) = put(&gw, &alice, &path, content_type, body).await;
+        assert_eq!(got, status, "{path}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(rule), "{path}: {message}");
+    }
+    let (_, listed) = gw
+        .get_json(&alice, "/v1/knowledge-bases/kb/documents")
+        .await;
+    assert_eq!(listed["documents"], json!([]), "nothing was kept");
+    // A document above the chat body limit but within the document limit is taken.
+    let long = "A line about gateways and streams.\n\n".repeat(10_000);
+    assert_eq!(
+        put(&gw, &alice, &doc("long"), "text/plain", long).await.0,
+        200
+    );
+    for (body, status) in [
+        (json!({"question": "x", "results": 0}), 400),
+        (json!({"question": "x", "results": 21}), 400),
+        (json!({"question": ""}), 400),
+        (json!({"question": "x", "filter": {}}), 400),
+        (
+            json!({"question": r#"streams" OR NEAR(a b) * -x AND col:y"#}),
+            200,
+        ),
+    ] {
+        let (got, answer) =
+            post(&gw, &alice, "/v1/knowledge-bases/kb/retrieve", body.clone()).await;
+        assert_eq!(got, status, "{body}: {answer}");
+    }
+    let (status, _) = post(
+        &gw,
+        &alice,
+        "/v1/knowledge-bases/nope/retrieve",
+        json!({"question": "x"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
