@@ -19,7 +19,7 @@ use crate::app::App;
 use crate::chat::parse_json;
 use crate::error::Error;
 use crate::http::error::respond;
-use crate::knowledge::{Scope, check_name, not_found};
+use crate::knowledge::{Scope, SentDocument, check_name, not_found};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -166,9 +166,14 @@ pub async fn put_document(
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("text/plain");
-            let info = kb
-                .put(scope, &document_id, title, uri, content_type, &body)
-                .await?;
+            let sent = SentDocument {
+                document_id: &document_id,
+                title,
+                uri,
+                content_type,
+                body: &body,
+            };
+            let info = kb.put(scope, sent, crate::store::unix_now_ms()).await?;
             Ok(Json(info).into_response())
         }
         .await,

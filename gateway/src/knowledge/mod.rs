@@ -12,7 +12,6 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::store::unix_now_ms;
 
 /// `[knowledge]` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -46,17 +45,21 @@ pub struct KnowledgeBases {
 }
 
 impl KnowledgeBases {
-    /// Puts a document sent as `content_type` (text, Markdown or HTML, UTF-8): its text
-    /// extracted, checked, then cut into passages.
+    /// Puts a document as it was sent: its text extracted, checked, then cut into passages.
+    /// `now` in milliseconds since the Unix epoch.
     pub async fn put(
         &self,
         scope: Scope<'_>,
-        document_id: &str,
-        title: Option<String>,
-        uri: Option<String>,
-        content_type: &str,
-        body: &[u8],
+        sent: SentDocument<'_>,
+        now: u64,
     ) -> Result<DocumentInfo, Error> {
+        let SentDocument {
+            document_id,
+            title,
+            uri,
+            content_type,
+            body,
+        } = sent;
         check_name("document_id", document_id)?;
         if body.len() > self.max_document_bytes {
             return Err(Error::PayloadTooLarge {
@@ -80,9 +83,7 @@ impl KnowledgeBases {
             uri,
             text,
         };
-        self.store
-            .put_document(scope, document, unix_now_ms())
-            .await
+        self.store.put_document(scope, document, now).await
     }
 
     /// At most `results` (1 to [`MAX_RESULTS`]) passages for `question`.
@@ -104,6 +105,15 @@ impl KnowledgeBases {
         }
         self.retriever.retrieve(scope, question, results).await
     }
+}
+
+/// A document as a client sends it: text, Markdown or HTML (`content_type`), UTF-8.
+pub struct SentDocument<'a> {
+    pub document_id: &'a str,
+    pub title: Option<String>,
+    pub uri: Option<String>,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
 }
 
 /// A Markdown document's first heading, as its title.
