@@ -50,8 +50,6 @@ async fn submit_task(
     // The task's own fields, then the rest of the same object as a chat request.
     let to: Destinations = parse_json(&body)?;
     let request: ChatRequest = parse_json_hiding(&body, Destinations::FIELDS)?;
-    // A task's record keeps its request: bytes go to /v1/uploads, not into the record.
-    request.check_no_inline_bytes("a task")?;
     let task_id = tasks.submit(&app.pipeline, principal, request, to).await?;
     let mut response = (
         StatusCode::ACCEPTED,

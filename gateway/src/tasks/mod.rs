@@ -362,6 +362,8 @@ impl Tasks {
         mut request: ChatRequest,
         to: Destinations,
     ) -> Result<String, Error> {
+        // A task's record keeps its request: bytes go to /v1/uploads, not into the record.
+        request.check_no_inline_bytes("a task")?;
         let task_id = uuid::Uuid::new_v4().to_string();
         request.request_id.get_or_insert_with(|| task_id.clone());
         let chat = pipeline.admit(request, principal, Route::Task, Instant::now())?;

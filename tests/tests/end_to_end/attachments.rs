@@ -13,6 +13,7 @@ use nagare_gateway::store::StoreKind;
 use nagare_gateway::uploads::BlobKind;
 use nagare_proto::v1 as pb;
 use nagare_proto::v1::chat_service_client::ChatServiceClient;
+use nagare_proto::v1::task_service_client::TaskServiceClient;
 use nagare_tests::fake_converse::attachments;
 use nagare_tests::samples::{pdf, png, sha256_hex};
 use nagare_tests::ws_client::{self, send, until_done};
@@ -206,6 +207,31 @@ async fn inline_bytes_are_checked_and_kept_like_an_upload_on_rest_and_refused_in
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    // And over gRPC's TaskService, which queues the same way.
+    let mut tasks = TaskServiceClient::connect(gw.grpc_url()).await.unwrap();
+    let image = pb::ContentBlock {
+        block: Some(pb::content_block::Block::Image(pb::Attachment {
+            source: Some(pb::attachment::Source::Bytes(picture.clone())),
+            ..Default::default()
+        })),
+    };
+    let text = pb::ContentBlock {
+        block: Some(pb::content_block::Block::Text("And this?".into())),
+    };
+    let mut request = Request::new(pb::SubmitTaskRequest {
+        chat: Some(pb::ChatRequest {
+            content: vec![text, image],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let bearer = format!("Bearer {token}");
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let refused = tasks.submit(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("upload_id"), "{refused:?}");
     assert_eq!(fake.calls(), calls, "nothing refused reached Bedrock");
 }
 
