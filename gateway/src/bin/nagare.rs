@@ -64,6 +64,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Knowledge bases on the embedded store.
+    Kb {
+        #[command(subcommand)]
+        command: KbCommand,
+    },
     /// Mint a dev-mode token for a server using the same --data-dir.
     Token {
         /// The user the token speaks for.
@@ -84,6 +89,25 @@ enum Command {
         /// running on it must be restarted to accept the new tokens).
         #[arg(long)]
         new_secret: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KbCommand {
+    /// Put text, Markdown and HTML files (folders recursively) into a knowledge base, creating
+    /// it if needed; safe while `nagare serve` runs on the same --data-dir.
+    Ingest {
+        /// The knowledge base.
+        #[arg(long)]
+        kb: String,
+        /// The tenant it belongs to (a token's tenant claim, or its sub).
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// Files and folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
 }
 
@@ -118,6 +142,15 @@ fn main() -> ExitCode {
             conversation.as_deref(),
         ),
         Command::CreateTables { config: file } => create_tables(file),
+        Command::Kb {
+            command:
+                KbCommand::Ingest {
+                    kb,
+                    tenant,
+                    data_dir,
+                    paths,
+                },
+        } => ingest(&kb, &tenant, &data_dir, &paths),
         Command::Token {
             sub,
             scopes,
@@ -191,6 +224,47 @@ fn token(
             ExitCode::SUCCESS
         }
         Err(e) => fail(&format!("signing the token: {e}"), 1),
+    }
+}
+
+fn ingest(kb: &str, tenant: &str, data_dir: &std::path::Path, paths: &[PathBuf]) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("starting the async runtime: {e}"), 1),
+    };
+    let config = match config::load(None, &ProcessEnv, &Overrides::default()) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string(), 2),
+    };
+    let database = data_dir.join(wiring::DATABASE_FILE);
+    let max = config.knowledge.max_document_bytes;
+    let report = match runtime.block_on(wiring::ingest(&database, tenant, kb, paths, max)) {
+        Ok(report) => report,
+        Err(e) => return fail(&e.to_string(), 1),
+    };
+    let mut refused = 0;
+    for (file, outcome) in report {
+        match outcome {
+            wiring::Ingested::Stored(info) => println!(
+                "{}: {} ({} passage{})",
+                file.display(),
+                info.document_id,
+                info.passages,
+                if info.passages == 1 { "" } else { "s" }
+            ),
+            wiring::Ingested::Skipped => {
+                println!("{}: skipped (not text, Markdown or HTML)", file.display())
+            }
+            wiring::Ingested::Refused(e) => {
+                refused += 1;
+                eprintln!("{}: refused: {e}", file.display());
+            }
+        }
+    }
+    if refused > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -2,6 +2,7 @@
 //! run on here, from a [`Config`], once. One AWS SDK config, loaded only when a configured backend
 //! needs it, serves every AWS client (one credentials cache, one connection pool).
 
+mod ingest;
 mod lambda;
 mod stores;
 mod tasks;
@@ -30,6 +31,7 @@ use crate::telemetry::{Emf, Metrics, NoRecorder, Recorder};
 use crate::uploads::{Attach, BlobKind, BlobStore, FsBlobStore, PutUrls, S3BlobStore, Uploads};
 use crate::ws::LocalConnections;
 
+pub use ingest::{Ingested, ingest};
 pub use stores::{DATABASE_FILE, Stores};
 
 /// Where the callback signing key lives in the data dir when `tasks.callback_secret` is unset.

@@ -199,8 +199,8 @@ async fn another_tenants_knowledge_base_is_not_found_on_any_route() {
         200
     );
     // Same tenant, another user: a tenant's knowledge base is the tenant's.
-    assert_eq!(ask_status(&gw, &carol).await, 200);
-    assert_eq!(ask_status(&gw, &bob).await, 404);
+    assert_eq!(ask_status(&gw, &carol, "hr").await, 200);
+    assert_eq!(ask_status(&gw, &bob, "hr").await, 404);
     assert_eq!(
         put(&gw, &bob, path, "text/plain", "Leave is 1 day.")
             .await
@@ -236,11 +236,12 @@ async fn another_tenants_knowledge_base_is_not_found_on_any_route() {
     assert_eq!(found["passages"], json!([]));
 }
 
-async fn ask_status(gw: &Gateway, client: &reqwest::Client) -> u16 {
+/// The status of a retrieval from `kb` as `client`.
+async fn ask_status(gw: &Gateway, client: &reqwest::Client, kb: &str) -> u16 {
     post(
         gw,
         client,
-        "/v1/knowledge-bases/hr/retrieve",
+        &format!("/v1/knowledge-bases/{kb}/retrieve"),
         json!({"question": "how many days of leave?"}),
     )
     .await
@@ -325,4 +326,56 @@ async fn bad_input_gets_its_row_of_the_error_table_and_changes_nothing() {
     )
     .await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn nagare_kb_ingest_fills_a_knowledge_base_beside_a_running_server() {
+    let gw = gateway().await;
+    let alice = authed_client(&dev_token("alice", &["chat"]));
+    let extra = nagare_tests::TempDir::new("kb-ingest").unwrap();
+    std::fs::create_dir_all(extra.path().join("notes")).unwrap();
+    std::fs::write(
+        extra.path().join("notes/tea.txt"),
+        "Green tea is steeped at 80 degrees.",
+    )
+    .unwrap();
+    std::fs::write(extra.path().join("logo.png"), b"\x89PNG").unwrap();
+    std::fs::write(extra.path().join("empty.md"), "   ").unwrap();
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let out =
+        std::process::Command::new(nagare_tests::fake_lambda::workspace_binary("nagare").unwrap())
+            .args([
+                "kb",
+                "ingest",
+                "--kb",
+                "docs",
+                "--tenant",
+                "alice",
+                "--data-dir",
+            ])
+            .arg(gw.data_dir())
+            .arg(&docs)
+            .arg(extra.path())
+            .output()
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The empty file is refused, so the command reports failure; the rest went in.
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("empty.md: refused: the document has no text"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("logo.png: skipped"), "{stdout}");
+    assert!(stdout.contains(": notes.tea ("), "{stdout}");
+    assert!(stdout.contains(": attachments ("), "{stdout}");
+    // The running server sees them at once.
+    assert_eq!(ask(&gw, &alice, "presigned S3 PUT").await[0], "attachments");
+    assert_eq!(
+        ask(&gw, &alice, "how hot for green tea?").await[0],
+        "notes.tea"
+    );
+    // A knowledge base of another tenant is not this one.
+    let bob = authed_client(&dev_token("bob", &["chat"]));
+    assert_eq!(ask_status(&gw, &bob, "docs").await, 404);
 }

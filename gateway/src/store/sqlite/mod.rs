@@ -206,6 +206,10 @@ impl Database {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )
         .map_err(fail)?;
+        // Another process on the same file (`nagare kb ingest` beside `nagare serve`) may hold
+        // the write lock for a moment: wait for it rather than fail.
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(fail)?;
         migrate(&mut db).map_err(fail)?;
         if max_bytes > 0 {
             let page: u64 = db
