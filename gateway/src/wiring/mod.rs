@@ -6,6 +6,7 @@ mod ingest;
 mod lambda;
 mod stores;
 mod tasks;
+mod uploads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,18 +18,16 @@ use nagare_cache::{ResponseCache, SharedCache, SharedKind};
 use crate::app::{App, Health};
 use crate::config::{Config, ProviderKind};
 use crate::error::{Error, StartupError};
-use crate::knowledge::KnowledgeBases;
 use crate::lifecycle::Lifecycle;
 use crate::limits::{Clock, Counters, Limits, SharedKind as LimitsShared};
 use crate::pipeline::{ChatCache, ChatPipeline, Memory};
 use crate::provider::{BedrockProvider, Breakers, MockProvider, ModelProvider, ResilientProvider};
-use crate::store::SqliteKnowledge;
 use crate::store::{self, ConversationStore, StoreKind, TableNames};
 use crate::sweep::Sweep;
 use crate::tasks::{ConnectionDelivery, Tasks};
 use crate::tcp::ConnectionCap;
 use crate::telemetry::{Emf, Metrics, NoRecorder, Recorder};
-use crate::uploads::{Attach, BlobKind, BlobStore, FsBlobStore, PutUrls, S3BlobStore, Uploads};
+use crate::uploads::Attach;
 use crate::ws::LocalConnections;
 
 pub use ingest::{Ingested, ingest};
@@ -288,7 +287,7 @@ impl Wiring {
             },
             sweep_every: (config.store.sweep_interval_secs > 0)
                 .then(|| Duration::from_secs(config.store.sweep_interval_secs)),
-            knowledge: knowledge(&config, &stores),
+            knowledge: uploads::knowledge(&config, &stores),
             uploads,
             connections,
             metrics,
@@ -298,33 +297,6 @@ impl Wiring {
             connection_cap,
         };
         Ok((app, stores))
-    }
-
-    /// Uploads, when on: records in the store's backend, bytes where `[uploads]` says, and
-    /// self-hosted URLs signed with a key kept in the data dir.
-    async fn uploads(&mut self, stores: &Stores) -> Result<Option<Arc<Uploads>>, StartupError> {
-        let config = self.config.clone();
-        let records = match (&stores.uploads, config.uploads.enabled) {
-            (Some(records), true) => records.clone(),
-            _ => {
-                tracing::info!("uploads: off (uploads.enabled = false)");
-                return Ok(None);
-            }
-        };
-        let key_path = config.data_dir.join(UPLOAD_URL_KEY_FILE);
-        let key =
-            nagare_authorizer::dev::load_or_create_text_secret(&key_path).map_err(|source| {
-                StartupError::Io {
-                    context: format!("reading {}", key_path.display()),
-                    source,
-                }
-            })?;
-        Ok(Some(Arc::new(Uploads::new(
-            records,
-            blob_store(self, &config).await?,
-            PutUrls::new(key.into_bytes(), config.uploads.public_url.clone()),
-            &config.uploads,
-        ))))
     }
 
     /// The model the config names, before retries wrap it.
@@ -378,51 +350,6 @@ fn resilient(
     );
     Arc::new(ResilientProvider::new(model, upstream.clone()).with_recorder(recorder))
 }
-
-/// The embedded knowledge bases, in the SQLite database, when on.
-fn knowledge(config: &Config, stores: &Stores) -> Option<KnowledgeBases> {
-    let db = stores.database().filter(|_| config.knowledge.enabled)?;
-    let store = Arc::new(SqliteKnowledge::new(db.clone()));
-    Some(KnowledgeBases {
-        store: store.clone(),
-        retriever: store,
-        max_document_bytes: config.knowledge.max_document_bytes,
-    })
-}
-
-/// The blob store `[uploads]` names.
-async fn blob_store(
-    wiring: &mut Wiring,
-    config: &Config,
-) -> Result<Arc<dyn BlobStore>, StartupError> {
-    let settings = &config.uploads;
-    Ok(match settings.store {
-        BlobKind::Filesystem => {
-            let root = config.data_dir.join("blobs");
-            tracing::info!(path = %root.display(), "uploads: files under the data dir");
-            Arc::new(FsBlobStore::new(root))
-        }
-        BlobKind::S3 => {
-            let sdk = wiring.sdk().await;
-            let s3 = aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(settings.s3_force_path_style)
-                .build();
-            tracing::info!(
-                bucket = settings.bucket,
-                prefix = settings.prefix,
-                "uploads: s3"
-            );
-            Arc::new(S3BlobStore::new(
-                aws_sdk_s3::Client::from_conf(s3),
-                &settings.bucket,
-                &settings.prefix,
-            ))
-        }
-    })
-}
-
-/// The key that signs self-hosted upload URLs, in the data dir.
-const UPLOAD_URL_KEY_FILE: &str = "upload-url-key";
 
 /// The pipeline, after checking that the default model routes somewhere.
 fn pipeline(
