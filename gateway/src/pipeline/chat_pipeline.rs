@@ -16,6 +16,7 @@ use crate::chat::{
 use crate::error::Error;
 use crate::lifecycle::{InFlight, Lifecycle};
 use crate::limits::Limits;
+use crate::pipeline::attachments;
 use crate::pipeline::cache::CacheAsk;
 use crate::pipeline::contract::{GuardrailRule, PromptCacheSettings, guardrail_for};
 use crate::pipeline::event_stream::EventStream;
@@ -287,18 +288,14 @@ impl ChatPipeline {
         span.in_scope(|| tracing::debug!(routed_by = ?why, "model chosen"));
 
         let mut new_turn = request.new_turn();
-        self.attach_from_client(principal, &request, &mut new_turn)
-            .instrument(crate::trace_span!("attachments"))
-            .await?;
+        let attach = self.attach.as_ref();
+        attachments::new_turn(attach, principal, &request, &mut new_turn).await?;
         let (mut history, recorder) = match &self.memory {
             None if request.conversation_id.is_some() => return Err(memory_off()),
             // The client keeps the conversation: nothing to recall or record.
             _ if request.messages.is_some() => {
                 let mut sent = request.sent_history().to_vec();
-                for (i, m) in sent.iter_mut().enumerate() {
-                    let field = || format!("messages[{i}].content");
-                    self.attach_blocks(principal, field, &mut m.content).await?;
-                }
+                attachments::sent_history(attach, principal, &mut sent).await?;
                 (sent, None)
             }
             None => {
@@ -330,16 +327,7 @@ impl ChatPipeline {
             },
         };
         if recorder.is_some() {
-            match &self.attach {
-                Some(attach) => {
-                    attach
-                        .load_history(&mut history, &new_turn)
-                        .instrument(crate::trace_span!("attachments.history"))
-                        .await?
-                }
-                // Attachments kept while uploads were on, read with them off.
-                None => crate::uploads::detach(&mut history),
-            }
+            attachments::recalled(attach, &mut history, &new_turn).await?;
         }
         if self.options.log_prompts {
             span.in_scope(
@@ -430,41 +418,6 @@ impl ChatPipeline {
         .instrument(span.clone())
         .await;
         events.inspect_err(|e| span.in_scope(|| log_failure(e, started)))
-    }
-}
-
-impl ChatPipeline {
-    /// Resolves the new message's attachments (`content`, or the last of `messages`).
-    async fn attach_from_client(
-        &self,
-        principal: &Principal,
-        request: &ChatRequest,
-        new_turn: &mut [crate::chat::Block],
-    ) -> Result<(), Error> {
-        let field = || match &request.messages {
-            Some(m) => format!("messages[{}].content", m.len().saturating_sub(1)),
-            None => "content".into(),
-        };
-        self.attach_blocks(principal, field, new_turn).await
-    }
-
-    /// `field` names the blocks in errors; it is only made when they hold an attachment.
-    async fn attach_blocks(
-        &self,
-        principal: &Principal,
-        field: impl FnOnce() -> String,
-        blocks: &mut [crate::chat::Block],
-    ) -> Result<(), Error> {
-        if !blocks.iter().any(crate::chat::Block::is_attachment) {
-            return Ok(());
-        }
-        match &self.attach {
-            Some(attach) => attach.from_client(principal, &field(), blocks).await,
-            None => Err(Error::InvalidRequest(format!(
-                "{}: attachments are not enabled on this server",
-                field()
-            ))),
-        }
     }
 }
 

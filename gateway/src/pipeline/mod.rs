@@ -3,6 +3,7 @@
 //!
 //! [`ChatEvent`]: crate::chat::ChatEvent
 
+mod attachments;
 mod cache;
 mod chat_pipeline;
 mod contract;
