@@ -49,6 +49,15 @@ fn read(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Erro
     })
 }
 
+/// 204 when something was deleted, else `missing`.
+fn no_content_or(deleted: bool, missing: impl FnOnce() -> Error) -> Result<Response, Error> {
+    if deleted {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(missing())
+    }
+}
+
 fn scope<'a>(principal: &'a Principal, name: &'a str) -> Result<Scope<'a>, Error> {
     check_name("name", name)?;
     Ok(Scope {
@@ -107,16 +116,8 @@ pub async fn delete(
 ) -> Response {
     respond(
         async {
-            if app
-                .knowledge()?
-                .store
-                .delete(scope(&principal, &name)?)
-                .await?
-            {
-                Ok(StatusCode::NO_CONTENT.into_response())
-            } else {
-                Err(not_found(&name))
-            }
+            let deleted = app.knowledge()?.store.delete(scope(&principal, &name)?);
+            no_content_or(deleted.await?, || not_found(&name))
         }
         .await,
     )
@@ -189,14 +190,10 @@ pub async fn delete_document(
     respond(
         async {
             let store = &app.knowledge()?.store;
-            if store
-                .delete_document(scope(&principal, &name)?, &document_id)
-                .await?
-            {
-                Ok(StatusCode::NO_CONTENT.into_response())
-            } else {
-                Err(Error::NotFound(format!("no document {document_id}")))
-            }
+            let deleted = store.delete_document(scope(&principal, &name)?, &document_id);
+            no_content_or(deleted.await?, || {
+                Error::NotFound(format!("no document {document_id}"))
+            })
         }
         .await,
     )

@@ -399,3 +399,11 @@ pub fn checked(bytes: &[u8], declared: Format) -> Result<sniff::Sniffed, Error> 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The bytes of hex `text`, or `None` when it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}

@@ -6,7 +6,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::error::Error;
-use crate::uploads::hex;
+use crate::uploads::{hex, unhex};
 
 /// Signs and checks self-hosted upload URLs.
 pub struct PutUrls {
@@ -40,15 +40,7 @@ impl PutUrls {
     /// Whether the signature is this key's for the upload and expiry (in constant time).
     pub fn verify(&self, upload_id: &str, expires: u64, signature: &str) -> Result<(), Error> {
         let bad = || Error::Forbidden("the upload URL's signature does not match".into());
-        let bytes = (0..signature.len())
-            .step_by(2)
-            .map(|i| {
-                signature
-                    .get(i..i + 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            })
-            .collect::<Option<Vec<u8>>>()
-            .ok_or_else(bad)?;
+        let bytes = unhex(signature).ok_or_else(bad)?;
         self.mac(upload_id, expires)
             .verify_slice(&bytes)
             .map_err(|_| bad())

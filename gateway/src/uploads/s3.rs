@@ -16,6 +16,7 @@ use bytes::Bytes;
 use crate::error::Error;
 use crate::store::store_error;
 use crate::uploads::blob::{BlobStore, DirectPut, PutTarget, check_name};
+use crate::uploads::unhex;
 
 /// Blobs in one S3 bucket, under a prefix.
 pub struct S3BlobStore {
@@ -140,10 +141,9 @@ impl BlobStore for S3BlobStore {
 
     async fn direct_put(&self, put: &DirectPut<'_>) -> Result<Option<PutTarget>, Error> {
         check_upload_id(put.upload_id)?;
-        let digest = (0..put.sha256.len())
-            .step_by(2)
-            .filter_map(|i| u8::from_str_radix(put.sha256.get(i..i + 2)?, 16).ok())
-            .collect::<Vec<u8>>();
+        // The declaration was checked to be hex.
+        let digest = unhex(put.sha256)
+            .ok_or_else(|| Error::Internal("a declared SHA-256 is not hex".into()))?;
         let presigning = PresigningConfig::expires_in(put.expires_in.max(Duration::from_secs(1)))
             .map_err(|e| Error::Internal(e.to_string()))?;
         let presigned = self
