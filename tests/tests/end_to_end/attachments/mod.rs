@@ -2,26 +2,26 @@
 //! Images and documents: uploaded (declared, then PUT to a signed URL) and named in chats on
 //! every transport, or sent inline on REST and gRPC; what the fake Bedrock received is compared
 //! byte for byte with what was uploaded. Every bad upload and every broken rule is refused with
-//! a message naming the rule, and leaves nothing behind.
+//! a message naming the rule, and leaves nothing behind. What is kept, and for how long, is in
+//! `lifecycle`; the AWS path (S3 and DynamoDB on moto) in `aws`.
 
 use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use nagare_gateway::provider::{MockProvider, MockSettings};
-use nagare_gateway::store::StoreKind;
-use nagare_gateway::uploads::BlobKind;
 use nagare_proto::v1 as pb;
 use nagare_proto::v1::chat_service_client::ChatServiceClient;
 use nagare_proto::v1::task_service_client::TaskServiceClient;
 use nagare_tests::fake_converse::attachments;
 use nagare_tests::samples::{pdf, png, sha256_hex};
 use nagare_tests::ws_client::{self, send, until_done};
-use nagare_tests::{
-    FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, moto, put_bytes,
-};
+use nagare_tests::{FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, put_bytes};
 use serde_json::{Value, json};
 use tonic::Request;
+
+mod aws;
+mod lifecycle;
 
 async fn fake_gateway(fake: &FakeBedrock, memory: bool) -> Gateway {
     Gateway::builder()
@@ -52,6 +52,30 @@ fn ask_about(upload_id: &str) -> Value {
         {"type": "text", "text": "What is in this picture?"},
         {"type": "image", "source": {"upload_id": upload_id}}
     ], "cache": "bypass"})
+}
+
+/// A gRPC message with `token` as its bearer.
+fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let bearer = format!("Bearer {token}");
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    request
+}
+
+/// A text block and an image block of `format` ("": its own) from `source`, in protobuf.
+fn grpc_image(text: &str, format: &str, source: pb::attachment::Source) -> Vec<pb::ContentBlock> {
+    use pb::content_block::Block;
+    let image = pb::Attachment {
+        format: format.into(),
+        source: Some(source),
+        ..Default::default()
+    };
+    [Block::Text(text.into()), Block::Image(image)]
+        .into_iter()
+        .map(|block| pb::ContentBlock { block: Some(block) })
+        .collect()
 }
 
 /// The files under the gateway's blob store.
@@ -96,47 +120,27 @@ async fn an_uploaded_image_reaches_bedrock_byte_for_byte_on_every_transport() {
     assert_eq!(received(&fake), vec![("png".to_owned(), picture.clone())]);
     // gRPC
     let mut client = ChatServiceClient::connect(gw.grpc_url()).await.unwrap();
-    let mut request = Request::new(pb::ChatRequest {
-        content: vec![
-            pb::ContentBlock {
-                block: Some(pb::content_block::Block::Text("What is this?".into())),
-            },
-            pb::ContentBlock {
-                block: Some(pb::content_block::Block::Image(pb::Attachment {
-                    source: Some(pb::attachment::Source::UploadId(id.clone())),
-                    ..Default::default()
-                })),
-            },
-        ],
-        ..Default::default()
-    });
-    let bearer = format!("Bearer {token}");
-    request
-        .metadata_mut()
-        .insert("authorization", bearer.parse().unwrap());
+    let source = pb::attachment::Source::UploadId(id.clone());
+    let request = authed(
+        pb::ChatRequest {
+            content: grpc_image("What is this?", "", source),
+            ..Default::default()
+        },
+        &token,
+    );
     let reply = client.converse(request).await.unwrap().into_inner();
     assert_eq!(reply.stop_reason, "end_turn");
     assert_eq!(received(&fake), vec![("png".to_owned(), picture.clone())]);
     // gRPC also carries the bytes themselves, in a bytes field.
     let other = png(10, 10, 9);
-    let mut request = Request::new(pb::ChatRequest {
-        content: vec![
-            pb::ContentBlock {
-                block: Some(pb::content_block::Block::Text("And this?".into())),
-            },
-            pb::ContentBlock {
-                block: Some(pb::content_block::Block::Image(pb::Attachment {
-                    format: "png".into(),
-                    source: Some(pb::attachment::Source::Bytes(other.clone())),
-                    ..Default::default()
-                })),
-            },
-        ],
-        ..Default::default()
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", bearer.parse().unwrap());
+    let source = pb::attachment::Source::Bytes(other.clone());
+    let request = authed(
+        pb::ChatRequest {
+            content: grpc_image("And this?", "png", source),
+            ..Default::default()
+        },
+        &token,
+    );
     client.converse(request).await.unwrap();
     assert_eq!(received(&fake), vec![("png".to_owned(), other)]);
     // A task
@@ -209,26 +213,17 @@ async fn inline_bytes_are_checked_and_kept_like_an_upload_on_rest_and_refused_in
     assert_eq!(response.status(), 400);
     // And over gRPC's TaskService, which queues the same way.
     let mut tasks = TaskServiceClient::connect(gw.grpc_url()).await.unwrap();
-    let image = pb::ContentBlock {
-        block: Some(pb::content_block::Block::Image(pb::Attachment {
-            source: Some(pb::attachment::Source::Bytes(picture.clone())),
+    let source = pb::attachment::Source::Bytes(picture.clone());
+    let request = authed(
+        pb::SubmitTaskRequest {
+            chat: Some(pb::ChatRequest {
+                content: grpc_image("And this?", "", source),
+                ..Default::default()
+            }),
             ..Default::default()
-        })),
-    };
-    let text = pb::ContentBlock {
-        block: Some(pb::content_block::Block::Text("And this?".into())),
-    };
-    let mut request = Request::new(pb::SubmitTaskRequest {
-        chat: Some(pb::ChatRequest {
-            content: vec![text, image],
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let bearer = format!("Bearer {token}");
-    request
-        .metadata_mut()
-        .insert("authorization", bearer.parse().unwrap());
+        },
+        &token,
+    );
     let refused = tasks.submit(request).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     assert!(refused.message().contains("upload_id"), "{refused:?}");
@@ -379,36 +374,6 @@ async fn bad_uploads_are_refused_by_rule_and_leave_nothing_behind() {
     let (status, answer) = put_bytes(&forged, picture.clone()).await;
     assert_eq!(status, 403, "{answer}");
     assert_eq!(blobs(&gw).len(), 1);
-}
-
-#[tokio::test]
-async fn an_upload_url_expires_and_an_expired_upload_cannot_be_named() {
-    let gw = Gateway::builder()
-        .model(Arc::new(MockProvider::new(MockSettings::unpaced())))
-        .models("mock", &[])
-        .config(|c| c.uploads.ttl_secs = 2)
-        .start()
-        .await
-        .unwrap();
-    let alice = authed_client(&dev_token("alice", &["chat"]));
-    let picture = png(4, 4, 0);
-    let (_, ticket) = gw
-        .declare_upload(&alice, "a.png", "image/png", &picture)
-        .await;
-    let stored = gw.upload(&alice, "b.png", "image/png", &picture).await;
-    // Upload expiry is in whole seconds: past the second after the last one it covers.
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
-    let (status, answer) = put_bytes(&ticket, picture.clone()).await;
-    assert_eq!(status, 403, "{answer}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("expired"),
-        "{answer}"
-    );
-    let answer = gw.post_chat(&alice, &ask_about(&stored)).await.unwrap();
-    assert_eq!(answer.status, 404, "{}", answer.body);
 }
 
 #[tokio::test]
@@ -586,261 +551,4 @@ async fn a_conversation_keeps_references_not_bytes_and_the_same_picture_hits_the
     assert_eq!(a.body["cached"], false, "{}", a.body);
     assert_eq!(b.body["cached"], true, "{}", b.body);
     assert_eq!(fake.calls(), calls + 1);
-}
-
-/// A gateway as on AWS: records in DynamoDB and bytes in S3, both on moto's server.
-async fn aws_gateway(fake: &FakeBedrock) -> (Gateway, aws_sdk_s3::Client, String) {
-    let tables = moto::tables(&moto::dynamodb()).await.unwrap();
-    let s3 = moto::s3();
-    let bucket = moto::bucket(&s3).await.unwrap();
-    let in_bucket = bucket.clone();
-    let gw = Gateway::builder()
-        .model(Arc::new(bedrock_provider(&fake.url())))
-        .models("fake.model", &[])
-        .config(move |c| {
-            c.store.kind = StoreKind::Dynamodb;
-            c.store.connections_table = tables.connections;
-            c.store.conversations_table = tables.conversations;
-            c.memory.enabled = true;
-            c.uploads.table = tables.uploads;
-            c.uploads.store = BlobKind::S3;
-            c.uploads.bucket = in_bucket;
-            c.uploads.prefix = "chat/".into();
-            c.uploads.s3_force_path_style = true;
-        })
-        .wiring(|w| w.with_sdk_config(moto::sdk_config()))
-        .start()
-        .await
-        .unwrap();
-    (gw, s3, bucket)
-}
-
-async fn exists(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
-    s3.head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .is_ok()
-}
-
-#[tokio::test]
-async fn on_aws_the_bytes_go_straight_to_s3_by_a_presigned_put_and_are_checked_before_use() {
-    let fake = FakeBedrock::start().await.unwrap();
-    let (gw, s3, bucket) = aws_gateway(&fake).await;
-    let alice = authed_client(&dev_token("alice", &["chat"]));
-    let picture = png(300, 200, 4);
-    let (status, ticket) = gw
-        .declare_upload(&alice, "photo.png", "image/png", &picture)
-        .await;
-    assert_eq!(status, 201, "{ticket}");
-    let url = ticket["put_url"].as_str().unwrap();
-    let id = ticket["upload_id"].as_str().unwrap();
-    assert!(
-        url.starts_with(&format!("{}/{bucket}/chat/incoming/{id}?", moto::url())),
-        "{url}"
-    );
-    assert!(url.contains("X-Amz-Signature="), "{url}");
-    // Straight to S3, with the headers the URL signed; never through the gateway.
-    let signed: Vec<&String> = ticket["put_headers"].as_object().unwrap().keys().collect();
-    assert_eq!(
-        signed,
-        ["content-length", "content-type", "x-amz-checksum-sha256"]
-    );
-    let (status, answer) = put_bytes(&ticket, picture.clone()).await;
-    assert_eq!(status, 200, "{answer}");
-    assert!(exists(&s3, &bucket, &format!("chat/incoming/{id}")).await);
-
-    let answer = gw.post_chat(&alice, &ask_about(id)).await.unwrap();
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(
-        attachments(&fake.last_request().unwrap()),
-        vec![("png".to_owned(), picture.clone())]
-    );
-    // Checked, then kept under its hash; the incoming object is gone.
-    let blob = format!("chat/blobs/{}", sha256_hex(&picture));
-    assert!(exists(&s3, &bucket, &blob).await);
-    assert!(!exists(&s3, &bucket, &format!("chat/incoming/{id}")).await);
-    let (_, view) = gw.get_json(&alice, &format!("/v1/uploads/{id}")).await;
-    assert_eq!(view["status"], "stored", "{view}");
-    // The next turn of the conversation (in DynamoDB) loads the picture from S3 again.
-    let mut next = json!({"message": "And its colours?"});
-    next["conversation_id"] = answer.body["conversation_id"].clone();
-    assert_eq!(gw.post_chat(&alice, &next).await.unwrap().status, 200);
-    assert_eq!(
-        attachments(&fake.last_request().unwrap()),
-        vec![("png".to_owned(), picture.clone())]
-    );
-
-    // Bytes S3 took (their SHA-256 is the declared one) but that are not a whole PNG are
-    // refused when first used, and removed.
-    let cut = picture[..picture.len() - 4].to_vec();
-    let (_, ticket) = gw
-        .declare_upload(&alice, "cut.png", "image/png", &cut)
-        .await;
-    assert_eq!(put_bytes(&ticket, cut.clone()).await.0, 200);
-    let cut_id = ticket["upload_id"].as_str().unwrap();
-    let answer = gw.post_chat(&alice, &ask_about(cut_id)).await.unwrap();
-    assert_eq!(answer.status, 400, "{}", answer.body);
-    assert!(
-        answer.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("truncated"),
-        "{}",
-        answer.body
-    );
-    assert!(!exists(&s3, &bucket, &format!("chat/incoming/{cut_id}")).await);
-    assert!(!exists(&s3, &bucket, &format!("chat/blobs/{}", sha256_hex(&cut))).await);
-}
-
-#[tokio::test]
-async fn the_sweep_collects_expired_uploads_and_blobs_nothing_names_and_keeps_the_rest() {
-    use std::time::{Duration, SystemTime};
-
-    let fake = FakeBedrock::start().await.unwrap();
-    let gw = fake_gateway(&fake, true).await;
-    let alice = authed_client(&dev_token("alice", &["chat"]));
-    let (kept, unused, inline) = (png(20, 20, 1), png(20, 20, 2), png(20, 20, 3));
-    let id = gw.upload(&alice, "kept.png", "image/png", &kept).await;
-    let answer = gw.post_chat(&alice, &ask_about(&id)).await.unwrap();
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    let conversation = answer.body["conversation_id"].as_str().unwrap().to_owned();
-    gw.upload(&alice, "unused.png", "image/png", &unused).await;
-    gw.declare_upload(&alice, "never.png", "image/png", &unused)
-        .await;
-    let stateless = json!({"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "this?"},
-        {"type": "image", "source": {"bytes": BASE64.encode(&inline)}}]}]});
-    assert_eq!(gw.post_chat(&alice, &stateless).await.unwrap().status, 200);
-    let names = |gw: &Gateway| {
-        let mut names: Vec<String> = blobs(gw)
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
-    assert_eq!(names(&gw).len(), 3);
-
-    let sweep = &gw.app.sweep;
-    assert_eq!(gw.app.sweep_every, Some(Duration::from_secs(3600)));
-    // Now: every upload is live, and every blob within its grace period.
-    let swept = sweep.run(SystemTime::now()).await.unwrap();
-    assert_eq!((swept.uploads, swept.blobs), (0, 0));
-    // Two days on (a clock the test sets): the three upload records have expired; the blob the
-    // conversation names stays, the unused and the stateless chat's ones go.
-    let later = SystemTime::now() + Duration::from_secs(2 * 24 * 3600);
-    let swept = sweep.run(later).await.unwrap();
-    assert_eq!((swept.uploads, swept.blobs), (3, 2));
-    assert_eq!(names(&gw), [sha256_hex(&kept)]);
-    let (status, _) = gw.get_json(&alice, &format!("/v1/uploads/{id}")).await;
-    assert_eq!(status, 404, "an expired upload is gone");
-    // The conversation still has its picture.
-    let next = json!({"message": "and again?", "conversation_id": conversation});
-    assert_eq!(gw.post_chat(&alice, &next).await.unwrap().status, 200);
-    assert_eq!(
-        attachments(&fake.last_request().unwrap()),
-        vec![("png".to_owned(), kept)]
-    );
-    // Deleting the conversation drops its reference; the next sweep collects the blob.
-    let response = alice
-        .delete(gw.url(&format!("/v1/conversations/{conversation}")))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    let swept = sweep.run(later).await.unwrap();
-    assert_eq!((swept.uploads, swept.blobs), (0, 1));
-    assert!(blobs(&gw).is_empty());
-}
-
-#[tokio::test]
-async fn exchanges_past_the_retention_go_and_take_their_blobs_with_them() {
-    use std::time::{Duration, SystemTime};
-
-    let fake = FakeBedrock::start().await.unwrap();
-    let gw = Gateway::builder()
-        .model(Arc::new(bedrock_provider(&fake.url())))
-        .models("fake.model", &[])
-        .config(|c| {
-            c.memory.enabled = true;
-            c.memory.retention_days = 1;
-        })
-        .start()
-        .await
-        .unwrap();
-    let alice = authed_client(&dev_token("alice", &["chat"]));
-    let picture = png(12, 12, 6);
-    let id = gw.upload(&alice, "p.png", "image/png", &picture).await;
-    let answer = gw.post_chat(&alice, &ask_about(&id)).await.unwrap();
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    let conversation = answer.body["conversation_id"].as_str().unwrap().to_owned();
-    let sweep = &gw.app.sweep;
-    // Twelve hours on, the exchange is within its day.
-    let soon = SystemTime::now() + Duration::from_secs(12 * 3600);
-    let swept = sweep.run(soon).await.unwrap();
-    assert_eq!(swept.exchanges, 0);
-    let (status, _) = gw
-        .get_json(&alice, &format!("/v1/conversations/{conversation}"))
-        .await;
-    assert_eq!(status, 200);
-    // Two days on: the exchange, then its conversation, then (its upload expired too) the blob.
-    let later = SystemTime::now() + Duration::from_secs(2 * 24 * 3600);
-    let swept = sweep.run(later).await.unwrap();
-    assert_eq!((swept.exchanges, swept.uploads, swept.blobs), (1, 1, 1));
-    let (status, _) = gw
-        .get_json(&alice, &format!("/v1/conversations/{conversation}"))
-        .await;
-    assert_eq!(status, 404, "a conversation with no exchange left is gone");
-    assert!(blobs(&gw).is_empty());
-}
-
-#[tokio::test]
-async fn on_aws_the_sweep_collects_blobs_no_conversation_in_dynamodb_names() {
-    use std::time::{Duration, SystemTime};
-
-    let fake = FakeBedrock::start().await.unwrap();
-    let (gw, s3, bucket) = aws_gateway(&fake).await;
-    let alice = authed_client(&dev_token("alice", &["chat"]));
-    let (named, unused) = (png(30, 30, 1), png(30, 30, 2));
-    let direct_upload = |picture: Vec<u8>| {
-        let (gw, alice) = (&gw, &alice);
-        async move {
-            let (_, ticket) = gw
-                .declare_upload(alice, "p.png", "image/png", &picture)
-                .await;
-            assert_eq!(put_bytes(&ticket, picture).await.0, 200);
-            ticket["upload_id"].as_str().unwrap().to_owned()
-        }
-    };
-    let id = direct_upload(named.clone()).await;
-    let answer = gw.post_chat(&alice, &ask_about(&id)).await.unwrap();
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    let conversation = answer.body["conversation_id"].as_str().unwrap().to_owned();
-    let unused_id = direct_upload(unused.clone()).await;
-    // Looked at once, so its bytes are checked and kept as a blob.
-    let (status, _) = gw
-        .get_json(&alice, &format!("/v1/uploads/{unused_id}"))
-        .await;
-    assert_eq!(status, 200);
-    let blob = |bytes: &[u8]| format!("chat/blobs/{}", sha256_hex(bytes));
-
-    let later = SystemTime::now() + Duration::from_secs(2 * 24 * 3600);
-    let swept = gw.app.sweep.run(later).await.unwrap();
-    assert_eq!((swept.uploads, swept.blobs), (2, 1), "{swept:?}");
-    assert!(
-        exists(&s3, &bucket, &blob(&named)).await,
-        "named by the conversation"
-    );
-    assert!(!exists(&s3, &bucket, &blob(&unused)).await);
-    let response = alice
-        .delete(gw.url(&format!("/v1/conversations/{conversation}")))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
-    let swept = gw.app.sweep.run(later).await.unwrap();
-    assert_eq!(swept.blobs, 1);
-    assert!(!exists(&s3, &bucket, &blob(&named)).await);
 }
