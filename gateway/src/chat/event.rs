@@ -1,6 +1,7 @@
 //! The events of one chat, in order: `start`, the answer's blocks as they are generated (`delta`
 //! for text, `reasoning`, `tool_call_start`, `tool_call_delta` and `tool_call`), then exactly one
-//! `done` or `error`. The same JSON is a WebSocket frame, an SSE `data:` line and a task's event;
+//! `done` or `error`. A chat that answers from a knowledge base sends its `sources` right after
+//! `start`, and its `done` lists the ones the answer cited. The same JSON is a WebSocket frame, an SSE `data:` line and a task's event;
 //! gRPC has a message for each.
 
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::chat::answer::Part;
+use crate::chat::sources::Reference;
 use crate::error::ErrorBody;
 
 /// Token counts as the model reported them. `input_tokens` excludes the prompt-cache reads and
@@ -59,6 +61,12 @@ pub enum ChatEvent {
         model: String,
         cached: bool,
     },
+    /// The passages a knowledge-base answer is built on, numbered as it cites them; sent before
+    /// the first delta, in several events when one would not fit an API Gateway frame.
+    Sources {
+        request_id: Arc<str>,
+        sources: Vec<Reference>,
+    },
     /// Text. `index` is the block's, left out when 0: a text-only answer looks as it always did.
     Delta {
         request_id: Arc<str>,
@@ -108,6 +116,9 @@ pub enum ChatEvent {
         /// Set on cached answers: what this request cost, which is nothing.
         #[serde(skip_serializing_if = "Option::is_none")]
         billed_usage: Option<Usage>,
+        /// On knowledge-base answers: the numbers of the sources the answer cited.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        citations: Option<Vec<u32>>,
 
         /// How long this request's model call took, for the gateway-overhead metric; `None`
         /// when it made none (a cache hit, a replay). Never on the wire.
@@ -126,6 +137,7 @@ impl ChatEvent {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Start { .. } => "start",
+            Self::Sources { .. } => "sources",
             Self::Delta { .. } => "delta",
             Self::Reasoning { .. } => "reasoning",
             Self::ToolCallStart { .. } => "tool_call_start",
@@ -140,6 +152,7 @@ impl ChatEvent {
     pub fn request_id(&self) -> &str {
         match self {
             Self::Start { request_id, .. }
+            | Self::Sources { request_id, .. }
             | Self::Delta { request_id, .. }
             | Self::Reasoning { request_id, .. }
             | Self::ToolCallStart { request_id, .. }
@@ -249,9 +262,9 @@ impl ChatEvent {
         }
     }
 
-    /// True for the answer's own events: everything but `start`, `done` and `error`.
+    /// True for the answer's own events: everything but `start`, `sources`, `done` and `error`.
     pub fn is_content(&self) -> bool {
-        !matches!(self, Self::Start { .. }) && !self.is_terminal()
+        !matches!(self, Self::Start { .. } | Self::Sources { .. }) && !self.is_terminal()
     }
 
     /// True for `done` and `error`: nothing follows them.
@@ -285,6 +298,7 @@ mod tests {
             latency_ms: 812,
             cached: false,
             billed_usage: None,
+            citations: None,
             // Internal: never serialized.
             upstream_time: Some(std::time::Duration::from_millis(800)),
         };

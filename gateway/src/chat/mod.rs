@@ -12,6 +12,7 @@ mod options;
 mod reply;
 mod request;
 mod route;
+mod sources;
 mod turns;
 
 pub use answer::{Answer, Part, ToolCalls, parts_of_blocks};
@@ -30,6 +31,10 @@ pub use request::{
     CacheMode, CacheScope, ChatRequest, InferenceParams, RequestLimits, parse_chat_request,
 };
 pub use route::Route;
+pub use sources::{
+    DEFAULT_RESULTS, Filter, FilterValue, Found, Grounding, GroundingPassage, KnowledgeAsk,
+    MAX_RESULTS, MAX_SOURCES_EVENT_BYTES, Reference, batches, cited,
+};
 pub use turns::{MAX_DOCUMENTS, MAX_IMAGES, check_tool_results, document_name};
 
 /// Test fixtures shared by the unit tests of the pipeline, the HTTP router and WebSocket sessions.

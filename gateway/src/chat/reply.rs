@@ -3,10 +3,10 @@
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{Answer, Block, ChatEvent, Usage, is_plain_text, joined_text};
+use crate::chat::{Answer, Block, ChatEvent, Reference, Usage, is_plain_text, joined_text};
 use crate::error::{Error, ErrorBody};
 
-/// `{"request_id","conversation_id","model","message":{"role","content","blocks"?},"stop_reason","usage","latency_ms","cached"}`
+/// `{"request_id","conversation_id","model","message":{"role","content","blocks"?},"stop_reason","usage","latency_ms","cached","sources"?,"citations"?}`
 /// Deserialized too: a task stores its reply as this JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatReply {
@@ -22,6 +22,12 @@ pub struct ChatReply {
     /// On cached answers: zero, since no model was called.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub billed_usage: Option<Usage>,
+    /// On knowledge-base answers: the passages it was given, numbered as it cites them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<Reference>>,
+    /// On knowledge-base answers: the numbers of the sources it cited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citations: Option<Vec<u32>>,
 }
 
 /// The assistant's message in a [`ChatReply`]: its text, and every block when it is more than
@@ -52,6 +58,8 @@ impl ChatReply {
             latency_ms: 0,
             cached: false,
             billed_usage: None,
+            sources: None,
+            citations: None,
         };
         let mut answer = Answer::default();
         while let Some(event) = stream.next().await {
@@ -70,14 +78,19 @@ impl ChatReply {
                     reply.conversation_id = conversation_id;
                     reply.model = model;
                 }
+                ChatEvent::Sources { sources, .. } => {
+                    reply.sources.get_or_insert_default().extend(sources);
+                }
                 ChatEvent::Done {
                     stop_reason,
                     usage,
                     latency_ms,
                     cached,
                     billed_usage,
+                    citations,
                     ..
                 } => {
+                    reply.citations = citations;
                     reply.stop_reason = stop_reason;
                     reply.usage = usage;
                     reply.latency_ms = latency_ms;

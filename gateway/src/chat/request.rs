@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::chat::attachment::Source;
 use crate::chat::content::Block;
 use crate::chat::options::{Reasoning, ResponseFormat, Tool, ToolChoice, check_options};
+use crate::chat::sources::KnowledgeAsk;
 use crate::chat::turns::{check_attachments, check_blocks, check_conversation};
 use crate::chat::{Message, Role, parse_json};
 use crate::error::Error;
@@ -52,6 +53,9 @@ pub struct ChatRequest {
     /// `false` turns the gateway's automatic prompt-cache points off for this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_cache: Option<bool>,
+    /// Answer from this knowledge base, citing its passages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knowledge_base: Option<KnowledgeAsk>,
 }
 
 /// Sampling parameters, passed to the model as given; `None` means the model's default.
@@ -145,6 +149,9 @@ impl ChatRequest {
             check_id("task", task)?;
         }
         self.inference.validate(limits)?;
+        if let Some(ask) = &self.knowledge_base {
+            ask.check()?;
+        }
         check_options(
             &self.tools,
             self.tool_choice.as_ref(),

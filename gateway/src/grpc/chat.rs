@@ -15,7 +15,8 @@ use tonic::{Request, Response, Status};
 
 use crate::app::App;
 use crate::chat::{
-    CacheMode, CacheScope, ChatEvent, ChatReply, ChatRequest, InferenceParams, Route, Usage,
+    CacheMode, CacheScope, ChatEvent, ChatReply, ChatRequest, InferenceParams, KnowledgeAsk,
+    Reference, Route, Usage,
 };
 use crate::error::Error;
 use crate::grpc::auth::authenticate;
@@ -272,6 +273,7 @@ fn message(event: ChatEvent, request_id: &str) -> Result<pb::ChatEvent, Status> 
             latency_ms,
             cached,
             billed_usage,
+            citations,
             ..
         } => Event::Done(pb::Done {
             request_id: request_id.to_string(),
@@ -280,6 +282,14 @@ fn message(event: ChatEvent, request_id: &str) -> Result<pb::ChatEvent, Status> 
             latency_ms,
             cached,
             billed_usage: billed_usage.map(Into::into),
+            citations: citations.unwrap_or_default(),
+        }),
+        ChatEvent::Sources {
+            request_id,
+            sources,
+        } => Event::Sources(pb::Sources {
+            request_id: request_id.to_string(),
+            sources: sources.into_iter().map(Into::into).collect(),
         }),
         ChatEvent::Error { error, .. } => return Err(status::from_body(&error, Some(request_id))),
     };
@@ -319,6 +329,21 @@ impl From<ChatReply> for pb::ChatReply {
             latency_ms: r.latency_ms,
             cached: r.cached,
             billed_usage: r.billed_usage.map(Into::into),
+            sources: r.sources.into_iter().flatten().map(Into::into).collect(),
+            citations: r.citations.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<Reference> for pb::Source {
+    fn from(r: Reference) -> Self {
+        Self {
+            n: r.n,
+            id: r.id,
+            title: r.title,
+            uri: r.uri,
+            score: r.score,
+            snippet: r.snippet,
         }
     }
 }
@@ -366,8 +391,27 @@ impl TryFrom<pb::ChatRequest> for ChatRequest {
             cache,
             cache_scope,
             task: m.task,
+            knowledge_base: m.knowledge_base.map(knowledge_from_pb).transpose()?,
         })
     }
+}
+
+fn knowledge_from_pb(kb: pb::KnowledgeBase) -> Result<KnowledgeAsk, Error> {
+    let filter = kb
+        .filter_json
+        .map(|json| {
+            serde_json::from_str(&json).map_err(|e| {
+                Error::InvalidRequest(format!(
+                    "knowledge_base.filter_json: not a filter object: {e}"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(KnowledgeAsk {
+        name: kb.name,
+        results: kb.results,
+        filter,
+    })
 }
 
 fn unknown_enum(field: &str, value: i32) -> Error {

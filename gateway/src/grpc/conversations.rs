@@ -125,6 +125,7 @@ impl From<Turn> for pb::Turn {
             usage: t.usage.map(Into::into),
             stop_reason: t.stop_reason,
             created_at: t.created_at,
+            sources: t.sources.into_iter().flatten().map(Into::into).collect(),
         }
     }
 }

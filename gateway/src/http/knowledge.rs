@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::App;
-use crate::chat::parse_json;
+use crate::chat::{DEFAULT_RESULTS, Filter, parse_json};
 use crate::error::Error;
 use crate::http::error::respond;
 use crate::knowledge::{Scope, SentDocument, check_name, not_found};
@@ -33,10 +33,12 @@ struct Question {
     question: String,
     #[serde(default = "default_results")]
     results: usize,
+    #[serde(default)]
+    filter: Option<Filter>,
 }
 
 fn default_results() -> usize {
-    5
+    DEFAULT_RESULTS as usize
 }
 
 fn read(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Error> {
@@ -199,7 +201,7 @@ pub async fn delete_document(
     )
 }
 
-/// `POST /v1/knowledge-bases/{name}/retrieve` `{"question", "results"?}`: the passages a chat
+/// `POST /v1/knowledge-bases/{name}/retrieve` `{"question", "results"?, "filter"?}`: the passages a chat
 /// would be given, best first.
 pub async fn retrieve(
     State(app): State<Arc<App>>,
@@ -210,9 +212,21 @@ pub async fn retrieve(
     respond(
         async {
             let kb = app.knowledge()?;
-            let Question { question, results } = parse_json(&read(body, app.body_limit)?)?;
+            let Question {
+                question,
+                results,
+                filter,
+            } = parse_json(&read(body, app.body_limit)?)?;
+            if let Some(filter) = &filter {
+                filter.check("filter")?;
+            }
             let passages = kb
-                .retrieve(scope(&principal, &name)?, &question, results)
+                .retrieve(
+                    scope(&principal, &name)?,
+                    &question,
+                    results,
+                    filter.as_ref(),
+                )
                 .await?;
             Ok(Json(json!({ "passages": passages })).into_response())
         }

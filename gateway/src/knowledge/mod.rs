@@ -11,6 +11,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::chat::Filter;
+pub use crate::chat::MAX_RESULTS;
 use crate::error::Error;
 
 /// `[knowledge]` settings.
@@ -21,6 +23,10 @@ pub struct KnowledgeSettings {
     pub enabled: bool,
     /// The largest document a PUT takes, in bytes.
     pub max_document_bytes: usize,
+    /// How long one retrieval for a chat may take before it is tried again.
+    pub retrieve_timeout_ms: u64,
+    /// Further attempts after a retrieval failed in a way worth retrying.
+    pub retrieve_retries: u32,
 }
 
 impl Default for KnowledgeSettings {
@@ -28,12 +34,11 @@ impl Default for KnowledgeSettings {
         Self {
             enabled: true,
             max_document_bytes: 2 * 1024 * 1024,
+            retrieve_timeout_ms: 5_000,
+            retrieve_retries: 2,
         }
     }
 }
-
-/// The most passages one retrieval returns.
-pub const MAX_RESULTS: usize = 20;
 
 /// The embedded knowledge bases as the API uses them: the store, its retrieval, and the checks
 /// in front of both.
@@ -92,8 +97,9 @@ impl KnowledgeBases {
         scope: Scope<'_>,
         question: &str,
         results: usize,
+        filter: Option<&Filter>,
     ) -> Result<Vec<Passage>, Error> {
-        if !(1..=MAX_RESULTS).contains(&results) {
+        if !(1..=MAX_RESULTS as usize).contains(&results) {
             return Err(Error::InvalidRequest(format!(
                 "results: must be 1 to {MAX_RESULTS}"
             )));
@@ -103,7 +109,9 @@ impl KnowledgeBases {
                 "question: must be non-empty text".into(),
             ));
         }
-        self.retriever.retrieve(scope, question, results).await
+        self.retriever
+            .retrieve(scope, question, results, filter)
+            .await
     }
 }
 
@@ -154,13 +162,15 @@ pub struct Scope<'a> {
 /// Finds the passages that answer a question.
 #[async_trait]
 pub trait Retriever: Send + Sync {
-    /// At most `results` passages of `scope`'s knowledge base for `question`, best first;
-    /// `not_found` when the tenant has no such knowledge base.
+    /// At most `results` passages of `scope`'s knowledge base for `question`, best first, of
+    /// those `filter` (checked already) lets through; `not_found` when the tenant has no such
+    /// knowledge base, `invalid_request` for a filter the store cannot apply.
     async fn retrieve(
         &self,
         scope: Scope<'_>,
         question: &str,
         results: usize,
+        filter: Option<&Filter>,
     ) -> Result<Vec<Passage>, Error>;
 }
 

@@ -173,6 +173,9 @@ struct KeyOptions<'a> {
     response_format: Option<&'a crate::chat::ResponseFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     guardrail: Option<&'a crate::provider::Guardrail>,
+    /// A knowledge-base chat's passages: their ids and content hashes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grounding: Option<Vec<(&'a str, String)>>,
 }
 
 /// Canonical JSON: struct fields in declaration order, object keys sorted (serde_json's maps are
@@ -214,13 +217,15 @@ fn key_of(scope: &str, r: &ProviderRequest) -> CacheKey {
         reasoning: r.reasoning.as_ref(),
         response_format: r.response_format.as_ref(),
         guardrail: r.guardrail.as_ref(),
+        grounding: r.grounding.as_ref().map(crate::chat::Grounding::key),
     };
     // Cache points change the cost, never the answer: they are not part of the key.
     let has_options = !r.tools.is_empty()
         || r.tool_choice.is_some()
         || r.reasoning.is_some()
         || r.response_format.is_some()
-        || r.guardrail.is_some();
+        || r.guardrail.is_some()
+        || r.grounding.is_some();
     let options = has_options.then(|| canonical(&options));
     key(&KeyInput {
         scope,

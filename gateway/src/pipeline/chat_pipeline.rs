@@ -21,6 +21,7 @@ use crate::pipeline::cache::CacheAsk;
 use crate::pipeline::contract::{GuardrailRule, PromptCacheSettings, guardrail_for};
 use crate::pipeline::event_stream::EventStream;
 use crate::pipeline::flight::{self, Delivery, Upstream, log_failure};
+use crate::pipeline::knowledge::Grounder;
 use crate::pipeline::memory::Recall;
 use crate::pipeline::memory::estimate_block_tokens;
 use crate::pipeline::observe::{Deadline, Watch};
@@ -99,6 +100,7 @@ pub struct ChatPipeline {
     recorder: Arc<dyn Recorder>,
     lifecycle: Arc<Lifecycle>,
     attach: Option<Attach>,
+    knowledge: Option<Grounder>,
 }
 
 impl ChatPipeline {
@@ -118,7 +120,15 @@ impl ChatPipeline {
             recorder: Arc::new(NoRecorder),
             lifecycle: Lifecycle::new(),
             attach: None,
+            knowledge: None,
         }
+    }
+
+    /// Answers chats that name a knowledge base from the passages `grounder` finds; without it
+    /// they are refused.
+    pub fn with_knowledge(mut self, grounder: Grounder) -> Self {
+        self.knowledge = Some(grounder);
+        self
     }
 
     /// Takes images and documents, resolving them with `attach`; without it they are refused.
@@ -203,6 +213,9 @@ impl ChatPipeline {
                 turns.chain(std::iter::once(new_turn.as_slice())),
             );
             limits.fits(&chat.principal, prompt, request.inference.max_tokens)?;
+        }
+        if chat.request.knowledge_base.is_some() && self.knowledge.is_none() {
+            return Err(knowledge_off());
         }
         let Some(id) = &chat.request.conversation_id else {
             return Ok(());
@@ -329,6 +342,17 @@ impl ChatPipeline {
         if recorder.is_some() {
             attachments::recalled(attach, &mut history, &new_turn).await?;
         }
+        let grounding = match (&request.knowledge_base, &self.knowledge) {
+            (None, _) => None,
+            (Some(_), None) => return Err(knowledge_off()),
+            (Some(ask), Some(grounder)) => Some(
+                grounder
+                    .ground(principal, ask, &history, &new_turn)
+                    .instrument(span.clone())
+                    .await?,
+            ),
+        };
+        let sources = grounding.as_ref().map(|g| g.sources().into());
         if self.options.log_prompts {
             span.in_scope(
                 || tracing::info!(prompt = %joined_text(&new_turn), system = ?request.system, "prompt"),
@@ -359,6 +383,7 @@ impl ChatPipeline {
             response_format: request.response_format,
             cache_points,
             guardrail,
+            grounding,
         };
 
         let plan = match &self.cache {
@@ -372,6 +397,7 @@ impl ChatPipeline {
             recorder,
             started,
             capacity: self.options.channel_capacity,
+            sources,
         };
         // Runs only when the model is called: a cache hit, or a request joining another's
         // flight, reserves no tokens and takes no upstream slot.
@@ -384,7 +410,9 @@ impl ChatPipeline {
                 .messages
                 .iter()
                 .map(|m| m.content.as_slice());
-            let input = estimate_prompt_tokens(provider_request.system.as_deref(), turns);
+            let passages = provider_request.grounding.as_ref();
+            let passages = passages.map_or(0, |g| estimate_tokens(&g.prompt()) as u64);
+            let input = estimate_prompt_tokens(provider_request.system.as_deref(), turns) + passages;
             let max_tokens = provider_request.inference.max_tokens;
             let reservation = limits
                 .reserve(principal, input, max_tokens)
@@ -421,6 +449,11 @@ impl ChatPipeline {
     }
 }
 
+/// A chat names a knowledge base on a server that has none.
+fn knowledge_off() -> Error {
+    Error::InvalidRequest("knowledge_base: knowledge bases are not enabled on this server".into())
+}
+
 /// A chat names a conversation on a server that keeps none.
 fn memory_off() -> Error {
     Error::InvalidRequest(
@@ -449,6 +482,7 @@ fn replay_turn(
 ) -> EventStream {
     let usage = answer.usage.unwrap_or_default();
     let parts = parts_of_blocks(&answer.blocks());
+    let sources = answer.sources.map(Into::into);
     let stored = CachedResponse {
         model: model.clone(),
         breaks: Vec::new(),
@@ -466,6 +500,7 @@ fn replay_turn(
         recorder: None,
         started,
         capacity,
+        sources,
     };
     flight::replay(Arc::new(stored), parts, delivery, false)
 }

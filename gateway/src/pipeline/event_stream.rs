@@ -142,6 +142,7 @@ mod tests {
                 latency_ms: 0,
                 cached: false,
                 billed_usage: None,
+                citations: None,
                 upstream_time: None,
             })
             .await;

@@ -13,7 +13,9 @@ use futures::StreamExt;
 use nagare_cache::{CacheKey, CachedResponse, Flight, Flights, ResponseCache, Subscription};
 use tracing::{Instrument, Span};
 
-use crate::chat::{Answer, ChatEvent, Part, ToolCalls, Usage};
+use crate::chat::{
+    Answer, ChatEvent, Part, Reference, ToolCalls, Usage, batches, cited, joined_text,
+};
 use crate::error::{Error, ErrorBody};
 use crate::pipeline::memory::Recorder;
 use crate::provider::{ProviderEvent, ProviderStream, incomplete_stream};
@@ -52,6 +54,15 @@ pub struct Delivery {
     pub started: Instant,
     /// Events buffered for a slow client before its delivery pauses.
     pub capacity: usize,
+    /// A knowledge-base chat's sources, sent after `start`; its `done` lists those cited.
+    pub sources: Option<Arc<[Reference]>>,
+}
+
+impl Delivery {
+    /// The answer is kept as it streams: to record it, or to find its citations.
+    fn keeps_answer(&self) -> Option<Answer> {
+        (self.recorder.is_some() || self.sources.is_some()).then(Answer::default)
+    }
 }
 
 /// Where a producer stores the complete answer.
@@ -85,7 +96,7 @@ where
     Ok(EventStream::new(delivery.capacity, move |tx| {
         let output = Output::Direct {
             tx,
-            answer: delivery.recorder.as_ref().map(|_| Answer::default()),
+            answer: delivery.keeps_answer(),
             delivery,
         };
         producer.run(stream, output)
@@ -137,7 +148,7 @@ impl Output {
             Self::Flight(flight) => flight.push(Piece::Started {
                 model: model.to_owned(),
             }),
-            Self::Direct { tx, delivery, .. } => tx.send(start_event(delivery, false)).await,
+            Self::Direct { tx, delivery, .. } => open(tx, delivery, false).await,
         }
     }
 
@@ -392,7 +403,7 @@ pub fn log_failure(error: &Error, started: Instant) {
 /// reader that drops the stream unsubscribes, which lets the producer stop if no one else reads.
 pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> EventStream {
     EventStream::new(d.capacity, move |tx| async move {
-        let mut answer = d.recorder.as_ref().map(|_| Answer::default());
+        let mut answer = d.keeps_answer();
         let mut started = false;
         loop {
             let piece = sub.next().await;
@@ -402,7 +413,7 @@ pub fn deliver(mut sub: Subscription<Piece>, mut d: Delivery, cached: bool) -> E
                 if let Some(Piece::Started { model }) = &piece {
                     d.model.clone_from(model);
                 }
-                tx.send(start_event(&d, cached)).await;
+                open(&tx, &d, cached).await;
             }
             let event = match piece {
                 Some(Piece::Started { .. }) => continue,
@@ -454,8 +465,8 @@ pub fn replay(
     EventStream::new(d.capacity, move |tx| async move {
         // The model that wrote the answer, which a fallback may have been.
         d.model.clone_from(&answer.model);
-        tx.send(start_event(&d, cached)).await;
-        let mut recorded = d.recorder.as_ref().map(|_| Answer::default());
+        open(&tx, &d, cached).await;
+        let mut recorded = d.keeps_answer();
         for part in parts {
             if let Some(recorded) = &mut recorded {
                 recorded.push(&part);
@@ -473,12 +484,21 @@ pub fn replay(
     })
 }
 
-fn start_event(d: &Delivery, cached: bool) -> ChatEvent {
-    ChatEvent::Start {
+/// A request's first events: `start`, then its sources when it has any.
+async fn open(tx: &EventSender, d: &Delivery, cached: bool) {
+    let start = ChatEvent::Start {
         request_id: d.request_id.clone(),
         conversation_id: d.conversation_id.clone(),
         model: d.model.clone(),
         cached,
+    };
+    tx.send(start).await;
+    for batch in batches(d.sources.as_deref().unwrap_or_default()) {
+        let sources = ChatEvent::Sources {
+            request_id: d.request_id.clone(),
+            sources: batch.to_vec(),
+        };
+        tx.send(sources).await;
     }
 }
 
@@ -500,9 +520,14 @@ async fn finish(d: &Delivery, answer: Option<Answer>, ended: Ended) -> ChatEvent
         cached,
         upstream_time,
     } = ended;
-    if let (Some(recorder), Some(answer)) = (&d.recorder, answer)
+    let blocks = answer.map(Answer::into_blocks).unwrap_or_default();
+    let citations = d
+        .sources
+        .as_ref()
+        .map(|sources| cited(&joined_text(&blocks), sources.len()));
+    if let Some(recorder) = &d.recorder
         && let Err(e) = recorder
-            .record(&d.model, answer.into_blocks(), usage, &stop_reason)
+            .record(&d.model, blocks, usage, &stop_reason, d.sources.as_deref())
             .instrument(crate::trace_span!("history.append"))
             .await
     {
@@ -518,6 +543,7 @@ async fn finish(d: &Delivery, answer: Option<Answer>, ended: Ended) -> ChatEvent
         latency_ms: d.started.elapsed().as_millis() as u64,
         cached,
         billed_usage: cached.then_some(Usage::default()),
+        citations,
         upstream_time,
     }
 }

@@ -11,7 +11,7 @@ use nagare_authorizer::Principal;
 use sha2::{Digest, Sha256};
 
 use crate::chat::{Block, ChatRequest, Usage, check_tool_results, joined_text, tool_result_ids};
-use crate::chat::{Message, Role};
+use crate::chat::{Message, Reference, Role};
 use crate::error::Error;
 use crate::pipeline::in_progress::{Claim, InProgress, Running};
 use crate::store::{
@@ -123,11 +123,12 @@ impl Recorder {
         assistant: Vec<Block>,
         usage: Usage,
         stop_reason: &str,
+        sources: Option<&[Reference]>,
     ) -> Result<(), Error> {
         let exchange = Exchange {
             request_id: self.request_id.clone(),
             user: self.user.clone(),
-            assistant: Stored::of(&assistant),
+            assistant: Stored::of(&assistant).with_sources(sources),
             usage,
             stop_reason: stop_reason.to_owned(),
             model: model.to_owned(),
@@ -389,6 +390,7 @@ mod tests {
                     request_id: format!("r{e}"),
                     usage: None,
                     stop_reason: None,
+                    sources: None,
                     created_at: 0,
                 })
             })

@@ -45,11 +45,19 @@ pub struct ConverseInput {
 pub fn to_converse(request: &ProviderRequest) -> Result<ConverseInput, Error> {
     let points = request.cache_points();
     let cache_point = points.map(|p| cache_point(p.ttl)).transpose()?;
-    let system = request.system.as_ref().map(|s| {
-        let mut system = vec![SystemContentBlock::Text(s.clone())];
+    let mut system: Vec<SystemContentBlock> = request
+        .system
+        .iter()
+        .map(|s| SystemContentBlock::Text(s.clone()))
+        .collect();
+    if !system.is_empty() {
         system.extend(cache_point.clone().map(SystemContentBlock::CachePoint));
-        system
-    });
+    }
+    // After the cache point: the passages change with every question, the system prompt does not.
+    if let Some(grounding) = &request.grounding {
+        system.push(SystemContentBlock::Text(grounding.prompt()));
+    }
+    let system = (!system.is_empty()).then_some(system);
     let after = points.and_then(|p| p.after_message);
     let messages = request
         .messages

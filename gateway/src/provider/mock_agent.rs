@@ -10,6 +10,8 @@
 //!   one). Stop reason `tool_use`.
 //! - the new message holds **tool results**: an answer that uses them.
 //! - **response_format**: JSON that satisfies the schema's required fields and types.
+//! - **passages** from a knowledge base: the first sentence of passage 1, citing `[1]`; with
+//!   none, that it found nothing.
 //! - a **guardrail** attached and the word `forbidden` in the new message: the guardrail's
 //!   message, stop reason `guardrail_intervened` and an assessment.
 
@@ -17,7 +19,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::chat::{
-    Block, Message, Part, Role, Tool, ToolChoice, ToolResultContent, joined_text, tool_use_ids,
+    Block, Grounding, Message, Part, Role, Tool, ToolChoice, ToolResultContent, joined_text,
+    tool_use_ids,
 };
 use crate::error::Error;
 use crate::provider::{ProviderEvent, ProviderRequest};
@@ -89,6 +92,10 @@ pub fn plan(request: &ProviderRequest) -> Result<Agent, Error> {
         agent.ending = Ending::Fixed(described);
         return Ok(agent);
     }
+    if let Some(grounding) = &request.grounding {
+        agent.ending = Ending::Fixed(grounded_answer(grounding));
+        return Ok(agent);
+    }
     let calls = chosen_tools(&request.tools, request.tool_choice.as_ref(), &prompt);
     if !calls.is_empty() {
         agent.call(&calls, &prompt, &request_seed(request));
@@ -99,6 +106,24 @@ pub fn plan(request: &ProviderRequest) -> Result<Agent, Error> {
         agent.ending = Ending::Fixed(fill(schema, &prompt).to_string());
     }
     Ok(agent)
+}
+
+/// What the mock answers from a knowledge base's passages.
+fn grounded_answer(grounding: &Grounding) -> String {
+    let Some(first) = grounding.passages.first() else {
+        return "I found nothing about that in the knowledge base.".into();
+    };
+    let text = first.text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let sentence = match text.find(". ") {
+        Some(end) => &text[..=end],
+        None => &text,
+    };
+    let sentence: String = sentence.chars().take(300).collect();
+    format!(
+        "According to {} [1]: {}",
+        first.source.title,
+        sentence.trim()
+    )
 }
 
 impl Agent {

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use crate::chat::{
-    InferenceParams, Message, Part, Reasoning, ResponseFormat, Tool, ToolChoice, Usage,
+    Grounding, InferenceParams, Message, Part, Reasoning, ResponseFormat, Tool, ToolChoice, Usage,
 };
 use crate::error::Error;
 
@@ -44,6 +44,8 @@ pub struct ProviderRequest {
     pub cache_points: Option<CachePoints>,
     /// The guardrail the operator attached to this route and tenant.
     pub guardrail: Option<Guardrail>,
+    /// A knowledge-base chat's passages, which the model answers from and cites.
+    pub grounding: Option<Grounding>,
 }
 
 /// What a model stream yields. A stream is complete only once it has yielded both

@@ -270,6 +270,7 @@ mod tests {
             latency_ms: 1,
             cached: false,
             billed_usage: None,
+            citations: None,
             upstream_time: None,
         };
         assert_eq!(texts(&c.push(&done, t0)), ["b", "done"]);

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::chat::{Block, Role, Source, Usage, is_plain_text, joined_text};
+use crate::chat::{Block, Reference, Role, Source, Usage, is_plain_text, joined_text};
 use crate::error::Error;
 
 /// A conversation's metadata: the `META` item.
@@ -26,7 +26,7 @@ pub struct ConversationMeta {
 }
 
 /// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Turn {
     /// The exchange it belongs to, from 1.
     pub exchange: u64,
@@ -44,6 +44,9 @@ pub struct Turn {
     pub usage: Option<Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
+    /// On a knowledge-base answer: the sources it was given, numbered as it cites them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<Reference>>,
     pub created_at: u64,
 }
 
@@ -57,13 +60,15 @@ impl Turn {
     }
 }
 
-/// A message as a store writes it: its text, its blocks as JSON when it is more than text, and
-/// the blobs (SHA-256) its attachments name, which the blob sweep must keep.
+/// A message as a store writes it: its text, its blocks as JSON when it is more than text, the
+/// blobs (SHA-256) its attachments name, which the blob sweep must keep, and for a knowledge-base
+/// answer its sources as JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub text: String,
     pub blocks: Option<String>,
     pub blobs: Vec<String>,
+    pub sources: Option<String>,
 }
 
 impl Stored {
@@ -84,12 +89,24 @@ impl Stored {
             blocks: (!is_plain_text(blocks))
                 .then(|| serde_json::to_string(blocks).unwrap_or_default()),
             blobs,
+            sources: None,
         }
+    }
+
+    /// With the sources the answer was built on.
+    pub fn with_sources(mut self, sources: Option<&[Reference]>) -> Self {
+        self.sources = sources.map(|s| serde_json::to_string(s).unwrap_or_default());
+        self
     }
 
     /// Its size as a store counts it.
     pub fn bytes(&self) -> usize {
-        self.text.len() + self.blocks.as_ref().map_or(0, String::len)
+        let json = [&self.blocks, &self.sources];
+        self.text.len()
+            + json
+                .iter()
+                .map(|j| j.as_ref().map_or(0, String::len))
+                .sum::<usize>()
     }
 }
 
@@ -100,6 +117,7 @@ impl From<String> for Stored {
             text,
             blocks: None,
             blobs: Vec::new(),
+            sources: None,
         }
     }
 }
@@ -115,6 +133,15 @@ pub fn parse_blocks(json: Option<&str>) -> Result<Option<Vec<Block>>, Error> {
     json.map(|j| {
         serde_json::from_str(j)
             .map_err(|e| Error::Internal(format!("a stored message's blocks do not decode: {e}")))
+    })
+    .transpose()
+}
+
+/// Reads a stored `sources` column or attribute back.
+pub fn parse_sources(json: Option<&str>) -> Result<Option<Vec<Reference>>, Error> {
+    json.map(|j| {
+        serde_json::from_str(j)
+            .map_err(|e| Error::Internal(format!("a stored answer's sources do not decode: {e}")))
     })
     .transpose()
 }

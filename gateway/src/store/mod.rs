@@ -15,7 +15,8 @@ pub use connections::{
 };
 pub use conversations::{
     Appended, ConversationMeta, ConversationStore, Exchange, MAX_TURN_BYTES, Page, Stored, Turn,
-    check_conversation_id, not_found, page_size, parse_blocks, valid_conversation_id,
+    check_conversation_id, not_found, page_size, parse_blocks, parse_sources,
+    valid_conversation_id,
 };
 pub use dynamodb::{
     DynamoConnectionStore, DynamoConversationStore, DynamoUploadStore, Key, KeyKind, TableNames,

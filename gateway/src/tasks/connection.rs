@@ -9,7 +9,7 @@ use nagare_authorizer::Principal;
 use tokio::time::Instant;
 
 use super::{TaskRecord, TaskStatus};
-use crate::chat::{Block, ChatEvent, parts_of_blocks};
+use crate::chat::{Block, ChatEvent, batches, parts_of_blocks};
 use crate::error::Error;
 use crate::push::{self, Coalescer, ConnectionDirectory, ConnectionPusher, PushError};
 
@@ -114,11 +114,19 @@ fn frames(record: &TaskRecord) -> Vec<String> {
         model: reply.model,
         cached: reply.cached,
     };
+    let sources: Vec<ChatEvent> = batches(reply.sources.as_deref().unwrap_or_default())
+        .into_iter()
+        .map(|batch| ChatEvent::Sources {
+            request_id: request_id.clone(),
+            sources: batch.to_vec(),
+        })
+        .collect();
     let id = request_id.clone();
     let answer = parts_of_blocks(&blocks)
         .into_iter()
         .map(move |part| ChatEvent::of_part(id.clone(), part));
     let events = std::iter::once(start)
+        .chain(sources)
         .chain(answer)
         .chain([ChatEvent::Done {
             request_id,
@@ -127,6 +135,7 @@ fn frames(record: &TaskRecord) -> Vec<String> {
             latency_ms: reply.latency_ms,
             cached: reply.cached,
             billed_usage: reply.billed_usage,
+            citations: reply.citations,
             upstream_time: None,
         }]);
     // The coalescer splits a long answer into deltas that each fit one API Gateway frame.
@@ -192,6 +201,8 @@ mod tests {
             latency_ms: 3,
             cached: false,
             billed_usage: None,
+            sources: None,
+            citations: None,
         };
         let mut r = record(TaskStatus::Succeeded);
         r.result = Some(reply);

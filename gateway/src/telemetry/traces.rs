@@ -42,9 +42,9 @@ pub(super) fn turn_on() {
 /// A trace-only span named `$name`, or a disabled span when traces are off.
 #[macro_export]
 macro_rules! trace_span {
-    ($name:literal) => {
+    ($name:literal $(, $($fields:tt)*)?) => {
         if $crate::telemetry::traces_on() {
-            tracing::info_span!(target: $crate::telemetry::SPAN_TARGET, $name)
+            tracing::info_span!(target: $crate::telemetry::SPAN_TARGET, $name $(, $($fields)*)?)
         } else {
             tracing::Span::none()
         }

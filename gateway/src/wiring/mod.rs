@@ -238,6 +238,11 @@ impl Wiring {
             Some(uploads) => pipeline.with_attachments(Attach::new(uploads.clone())),
             None => pipeline,
         };
+        let knowledge = uploads::knowledge(&config, &stores);
+        let pipeline = match &knowledge {
+            Some(kb) => pipeline.with_knowledge(uploads::grounder(&config, kb.retriever.clone())),
+            None => pipeline,
+        };
         // The open `/v1/ws` sockets of this process; a Lambda function has none.
         let connections = LocalConnections::new(Duration::from_millis(
             config.websocket.slow_consumer_timeout_ms,
@@ -287,7 +292,7 @@ impl Wiring {
             },
             sweep_every: (config.store.sweep_interval_secs > 0)
                 .then(|| Duration::from_secs(config.store.sweep_interval_secs)),
-            knowledge: uploads::knowledge(&config, &stores),
+            knowledge,
             uploads,
             connections,
             metrics,

@@ -2,11 +2,13 @@
 //! the embedded knowledge bases, as `[uploads]`, `[knowledge]` and the store say.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Stores, Wiring};
 use crate::config::Config;
 use crate::error::StartupError;
-use crate::knowledge::KnowledgeBases;
+use crate::knowledge::{KnowledgeBases, Retriever};
+use crate::pipeline::{Grounder, RetrievalPolicy};
 use crate::store::SqliteKnowledge;
 use crate::uploads::{BlobKind, BlobStore, FsBlobStore, PutUrls, S3BlobStore, Uploads};
 
@@ -51,6 +53,16 @@ pub(super) fn knowledge(config: &Config, stores: &Stores) -> Option<KnowledgeBas
         retriever: store,
         max_document_bytes: config.knowledge.max_document_bytes,
     })
+}
+
+/// Retrieval for chats, from `retriever`, as `[knowledge]` says.
+pub(super) fn grounder(config: &Config, retriever: Arc<dyn Retriever>) -> Grounder {
+    let policy = RetrievalPolicy {
+        timeout: Duration::from_millis(config.knowledge.retrieve_timeout_ms),
+        retries: config.knowledge.retrieve_retries,
+        ..RetrievalPolicy::default()
+    };
+    Grounder::new(retriever, policy)
 }
 
 /// The blob store `[uploads]` names.

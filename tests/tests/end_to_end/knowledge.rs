@@ -9,7 +9,7 @@ use nagare_gateway::provider::{MockProvider, MockSettings};
 use nagare_tests::{Gateway, authed_client, dev_token, tenant_token};
 use serde_json::{Value, json};
 
-async fn gateway() -> Gateway {
+pub(super) async fn gateway() -> Gateway {
     Gateway::builder()
         .model(Arc::new(MockProvider::new(MockSettings::unpaced())))
         .models("mock", &[])
@@ -18,7 +18,7 @@ async fn gateway() -> Gateway {
         .unwrap()
 }
 
-async fn put(
+pub(super) async fn put(
     gw: &Gateway,
     client: &reqwest::Client,
     path: &str,
@@ -36,7 +36,12 @@ async fn put(
     (status, response.json().await.unwrap_or_default())
 }
 
-async fn post(gw: &Gateway, client: &reqwest::Client, path: &str, body: Value) -> (u16, Value) {
+pub(super) async fn post(
+    gw: &Gateway,
+    client: &reqwest::Client,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
     let response = client.post(gw.url(path)).json(&body).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or_default())
@@ -60,6 +65,12 @@ async fn ask(gw: &Gateway, client: &reqwest::Client, question: &str) -> Vec<Stri
         .collect()
 }
 
+/// The text of `docs/{id}.md`.
+pub(super) fn nagare_page(id: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../docs/{id}.md"));
+    std::fs::read_to_string(path).unwrap()
+}
+
 /// Every page of `docs/`, as `(id, text)`.
 fn nagare_docs() -> Vec<(String, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
@@ -76,20 +87,15 @@ fn nagare_docs() -> Vec<(String, String)> {
     pages
 }
 
-#[tokio::test]
-async fn questions_find_the_pages_of_nagares_own_docs_that_answer_them() {
-    let gw = gateway().await;
-    let alice = authed_client(&dev_token("alice", &["chat"]));
-    let (status, created) = post(&gw, &alice, "/v1/knowledge-bases", json!({"name": "docs"})).await;
-    assert_eq!(status, 201, "{created}");
-    let (status, _) = post(&gw, &alice, "/v1/knowledge-bases", json!({"name": "docs"})).await;
-    assert_eq!(status, 200, "creating it again is fine");
+/// Puts every page of `docs/` into the caller's knowledge base `docs` (which must exist), each
+/// with its path as its uri; the pages.
+pub(super) async fn put_docs(gw: &Gateway, client: &reqwest::Client) -> Vec<(String, String)> {
     let pages = nagare_docs();
     assert!(pages.len() > 10);
     for (id, text) in &pages {
         let (status, info) = put(
-            &gw,
-            &alice,
+            gw,
+            client,
             &format!("/v1/knowledge-bases/docs/documents/{id}?uri=docs/{id}.md"),
             "text/markdown",
             text.clone(),
@@ -98,6 +104,18 @@ async fn questions_find_the_pages_of_nagares_own_docs_that_answer_them() {
         assert_eq!(status, 200, "{id}: {info}");
         assert!(info["passages"].as_u64().unwrap() >= 1, "{info}");
     }
+    pages
+}
+
+#[tokio::test]
+async fn questions_find_the_pages_of_nagares_own_docs_that_answer_them() {
+    let gw = gateway().await;
+    let alice = authed_client(&dev_token("alice", &["chat"]));
+    let (status, created) = post(&gw, &alice, "/v1/knowledge-bases", json!({"name": "docs"})).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, _) = post(&gw, &alice, "/v1/knowledge-bases", json!({"name": "docs"})).await;
+    assert_eq!(status, 200, "creating it again is fine");
+    let pages = put_docs(&gw, &alice).await;
     let (_, listed) = gw
         .get_json(&alice, "/v1/knowledge-bases/docs/documents")
         .await;

@@ -24,6 +24,7 @@ use crate::store::conversations::{APPEND_ATTEMPTS, not_found};
 use crate::store::page::{self, ConversationCursor, TurnCursor};
 use crate::store::{
     Appended, ConversationMeta, ConversationStore, Exchange, Page, Stored, Turn, parse_blocks,
+    parse_sources,
 };
 
 const META: &str = "META";
@@ -75,6 +76,11 @@ fn turn_of(item: &Item) -> Result<Turn, Error> {
             .zip(number(item, "output_tokens"))
             .map(|(input_tokens, output_tokens)| Usage::new(input_tokens, output_tokens)),
         stop_reason: item.get("stop_reason").and_then(|v| v.as_s().ok()).cloned(),
+        sources: parse_sources(
+            item.get("sources")
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str),
+        )?,
         created_at: number(item, "created_at").unwrap_or_default(),
     })
 }
@@ -250,6 +256,9 @@ impl DynamoConversationStore {
             ]);
             if let Some(blocks) = &content.blocks {
                 item.insert("blocks".into(), s(blocks));
+            }
+            if let Some(sources) = &content.sources {
+                item.insert("sources".into(), s(sources));
             }
             if role == Role::Assistant {
                 item.insert("input_tokens".into(), n(x.usage.input_tokens));

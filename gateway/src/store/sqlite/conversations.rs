@@ -13,6 +13,7 @@ use crate::store::conversations::not_found;
 use crate::store::page::{self, ConversationCursor, TurnCursor};
 use crate::store::{
     Appended, ConversationMeta, ConversationStore, Exchange, Page, Turn, parse_blocks,
+    parse_sources,
 };
 
 /// Conversations in the SQLite database.
@@ -29,7 +30,7 @@ impl SqliteConversationStore {
 
 const META_COLUMNS: &str =
     "conversation_id, owner, title, model, created_at, updated_at, exchanges";
-const TURN_COLUMNS: &str = "exchange, role, content, request_id, input_tokens, output_tokens, stop_reason, created_at, blocks";
+const TURN_COLUMNS: &str = "exchange, role, content, request_id, input_tokens, output_tokens, stop_reason, created_at, blocks, sources";
 
 fn meta_of(row: &Row<'_>) -> rusqlite::Result<ConversationMeta> {
     Ok(ConversationMeta {
@@ -63,6 +64,9 @@ fn turn_of(row: &Row<'_>) -> rusqlite::Result<Turn> {
             .zip(output)
             .map(|(input_tokens, output_tokens)| Usage::new(input_tokens, output_tokens)),
         stop_reason: row.get(6)?,
+        sources: parse_sources(row.get::<_, Option<String>>(9)?.as_deref()).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         created_at: row.get(7)?,
     })
 }
@@ -211,8 +215,9 @@ impl ConversationStore for SqliteConversationStore {
                 let n = exchanges + 1;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO turns (conversation_id, exchange, role, content, request_id,
-                                        input_tokens, output_tokens, stop_reason, created_at, blocks)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                        input_tokens, output_tokens, stop_reason, created_at, blocks,
+                                        sources)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?;
                 let none = None::<u64>;
                 insert.execute(params![
@@ -225,7 +230,8 @@ impl ConversationStore for SqliteConversationStore {
                     none,
                     None::<String>,
                     now,
-                    x.user.blocks
+                    x.user.blocks,
+                    x.user.sources
                 ])?;
                 insert.execute(params![
                     id,
@@ -237,7 +243,8 @@ impl ConversationStore for SqliteConversationStore {
                     x.usage.output_tokens,
                     x.stop_reason,
                     now,
-                    x.assistant.blocks
+                    x.assistant.blocks,
+                    x.assistant.sources
                 ])?;
                 drop(insert);
                 let mut refer = tx.prepare_cached(

@@ -6,6 +6,7 @@ use rusqlite::params;
 use sha2::{Digest, Sha256};
 
 use super::Database;
+use crate::chat::Filter;
 use crate::error::Error;
 use crate::knowledge::chunk::chunks;
 use crate::knowledge::query::fts_query;
@@ -204,9 +205,11 @@ impl Retriever for SqliteKnowledge {
         scope: Scope<'_>,
         question: &str,
         results: usize,
+        filter: Option<&Filter>,
     ) -> Result<Vec<Passage>, Error> {
         let (tenant, name) = (scope.tenant.to_owned(), scope.name.to_owned());
         let query = fts_query(question);
+        let documents = document_filter(filter)?;
         self.db
             .with(move |db| {
                 if !exists(db, &tenant, &name)? {
@@ -224,28 +227,48 @@ impl Retriever for SqliteKnowledge {
                          JOIN kb_documents d
                            ON d.tenant = c.tenant AND d.kb = c.kb AND d.document_id = c.document_id
                          WHERE kb_fts MATCH ?1 AND c.tenant = ?2 AND c.kb = ?3
+                           AND (?5 IS NULL OR c.document_id IN (SELECT value FROM json_each(?5)))
                          ORDER BY rank LIMIT ?4",
                     )?
-                    .query_map(params![query, tenant, name, results as i64], |row| {
-                        let document_id: String = row.get(0)?;
-                        let seq: u32 = row.get(1)?;
-                        let rank: f64 = row.get(6)?;
-                        Ok(Passage {
-                            id: format!("{document_id}#{seq}"),
-                            document_id,
-                            heading: row.get(2)?,
-                            text: row.get(3)?,
-                            title: row.get(4)?,
-                            uri: row.get(5)?,
-                            // BM25 is lower for better matches.
-                            score: -rank,
-                        })
-                    })?
+                    .query_map(
+                        params![query, tenant, name, results as i64, documents],
+                        |row| {
+                            let document_id: String = row.get(0)?;
+                            let seq: u32 = row.get(1)?;
+                            let rank: f64 = row.get(6)?;
+                            Ok(Passage {
+                                id: format!("{document_id}#{seq}"),
+                                document_id,
+                                heading: row.get(2)?,
+                                text: row.get(3)?,
+                                title: row.get(4)?,
+                                uri: row.get(5)?,
+                                // BM25 is lower for better matches.
+                                score: -rank,
+                            })
+                        },
+                    )?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(Ok(found))
             })
             .await?
     }
+}
+
+/// The documents a filter allows, as a JSON list for `json_each`; the embedded store keeps no
+/// other metadata to filter on.
+fn document_filter(filter: Option<&Filter>) -> Result<Option<String>, Error> {
+    let Some(filter) = filter else {
+        return Ok(None);
+    };
+    if let Some(other) = filter.0.keys().find(|k| *k != "document_id") {
+        return Err(Error::InvalidRequest(format!(
+            "filter: the embedded store filters on document_id only, not {other}"
+        )));
+    }
+    Ok(filter
+        .strings("document_id")
+        .map(|ids| serde_json::Value::from(ids).to_string()))
 }
 
 #[cfg(test)]
@@ -291,7 +314,7 @@ mod tests {
             .unwrap();
         assert_eq!((info.passages, info.bytes), (1, limits.len() as u64));
         let found = store
-            .retrieve(kb, "how do I deploy the template?", 3)
+            .retrieve(kb, "how do I deploy the template?", 3, None)
             .await
             .unwrap();
         assert_eq!(found[0].document_id, "deploy");
@@ -304,14 +327,26 @@ mod tests {
             .put_document(kb, doc("deploy", "# Deploy\n\nUse the console now."), 6)
             .await
             .unwrap();
-        assert!(store.retrieve(kb, "template", 3).await.unwrap().is_empty());
+        assert!(
+            store
+                .retrieve(kb, "template", 3, None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
-            store.retrieve(kb, "console", 3).await.unwrap()[0].document_id,
+            store.retrieve(kb, "console", 3, None).await.unwrap()[0].document_id,
             "deploy"
         );
         assert!(store.delete_document(kb, "deploy").await.unwrap());
         assert!(!store.delete_document(kb, "deploy").await.unwrap());
-        assert!(store.retrieve(kb, "console", 3).await.unwrap().is_empty());
+        assert!(
+            store
+                .retrieve(kb, "console", 3, None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let left: Vec<String> = store
             .documents(kb)
             .await
@@ -336,7 +371,7 @@ mod tests {
         let other = scope("globex", "docs");
         assert_eq!(
             store
-                .retrieve(other, "launch code", 3)
+                .retrieve(other, "launch code", 3, None)
                 .await
                 .unwrap_err()
                 .code(),
@@ -345,7 +380,7 @@ mod tests {
         store.create("globex", "docs", 1).await.unwrap();
         assert!(
             store
-                .retrieve(other, "launch code", 3)
+                .retrieve(other, "launch code", 3, None)
                 .await
                 .unwrap()
                 .is_empty()
@@ -359,14 +394,26 @@ mod tests {
             "-launch",
             "text:tulip AND",
         ] {
-            let found = store.retrieve(acme, hostile, 3).await;
+            let found = store.retrieve(acme, hostile, 3, None).await;
             assert!(found.is_ok(), "{hostile:?}: {found:?}");
         }
-        assert!(store.retrieve(acme, "?!", 3).await.unwrap().is_empty());
+        assert!(
+            store
+                .retrieve(acme, "?!", 3, None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         // Deleting the knowledge base takes its documents and their index entries.
         assert!(store.delete(acme).await.unwrap());
         store.create("acme", "docs", 2).await.unwrap();
-        assert!(store.retrieve(acme, "tulip", 3).await.unwrap().is_empty());
+        assert!(
+            store
+                .retrieve(acme, "tulip", 3, None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(store.documents(acme).await.unwrap().is_empty());
         // Not only hidden by the join: the index itself holds nothing of it.
         let indexed: i64 = store

@@ -167,6 +167,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER kb_chunks_unindexed AFTER DELETE ON kb_chunks BEGIN
         INSERT INTO kb_fts (kb_fts, rowid, heading, text) VALUES ('delete', old.id, old.heading, old.text);
     END;",
+    // 9: a knowledge-base answer's sources (JSON), with the answer.
+    "ALTER TABLE turns ADD COLUMN sources TEXT;",
 ];
 
 /// Runs on the database thread inside the batch's transaction; the reply it returns is called
