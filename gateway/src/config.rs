@@ -388,6 +388,7 @@ impl RawConfig {
             self.workflow.validate(),
             self.memory.validate(),
             self.uploads.validate(),
+            self.knowledge.validate(),
             check_guardrails(&self.guardrails),
         ];
         for checked in sections {

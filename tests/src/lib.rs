@@ -2,6 +2,7 @@
 //! start Nagare in-process, and the load generator. The end-to-end tests live in `tests/tests/`.
 
 pub mod delta_clock;
+pub mod fake_agent_runtime;
 pub mod fake_apigw;
 pub mod fake_bedrock;
 pub mod fake_collector;

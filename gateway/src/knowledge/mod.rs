@@ -3,6 +3,7 @@
 //! implementation (SQLite FTS5, BM25, in the database Nagare already keeps) and, on AWS, Amazon
 //! Bedrock Knowledge Bases. The embedded store is filled through [`KnowledgeStore`].
 
+pub mod bedrock;
 pub mod chunk;
 pub mod query;
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::chat::Filter;
 pub use crate::chat::MAX_RESULTS;
 use crate::error::Error;
+pub use bedrock::{BedrockBase, BedrockKnowledgeSettings, BedrockRetriever};
 
 /// `[knowledge]` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -27,6 +29,8 @@ pub struct KnowledgeSettings {
     pub retrieve_timeout_ms: u64,
     /// Further attempts after a retrieval failed in a way worth retrying.
     pub retrieve_retries: u32,
+    /// Amazon Bedrock Knowledge Bases chats may name.
+    pub bedrock: BedrockKnowledgeSettings,
 }
 
 impl Default for KnowledgeSettings {
@@ -36,7 +40,17 @@ impl Default for KnowledgeSettings {
             max_document_bytes: 2 * 1024 * 1024,
             retrieve_timeout_ms: 5_000,
             retrieve_retries: 2,
+            bedrock: BedrockKnowledgeSettings::default(),
         }
+    }
+}
+
+impl KnowledgeSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.retrieve_timeout_ms == 0 {
+            return Err("knowledge.retrieve_timeout_ms: must be at least 1".into());
+        }
+        self.bedrock.check()
     }
 }
 

@@ -412,7 +412,8 @@ impl ChatPipeline {
                 .map(|m| m.content.as_slice());
             let passages = provider_request.grounding.as_ref();
             let passages = passages.map_or(0, |g| estimate_tokens(&g.prompt()) as u64);
-            let input = estimate_prompt_tokens(provider_request.system.as_deref(), turns) + passages;
+            let input =
+                estimate_prompt_tokens(provider_request.system.as_deref(), turns) + passages;
             let max_tokens = provider_request.inference.max_tokens;
             let reservation = limits
                 .reserve(principal, input, max_tokens)

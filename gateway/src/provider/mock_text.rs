@@ -23,7 +23,10 @@ pub fn estimate_tokens(text: &str) -> u64 {
 /// Input tokens of a whole request: the system prompt and every message.
 pub fn input_tokens(request: &ProviderRequest) -> u64 {
     request.system.as_deref().map(estimate_tokens).unwrap_or(0)
-        + request.grounding.as_ref().map_or(0, |g| estimate_tokens(&g.prompt()))
+        + request
+            .grounding
+            .as_ref()
+            .map_or(0, |g| estimate_tokens(&g.prompt()))
         + request
             .messages
             .iter()

@@ -18,6 +18,7 @@ use nagare_cache::{ResponseCache, SharedCache, SharedKind};
 use crate::app::{App, Health};
 use crate::config::{Config, ProviderKind};
 use crate::error::{Error, StartupError};
+use crate::knowledge::{BedrockRetriever, KnowledgeBases, Retriever};
 use crate::lifecycle::Lifecycle;
 use crate::limits::{Clock, Counters, Limits, SharedKind as LimitsShared};
 use crate::pipeline::{ChatCache, ChatPipeline, Memory};
@@ -166,6 +167,26 @@ impl Wiring {
         }
     }
 
+    /// Retrieval for chats: Bedrock Knowledge Bases for the names `[knowledge.bedrock]` maps,
+    /// the embedded store for the others; `None` when there is neither.
+    async fn retriever(
+        &mut self,
+        config: &Config,
+        embedded: Option<&KnowledgeBases>,
+    ) -> Option<Arc<dyn Retriever>> {
+        let embedded = embedded.map(|kb| kb.retriever.clone());
+        let bedrock = &config.knowledge.bedrock;
+        if bedrock.bases.is_empty() {
+            return embedded;
+        }
+        let sdk = self.sdk().await;
+        tracing::info!(
+            knowledge_bases = bedrock.bases.len(),
+            "knowledge: Bedrock Knowledge Bases"
+        );
+        Some(Arc::new(BedrockRetriever::new(&sdk, bedrock, embedded)))
+    }
+
     /// The app `nagare serve` runs: every transport's core, with Prometheus metrics and tasks
     /// delivered to this process's WebSocket sessions.
     pub async fn serve_app(mut self) -> Result<Arc<App>, StartupError> {
@@ -239,8 +260,8 @@ impl Wiring {
             None => pipeline,
         };
         let knowledge = uploads::knowledge(&config, &stores);
-        let pipeline = match &knowledge {
-            Some(kb) => pipeline.with_knowledge(uploads::grounder(&config, kb.retriever.clone())),
+        let pipeline = match self.retriever(&config, knowledge.as_ref()).await {
+            Some(retriever) => pipeline.with_knowledge(uploads::grounder(&config, retriever)),
             None => pipeline,
         };
         // The open `/v1/ws` sockets of this process; a Lambda function has none.
