@@ -156,6 +156,28 @@ fn every_function_environment_loads_as_its_config() {
         assert_eq!(config.tasks.queue, QueueKind::Sqs, "{name}");
         assert_eq!(config.tasks.queue_url.as_deref(), Some("ref:TaskQueue"));
     }
+    // The knowledge bases the stack is given, in the form its parameter documents, load too.
+    let (ws, _) = function(&t, "nagare-ws");
+    let (env, config) = &configs[ws];
+    assert_eq!(env["NAGARE__KNOWLEDGE__BEDROCK__BASES"], "[]");
+    assert!(config.knowledge.bedrock.bases.is_empty());
+    let described = t["Parameters"]["KnowledgeBases"]["Description"]
+        .as_str()
+        .unwrap();
+    let start = described.find("[{").unwrap();
+    let end = described.find("}]").unwrap() + 2;
+    let mut env = env.clone();
+    env.insert(
+        "NAGARE__KNOWLEDGE__BEDROCK__BASES".into(),
+        described[start..end].to_owned(),
+    );
+    let config = config::load(None, &env, &Overrides::default()).unwrap();
+    let bases = &config.knowledge.bedrock.bases;
+    assert_eq!(bases.len(), 1, "{bases:?}");
+    assert_eq!(
+        (bases[0].name.as_str(), bases[0].id.as_str()),
+        ("handbook", "KB12345678")
+    );
     let (worker, _) = function(&t, "nagare-worker");
     assert!(
         configs[worker].1.tasks.callback_secret.is_some(),
@@ -322,6 +344,11 @@ fn the_worker_reports_partial_failures_and_its_queue_dead_letters() {
 fn permissions(f: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for policy in f["Properties"]["Policies"].as_array().into_iter().flatten() {
+        // A conditional policy (`!If [Condition, policy, AWS::NoValue]`) counts as granted.
+        let policy = match policy.get("Fn::If") {
+            Some(branches) => &branches[1],
+            None => policy,
+        };
         for (kind, body) in policy.as_object().unwrap() {
             if kind == "Statement" {
                 for s in body.as_array().unwrap() {
@@ -372,6 +399,38 @@ fn each_function_may_reach_only_what_it_uses() {
         "${FastModelId}"
     ));
     assert!(has(&ws, "lambda:InvokeFunction", "${AWS::StackName}-ws"));
+    // Every function that runs chats may retrieve from exactly the stack's knowledge bases.
+    for bin in ["nagare-ws", "nagare-worker", "nagare-http", "nagare-stream"] {
+        let (name, f) = function(&t, bin);
+        let retrieve: Vec<_> = permissions(f)
+            .into_iter()
+            .filter(|(a, _)| a.starts_with("bedrock:Retrieve"))
+            .collect();
+        assert_eq!(
+            retrieve,
+            [(
+                "bedrock:Retrieve".to_owned(),
+                json!({"Ref": "KnowledgeBaseArns"}).to_string()
+            )],
+            "{name}"
+        );
+        let conditional = f["Properties"]["Policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["Fn::If"][0] == "HasKnowledgeBases");
+        assert!(
+            conditional,
+            "{name}: granted only when there are knowledge bases"
+        );
+    }
+    for bin in ["nagare-authorizer", "nagare-sweep"] {
+        let (name, f) = function(&t, bin);
+        assert!(
+            !permissions(f).iter().any(|(a, _)| a == "bedrock:Retrieve"),
+            "{name} runs no chats"
+        );
+    }
     assert!(has(&ws, "DynamoDBCrudPolicy", "ConnectionsTable"));
     let (_, authorizer) = function(&t, "nagare-authorizer");
     assert!(

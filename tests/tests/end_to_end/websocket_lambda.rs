@@ -14,11 +14,13 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures::{FutureExt, SinkExt, StreamExt};
 use nagare_authorizer::lambda::authorize;
 use nagare_authorizer::{AuthSettings, Verifier};
+use nagare_gateway::knowledge::BedrockBase;
 use nagare_gateway::lambda::{LambdaInvoker, LambdaWsSettings, WsFunction};
 use nagare_gateway::push::{ApiGatewayPusher, MAX_POST_BYTES};
 use nagare_gateway::store::{DynamoConnectionStore, unix_now};
 use nagare_gateway::telemetry::Emf;
 use nagare_gateway::ws::WsSettings;
+use nagare_tests::fake_agent_runtime::{Chunk, FakeAgentRuntime};
 use nagare_tests::fake_apigw::{ApiGatewayEmulator, Authorizer, Function};
 use nagare_tests::fake_bedrock::HUGE_DELTA;
 use nagare_tests::fake_converse::TOOL_INPUT;
@@ -50,6 +52,15 @@ struct Aws {
 impl Aws {
     /// Everything up, with `integration_timeout` on route invocations (API Gateway's is 29 s).
     async fn start(integration_timeout: Duration, websocket: WsSettings) -> Self {
+        Self::configured(integration_timeout, websocket, |_| {}).await
+    }
+
+    /// [`Aws::start`], with the function's config changed by `change`.
+    async fn configured(
+        integration_timeout: Duration,
+        websocket: WsSettings,
+        change: impl FnOnce(&mut nagare_gateway::config::Config) + Send + 'static,
+    ) -> Self {
         let verifier = Arc::new(Verifier::new(&AuthSettings::default(), Some(DEV_SECRET)).unwrap());
         let authorizer: Authorizer = Arc::new(move |event| {
             let verifier = verifier.clone();
@@ -83,6 +94,7 @@ impl Aws {
                 &["fake.slow", "fake.stall", "fake.huge", "fake.tools"],
             )
             .wiring(move |w| w.with_recorder(recorder))
+            .config(change)
             .app()
             .await
             .unwrap();
@@ -329,6 +341,63 @@ async fn a_chat_streams_through_an_async_invocation_with_coalesced_posts() {
         aws.wait_for_item(&id, no_chats_in_flight).await,
         "the chat's slot was not freed"
     );
+}
+
+#[tokio::test]
+async fn many_long_sources_reach_the_connection_in_frames_under_32_kb() {
+    let kb = FakeAgentRuntime::start().await.unwrap();
+    // Twenty sources with long titles and uris: together several times one frame.
+    let chunks = (0..20)
+        .map(|i| Chunk {
+            text: format!("Leave rule {i}: {}", "every leave day counts. ".repeat(40)),
+            uri: format!("s3://handbook/{}/{i}.md", "section/".repeat(250)),
+            metadata: json!({"title": format!("Leave {i} {}", "é".repeat(300))}),
+        })
+        .collect();
+    kb.load("KBHANDBOOK1", chunks);
+    let url = kb.url();
+    let aws = Aws::configured(Duration::from_secs(29), WsSettings::default(), move |c| {
+        c.knowledge.bedrock.endpoint_url = Some(url);
+        c.knowledge.bedrock.bases = vec![BedrockBase {
+            name: "handbook".into(),
+            id: "KBHANDBOOK1".into(),
+            tenants: vec!["*".into()],
+            search_type: None,
+        }];
+    })
+    .await;
+    let (mut ws, _) = aws.connect().await;
+    send(
+        &mut ws,
+        json!({"action": "chat", "request_id": "k1", "message": "leave day rules",
+               "knowledge_base": {"name": "handbook", "results": 20}}),
+    )
+    .await;
+    let frames = until_done(&mut ws, "k1").await;
+    let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    let batches = kinds.iter().filter(|k| **k == "sources").count();
+    assert!(batches > 1, "{kinds:?}");
+    assert_eq!(
+        &kinds[..=batches],
+        ["start"]
+            .into_iter()
+            .chain(vec!["sources"; batches])
+            .collect::<Vec<_>>()
+    );
+    let numbers: Vec<u64> = frames
+        .iter()
+        .filter(|f| f["type"] == "sources")
+        .flat_map(|f| f["sources"].as_array().unwrap().clone())
+        .map(|s| s["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..=20).collect::<Vec<_>>());
+    // The fake model's answer cites nothing; it was given every passage.
+    assert_eq!(frames.last().unwrap()["citations"], json!([]));
+    let sent = aws.bedrock.last_request().unwrap();
+    let system = sent["system"][0]["text"].as_str().unwrap();
+    assert!(system.contains("<passage n=\"20\""), "{system}");
+    let largest = aws.emulator.count(|c| &c.largest_post);
+    assert!(largest <= 32 * 1024, "a post of {largest} bytes");
 }
 
 #[tokio::test]
