@@ -101,8 +101,11 @@ enum KbCommand {
         #[arg(long)]
         kb: String,
         /// The tenant it belongs to (a token's tenant claim, or its sub).
+        #[arg(long, required_unless_present = "global", conflicts_with = "global")]
+        tenant: Option<String>,
+        /// Into the knowledge bases shared with every tenant (read-only to them).
         #[arg(long)]
-        tenant: String,
+        global: bool,
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
         /// Files and folders.
@@ -147,10 +150,21 @@ fn main() -> ExitCode {
                 KbCommand::Ingest {
                     kb,
                     tenant,
+                    global,
                     data_dir,
                     paths,
                 },
-        } => ingest(&kb, &tenant, &data_dir, &paths),
+        } => {
+            let owner = match (global, tenant.as_deref()) {
+                (true, _) => nagare_gateway::knowledge::SHARED_TENANT,
+                (false, Some(tenant)) if !tenant.is_empty() => tenant,
+                (false, _) => {
+                    eprintln!("nagare kb ingest: give a non-empty --tenant, or --global");
+                    return ExitCode::from(2);
+                }
+            };
+            ingest(&kb, owner, &data_dir, &paths)
+        }
         Command::Token {
             sub,
             scopes,

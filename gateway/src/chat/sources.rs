@@ -33,6 +33,26 @@ pub struct KnowledgeAsk {
     pub results: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<Filter>,
+    /// `global`: one of the knowledge bases an operator shares with every tenant.
+    #[serde(default, skip_serializing_if = "KnowledgeScope::is_tenant")]
+    pub scope: KnowledgeScope,
+}
+
+/// Whose knowledge base a name means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KnowledgeScope {
+    /// The caller's tenant's.
+    #[default]
+    Tenant,
+    /// Shared by an operator with every tenant, read-only.
+    Global,
+}
+
+impl KnowledgeScope {
+    fn is_tenant(&self) -> bool {
+        *self == Self::Tenant
+    }
 }
 
 impl KnowledgeAsk {

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::app::App;
 use crate::chat::{
     CacheMode, CacheScope, ChatEvent, ChatReply, ChatRequest, InferenceParams, KnowledgeAsk,
-    Reference, Route, Usage,
+    KnowledgeScope, Reference, Route, Usage,
 };
 use crate::error::Error;
 use crate::grpc::auth::authenticate;
@@ -407,10 +407,16 @@ fn knowledge_from_pb(kb: pb::KnowledgeBase) -> Result<KnowledgeAsk, Error> {
             })
         })
         .transpose()?;
+    let scope = match pb::KnowledgeScope::try_from(kb.scope) {
+        Ok(pb::KnowledgeScope::Tenant) => KnowledgeScope::Tenant,
+        Ok(pb::KnowledgeScope::Global) => KnowledgeScope::Global,
+        Err(_) => return Err(unknown_enum("knowledge_base.scope", kb.scope)),
+    };
     Ok(KnowledgeAsk {
         name: kb.name,
         results: kb.results,
         filter,
+        scope,
     })
 }
 

@@ -16,10 +16,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::App;
-use crate::chat::{DEFAULT_RESULTS, Filter, parse_json};
+use crate::chat::{DEFAULT_RESULTS, Filter, KnowledgeScope, parse_json};
 use crate::error::Error;
 use crate::http::error::respond;
-use crate::knowledge::{Scope, SentDocument, check_name, not_found};
+use crate::knowledge::{
+    GLOBAL_SCOPE, Scope, SentDocument, check_name, not_found, owner as owner_of,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,27 +62,76 @@ fn no_content_or(deleted: bool, missing: impl FnOnce() -> Error) -> Result<Respo
     }
 }
 
-fn scope<'a>(principal: &'a Principal, name: &'a str) -> Result<Scope<'a>, Error> {
+/// What a route does to the knowledge bases it names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// The owner of the knowledge bases a request means: the caller's tenant, or with
+/// `?scope=global` the ones shared with every tenant, which every caller may read and only the
+/// `knowledge:global` scope may change. Takes `scope` out of `query`.
+fn owner<'a>(
+    principal: &'a Principal,
+    query: &mut HashMap<String, String>,
+    access: Access,
+) -> Result<&'a str, Error> {
+    let scope = match query.remove("scope").as_deref() {
+        None | Some("tenant") => KnowledgeScope::Tenant,
+        Some("global") => KnowledgeScope::Global,
+        Some(other) => {
+            return Err(Error::InvalidRequest(format!(
+                "scope: tenant or global, not '{other}'"
+            )));
+        }
+    };
+    if scope == KnowledgeScope::Global
+        && access == Access::Write
+        && !principal.has_scope(GLOBAL_SCOPE)
+    {
+        return Err(Error::Forbidden(format!(
+            "changing the shared knowledge bases needs the {GLOBAL_SCOPE} scope"
+        )));
+    }
+    Ok(owner_of(principal, scope))
+}
+
+/// `owner`, for routes that take no other query parameter.
+fn only_owner<'a>(
+    principal: &'a Principal,
+    mut query: HashMap<String, String>,
+    access: Access,
+) -> Result<&'a str, Error> {
+    let owner = owner(principal, &mut query, access)?;
+    match query.keys().next() {
+        Some(unknown) => Err(Error::InvalidRequest(format!(
+            "unknown query parameter '{unknown}'; use scope"
+        ))),
+        None => Ok(owner),
+    }
+}
+
+fn scope<'a>(tenant: &'a str, name: &'a str) -> Result<Scope<'a>, Error> {
     check_name("name", name)?;
-    Ok(Scope {
-        tenant: &principal.tenant,
-        name,
-    })
+    Ok(Scope { tenant, name })
 }
 
 /// `POST /v1/knowledge-bases` `{"name"}`: 201 when created, 200 when the tenant had it.
 pub async fn create(
     State(app): State<Arc<App>>,
     Extension(principal): Extension<Principal>,
+    Query(query): Query<HashMap<String, String>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     respond(
         async {
             let kb = app.knowledge()?;
+            let tenant = only_owner(&principal, query, Access::Write)?;
             let NewBase { name } = parse_json(&read(body, app.body_limit)?)?;
             check_name("name", &name)?;
             let now = crate::store::unix_now_ms();
-            let created = kb.store.create(&principal.tenant, &name, now).await?;
+            let created = kb.store.create(tenant, &name, now).await?;
             let status = if created {
                 StatusCode::CREATED
             } else {
@@ -96,10 +147,12 @@ pub async fn create(
 pub async fn list(
     State(app): State<Arc<App>>,
     Extension(principal): Extension<Principal>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     respond(
         async {
-            let names = app.knowledge()?.store.list(&principal.tenant).await?;
+            let tenant = only_owner(&principal, query, Access::Read)?;
+            let names = app.knowledge()?.store.list(tenant).await?;
             let bases: Vec<_> = names
                 .into_iter()
                 .map(|name| json!({ "name": name }))
@@ -115,10 +168,12 @@ pub async fn delete(
     State(app): State<Arc<App>>,
     Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     respond(
         async {
-            let deleted = app.knowledge()?.store.delete(scope(&principal, &name)?);
+            let tenant = only_owner(&principal, query, Access::Write)?;
+            let deleted = app.knowledge()?.store.delete(scope(tenant, &name)?);
             no_content_or(deleted.await?, || not_found(&name))
         }
         .await,
@@ -130,13 +185,15 @@ pub async fn documents(
     State(app): State<Arc<App>>,
     Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     respond(
         async {
+            let tenant = only_owner(&principal, query, Access::Read)?;
             let documents = app
                 .knowledge()?
                 .store
-                .documents(scope(&principal, &name)?)
+                .documents(scope(tenant, &name)?)
                 .await?;
             Ok(Json(json!({ "documents": documents })).into_response())
         }
@@ -157,11 +214,12 @@ pub async fn put_document(
     respond(
         async {
             let kb = app.knowledge()?;
-            let scope = scope(&principal, &name)?;
+            let tenant = owner(&principal, &mut query, Access::Write)?;
+            let scope = scope(tenant, &name)?;
             let (title, uri) = (query.remove("title"), query.remove("uri"));
             if let Some(unknown) = query.keys().next() {
                 return Err(Error::InvalidRequest(format!(
-                    "unknown query parameter '{unknown}'; use title and uri"
+                    "unknown query parameter '{unknown}'; use title, uri and scope"
                 )));
             }
             let body = read(body, kb.max_document_bytes)?;
@@ -188,11 +246,13 @@ pub async fn delete_document(
     State(app): State<Arc<App>>,
     Extension(principal): Extension<Principal>,
     Path((name, document_id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     respond(
         async {
             let store = &app.knowledge()?.store;
-            let deleted = store.delete_document(scope(&principal, &name)?, &document_id);
+            let tenant = only_owner(&principal, query, Access::Write)?;
+            let deleted = store.delete_document(scope(tenant, &name)?, &document_id);
             no_content_or(deleted.await?, || {
                 Error::NotFound(format!("no document {document_id}"))
             })
@@ -207,11 +267,13 @@ pub async fn retrieve(
     State(app): State<Arc<App>>,
     Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     respond(
         async {
             let kb = app.knowledge()?;
+            let tenant = only_owner(&principal, query, Access::Read)?;
             let Question {
                 question,
                 results,
@@ -221,12 +283,7 @@ pub async fn retrieve(
                 filter.check("filter")?;
             }
             let passages = kb
-                .retrieve(
-                    scope(&principal, &name)?,
-                    &question,
-                    results,
-                    filter.as_ref(),
-                )
+                .retrieve(scope(tenant, &name)?, &question, results, filter.as_ref())
                 .await?;
             Ok(Json(json!({ "passages": passages })).into_response())
         }

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::chat::Filter;
 pub use crate::chat::MAX_RESULTS;
+use crate::chat::{Filter, KnowledgeScope};
 use crate::error::Error;
 pub use bedrock::{BedrockBase, BedrockKnowledgeSettings, BedrockRetriever};
+use nagare_authorizer::Principal;
 
 /// `[knowledge]` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -164,6 +165,22 @@ pub struct Passage {
     pub text: String,
     /// Higher is better; comparable within one retrieval only.
     pub score: f64,
+}
+
+/// The token scope that lets a caller create and change the knowledge bases shared with every
+/// tenant (`?scope=global`).
+pub const GLOBAL_SCOPE: &str = "knowledge:global";
+
+/// The owner of the shared knowledge bases: no principal's tenant is empty (a tenant is its
+/// claim or the token's non-empty `sub`), so none can reach them as its own.
+pub const SHARED_TENANT: &str = "";
+
+/// The tenant whose knowledge bases `scope` means for `principal`.
+pub fn owner(principal: &Principal, scope: KnowledgeScope) -> &str {
+    match scope {
+        KnowledgeScope::Tenant => &principal.tenant,
+        KnowledgeScope::Global => SHARED_TENANT,
+    }
 }
 
 /// Which knowledge base a retrieval reads, and for whom.

@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use crate::chat::{Block, Found, Grounding, KnowledgeAsk, Message, Role, joined_text};
 use crate::error::Error;
-use crate::knowledge::{Retriever, Scope};
+use crate::knowledge::{Retriever, Scope, owner};
 
 /// How long one retrieval may take, and how often a failed one is tried again.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +61,7 @@ impl Grounder {
             return Ok(Grounding::default());
         }
         let scope = Scope {
-            tenant: &principal.tenant,
+            tenant: owner(principal, ask.scope),
             name: &ask.name,
         };
         let span = crate::trace_span!("knowledge.retrieve", knowledge_base = %ask.name);

@@ -397,3 +397,101 @@ async fn nagare_kb_ingest_fills_a_knowledge_base_beside_a_running_server() {
     let bob = authed_client(&dev_token("bob", &["chat"]));
     assert_eq!(ask_status(&gw, &bob, "docs").await, 404);
 }
+
+#[tokio::test]
+async fn an_operator_shares_knowledge_bases_read_only_with_every_tenant() {
+    let gw = gateway().await;
+    let operator = authed_client(&tenant_token(
+        "ops",
+        Some("operators"),
+        &["chat", "knowledge:global"],
+    ));
+    let alice = authed_client(&tenant_token("alice", Some("acme"), &["chat"]));
+    let bob = authed_client(&tenant_token("bob", Some("globex"), &["chat"]));
+    let shared = "/v1/knowledge-bases?scope=global";
+    assert_eq!(
+        post(&gw, &operator, shared, json!({"name": "faq"})).await.0,
+        201
+    );
+    let doc = "/v1/knowledge-bases/faq/documents/hours?scope=global&title=Opening%20hours";
+    let text = "The help desk answers from 8:00 to 18:00 on working days.";
+    assert_eq!(put(&gw, &operator, doc, "text/plain", text).await.0, 200);
+
+    // Any tenant reads it with the scope; none may change it without the operator's scope.
+    for client in [&alice, &bob] {
+        let (status, found) = post(
+            &gw,
+            client,
+            "/v1/knowledge-bases/faq/retrieve?scope=global",
+            json!({"question": "When does the help desk answer?"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{found}");
+        assert_eq!(found["passages"][0]["title"], "Opening hours");
+        let (_, listed) = gw.get_json(client, shared).await;
+        assert_eq!(listed["knowledge_bases"], json!([{"name": "faq"}]));
+        let (_, own) = gw.get_json(client, "/v1/knowledge-bases").await;
+        assert_eq!(
+            own["knowledge_bases"],
+            json!([]),
+            "not one of the tenant's own"
+        );
+    }
+    assert_eq!(ask_status(&gw, &bob, "faq").await, 404, "without the scope");
+    let (status, refused) = post(&gw, &alice, shared, json!({"name": "mine"})).await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("knowledge:global")
+    );
+    assert_eq!(put(&gw, &alice, doc, "text/plain", "Closed.").await.0, 403);
+    for path in [
+        "/v1/knowledge-bases/faq?scope=global",
+        "/v1/knowledge-bases/faq/documents/hours?scope=global",
+    ] {
+        let deleted = alice.delete(gw.url(path)).send().await.unwrap();
+        assert_eq!(deleted.status(), 403, "{path}");
+    }
+    let (status, _) = gw
+        .get_json(&alice, "/v1/knowledge-bases?scope=everyone")
+        .await;
+    assert_eq!(status, 400);
+
+    // A chat names it with the scope.
+    let (status, events) = gw
+        .stream_chat(
+            &bob,
+            &json!({"message": "When does the help desk answer?",
+                    "knowledge_base": {"name": "faq", "scope": "global"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{events:?}");
+    let sources = events.iter().find(|e| e["type"] == "sources").unwrap();
+    assert_eq!(sources["sources"][0]["title"], "Opening hours");
+
+    // The operator's command line puts files there too.
+    let dir = nagare_tests::TempDir::new("kb-global").unwrap();
+    std::fs::write(
+        dir.path().join("parking.txt"),
+        "Visitors park in the north garage.",
+    )
+    .unwrap();
+    let out =
+        std::process::Command::new(nagare_tests::fake_lambda::workspace_binary("nagare").unwrap())
+            .args(["kb", "ingest", "--kb", "faq", "--global", "--data-dir"])
+            .arg(gw.data_dir())
+            .arg(dir.path())
+            .output()
+            .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (_, found) = post(
+        &gw,
+        &alice,
+        "/v1/knowledge-bases/faq/retrieve?scope=global",
+        json!({"question": "Where do visitors park?", "results": 1}),
+    )
+    .await;
+    assert_eq!(found["passages"][0]["document_id"], "parking", "{found}");
+}

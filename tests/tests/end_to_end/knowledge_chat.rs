@@ -273,6 +273,7 @@ async fn every_transport_carries_the_sources_and_the_citations() {
                 name: "docs".into(),
                 results: Some(3),
                 filter_json: None,
+                scope: pb::KnowledgeScope::Tenant as i32,
             }),
             ..Default::default()
         });
