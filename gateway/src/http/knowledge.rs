@@ -98,11 +98,11 @@ fn owner<'a>(
 }
 
 /// `owner`, for routes that take no other query parameter.
-fn only_owner<'a>(
-    principal: &'a Principal,
+fn only_owner(
+    principal: &Principal,
     mut query: HashMap<String, String>,
     access: Access,
-) -> Result<&'a str, Error> {
+) -> Result<&str, Error> {
     let owner = owner(principal, &mut query, access)?;
     match query.keys().next() {
         Some(unknown) => Err(Error::InvalidRequest(format!(
