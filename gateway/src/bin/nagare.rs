@@ -94,7 +94,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KbCommand {
-    /// Put text, Markdown and HTML files (folders recursively) into a knowledge base, creating
+    /// Put text, Markdown, HTML and PDF files (folders recursively) into a knowledge base, creating
     /// it if needed; safe while `nagare serve` runs on the same --data-dir.
     Ingest {
         /// The knowledge base.
@@ -267,7 +267,10 @@ fn ingest(kb: &str, tenant: &str, data_dir: &std::path::Path, paths: &[PathBuf])
                 if info.passages == 1 { "" } else { "s" }
             ),
             wiring::Ingested::Skipped => {
-                println!("{}: skipped (not text, Markdown or HTML)", file.display())
+                println!(
+                    "{}: skipped (not text, Markdown, HTML or PDF)",
+                    file.display()
+                )
             }
             wiring::Ingested::Refused(e) => {
                 refused += 1;

@@ -1,5 +1,5 @@
 //! `/v1/knowledge-bases`: the caller's tenant's knowledge bases on the embedded store. Create,
-//! list and delete them; put (text, Markdown or HTML), list and delete documents; and retrieve
+//! list and delete them; put (text, Markdown, HTML or PDF), list and delete documents; and retrieve
 //! passages for a question. Another tenant's knowledge base answers 404, as a missing one does.
 
 use std::collections::HashMap;
@@ -202,7 +202,7 @@ pub async fn documents(
 }
 
 /// `PUT /v1/knowledge-bases/{name}/documents/{id}?title=&uri=`: the document itself, as
-/// `text/plain`, `text/markdown` or `text/html`; it replaces one with the same id.
+/// `text/plain`, `text/markdown`, `text/html` or `application/pdf`; it replaces one with the same id.
 pub async fn put_document(
     State(app): State<Arc<App>>,
     Extension(principal): Extension<Principal>,

@@ -86,8 +86,17 @@ impl KnowledgeBases {
                 limit: self.max_document_bytes,
             });
         }
-        let text = crate::workflow::text_of(body, content_type, document_id)
-            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        // PDFs take CPU time to read: off the request threads.
+        let (bytes, kind, id) = (
+            body.to_vec(),
+            content_type.to_owned(),
+            document_id.to_owned(),
+        );
+        let text =
+            tokio::task::spawn_blocking(move || crate::workflow::text_of(&bytes, &kind, &id))
+                .await
+                .map_err(|e| Error::Internal(format!("reading a document: {e}")))?
+                .map_err(|e| Error::InvalidRequest(e.to_string()))?;
         if text.trim().is_empty() {
             return Err(Error::InvalidRequest(
                 "the document has no text to search".into(),
@@ -130,7 +139,7 @@ impl KnowledgeBases {
     }
 }
 
-/// A document as a client sends it: text, Markdown or HTML (`content_type`), UTF-8.
+/// A document as a client sends it: text, Markdown or HTML (`content_type`, UTF-8), or PDF.
 pub struct SentDocument<'a> {
     pub document_id: &'a str,
     pub title: Option<String>,

@@ -11,12 +11,12 @@ use crate::store::{Database, SqliteKnowledge, unix_now_ms};
 /// What one file became.
 pub enum Ingested {
     Stored(DocumentInfo),
-    /// Not a text, Markdown or HTML file, by its extension.
+    /// Not a text, Markdown, HTML or PDF file, by its extension.
     Skipped,
     Refused(Error),
 }
 
-/// Puts every text, Markdown and HTML file under `paths` (folders recursively) into `kb` of
+/// Puts every text, Markdown, HTML and PDF file under `paths` (folders recursively) into `kb` of
 /// `tenant` in the database `database`, creating the knowledge base if needed. A document's id
 /// is its path below the folder given, without its extension, with `/` as `.`.
 pub async fn ingest(
@@ -57,6 +57,7 @@ async fn put(bases: &KnowledgeBases, scope: Scope<'_>, root: &Path, file: &Path)
         Some("md" | "markdown") => "text/markdown",
         Some("txt") => "text/plain",
         Some("html" | "htm") => "text/html",
+        Some("pdf") => "application/pdf",
         _ => return Ingested::Skipped,
     };
     let body = match std::fs::read(file) {

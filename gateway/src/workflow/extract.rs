@@ -98,6 +98,10 @@ pub(crate) fn text_of(bytes: &[u8], content_type: &str, key: &str) -> Result<Str
         .trim()
         .to_ascii_lowercase();
     let extension = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    let is_pdf = media == "application/pdf" || extension.as_deref() == Some("pdf");
+    if is_pdf {
+        return super::pdf::text(bytes).map_err(StepError::UnsupportedDocument);
+    }
     let is_html = media == "text/html"
         || media == "application/xhtml+xml"
         || matches!(extension.as_deref(), Some("html" | "htm"));
@@ -109,7 +113,7 @@ pub(crate) fn text_of(bytes: &[u8], content_type: &str, key: &str) -> Result<Str
         );
     if !is_html && !is_text {
         return Err(StepError::UnsupportedDocument(format!(
-            "'{content_type}' is not a text document; text, Markdown and HTML are read"
+            "'{content_type}' is not a text document; text, Markdown, HTML and PDF are read"
         )));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| {

@@ -6,6 +6,7 @@
 mod combine;
 mod extract;
 mod html;
+mod pdf;
 
 pub(crate) use extract::text_of;
 

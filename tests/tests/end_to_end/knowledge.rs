@@ -495,3 +495,63 @@ async fn an_operator_shares_knowledge_bases_read_only_with_every_tenant() {
     .await;
     assert_eq!(found["passages"][0]["document_id"], "parking", "{found}");
 }
+
+#[tokio::test]
+async fn a_pdf_is_read_page_by_page_and_a_broken_one_is_refused() {
+    let gw = gateway().await;
+    let alice = authed_client(&dev_token("alice", &["chat"]));
+    assert_eq!(
+        post(
+            &gw,
+            &alice,
+            "/v1/knowledge-bases",
+            json!({"name": "manuals"})
+        )
+        .await
+        .0,
+        201
+    );
+    let pdf = nagare_tests::samples::pdf(3, "Green tea is steeped at 80 degrees for two minutes");
+    let (status, info) = put(
+        &gw,
+        &alice,
+        "/v1/knowledge-bases/manuals/documents/tea?title=Tea",
+        "application/pdf",
+        pdf,
+    )
+    .await;
+    assert_eq!(status, 200, "{info}");
+    let (_, found) = post(
+        &gw,
+        &alice,
+        "/v1/knowledge-bases/manuals/retrieve",
+        json!({"question": "How hot is green tea steeped?", "results": 1}),
+    )
+    .await;
+    let text = found["passages"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        text.matches("Green tea is steeped at 80 degrees").count(),
+        3,
+        "every page: {text}"
+    );
+    for (bytes, says) in [
+        (b"%PDF-1.4 not really".to_vec(), "does not open"),
+        (nagare_tests::samples::pdf(1, ""), "no text"),
+    ] {
+        let (status, answer) = put(
+            &gw,
+            &alice,
+            "/v1/knowledge-bases/manuals/documents/broken",
+            "application/pdf",
+            bytes,
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
+    let (_, listed) = gw
+        .get_json(&alice, "/v1/knowledge-bases/manuals/documents")
+        .await;
+    assert_eq!(listed["documents"].as_array().unwrap().len(), 1);
+}
