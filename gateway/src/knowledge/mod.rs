@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use crate::chat::MAX_RESULTS;
-use crate::chat::{Filter, KnowledgeScope};
+use crate::chat::{Filter, KnowledgeAsk, KnowledgeScope, Route};
 use crate::error::Error;
 pub use bedrock::{BedrockBase, BedrockKnowledgeSettings, BedrockRetriever};
 use nagare_authorizer::Principal;
@@ -32,6 +32,46 @@ pub struct KnowledgeSettings {
     pub retrieve_retries: u32,
     /// Amazon Bedrock Knowledge Bases chats may name.
     pub bedrock: BedrockKnowledgeSettings,
+    /// The knowledge base a chat that names none answers from, by route and tenant.
+    pub defaults: Vec<KnowledgeDefault>,
+}
+
+/// One `[[knowledge.defaults]]` entry: a knowledge base, and the chats that answer from it when
+/// they name none.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeDefault {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<u32>,
+    /// `global` for one an operator shares.
+    #[serde(default)]
+    pub scope: KnowledgeScope,
+    /// Routes it applies to (`chat`, `chat_stream`, `websocket`, `lambda_websocket`, `grpc`,
+    /// `task`); all when empty.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Tenants it applies to; all when empty.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+}
+
+impl KnowledgeDefault {
+    /// The request a chat on `route` of `tenant` gets, if this default applies to it.
+    pub fn applies(&self, route: Route, tenant: &str) -> Option<KnowledgeAsk> {
+        let applies = (self.routes.is_empty() || self.routes.iter().any(|r| r == route.name()))
+            && (self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant));
+        applies.then(|| self.ask())
+    }
+
+    fn ask(&self) -> KnowledgeAsk {
+        KnowledgeAsk {
+            name: self.name.clone(),
+            results: self.results,
+            filter: None,
+            scope: self.scope,
+        }
+    }
 }
 
 impl Default for KnowledgeSettings {
@@ -42,6 +82,7 @@ impl Default for KnowledgeSettings {
             retrieve_timeout_ms: 5_000,
             retrieve_retries: 2,
             bedrock: BedrockKnowledgeSettings::default(),
+            defaults: Vec::new(),
         }
     }
 }
@@ -50,6 +91,20 @@ impl KnowledgeSettings {
     pub fn validate(&self) -> Result<(), String> {
         if self.retrieve_timeout_ms == 0 {
             return Err("knowledge.retrieve_timeout_ms: must be at least 1".into());
+        }
+        for (i, d) in self.defaults.iter().enumerate() {
+            d.ask()
+                .check()
+                .map_err(|e| format!("knowledge.defaults[{i}]: {e}"))?;
+            if let Some(bad) = d
+                .routes
+                .iter()
+                .find(|n| !Route::ALL.iter().any(|r| r.name() == *n))
+            {
+                return Err(format!(
+                    "knowledge.defaults[{i}].routes: unknown route '{bad}'"
+                ));
+            }
         }
         self.bedrock.check()
     }
@@ -289,6 +344,30 @@ pub fn not_found(name: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_apply_by_route_and_tenant_and_are_checked() {
+        let default = KnowledgeDefault {
+            name: "handbook".into(),
+            results: None,
+            scope: KnowledgeScope::Tenant,
+            routes: vec!["websocket".into()],
+            tenants: vec!["acme".into()],
+        };
+        assert!(default.applies(Route::WebSocket, "acme").is_some());
+        assert!(default.applies(Route::Chat, "acme").is_none());
+        assert!(default.applies(Route::WebSocket, "globex").is_none());
+        let mut settings = KnowledgeSettings {
+            defaults: vec![default],
+            ..KnowledgeSettings::default()
+        };
+        settings.validate().unwrap();
+        settings.defaults[0].routes = vec!["telepathy".into()];
+        assert!(settings.validate().unwrap_err().contains("telepathy"));
+        settings.defaults[0].routes.clear();
+        settings.defaults[0].results = Some(99);
+        assert!(settings.validate().unwrap_err().contains("results"));
+    }
 
     #[test]
     fn names_are_never_paths() {

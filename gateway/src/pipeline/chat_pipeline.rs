@@ -343,14 +343,19 @@ impl ChatPipeline {
             attachments::recalled(attach, &mut history, &new_turn).await?;
         }
         let grounding = match (&request.knowledge_base, &self.knowledge) {
-            (None, _) => None,
+            (None, None) => None,
             (Some(_), None) => return Err(knowledge_off()),
-            (Some(ask), Some(grounder)) => Some(
-                grounder
-                    .ground(principal, ask, &history, &new_turn)
-                    .instrument(span.clone())
-                    .await?,
-            ),
+            (named, Some(grounder)) => {
+                match grounder.ask_of(named.as_ref(), route, &principal.tenant) {
+                    None => None,
+                    Some(ask) => Some(
+                        grounder
+                            .ground(principal, &ask, &history, &new_turn)
+                            .instrument(span.clone())
+                            .await?,
+                    ),
+                }
+            }
         };
         let sources = grounding.as_ref().map(|g| g.sources().into());
         if self.options.log_prompts {

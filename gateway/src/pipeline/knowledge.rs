@@ -8,9 +8,9 @@ use std::time::Duration;
 use nagare_authorizer::Principal;
 use tracing::Instrument;
 
-use crate::chat::{Block, Found, Grounding, KnowledgeAsk, Message, Role, joined_text};
+use crate::chat::{Block, Found, Grounding, KnowledgeAsk, Message, Role, Route, joined_text};
 use crate::error::Error;
-use crate::knowledge::{Retriever, Scope, owner};
+use crate::knowledge::{KnowledgeDefault, Retriever, Scope, owner};
 
 /// How long one retrieval may take, and how often a failed one is tried again.
 #[derive(Debug, Clone, Copy)]
@@ -40,11 +40,36 @@ const CONTEXT_CHARS: usize = 500;
 pub struct Grounder {
     retriever: Arc<dyn Retriever>,
     policy: RetrievalPolicy,
+    defaults: Vec<KnowledgeDefault>,
 }
 
 impl Grounder {
     pub fn new(retriever: Arc<dyn Retriever>, policy: RetrievalPolicy) -> Self {
-        Self { retriever, policy }
+        Self {
+            retriever,
+            policy,
+            defaults: Vec::new(),
+        }
+    }
+
+    /// Answers chats on the routes and tenants `defaults` name from their knowledge base when
+    /// they name none; the first that applies wins.
+    pub fn with_defaults(mut self, defaults: Vec<KnowledgeDefault>) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// The knowledge base a chat answers from: the one it names, or its route's and tenant's
+    /// default.
+    pub fn ask_of(
+        &self,
+        named: Option<&KnowledgeAsk>,
+        route: Route,
+        tenant: &str,
+    ) -> Option<KnowledgeAsk> {
+        named
+            .cloned()
+            .or_else(|| self.defaults.iter().find_map(|d| d.applies(route, tenant)))
     }
 
     /// The passages of `ask`'s knowledge base for the new turn, given the conversation so far.

@@ -62,7 +62,7 @@ pub(super) fn grounder(config: &Config, retriever: Arc<dyn Retriever>) -> Ground
         retries: config.knowledge.retrieve_retries,
         ..RetrievalPolicy::default()
     };
-    Grounder::new(retriever, policy)
+    Grounder::new(retriever, policy).with_defaults(config.knowledge.defaults.clone())
 }
 
 /// The blob store `[uploads]` names.

@@ -25,6 +25,13 @@ const CALLBACK_QUESTION: &str = "How do I verify the signature of a task callbac
 /// A gateway on the mock with memory, the cache and tasks on, and alice's knowledge base `docs`
 /// holding `docs/`.
 async fn docs_gateway() -> (Gateway, reqwest::Client) {
+    docs_gateway_with(|_| {}).await
+}
+
+/// [`docs_gateway`], its config changed by `change`.
+async fn docs_gateway_with(
+    change: impl FnOnce(&mut nagare_gateway::config::Config) + Send + 'static,
+) -> (Gateway, reqwest::Client) {
     let gw = Gateway::builder()
         .model(Arc::new(MockProvider::new(MockSettings::unpaced())))
         .models("mock", &[])
@@ -32,6 +39,7 @@ async fn docs_gateway() -> (Gateway, reqwest::Client) {
             c.memory.enabled = true;
             c.cache.enabled = true;
             c.tasks.enabled = true;
+            change(c);
         })
         .start()
         .await
@@ -493,4 +501,40 @@ async fn the_passages_reach_bedrock_after_the_system_prompt_and_its_cache_point(
         1,
         "the passages ride in the system prompt, not in the user's turn"
     );
+}
+
+#[tokio::test]
+async fn a_route_and_tenant_default_answers_chats_that_name_no_knowledge_base() {
+    let (gw, alice) = docs_gateway_with(|c| {
+        c.knowledge.defaults = vec![nagare_gateway::knowledge::KnowledgeDefault {
+            name: "docs".into(),
+            results: Some(2),
+            scope: Default::default(),
+            routes: vec!["chat_stream".into()],
+            tenants: vec!["alice".into()],
+        }];
+    })
+    .await;
+    let ask = json!({"message": CALLBACK_QUESTION});
+    let (_, events) = gw.stream_chat(&alice, &ask).await;
+    assert_eq!(
+        sources(&events).len(),
+        2,
+        "the default applies on chat_stream"
+    );
+    assert_eq!(events.last().unwrap()["citations"], json!([1]));
+    // Another route, another tenant: no default.
+    let answer = gw.post_chat(&alice, &ask).await.unwrap();
+    assert!(answer.body.get("sources").is_none(), "{}", answer.body);
+    let bob = authed_client(&dev_token("bob", &["chat"]));
+    let (_, events) = gw.stream_chat(&bob, &ask).await;
+    assert!(sources(&events).is_empty());
+    // A chat that names one gets the one it names.
+    let (_, events) = gw
+        .stream_chat(
+            &alice,
+            &json!({"message": CALLBACK_QUESTION, "knowledge_base": {"name": "docs", "results": 4}}),
+        )
+        .await;
+    assert_eq!(sources(&events).len(), 4);
 }
