@@ -33,7 +33,7 @@ pub use request::{
 pub use route::Route;
 pub use sources::{
     DEFAULT_RESULTS, Filter, FilterValue, Found, Grounding, GroundingPassage, KnowledgeAsk,
-    KnowledgeScope, MAX_RESULTS, MAX_SOURCES_EVENT_BYTES, Reference, batches, cited,
+    KnowledgeScope, MAX_RESULTS, MAX_SOURCES_EVENT_BYTES, Reference, batches, check_name, cited,
 };
 pub use turns::{MAX_DOCUMENTS, MAX_IMAGES, check_tool_results, document_name};
 

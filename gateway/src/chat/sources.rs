@@ -61,18 +61,7 @@ impl KnowledgeAsk {
     }
 
     pub(crate) fn check(&self) -> Result<(), Error> {
-        let name_ok = (1..=64).contains(&self.name.len())
-            && !self.name.starts_with('.')
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !name_ok {
-            return Err(invalid(
-                "knowledge_base.name",
-                "1 to 64 letters, digits, '-', '_' and '.', not starting with '.'",
-            ));
-        }
+        check_name("knowledge_base.name", &self.name)?;
         if !(1..=MAX_RESULTS).contains(&self.results()) {
             return Err(invalid(
                 "knowledge_base.results",
@@ -83,6 +72,24 @@ impl KnowledgeAsk {
             filter.check("knowledge_base.filter")?;
         }
         Ok(())
+    }
+}
+
+/// A knowledge base's name or a document's id: 1 to 64 letters, digits, `-`, `_` and `.`, not
+/// starting with `.`, so no name is a path.
+pub fn check_name(field: &str, name: &str) -> Result<(), Error> {
+    let ok = (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            "1 to 64 letters, digits, '-', '_' and '.', not starting with '.'",
+        ))
     }
 }
 

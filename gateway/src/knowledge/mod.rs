@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use crate::chat::MAX_RESULTS;
+pub use crate::chat::{MAX_RESULTS, check_name};
 use crate::chat::{Filter, KnowledgeAsk, KnowledgeScope, Route};
 use crate::error::Error;
 pub use bedrock::{BedrockBase, BedrockKnowledgeSettings, BedrockRetriever};
@@ -317,23 +317,6 @@ pub trait KnowledgeStore: Send + Sync {
 
     /// Deletes a document and its passages; false when there was none.
     async fn delete_document(&self, scope: Scope<'_>, document_id: &str) -> Result<bool, Error>;
-}
-
-/// A knowledge base's name or a document's id: 1 to 64 letters, digits, `-`, `_` and `.`, not
-/// starting with `.`, so no name is a path.
-pub fn check_name(field: &str, name: &str) -> Result<(), Error> {
-    let ok = (1..=64).contains(&name.len())
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidRequest(format!(
-            "{field}: 1 to 64 letters, digits, '-', '_' and '.', not starting with '.'"
-        )))
-    }
 }
 
 /// A knowledge base the tenant does not have, reported alike whether it exists for another.

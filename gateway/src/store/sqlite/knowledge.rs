@@ -211,7 +211,7 @@ impl Retriever for SqliteKnowledge {
         let query = fts_query(question);
         let documents = document_filter(filter)?;
         self.db
-            .with(move |db| {
+            .read(move |db| {
                 if !exists(db, &tenant, &name)? {
                     return Ok(Err(not_found(&name)));
                 }
@@ -220,15 +220,20 @@ impl Retriever for SqliteKnowledge {
                 };
                 let found = db
                     .prepare_cached(
-                        "SELECT c.document_id, c.seq, c.heading, c.text, d.title, d.uri,
-                                bm25(kb_fts) AS rank
-                         FROM kb_fts
-                         JOIN kb_chunks c ON c.id = kb_fts.rowid
+                        // The best few are chosen first, by id and rank alone: the text and
+                        // the document of a match are read only for those (a common word
+                        // matches a third of a large index).
+                        "SELECT c.document_id, c.seq, c.heading, c.text, d.title, d.uri, best.rank
+                         FROM (SELECT m.id AS id, bm25(kb_fts) AS rank
+                               FROM kb_fts
+                               JOIN kb_chunks m ON m.id = kb_fts.rowid
+                               WHERE kb_fts MATCH ?1 AND m.tenant = ?2 AND m.kb = ?3
+                                 AND (?5 IS NULL OR m.document_id IN (SELECT value FROM json_each(?5)))
+                               ORDER BY rank LIMIT ?4) best
+                         JOIN kb_chunks c ON c.id = best.id
                          JOIN kb_documents d
                            ON d.tenant = c.tenant AND d.kb = c.kb AND d.document_id = c.document_id
-                         WHERE kb_fts MATCH ?1 AND c.tenant = ?2 AND c.kb = ?3
-                           AND (?5 IS NULL OR c.document_id IN (SELECT value FROM json_each(?5)))
-                         ORDER BY rank LIMIT ?4",
+                         ORDER BY best.rank",
                     )?
                     .query_map(
                         params![query, tenant, name, results as i64, documents],

@@ -185,6 +185,41 @@ pub struct Database {
     jobs: mpsc::Sender<Job>,
     /// Why writes fail, since the last write that did not (a full disk, say).
     failing: Arc<Mutex<Option<String>>>,
+    /// Connections for long reads beside the writer; `None` in memory, where the writer's
+    /// connection is the only one that sees the data.
+    readers: Option<Arc<Readers>>,
+}
+
+/// Read-only connections to the database file, for reads long enough to hold every write back
+/// on the database thread (a knowledge-base search over a large index): WAL lets them run
+/// beside the writer and each other, on the blocking pool.
+struct Readers {
+    path: std::path::PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    /// As many reads at once as there are cores: more would only queue for CPU.
+    permits: tokio::sync::Semaphore,
+}
+
+impl Readers {
+    fn new(path: &Path) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Self {
+            path: path.to_owned(),
+            idle: Mutex::default(),
+            permits: tokio::sync::Semaphore::new(cores.clamp(2, 8)),
+        }
+    }
+
+    fn connection(&self) -> rusqlite::Result<Connection> {
+        if let Some(idle) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(idle);
+        }
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let db = Connection::open_with_flags(&self.path, flags)?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(db)
+    }
 }
 
 impl Database {
@@ -192,7 +227,9 @@ impl Database {
     /// `max_bytes` caps the file's size (0: no cap).
     pub fn open(path: &Path, max_bytes: u64) -> Result<Self, Error> {
         make_private(path).map_err(|e| Error::Internal(e.to_string()))?;
-        Self::init(Connection::open(path), max_bytes)
+        let mut db = Self::init(Connection::open(path), max_bytes)?;
+        db.readers = Some(Arc::new(Readers::new(path)));
+        Ok(db)
     }
 
     /// A private in-memory database, for tests and one-off runs.
@@ -227,7 +264,41 @@ impl Database {
             .name("nagare-sqlite".into())
             .spawn(move || run(db, &queue, &health))
             .map_err(fail)?;
-        Ok(Self { jobs, failing })
+        Ok(Self {
+            jobs,
+            failing,
+            readers: None,
+        })
+    }
+
+    /// Runs the read-only `f` on a connection of its own, beside the database thread, so a
+    /// long read holds no write back; it sees every write committed before it began. In memory,
+    /// it runs on the database thread.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let Some(readers) = &self.readers else {
+            return self.with(move |db| f(db)).await;
+        };
+        let _permit = readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| fail("the database is closed"))?;
+        let readers = readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = readers.connection().map_err(fail)?;
+            let result = f(&db).map_err(fail);
+            readers
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(db);
+            result
+        })
+        .await
+        .map_err(|e| fail(format!("a database read: {e}")))?
     }
 
     /// Why writes are failing, when the last write failed and none has succeeded since: what
