@@ -119,6 +119,21 @@ defaults_token=$("$bin/nagare" token --sub bench --data-dir "$data/defaults")
   --url "$defaults/v1/chat" --connections 64 >"$work/defaults.json"
 echo "12/14 conversation memory on SQLite: history load + append, 50-exchange conversations" >&2
 "$bin/memory-bench" --conversations "${BENCH_MEMORY_CONVERSATIONS:-200}" --rounds "${BENCH_MEMORY_ROUNDS:-10}" >"$work/memory.json"
+kb_chunks=${BENCH_KB_CHUNKS:-100000}
+echo "12/14 knowledge base: ingestion and retrieval over $kb_chunks passages, then chats with and without it" >&2
+"$bin/kb-bench" --chunks "$kb_chunks" --queries "${BENCH_KB_QUERIES:-2000}" --database "$data/kb/nagare.db" >"$work/kb.json"
+# kb-bench made the database; the gateway that serves it reads the secret this writes when it starts.
+kb_token=$("$bin/nagare" token --sub bench --data-dir "$data/kb" --new-secret)
+start kbgw "$work/kbgw.log" env $plain NAGARE__PROVIDER__MOCK__TTFT_MS=0 NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 \
+  "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data/kb"
+# Words of kb-bench's generated corpus, none of them among its most common.
+kb_question='What does rukamode mean for zubaruba and kokoka?'
+for kb_case in plain grounded; do
+  kb_ask=""
+  [ "$kb_case" = grounded ] && kb_ask=',"knowledge_base":{"name":"bench"}'
+  "$bin/nagare-load" --seconds "$seconds" --warmup "$warmup" --json --header "authorization: Bearer $kb_token" \
+    --url "$kbgw/v1/chat" --connections 16 --body "{\"message\":\"$kb_question\"$kb_ask}" >"$work/kb-$kb_case.json"
+done
 echo "13/14 tasks through the embedded queue: submits, then completions while the backlog drains" >&2
 tasks_token=$("$bin/nagare" token --sub bench --data-dir "$data/tasks")
 "$bin/nagare-load" --seconds "$seconds" --warmup 0 --json --header "authorization: Bearer $tasks_token" \
@@ -249,6 +264,16 @@ mem = json.load(open(os.path.join(work, "memory.json")))
 mm = mem["micros"]
 lines += ["", f"Conversation memory on SQLite (`memory-bench`): loading a {mem['exchanges']}-exchange conversation and appending",
           f"one exchange, {mem['samples']} samples: p50 {mm['p50']} µs, **p99 {mm['p99']} µs**, p99.9 {mm['p999']} µs, max {mm['max']} µs."]
+kb = json.load(open(os.path.join(work, "kb.json")))
+kr = kb["retrieve_micros"]
+kp, kg = (json.load(open(os.path.join(work, f"kb-{c}.json"))) for c in ("plain", "grounded"))
+lines += ["", f"Knowledge bases on SQLite (`kb-bench`): {kb['documents']:,} generated Markdown documents ({kb['bytes'] / 1e6:.1f} MB) "
+          f"cut into {kb['passages']:,} passages, put as `PUT` puts them, at **{kb['ingest_mb_per_s']:.1f} MB/s** "
+          f"({kb['passages_per_s']:,.0f} passages/s); then {kb['queries']:,} retrievals of {kb['results']} passages, one at a time: "
+          f"p50 {kr['p50'] / 1000:.1f} ms, p90 {kr['p90'] / 1000:.1f} ms, **p99 {kr['p99'] / 1000:.1f} ms**, max {kr['max'] / 1000:.1f} ms.",
+          f"`/v1/chat` on the unpaced mock, 16 connections, the same question: {kp['requests_per_second']:,.0f} req/s "
+          f"(p50 {lat(kp,'p50'):.2f} ms) without a knowledge base, {kg['requests_per_second']:,.0f} req/s (p50 {lat(kg,'p50'):.2f} ms, "
+          f"{errs(kg)} errors) answering from it."]
 lines += ["", "Micro-benchmarks (criterion, median of the measured iterations; `cargo bench -p nagare-gateway` and",
           "`cargo bench -p nagare-authorizer`):", "", "| hot path | median | per second per core |", "|---|---|---|"]
 for path in sorted(glob.glob(os.path.join(crit, "*", "new", "estimates.json"))):

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use crate::chat::{MAX_RESULTS, check_name};
 use crate::chat::{Filter, KnowledgeAsk, KnowledgeScope, Route};
+pub use crate::chat::{MAX_RESULTS, check_name};
 use crate::error::Error;
 pub use bedrock::{BedrockBase, BedrockKnowledgeSettings, BedrockRetriever};
 use nagare_authorizer::Principal;

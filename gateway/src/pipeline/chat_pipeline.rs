@@ -10,8 +10,8 @@ use nagare_cache::CachedResponse;
 use tracing::Instrument;
 
 use crate::chat::{
-    ChatRequest, Message, RequestLimits, Role, Route, check_reasoning, check_tool_results,
-    joined_text, parts_of_blocks,
+    Block, ChatRequest, Grounding, KnowledgeAsk, Message, RequestLimits, Role, Route,
+    check_reasoning, check_tool_results, joined_text, parts_of_blocks,
 };
 use crate::error::Error;
 use crate::lifecycle::{InFlight, Lifecycle};
@@ -342,21 +342,16 @@ impl ChatPipeline {
         if recorder.is_some() {
             attachments::recalled(attach, &mut history, &new_turn).await?;
         }
-        let grounding = match (&request.knowledge_base, &self.knowledge) {
-            (None, None) => None,
-            (Some(_), None) => return Err(knowledge_off()),
-            (named, Some(grounder)) => {
-                match grounder.ask_of(named.as_ref(), route, &principal.tenant) {
-                    None => None,
-                    Some(ask) => Some(
-                        grounder
-                            .ground(principal, &ask, &history, &new_turn)
-                            .instrument(span.clone())
-                            .await?,
-                    ),
-                }
-            }
-        };
+        let grounding = self
+            .ground(
+                principal,
+                route,
+                request.knowledge_base.as_ref(),
+                &history,
+                &new_turn,
+            )
+            .instrument(span.clone())
+            .await?;
         let sources = grounding.as_ref().map(|g| g.sources().into());
         if self.options.log_prompts {
             span.in_scope(
@@ -452,6 +447,33 @@ impl ChatPipeline {
         .instrument(span.clone())
         .await;
         events.inspect_err(|e| span.in_scope(|| log_failure(e, started)))
+    }
+}
+
+impl ChatPipeline {
+    /// The passages a chat answers from: those of the knowledge base it names, or else of its
+    /// route's and tenant's default; `None` for a chat with neither.
+    async fn ground(
+        &self,
+        principal: &Principal,
+        route: Route,
+        named: Option<&KnowledgeAsk>,
+        history: &[Message],
+        new_turn: &[Block],
+    ) -> Result<Option<Grounding>, Error> {
+        let Some(grounder) = &self.knowledge else {
+            return match named {
+                Some(_) => Err(knowledge_off()),
+                None => Ok(None),
+            };
+        };
+        match grounder.ask_of(named, route, &principal.tenant) {
+            Some(ask) => grounder
+                .ground(principal, &ask, history, new_turn)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
     }
 }
 
