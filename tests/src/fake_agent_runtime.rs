@@ -15,6 +15,7 @@
 //! | `KBINTERNAL` | 500 `InternalServerException` |
 //! | `KBVALIDATION` | 400 `ValidationException` |
 //! | `KBGUARDRAIL` | `guardrailAction` `INTERVENED` and no results |
+//! | `KBSTALL` | an answer after 30 s |
 //! | anything else | 404 `ResourceNotFoundException` |
 //!
 //! Every request is recorded, with its knowledge-base id, for tests to read.
@@ -166,6 +167,10 @@ async fn retrieve(
             );
         }
         "KBGUARDRAIL" => return answer(Vec::new(), None, "INTERVENED"),
+        "KBSTALL" => {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            return answer(Vec::new(), None, "NONE");
+        }
         _ => {}
     }
     let chunks = shared

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use nagare_gateway::chat::{Block, Role, ToolResultContent, ToolStatus, Usage};
+use nagare_gateway::chat::{Block, Reference, Role, ToolResultContent, ToolStatus, Usage};
 use nagare_gateway::store::{
     Appended, ConversationStore, Database, DynamoConversationStore, Exchange, MAX_TURN_BYTES,
     SqliteConversationStore, Stored,
@@ -267,6 +267,25 @@ async fn suite(store: Arc<dyn ConversationStore>) {
     assert_eq!(turns[1].content, "", "no text in a tool call");
     assert_eq!(turns[2].blocks.as_deref(), Some(&result[..]));
     assert_eq!(turns[3].blocks(), [Block::text("21 C")]);
+
+    // A knowledge-base answer keeps its sources; its question has none.
+    let sources = vec![Reference {
+        n: 1,
+        id: "leave#1".into(),
+        title: "Leave — 休暇".into(),
+        uri: Some("https://intranet.example/leave".into()),
+        score: 4.25,
+        snippet: "Up to 5 unused days carry over.".into(),
+    }];
+    let x = Exchange {
+        assistant: Stored::of(&[Block::text("Five [1].")]).with_sources(Some(&sources)),
+        ..exchange("k1", "carry-over?", "")
+    };
+    store.append("alice", "kb", "k", &x, 7100).await.unwrap();
+    let (_, turns) = store.history("alice", "kb").await.unwrap().unwrap();
+    assert_eq!(turns[0].sources, None);
+    assert_eq!(turns[1].sources.as_deref(), Some(&sources[..]));
+    assert_eq!(turns[1].content, "Five [1].");
 
     // Deletion removes everything; the id can then start afresh.
     assert!(store.delete("alice", "c1").await.unwrap());

@@ -75,6 +75,7 @@ async fn gateway(fake: &FakeAgentRuntime) -> Gateway {
         .models("mock", &[])
         .config(move |c| {
             c.knowledge.retrieve_retries = 2;
+            c.knowledge.retrieve_timeout_ms = 300;
             c.knowledge.bedrock.endpoint_url = Some(url);
             c.knowledge.bedrock.bases = vec![
                 BedrockBase {
@@ -89,6 +90,7 @@ async fn gateway(fake: &FakeAgentRuntime) -> Gateway {
                 base("failing", "KBINTERNAL", &["*"]),
                 base("refusing", "KBVALIDATION", &["*"]),
                 base("guarded", "KBGUARDRAIL", &["*"]),
+                base("stalled", "KBSTALL", &["*"]),
             ];
         })
         .start()
@@ -253,6 +255,8 @@ async fn throttling_is_retried_and_each_bedrock_error_has_its_row() {
         ("gone", "KBGONE", 404, "not_found", 1),
         ("broken", "KBDEPENDENCY", 502, "upstream_error", 1),
         ("refusing", "KBVALIDATION", 400, "invalid_request", 1),
+        // Each attempt given up after the retrieval timeout, then tried again.
+        ("stalled", "KBSTALL", 504, "upstream_timeout", 3),
     ];
     for (name, id, status, code, calls) in cases {
         let answer = gw
