@@ -37,4 +37,18 @@ impl Route {
             Self::Task => "task",
         }
     }
+
+    /// Whether an operator's rule for `routes` and `tenants` (each meaning all when empty)
+    /// covers a chat on this route for `tenant`.
+    pub fn covered_by(self, routes: &[String], tenants: &[String], tenant: &str) -> bool {
+        (routes.is_empty() || routes.iter().any(|n| n == self.name()))
+            && (tenants.is_empty() || tenants.iter().any(|t| t == tenant))
+    }
+
+    /// The first of `names` that is no route's name.
+    pub fn unknown(names: &[String]) -> Option<&String> {
+        names
+            .iter()
+            .find(|n| !Self::ALL.iter().any(|r| r.name() == *n))
+    }
 }

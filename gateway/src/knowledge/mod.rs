@@ -59,9 +59,9 @@ pub struct KnowledgeDefault {
 impl KnowledgeDefault {
     /// The request a chat on `route` of `tenant` gets, if this default applies to it.
     pub fn applies(&self, route: Route, tenant: &str) -> Option<KnowledgeAsk> {
-        let applies = (self.routes.is_empty() || self.routes.iter().any(|r| r == route.name()))
-            && (self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant));
-        applies.then(|| self.ask())
+        route
+            .covered_by(&self.routes, &self.tenants, tenant)
+            .then(|| self.ask())
     }
 
     fn ask(&self) -> KnowledgeAsk {
@@ -96,11 +96,7 @@ impl KnowledgeSettings {
             d.ask()
                 .check()
                 .map_err(|e| format!("knowledge.defaults[{i}]: {e}"))?;
-            if let Some(bad) = d
-                .routes
-                .iter()
-                .find(|n| !Route::ALL.iter().any(|r| r.name() == *n))
-            {
+            if let Some(bad) = Route::unknown(&d.routes) {
                 return Err(format!(
                     "knowledge.defaults[{i}].routes: unknown route '{bad}'"
                 ));

@@ -66,10 +66,7 @@ pub fn guardrail_for<'a>(
 ) -> Option<&'a Guardrail> {
     rules
         .iter()
-        .find(|r| {
-            (r.routes.is_empty() || r.routes.iter().any(|n| n == route.name()))
-                && (r.tenants.is_empty() || r.tenants.iter().any(|t| t == tenant))
-        })
+        .find(|r| route.covered_by(&r.routes, &r.tenants, tenant))
         .map(|r| &r.guardrail)
 }
 
@@ -81,11 +78,7 @@ pub fn check_guardrails(rules: &[GuardrailRule]) -> Result<(), String> {
                 "guardrails[{i}]: identifier and version are required"
             ));
         }
-        if let Some(bad) = r
-            .routes
-            .iter()
-            .find(|n| !Route::ALL.iter().any(|r| r.name() == *n))
-        {
+        if let Some(bad) = Route::unknown(&r.routes) {
             return Err(format!("guardrails[{i}].routes: unknown route '{bad}'"));
         }
     }
