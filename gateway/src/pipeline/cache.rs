@@ -24,6 +24,9 @@ use crate::provider::ProviderRequest;
 /// The token scope that lets a request read and write the `global` cache scope.
 pub const GLOBAL_SCOPE: &str = "cache:global";
 
+/// The key scope of answers shared with every tenant.
+const SHARED_SCOPE: &str = "";
+
 /// The cache and the flights in progress.
 pub struct ChatCache {
     cache: Arc<ResponseCache>,
@@ -71,7 +74,9 @@ impl ChatCache {
     ) -> Result<Option<Plan>, Error> {
         let scope = match ask.scope.unwrap_or_default() {
             CacheScope::Tenant => principal.tenant.as_str(),
-            CacheScope::Global if principal.has_scope(GLOBAL_SCOPE) => "global",
+            // No tenant is empty (a tenant is its claim or the token's non-empty `sub`), so no
+            // tenant's own scope is the global one; a tenant named "global" once could be.
+            CacheScope::Global if principal.has_scope(GLOBAL_SCOPE) => SHARED_SCOPE,
             CacheScope::Global => {
                 return Err(Error::Forbidden(format!(
                     "cache_scope: global needs the {GLOBAL_SCOPE} scope"

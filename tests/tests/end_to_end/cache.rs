@@ -13,7 +13,9 @@ use nagare_gateway::app::Health;
 use nagare_gateway::telemetry::LiveState;
 use nagare_tests::redis_server::RedisServer;
 use nagare_tests::ws_client::{self, joined_text, send, until_done};
-use nagare_tests::{FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, moto};
+use nagare_tests::{
+    FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, moto, tenant_token,
+};
 use serde_json::{Value, json};
 
 /// The cache's counters, as the gateway's health reads them.
@@ -177,6 +179,35 @@ async fn tenants_never_share_and_the_global_scope_needs_its_grant() {
         (json!(false), json!(true))
     );
     assert_eq!(fake.calls(), 3);
+
+    // A tenant that happens to be called "global" keeps to itself: it neither reads the shared
+    // answer nor writes one the shared scope would serve.
+    let named_global = authed_client(&tenant_token("mallory", Some("global"), &["chat"]));
+    let reply: Value = named_global
+        .post(gw.url("/v1/chat"))
+        .json(&ask)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["cached"], false, "{reply}");
+    assert_eq!(fake.calls(), 4);
+    let other = json!({"message": "delivery times?"});
+    named_global
+        .post(gw.url("/v1/chat"))
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    let shared = json!({"message": "delivery times?", "cache_scope": "global"});
+    let (_, e) = chat_as(&gw, "erin", &["chat", "cache:global"], shared).await;
+    assert_eq!(
+        e["cached"], false,
+        "not the answer the tenant named global wrote"
+    );
+    assert_eq!(fake.calls(), 6);
 }
 
 #[tokio::test]
