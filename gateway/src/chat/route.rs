@@ -15,16 +15,19 @@ pub enum Route {
     Grpc,
     /// An asynchronous task (`POST /v1/tasks`), run by a worker.
     Task,
+    /// `POST /v1/chat/completions`, the OpenAI dialect.
+    ChatCompletions,
 }
 
 impl Route {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Chat,
         Self::ChatStream,
         Self::WebSocket,
         Self::LambdaWebSocket,
         Self::Grpc,
         Self::Task,
+        Self::ChatCompletions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Route {
             Self::LambdaWebSocket => "lambda_websocket",
             Self::Grpc => "grpc",
             Self::Task => "task",
+            Self::ChatCompletions => "chat_completions",
         }
     }
 

@@ -77,6 +77,20 @@ async fn start(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(String, ChatStream), ApiError> {
+    let request = read_request(app, headers, body);
+    begin(app, principal, route, started, headers, request).await
+}
+
+/// Has the pipeline admit a request a route has read (or failed to) and starts the chat; returns
+/// the request id and the events. The `x-request-id` header names a request that has none.
+pub(super) async fn begin(
+    app: &App,
+    principal: &Principal,
+    route: Route,
+    started: Instant,
+    headers: &HeaderMap,
+    request: Result<ChatRequest, Error>,
+) -> Result<(String, ChatStream), ApiError> {
     let header_id = header_request_id(headers);
     let reject = |e: Error, request_id: Option<&str>| {
         tracing::debug!(code = e.code().as_str(), error = %e, "rejected chat request");
@@ -86,7 +100,7 @@ async fn start(
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         ApiError::new(&e, request_id)
     };
-    let mut request = read_request(app, headers, body).map_err(|e| reject(e, None))?;
+    let mut request = request.map_err(|e| reject(e, None))?;
     if request.request_id.is_none() {
         request.request_id.clone_from(&header_id);
     }
@@ -101,14 +115,14 @@ async fn start(
     }
 }
 
-/// The body as a chat request, with the `Idempotency-Key` and `Cache-Control` headers applied.
-fn read_request(
+/// The body's bytes, once its content type is JSON's and it fits the limit.
+pub(super) fn read_body(
     app: &App,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<ChatRequest, Error> {
+) -> Result<Bytes, Error> {
     check_content_type(headers)?;
-    let body = body.map_err(|rejection| {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Error::PayloadTooLarge {
                 limit: app.body_limit,
@@ -116,7 +130,16 @@ fn read_request(
         } else {
             Error::InvalidRequest(format!("could not read the body: {rejection}"))
         }
-    })?;
+    })
+}
+
+/// The body as a chat request, with the `Idempotency-Key` and `Cache-Control` headers applied.
+fn read_request(
+    app: &App,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ChatRequest, Error> {
+    let body = read_body(app, headers, body)?;
     let key = idempotency_key(headers)?;
     let mut request = parse_chat_request(&body)?;
     match (&request.request_id, key) {

@@ -6,6 +6,7 @@ mod conversations;
 mod error;
 mod knowledge;
 mod observe;
+mod openai;
 mod sse;
 mod tasks;
 mod uploads;
@@ -66,6 +67,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/chat", post(chat::unary))
         .route("/v1/chat/stream", post(chat::stream))
+        .route("/v1/chat/completions", post(openai::completions))
+        .route("/v1/models", get(openai::models))
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/tasks", post(tasks::submit))
         .route("/v1/tasks/{id}", get(tasks::get))

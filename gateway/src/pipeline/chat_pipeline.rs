@@ -131,6 +131,11 @@ impl ChatPipeline {
         self
     }
 
+    /// The model names (aliases and model ids) `tenant` may ask for.
+    pub fn model_names(&self, tenant: &str) -> Vec<String> {
+        self.models.names_for(tenant)
+    }
+
     /// Takes images and documents, resolving them with `attach`; without it they are refused.
     pub fn with_attachments(mut self, attach: Attach) -> Self {
         self.attach = Some(attach);

@@ -153,6 +153,14 @@ impl ModelCatalog {
         chain
     }
 
+    /// The names `tenant` may ask for: every alias and allowed model, or its allow-list.
+    pub fn names_for(&self, tenant: &str) -> Vec<String> {
+        match self.routing.tenant_allow.get(tenant) {
+            Some(allowed) => allowed.iter().cloned().collect(),
+            None => self.names().into_iter().map(str::to_owned).collect(),
+        }
+    }
+
     fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.aliases.keys().map(String::as_str).collect();
         names.extend(self.allow.iter().map(String::as_str));

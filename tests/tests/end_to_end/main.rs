@@ -28,6 +28,7 @@ mod limits;
 mod load_generator;
 mod memory;
 mod observability;
+mod openai_dialect;
 mod resilience;
 mod routing;
 mod shutdown;
