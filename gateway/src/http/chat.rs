@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use nagare_authorizer::Principal;
@@ -16,7 +16,7 @@ use crate::app::App;
 use crate::chat::{CacheMode, ChatReply, ChatRequest, Route, parse_chat_request};
 use crate::error::Error;
 use crate::http::error::ApiError;
-use crate::http::sse::SseBody;
+use crate::http::sse::{SseBody, event_stream};
 use crate::http::{Arrived, header_id, header_request_id, with_request_id};
 use crate::pipeline::ChatStream;
 
@@ -53,18 +53,8 @@ pub async fn stream(
         Ok(started) => started,
         Err(e) => return e.into_response(),
     };
-    let mut response = Response::new(Body::new(SseBody::new(events, Duration::from_secs(15))));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Reverse proxies such as nginx buffer responses unless told not to, which would hold every delta back.
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    with_request_id(response, &request_id)
+    let body = Body::new(SseBody::new(events, Duration::from_secs(15)));
+    event_stream(body, &request_id)
 }
 
 /// Reads the body, has the pipeline admit it and starts the chat; returns the request id and

@@ -29,6 +29,7 @@ use crate::chat::{
 };
 use crate::error::{Error, ErrorBody, ErrorCode};
 use crate::http::chat::{begin, read_body};
+use crate::http::sse::event_stream;
 use crate::http::{Arrived, with_request_id};
 
 /// A Chat Completions request, as far as this step reads it; every other field is looked at by
@@ -364,15 +365,7 @@ pub async fn completions(
         .chain(futures::stream::once(async {
             Ok(Bytes::from_static(b"data: [DONE]\n\n"))
         }));
-    let mut response = Response::new(Body::from_stream(lines));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    with_request_id(response, &request_id)
+    event_stream(Body::from_stream(lines), &request_id)
 }
 
 /// `GET /v1/models`: the aliases and allowed models this caller may ask for.

@@ -22,6 +22,22 @@ use crate::chat::ChatEvent;
 /// What an idle stream sends to keep proxies from closing it: an SSE comment.
 const KEEP_ALIVE: &[u8] = b":\n\n";
 
+/// A `text/event-stream` response of `body`, marked so that no cache or proxy holds it back.
+pub(super) fn event_stream(body: axum::body::Body, request_id: &str) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let mut response = axum::response::Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Reverse proxies such as nginx buffer responses unless told not to, which would hold every
+    // delta back.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    super::with_request_id(response, request_id)
+}
+
 /// `text/event-stream` of `events`: `event: <type>` and the event's JSON as `data:`, with a
 /// comment after every `keep_alive` without an event.
 pub struct SseBody<S> {
