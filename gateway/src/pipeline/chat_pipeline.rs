@@ -10,8 +10,8 @@ use nagare_cache::CachedResponse;
 use tracing::Instrument;
 
 use crate::chat::{
-    Block, ChatRequest, Grounding, KnowledgeAsk, Message, RequestLimits, Role, Route,
-    check_reasoning, check_tool_results, joined_text, parts_of_blocks,
+    ChatRequest, Message, RequestLimits, Role, Route, check_reasoning, check_tool_results,
+    joined_text, parts_of_blocks,
 };
 use crate::error::Error;
 use crate::lifecycle::{InFlight, Lifecycle};
@@ -21,7 +21,7 @@ use crate::pipeline::cache::CacheAsk;
 use crate::pipeline::contract::{GuardrailRule, PromptCacheSettings, guardrail_for};
 use crate::pipeline::event_stream::EventStream;
 use crate::pipeline::flight::{self, Delivery, Upstream, log_failure};
-use crate::pipeline::knowledge::Grounder;
+use crate::pipeline::knowledge::{self, Grounder};
 use crate::pipeline::memory::Recall;
 use crate::pipeline::memory::estimate_block_tokens;
 use crate::pipeline::observe::{Deadline, Watch};
@@ -220,7 +220,7 @@ impl ChatPipeline {
             limits.fits(&chat.principal, prompt, request.inference.max_tokens)?;
         }
         if chat.request.knowledge_base.is_some() && self.knowledge.is_none() {
-            return Err(knowledge_off());
+            return Err(knowledge::off());
         }
         let Some(id) = &chat.request.conversation_id else {
             return Ok(());
@@ -347,14 +347,9 @@ impl ChatPipeline {
         if recorder.is_some() {
             attachments::recalled(attach, &mut history, &new_turn).await?;
         }
-        let grounding = self
-            .ground(
-                principal,
-                route,
-                request.knowledge_base.as_ref(),
-                &history,
-                &new_turn,
-            )
+        let grounder = self.knowledge.as_ref();
+        let named = request.knowledge_base.as_ref();
+        let grounding = knowledge::ground(grounder, principal, route, named, &history, &new_turn)
             .instrument(span.clone())
             .await?;
         let sources = grounding.as_ref().map(|g| g.sources().into());
@@ -453,38 +448,6 @@ impl ChatPipeline {
         .await;
         events.inspect_err(|e| span.in_scope(|| log_failure(e, started)))
     }
-}
-
-impl ChatPipeline {
-    /// The passages a chat answers from: those of the knowledge base it names, or else of its
-    /// route's and tenant's default; `None` for a chat with neither.
-    async fn ground(
-        &self,
-        principal: &Principal,
-        route: Route,
-        named: Option<&KnowledgeAsk>,
-        history: &[Message],
-        new_turn: &[Block],
-    ) -> Result<Option<Grounding>, Error> {
-        let Some(grounder) = &self.knowledge else {
-            return match named {
-                Some(_) => Err(knowledge_off()),
-                None => Ok(None),
-            };
-        };
-        match grounder.ask_of(named, route, &principal.tenant) {
-            Some(ask) => grounder
-                .ground(principal, &ask, history, new_turn)
-                .await
-                .map(Some),
-            None => Ok(None),
-        }
-    }
-}
-
-/// A chat names a knowledge base on a server that has none.
-fn knowledge_off() -> Error {
-    Error::InvalidRequest("knowledge_base: knowledge bases are not enabled on this server".into())
 }
 
 /// A chat names a conversation on a server that keeps none.

@@ -61,7 +61,7 @@ impl Grounder {
 
     /// The knowledge base a chat answers from: the one it names, or its route's and tenant's
     /// default.
-    pub fn ask_of(
+    fn ask_of(
         &self,
         named: Option<&KnowledgeAsk>,
         route: Route,
@@ -140,6 +140,37 @@ impl Grounder {
             }
         }
     }
+}
+
+/// The passages a chat answers from: those of the knowledge base it names, or else of its
+/// route's and tenant's default; `None` for a chat with neither. Naming one on a server without
+/// knowledge bases (no `grounder`) is [`off`].
+pub async fn ground(
+    grounder: Option<&Grounder>,
+    principal: &Principal,
+    route: Route,
+    named: Option<&KnowledgeAsk>,
+    history: &[Message],
+    new_turn: &[Block],
+) -> Result<Option<Grounding>, Error> {
+    let Some(grounder) = grounder else {
+        return match named {
+            Some(_) => Err(off()),
+            None => Ok(None),
+        };
+    };
+    match grounder.ask_of(named, route, &principal.tenant) {
+        Some(ask) => grounder
+            .ground(principal, &ask, history, new_turn)
+            .await
+            .map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A chat names a knowledge base on a server that has none.
+pub fn off() -> Error {
+    Error::InvalidRequest("knowledge_base: knowledge bases are not enabled on this server".into())
 }
 
 /// What is retrieved for a turn: its text, after the conversation's previous user question
