@@ -183,24 +183,11 @@ async fn tenants_never_share_and_the_global_scope_needs_its_grant() {
     // A tenant that happens to be called "global" keeps to itself: it neither reads the shared
     // answer nor writes one the shared scope would serve.
     let named_global = authed_client(&tenant_token("mallory", Some("global"), &["chat"]));
-    let reply: Value = named_global
-        .post(gw.url("/v1/chat"))
-        .json(&ask)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply = gw.post_chat(&named_global, &ask).await.unwrap().body;
     assert_eq!(reply["cached"], false, "{reply}");
     assert_eq!(fake.calls(), 4);
     let other = json!({"message": "delivery times?"});
-    named_global
-        .post(gw.url("/v1/chat"))
-        .json(&other)
-        .send()
-        .await
-        .unwrap();
+    gw.post_chat(&named_global, &other).await.unwrap();
     let shared = json!({"message": "delivery times?", "cache_scope": "global"});
     let (_, e) = chat_as(&gw, "erin", &["chat", "cache:global"], shared).await;
     assert_eq!(

@@ -19,8 +19,6 @@ mod gateway_http;
 mod grpc;
 mod grpc_python;
 mod knowledge;
-mod knowledge_bedrock;
-mod knowledge_chat;
 mod lambda_authorizer;
 mod lambda_events;
 mod lambda_http;

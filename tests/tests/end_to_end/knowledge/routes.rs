@@ -1,111 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Knowledge bases on the embedded store, through the REST API of a running gateway: Nagare's own
-//! `docs/` as the corpus, questions whose answers live in known pages, replacing and deleting
-//! documents, tenant isolation, and every bad input.
+//! The embedded store through the REST API: questions whose answers live in known pages of
+//! `docs/`, replacing and deleting documents, tenant isolation, sharing with every tenant, PDFs,
+//! the command line, and every bad input.
 
-use std::sync::Arc;
-
-use nagare_gateway::provider::{MockProvider, MockSettings};
 use nagare_tests::{Gateway, authed_client, dev_token, tenant_token};
-use serde_json::{Value, json};
+use serde_json::json;
 
-pub(super) async fn gateway() -> Gateway {
-    Gateway::builder()
-        .model(Arc::new(MockProvider::new(MockSettings::unpaced())))
-        .models("mock", &[])
-        .start()
-        .await
-        .unwrap()
-}
-
-pub(super) async fn put(
-    gw: &Gateway,
-    client: &reqwest::Client,
-    path: &str,
-    content_type: &str,
-    body: impl Into<reqwest::Body>,
-) -> (u16, Value) {
-    let response = client
-        .put(gw.url(path))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or_default())
-}
-
-pub(super) async fn post(
-    gw: &Gateway,
-    client: &reqwest::Client,
-    path: &str,
-    body: Value,
-) -> (u16, Value) {
-    let response = client.post(gw.url(path)).json(&body).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or_default())
-}
-
-/// The document ids of the passages retrieved for `question`, best first.
-async fn ask(gw: &Gateway, client: &reqwest::Client, question: &str) -> Vec<String> {
-    let (status, found) = post(
-        gw,
-        client,
-        "/v1/knowledge-bases/docs/retrieve",
-        json!({"question": question, "results": 3}),
-    )
-    .await;
-    assert_eq!(status, 200, "{found}");
-    found["passages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["document_id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// The text of `docs/{id}.md`.
-pub(super) fn nagare_page(id: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../docs/{id}.md"));
-    std::fs::read_to_string(path).unwrap()
-}
-
-/// Every page of `docs/`, as `(id, text)`.
-fn nagare_docs() -> Vec<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
-    let mut pages: Vec<(String, String)> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "md"))
-        .map(|e| {
-            let id = e.path().file_stem().unwrap().to_string_lossy().into_owned();
-            (id, std::fs::read_to_string(e.path()).unwrap())
-        })
-        .collect();
-    pages.sort();
-    pages
-}
-
-/// Puts every page of `docs/` into the caller's knowledge base `docs` (which must exist), each
-/// with its path as its uri; the pages.
-pub(super) async fn put_docs(gw: &Gateway, client: &reqwest::Client) -> Vec<(String, String)> {
-    let pages = nagare_docs();
-    assert!(pages.len() > 10);
-    for (id, text) in &pages {
-        let (status, info) = put(
-            gw,
-            client,
-            &format!("/v1/knowledge-bases/docs/documents/{id}?uri=docs/{id}.md"),
-            "text/markdown",
-            text.clone(),
-        )
-        .await;
-        assert_eq!(status, 200, "{id}: {info}");
-        assert!(info["passages"].as_u64().unwrap() >= 1, "{info}");
-    }
-    pages
-}
+use super::{ask, gateway, post, put, put_docs};
 
 #[tokio::test]
 async fn questions_find_the_pages_of_nagares_own_docs_that_answer_them() {

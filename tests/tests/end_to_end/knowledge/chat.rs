@@ -1,30 +1,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Chats that answer from a knowledge base of the embedded store, with Nagare's own `docs/` as the
-//! corpus: `sources` before the first delta and `citations` in `done` on every transport, a
-//! follow-up retrieved with its conversation, sources kept in history, the cache keyed on the
-//! passages, the passages reaching Bedrock, and every bad input.
+//! corpus: `sources` before the first delta and `citations` in `done`, a follow-up retrieved with
+//! its conversation, sources kept in history, the cache keyed on the passages, the passages
+//! reaching Bedrock, defaults, and every bad input. The helpers serve `transports` too.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use nagare_gateway::provider::{MockProvider, MockSettings};
-use nagare_proto::v1 as pb;
-use nagare_proto::v1::chat_event::Event;
-use nagare_proto::v1::chat_service_client::ChatServiceClient;
-use nagare_tests::ws_client::{self, send, until_done};
 use nagare_tests::{
     FakeBedrock, Gateway, authed_client, bedrock_provider, dev_token, tenant_token,
 };
 use serde_json::{Value, json};
-use tonic::Request;
 
-use super::knowledge::{post, put, put_docs};
+use super::{post, put, put_docs};
 
-const CALLBACK_QUESTION: &str = "How do I verify the signature of a task callback?";
+pub(super) const CALLBACK_QUESTION: &str = "How do I verify the signature of a task callback?";
 
 /// A gateway on the mock with memory, the cache and tasks on, and alice's knowledge base `docs`
 /// holding `docs/`.
-async fn docs_gateway() -> (Gateway, reqwest::Client) {
+pub(super) async fn docs_gateway() -> (Gateway, reqwest::Client) {
     docs_gateway_with(|_| {}).await
 }
 
@@ -76,7 +70,7 @@ fn text(events: &[Value]) -> String {
 }
 
 /// The documents of `sources`, in order (a passage id is `{document}#{n}`).
-fn documents(sources: &[Value]) -> Vec<String> {
+pub(super) fn documents(sources: &[Value]) -> Vec<String> {
     sources
         .iter()
         .map(|s| {
@@ -93,7 +87,7 @@ fn documents(sources: &[Value]) -> Vec<String> {
 
 /// Checks one streamed knowledge-base answer: `start`, its sources, then the answer, then `done`
 /// citing sources that exist; `page` among the first three. Its sources.
-fn assert_cited_answer(events: &[Value], page: &str) -> Vec<Value> {
+pub(super) fn assert_cited_answer(events: &[Value], page: &str) -> Vec<Value> {
     let kinds = kinds(events);
     assert_eq!(kinds[0], "start", "{kinds:?}");
     assert_eq!(kinds[1], "sources", "{kinds:?}");
@@ -212,7 +206,7 @@ async fn the_cache_answers_a_repeated_question_until_a_document_it_was_built_on_
     // Re-putting a cited document with other text invalidates the answer built on it.
     let cited = &fresh_sources[0];
     let document = cited["id"].as_str().unwrap().split('#').next().unwrap();
-    let original = super::knowledge::nagare_page(document);
+    let original = super::nagare_page(document);
     let changed = original.replace("signature", "signature (HMAC-SHA256)");
     let path = format!("/v1/knowledge-bases/docs/documents/{document}?uri=docs/{document}.md");
     assert_eq!(
@@ -229,121 +223,6 @@ async fn the_cache_answers_a_repeated_question_until_a_document_it_was_built_on_
     );
     let (_, again) = gw.stream_chat(&alice, &ask).await;
     assert_eq!(again[0]["cached"], true);
-}
-
-#[tokio::test]
-async fn every_transport_carries_the_sources_and_the_citations() {
-    let (gw, alice) = docs_gateway().await;
-    let kb = json!({"name": "docs", "results": 3});
-
-    // Unary REST.
-    let answer = gw
-        .post_chat(
-            &alice,
-            &json!({"message": CALLBACK_QUESTION, "knowledge_base": kb, "cache": "bypass"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    let unary_sources = answer.body["sources"].as_array().unwrap().clone();
-    assert!(documents(&unary_sources).iter().any(|d| d == "tasks"));
-    assert_eq!(answer.body["citations"], json!([1]));
-    assert!(
-        answer.body["message"]["content"]
-            .as_str()
-            .unwrap()
-            .contains("[1]")
-    );
-
-    // WebSocket.
-    let url = format!(
-        "ws://{}/v1/ws?token={}",
-        gw.addr,
-        dev_token("alice", &["chat"])
-    );
-    let mut ws = ws_client::connect(&url).await;
-    send(
-        &mut ws,
-        json!({"action": "chat", "request_id": "w1", "message": CALLBACK_QUESTION,
-               "knowledge_base": kb, "cache": "bypass"}),
-    )
-    .await;
-    let frames = until_done(&mut ws, "w1").await;
-    assert_eq!(assert_cited_answer(&frames, "tasks"), unary_sources);
-
-    // gRPC, streamed and unary.
-    let mut client = ChatServiceClient::connect(gw.grpc_url()).await.unwrap();
-    let request = || {
-        let mut request = Request::new(pb::ChatRequest {
-            message: CALLBACK_QUESTION.into(),
-            cache: pb::CacheMode::Bypass as i32,
-            knowledge_base: Some(pb::KnowledgeBase {
-                name: "docs".into(),
-                results: Some(3),
-                filter_json: None,
-                scope: pb::KnowledgeScope::Tenant as i32,
-            }),
-            ..Default::default()
-        });
-        let token = format!("Bearer {}", dev_token("alice", &["chat"]));
-        request
-            .metadata_mut()
-            .insert("authorization", token.parse().unwrap());
-        request
-    };
-    let mut stream = client
-        .converse_stream(request())
-        .await
-        .unwrap()
-        .into_inner();
-    let mut order = Vec::new();
-    let (mut grpc_sources, mut citations) = (Vec::new(), Vec::new());
-    while let Some(message) = stream.message().await.unwrap() {
-        match message.event.unwrap() {
-            Event::Start(_) => order.push("start"),
-            Event::Sources(s) => {
-                order.push("sources");
-                grpc_sources.extend(s.sources);
-            }
-            Event::Delta(_) => order.push("delta"),
-            Event::Done(done) => {
-                order.push("done");
-                citations = done.citations;
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(&order[..3], ["start", "sources", "delta"], "{order:?}");
-    assert_eq!(citations, [1]);
-    let ids: Vec<&str> = grpc_sources.iter().map(|s| s.id.as_str()).collect();
-    let unary_ids: Vec<&str> = unary_sources
-        .iter()
-        .map(|s| s["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, unary_ids);
-    let reply = client.converse(request()).await.unwrap().into_inner();
-    assert_eq!(reply.citations, [1]);
-    assert_eq!(reply.sources.len(), unary_sources.len());
-    assert_eq!(reply.sources[0].title, unary_sources[0]["title"]);
-
-    // A task.
-    let id = gw
-        .submit_task(
-            &alice,
-            &json!({"message": CALLBACK_QUESTION, "knowledge_base": kb, "cache": "bypass"}),
-        )
-        .await;
-    let mut task = Value::Null;
-    for _ in 0..600 {
-        task = gw.get_json(&alice, &format!("/v1/tasks/{id}")).await.1;
-        if task["status"] == "succeeded" || task["status"] == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(task["status"], "succeeded", "{task}");
-    assert_eq!(task["result"]["sources"], json!(unary_sources));
-    assert_eq!(task["result"]["citations"], json!([1]));
 }
 
 #[tokio::test]
