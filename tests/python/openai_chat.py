@@ -59,7 +59,8 @@ def refused(**kwargs):
 
 
 out["n2"] = refused(n=2)
-out["tools"] = refused(tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
+out["logprobs"] = refused(logprobs=True)
+out["too_long"] = refused(max_completion_tokens=10_000_000)
 
 try:
     openai.OpenAI(base_url=base, api_key="not-a-token", max_retries=0).models.list()

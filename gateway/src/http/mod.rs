@@ -3,6 +3,7 @@
 mod auth;
 mod chat;
 mod conversations;
+mod dialect;
 mod error;
 mod knowledge;
 mod observe;

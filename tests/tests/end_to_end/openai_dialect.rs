@@ -2,12 +2,45 @@
 //! The OpenAI dialect driven by the official `openai` Python SDK (`tests/python/openai_chat.py`):
 //! a unary and a streamed completion (the second served by the response cache), the models list,
 //! refusals the SDK raises as `BadRequestError`, a bad token as `AuthenticationError` and the
-//! per-user limit as `RateLimitError` with `Retry-After`.
+//! per-user limit as `RateLimitError` with `Retry-After`; then the agent features
+//! (`tests/python/openai_agent.py`): parallel tool calls the SDK assembles from interleaved
+//! deltas, a tool loop, an image, structured output and reasoning sent back signed.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use nagare_tests::fake_converse::SIGNATURE;
 use nagare_tests::{FakeBedrock, Gateway, bedrock_provider, dev_token};
 use serde_json::{Value, json};
+
+/// Runs `tests/python/{script}` against the gateway's `/v1` and returns what it printed.
+async fn sdk(gw: &Gateway, script: &str) -> Value {
+    let python = nagare_tests::python();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(gw.url("/v1"))
+        .arg(dev_token("alice", &["chat"]))
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e}; {}",
+                python.display(),
+                nagare_tests::INSTALL_PYTHON
+            )
+        });
+    assert!(
+        output.status.success(),
+        "{} failed (are the SDKs in the venv? {}):\n{}",
+        script.display(),
+        nagare_tests::INSTALL_PYTHON,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
 
 #[tokio::test]
 async fn the_openai_sdk_chats_streams_lists_models_and_sees_its_own_errors() {
@@ -22,28 +55,7 @@ async fn the_openai_sdk_chats_streams_lists_models_and_sees_its_own_errors() {
         .start()
         .await
         .unwrap();
-    let python = nagare_tests::python();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_chat.py");
-    let output = tokio::process::Command::new(&python)
-        .arg(script)
-        .arg(gw.url("/v1"))
-        .arg(dev_token("alice", &["chat"]))
-        .output()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e}; {}",
-                python.display(),
-                nagare_tests::INSTALL_PYTHON
-            )
-        });
-    assert!(
-        output.status.success(),
-        "openai_chat.py failed (is openai in the venv? {}):\n{}",
-        nagare_tests::INSTALL_PYTHON,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let seen = sdk(&gw, "openai_chat.py").await;
 
     let unary = &seen["unary"];
     assert_eq!(unary["object"], "chat.completion");
@@ -92,7 +104,9 @@ async fn the_openai_sdk_chats_streams_lists_models_and_sees_its_own_errors() {
         seen["n2"],
         json!({"status": 400, "param": "n", "type": "invalid_request_error"})
     );
-    assert_eq!(seen["tools"]["param"], "tools");
+    assert_eq!(seen["logprobs"]["param"], "logprobs");
+    // The pipeline's own check, named in OpenAI's terms.
+    assert_eq!(seen["too_long"]["param"], "max_completion_tokens");
     assert_eq!(seen["auth"], 401);
     let limited: Vec<&Value> = seen["limited"]
         .as_array()
@@ -112,4 +126,76 @@ async fn the_openai_sdk_chats_streams_lists_models_and_sees_its_own_errors() {
     }
     // The streamed request was the cached unary answer; of the limited loop, one call went up.
     assert_eq!(fake.calls(), 2, "{:?}", fake.requests().len());
+}
+
+#[tokio::test]
+async fn the_openai_sdk_assembles_parallel_calls_and_sends_images_schemas_and_reasoning() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let gw = Gateway::builder()
+        .model(Arc::new(bedrock_provider(&fake.url())))
+        .models(
+            "fake",
+            &["fake.parallel-tools", "fake.json", "fake.reasoning"],
+        )
+        .start()
+        .await
+        .unwrap();
+    let seen = sdk(&gw, "openai_agent.py").await;
+
+    let parallel = &seen["parallel"];
+    assert_eq!(parallel["finish_reason"], "tool_calls");
+    assert_eq!(
+        parallel["calls"],
+        json!([
+            {"id": "tooluse_fake_a", "name": "get_weather", "arguments": r#"{"city":"Paris"}"#},
+            {"id": "tooluse_fake_b", "name": "get_time", "arguments": r#"{"zone":"Asia/Tokyo"}"#},
+        ])
+    );
+    // Each call's first delta names it; its argument fragments then interleave as Bedrock sent them.
+    let order = parallel["order"].as_array().unwrap();
+    let indexes: Vec<u64> = order.iter().map(|d| d["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, [0, 1, 0, 1, 0, 1, 0]);
+    assert_eq!(order[0]["id"], "tooluse_fake_a");
+    assert_eq!(order[1]["id"], "tooluse_fake_b");
+    assert!(order[2..].iter().all(|d| d["id"].is_null()));
+
+    // The loop's second request: the calls and their results, as Bedrock takes them.
+    assert_eq!(seen["loop"], "The tool said: sunny; 09:00");
+    let requests = fake.requests();
+    let second = &requests[1]["messages"];
+    assert_eq!(
+        second[1]["content"][0]["toolUse"]["input"],
+        json!({"city": "Paris"})
+    );
+    assert_eq!(
+        second[2]["content"][1]["toolResult"]["toolUseId"],
+        "tooluse_fake_b"
+    );
+
+    assert!(!seen["image"].as_str().unwrap().is_empty());
+    let image = &requests[2]["messages"][0]["content"][1]["image"];
+    assert_eq!(image["format"], "png", "{}", requests[2]);
+    assert!(
+        image["source"]["bytes"]
+            .as_str()
+            .is_some_and(|b| !b.is_empty())
+    );
+
+    assert_eq!(seen["parsed"], json!({"answer": "42"}));
+    let format = &requests[3]["outputConfig"]["textFormat"];
+    assert!(format.to_string().contains("answer"), "{}", requests[3]);
+
+    let reasoning = &seen["reasoning"];
+    assert_eq!(reasoning["reasoning_content"], "Let me think about it.");
+    assert_eq!(reasoning["thinking_blocks"][0]["signature"], SIGNATURE);
+    assert_eq!(reasoning["finish_reason"], "tool_calls");
+    // The fake refuses reasoning that comes back unsigned: this answer proves it came back whole.
+    assert_eq!(seen["after_tools"], "Done thinking.");
+    assert_eq!(seen["streamed_reasoning"], "Let me think about it.");
+    assert_eq!(seen["streamed_thinking"][0]["signature"], SIGNATURE);
+    let sent = &requests[5]["messages"][1]["content"][0]["reasoningContent"]["reasoningText"];
+    assert_eq!(sent["signature"], SIGNATURE);
+
+    assert_eq!(seen["url_image"], "messages[0].content[0].image_url.url");
+    assert_eq!(fake.calls(), 6, "the refused URL image never went up");
 }

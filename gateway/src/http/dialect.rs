@@ -1,0 +1,128 @@
+//! What the OpenAI and Anthropic dialects share: their error responses (each API's own body, the
+//! error table's status and `Retry-After`), the time their objects are stamped with, and
+//! attachments sent as base64 with a media type.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::Value;
+
+use crate::chat::{Block, CONTENT_TYPES, Format, Source};
+use crate::error::{Error, ErrorBody};
+use crate::http::with_request_id;
+
+/// `body`, a dialect's rendering of the error `error`, with the table's status and `Retry-After`.
+pub fn error_response(error: &ErrorBody, body: Value, request_id: &str) -> Response {
+    let status =
+        StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Json(body)).into_response();
+    if let Some(ms) = error.retry_after_ms {
+        // Whole seconds, rounded up, so a client never retries early.
+        let secs = ms.div_ceil(1000).max(1);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    // For the request metrics and the server span.
+    response.extensions_mut().insert(error.code);
+    with_request_id(response, request_id)
+}
+
+/// The parameter an error of the table names (`"tools[0].name: ..."` names `tools[0].name`).
+pub fn param_of(message: &str) -> Option<&str> {
+    message
+        .split_once(':')
+        .map(|(p, _)| p)
+        .filter(|p| !p.is_empty() && !p.contains(' '))
+}
+
+pub fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn bad(param: &str, why: &str) -> Error {
+    Error::InvalidRequest(format!("{param}: {why}"))
+}
+
+/// An image or a document sent as base64 with its media type; `name` is a document's.
+pub fn attachment(
+    field: &str,
+    media_type: &str,
+    data: &str,
+    name: Option<String>,
+) -> Result<Block, Error> {
+    let format = Format::of_content_type(media_type).ok_or_else(|| {
+        bad(
+            field,
+            &format!("media type '{media_type}' is not one of {CONTENT_TYPES}"),
+        )
+    })?;
+    let bytes = BASE64
+        .decode(data.trim())
+        .map_err(|e| bad(field, &format!("the data is not base64: {e}")))?;
+    let source = Source::Inline(bytes.into());
+    Ok(match format {
+        Format::Image(format) => Block::Image {
+            format: Some(format),
+            source,
+        },
+        Format::Document(format) => Block::Document {
+            format: Some(format),
+            name,
+            source,
+        },
+    })
+}
+
+/// A `data:<media type>;base64,<data>` URL's media type and data.
+pub fn data_url<'a>(field: &str, url: &'a str) -> Result<(&'a str, &'a str), Error> {
+    let refuse = || {
+        bad(
+            field,
+            "must be a data URL (data:<media type>;base64,<data>) or an upload_id: the gateway \
+             fetches no URLs",
+        )
+    };
+    let rest = url.strip_prefix("data:").ok_or_else(refuse)?;
+    let (head, data) = rest.split_once(',').ok_or_else(refuse)?;
+    let media_type = head.strip_suffix(";base64").ok_or_else(refuse)?;
+    Ok((media_type, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_urls_become_attachments_and_anything_else_is_named() {
+        let (mime, data) = data_url("u", "data:image/png;base64,iVBORw0=").unwrap();
+        let block = attachment("u", mime, data, None).unwrap();
+        assert!(matches!(block, Block::Image { .. }));
+        for url in [
+            "https://example.com/cat.png",
+            "data:image/png,rawbytes",
+            "data:image/png;base64",
+        ] {
+            let e = data_url("messages[0].content[1]", url).unwrap_err();
+            assert!(e.to_string().contains("messages[0].content[1]"), "{e}");
+        }
+        let e = attachment("f", "audio/wav", "AAAA", None).unwrap_err();
+        assert!(e.to_string().contains("audio/wav"), "{e}");
+        let e = attachment("f", "image/png", "not base64!", None).unwrap_err();
+        assert!(e.to_string().contains("base64"), "{e}");
+        let doc = attachment("f", "application/pdf", "JVBERi0=", Some("a".into())).unwrap();
+        assert!(matches!(doc, Block::Document { name: Some(_), .. }));
+    }
+
+    #[test]
+    fn the_param_is_the_field_an_error_names() {
+        assert_eq!(param_of("tools[0].name: bad"), Some("tools[0].name"));
+        assert_eq!(param_of("the body is not JSON: x"), None);
+    }
+}

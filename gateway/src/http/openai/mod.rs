@@ -1,0 +1,102 @@
+//! The OpenAI Chat Completions dialect, a transport of the one pipeline: `POST
+//! /v1/chat/completions` (one `chat.completion`, or `chat.completion.chunk`s as `data:` lines
+//! ending with `data: [DONE]`) and `GET /v1/models`. The request is read into a [`ChatRequest`]
+//! (the stateless form: the client sends the conversation, [`request`]) and the pipeline's events
+//! are written back as OpenAI's objects ([`reply`]); errors take OpenAI's shape.
+
+mod reply;
+mod request;
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures::StreamExt;
+use nagare_authorizer::Principal;
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::chat::{ChatReply, Route};
+use crate::error::{Error, ErrorBody};
+use crate::http::chat::{begin, read_body};
+use crate::http::dialect::{self, unix_seconds};
+use crate::http::sse::event_stream;
+use crate::http::{Arrived, with_request_id};
+use reply::{Chunks, completion, error_object};
+use request::Completion;
+
+fn error_response(body: &ErrorBody, request_id: &str) -> Response {
+    dialect::error_response(body, error_object(body), request_id)
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn completions(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Principal>,
+    Extension(Arrived(arrived)): Extension<Arrived>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let read = read_body(&app, &headers, body).and_then(|bytes| {
+        serde_json::from_slice::<Completion>(&bytes).map_err(|e| {
+            Error::InvalidRequest(format!("the body is not a chat completion request: {e}"))
+        })
+    });
+    let (stream, read) = match read {
+        Ok(c) => (c.stream, c.into_request()),
+        Err(e) => (false, Err(e)),
+    };
+    let include_usage = read.as_ref().is_ok_and(|(_, asked)| asked.include_usage);
+    let request = read.map(|(r, _)| r);
+    let started = begin(
+        &app,
+        &principal,
+        Route::ChatCompletions,
+        arrived,
+        &headers,
+        request,
+    )
+    .await;
+    let (request_id, events) = match started {
+        Ok(started) => started,
+        Err(e) => return error_response(&e.body, &e.request_id),
+    };
+    let id = format!("chatcmpl-{request_id}");
+    let created = unix_seconds();
+    if !stream {
+        return match ChatReply::collect(events).await {
+            Ok(reply) => with_request_id(
+                Json(completion(&id, created, reply)).into_response(),
+                &request_id,
+            ),
+            Err(body) => error_response(&body, &request_id),
+        };
+    }
+    let mut chunks = Chunks::new(id, created, include_usage);
+    let lines = events
+        .flat_map(move |event| futures::stream::iter(chunks.of(event)))
+        .map(|value| Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {value}\n\n"))))
+        .chain(futures::stream::once(async {
+            Ok(Bytes::from_static(b"data: [DONE]\n\n"))
+        }));
+    event_stream(Body::from_stream(lines), &request_id)
+}
+
+/// `GET /v1/models`: the aliases and allowed models this caller may ask for.
+pub async fn models(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    let created = unix_seconds();
+    let data: Vec<Value> = app
+        .pipeline
+        .model_names(&principal.tenant)
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "nagare"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
