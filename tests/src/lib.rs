@@ -41,6 +41,34 @@ pub fn python() -> std::path::PathBuf {
     )
 }
 
+/// Runs `tests/python/{script}` with `args` in the test venv and reads what it printed as JSON;
+/// a script that fails fails the test with its stderr.
+pub async fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let python = python();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {INSTALL_PYTHON}", python.display()));
+    assert!(
+        output.status.success(),
+        "{} failed (is the venv current? {INSTALL_PYTHON}):\n{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{} printed no JSON ({e}):\n{}",
+            script.display(),
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
 /// What to do when the test venv is missing a package.
 pub const INSTALL_PYTHON: &str = "run tests/run.sh once, or: python3 -m venv tests/.venv && \
                                   tests/.venv/bin/pip install -r tests/requirements.txt";

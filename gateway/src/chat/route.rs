@@ -17,10 +17,12 @@ pub enum Route {
     Task,
     /// `POST /v1/chat/completions`, the OpenAI dialect.
     ChatCompletions,
+    /// `POST /v1/messages`, the Anthropic dialect.
+    Messages,
 }
 
 impl Route {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Chat,
         Self::ChatStream,
         Self::WebSocket,
@@ -28,6 +30,7 @@ impl Route {
         Self::Grpc,
         Self::Task,
         Self::ChatCompletions,
+        Self::Messages,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Route {
             Self::Grpc => "grpc",
             Self::Task => "task",
             Self::ChatCompletions => "chat_completions",
+            Self::Messages => "messages",
         }
     }
 

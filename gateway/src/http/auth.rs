@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::error::Error;
+use crate::http::dialect::Dialect;
 use crate::http::error::ApiError;
 use crate::http::header_request_id;
 
@@ -34,11 +35,16 @@ pub async fn require_chat_scope(
         .query()
         .filter(|_| upgrade)
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    // The Anthropic SDK sends its API key, here the token, as `x-api-key`.
     let found = token::find(
         value(header::AUTHORIZATION),
         value(header::SEC_WEBSOCKET_PROTOCOL).filter(|_| upgrade),
         query_token,
-    );
+    )
+    .or_else(|| {
+        let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        key.map(str::trim).filter(|t| !t.is_empty())
+    });
     let result = match found {
         None => Err(AuthError::MissingToken),
         Some(raw) => {
@@ -53,11 +59,12 @@ pub async fn require_chat_scope(
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        Err(e) => refuse(&e, headers),
+        Err(e) => refuse(&e, headers, Dialect::of_path(request.uri().path())),
     }
 }
 
-fn refuse(e: &AuthError, headers: &axum::http::HeaderMap) -> Response {
+/// The refusal, in the route's dialect when it speaks one.
+fn refuse(e: &AuthError, headers: &axum::http::HeaderMap, dialect: Option<Dialect>) -> Response {
     tracing::info!(reason = e.kind(), "request refused by authentication");
     let request_id = header_request_id(headers).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let challenge = match e.failure() {
@@ -68,7 +75,11 @@ fn refuse(e: &AuthError, headers: &axum::http::HeaderMap) -> Response {
         AuthFailure::Forbidden => Some(r#"Bearer realm="nagare", error="insufficient_scope""#),
         AuthFailure::Unavailable => None,
     };
-    let mut response = ApiError::new(&Error::from(e), request_id).into_response();
+    let error = ApiError::new(&Error::from(e), request_id);
+    let mut response = match dialect {
+        Some(dialect) => dialect.error_response(&error.body, &error.request_id),
+        None => error.into_response(),
+    };
     if let Some(challenge) = challenge.map(HeaderValue::from_static) {
         response
             .headers_mut()

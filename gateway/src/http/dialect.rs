@@ -1,6 +1,6 @@
-//! What the OpenAI and Anthropic dialects share: their error responses (each API's own body, the
-//! error table's status and `Retry-After`), the time their objects are stamped with, and
-//! attachments sent as base64 with a media type.
+//! What the OpenAI and Anthropic dialects share: their error responses (each API's own body,
+//! mapped here from the one error table, with its status and `Retry-After`), the time their
+//! objects are stamped with, and attachments sent as base64 with a media type.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,14 +9,84 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::chat::{Block, CONTENT_TYPES, Format, Source};
-use crate::error::{Error, ErrorBody};
+use crate::error::{Error, ErrorBody, ErrorCode};
 use crate::http::with_request_id;
 
+/// An API Nagare speaks besides its own, on the routes that speak it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+impl Dialect {
+    /// The dialect of a route, by its path; `None` for Nagare's own routes.
+    pub fn of_path(path: &str) -> Option<Self> {
+        if path.starts_with("/v1/messages") {
+            Some(Self::Anthropic)
+        } else if ["/v1/chat/completions", "/v1/models", "/v1/embeddings"].contains(&path) {
+            Some(Self::OpenAi)
+        } else {
+            None
+        }
+    }
+
+    /// The error as this API writes it: OpenAI's `{"error":{"message","type","param","code"}}`
+    /// (`code` Nagare's), Anthropic's `{"type":"error","error":{"type","message"}}`.
+    pub fn error_object(self, body: &ErrorBody) -> Value {
+        use ErrorCode as C;
+        match self {
+            Self::OpenAi => {
+                let kind = match body.code {
+                    C::InvalidRequest | C::PayloadTooLarge | C::NotFound => "invalid_request_error",
+                    C::Unauthorized => "authentication_error",
+                    C::Forbidden => "permission_error",
+                    C::RateLimited | C::UpstreamThrottled => "rate_limit_error",
+                    _ => "api_error",
+                };
+                json!({"error": {
+                    "message": body.message,
+                    "type": kind,
+                    "param": param_of(&body.message).map(openai_name),
+                    "code": body.code.as_str(),
+                }})
+            }
+            Self::Anthropic => {
+                let kind = match body.code {
+                    C::InvalidRequest => "invalid_request_error",
+                    C::PayloadTooLarge => "request_too_large",
+                    C::NotFound => "not_found_error",
+                    C::Unauthorized => "authentication_error",
+                    C::Forbidden => "permission_error",
+                    C::RateLimited => "rate_limit_error",
+                    C::UpstreamThrottled | C::UpstreamUnavailable => "overloaded_error",
+                    _ => "api_error",
+                };
+                json!({"type": "error", "error": {"type": kind, "message": body.message}})
+            }
+        }
+    }
+
+    /// The error as this API's response, with the table's status and `Retry-After`.
+    pub fn error_response(self, error: &ErrorBody, request_id: &str) -> Response {
+        error_response(error, self.error_object(error), request_id)
+    }
+}
+
+/// OpenAI's name for a field the pipeline's checks name in its own request's terms.
+fn openai_name(param: &str) -> &str {
+    match param {
+        "inference.max_tokens" => "max_completion_tokens",
+        "reasoning" => "reasoning_effort",
+        other => other.strip_prefix("inference.").unwrap_or(other),
+    }
+}
+
 /// `body`, a dialect's rendering of the error `error`, with the table's status and `Retry-After`.
-pub fn error_response(error: &ErrorBody, body: Value, request_id: &str) -> Response {
+fn error_response(error: &ErrorBody, body: Value, request_id: &str) -> Response {
     let status =
         StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, Json(body)).into_response();

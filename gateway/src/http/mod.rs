@@ -1,5 +1,6 @@
 //! The axum HTTP server: REST and SSE chat, health and readiness.
 
+mod anthropic;
 mod auth;
 mod chat;
 mod conversations;
@@ -70,6 +71,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/chat/stream", post(chat::stream))
         .route("/v1/chat/completions", post(openai::completions))
         .route("/v1/models", get(openai::models))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/tasks", post(tasks::submit))
         .route("/v1/tasks/{id}", get(tasks::get))

@@ -49,8 +49,7 @@ impl PromptCacheSettings {
 pub struct GuardrailRule {
     #[serde(flatten)]
     pub guardrail: Guardrail,
-    /// Routes it applies to (`chat`, `chat_stream`, `websocket`, `lambda_websocket`, `grpc`,
-    /// `task`); all when empty.
+    /// Routes it applies to (the names of [`Route`](crate::chat::Route)); all when empty.
     #[serde(default)]
     pub routes: Vec<String>,
     /// Tenants it applies to; all when empty.

@@ -78,6 +78,20 @@ pub fn estimate_block_tokens(blocks: &[Block]) -> usize {
     blocks.iter().map(|b| b.estimate_len().div_ceil(3)).sum()
 }
 
+/// [`estimate_tokens`] of what a stateless request sends the model: its system prompt, messages
+/// and tool definitions. What `/v1/messages/count_tokens` answers.
+pub fn estimate_request_tokens(request: &crate::chat::ChatRequest) -> u64 {
+    let system = request.system.as_deref().map_or(0, estimate_tokens);
+    let messages: usize = request
+        .messages
+        .iter()
+        .flatten()
+        .map(|m| estimate_block_tokens(&m.content))
+        .sum();
+    let tools = serde_json::to_string(&request.tools).map_or(0, |t| estimate_tokens(&t));
+    (system + messages + tools) as u64
+}
+
 /// The conversation store and how to use it.
 pub struct Memory {
     store: Arc<dyn ConversationStore>,

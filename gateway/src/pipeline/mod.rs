@@ -22,7 +22,7 @@ pub use chat_pipeline::{Admitted, ChatPipeline, PipelineOptions};
 pub use contract::{GuardrailRule, PromptCacheSettings, check_guardrails};
 pub use flight::Upstream;
 pub use knowledge::{Grounder, RetrievalPolicy};
-pub use memory::{Memory, MemorySettings, estimate_tokens};
+pub use memory::{Memory, MemorySettings, estimate_request_tokens, estimate_tokens};
 pub use models::{ModelCatalog, RoutingSettings, Why};
 pub use observe::ChatStream;
 

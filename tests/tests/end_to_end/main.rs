@@ -3,6 +3,7 @@
 //! wiring, fakes, moto's server, redis-server) on free loopback ports; the shared helpers live in
 //! the `nagare-tests` library.
 
+mod anthropic_dialect;
 mod attachments;
 mod auth;
 mod bedrock_provider;

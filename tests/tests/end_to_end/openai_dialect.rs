@@ -6,40 +6,16 @@
 //! (`tests/python/openai_agent.py`): parallel tool calls the SDK assembles from interleaved
 //! deltas, a tool loop, an image, structured output and reasoning sent back signed.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use nagare_tests::fake_converse::SIGNATURE;
 use nagare_tests::{FakeBedrock, Gateway, bedrock_provider, dev_token};
 use serde_json::{Value, json};
 
-/// Runs `tests/python/{script}` against the gateway's `/v1` and returns what it printed.
+/// Runs `script` with the gateway's `/v1` and a token for alice.
 async fn sdk(gw: &Gateway, script: &str) -> Value {
-    let python = nagare_tests::python();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(script);
-    let output = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(gw.url("/v1"))
-        .arg(dev_token("alice", &["chat"]))
-        .output()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e}; {}",
-                python.display(),
-                nagare_tests::INSTALL_PYTHON
-            )
-        });
-    assert!(
-        output.status.success(),
-        "{} failed (are the SDKs in the venv? {}):\n{}",
-        script.display(),
-        nagare_tests::INSTALL_PYTHON,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    let token = dev_token("alice", &["chat"]);
+    nagare_tests::python_json(script, &[&gw.url("/v1"), &token]).await
 }
 
 #[tokio::test]

@@ -23,14 +23,14 @@ use crate::app::App;
 use crate::chat::{ChatReply, Route};
 use crate::error::{Error, ErrorBody};
 use crate::http::chat::{begin, read_body};
-use crate::http::dialect::{self, unix_seconds};
+use crate::http::dialect::{Dialect, unix_seconds};
 use crate::http::sse::event_stream;
 use crate::http::{Arrived, with_request_id};
-use reply::{Chunks, completion, error_object};
+use reply::{Chunks, completion};
 use request::Completion;
 
 fn error_response(body: &ErrorBody, request_id: &str) -> Response {
-    dialect::error_response(body, error_object(body), request_id)
+    Dialect::OpenAi.error_response(body, request_id)
 }
 
 /// `POST /v1/chat/completions`.

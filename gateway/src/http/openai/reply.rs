@@ -11,8 +11,7 @@
 use serde_json::{Value, json};
 
 use crate::chat::{Block, ChatEvent, ChatReply, Usage, joined_text};
-use crate::error::ErrorBody;
-use crate::http::dialect::param_of;
+use crate::http::dialect::Dialect;
 
 /// OpenAI's finish reason for a Bedrock stop reason.
 pub fn finish_reason(stop_reason: &str) -> &'static str {
@@ -34,33 +33,6 @@ pub fn usage(u: &Usage) -> Value {
         "total_tokens": prompt + u.output_tokens,
         "prompt_tokens_details": {"cached_tokens": u.cache_read_input_tokens},
     })
-}
-
-/// OpenAI's error object for an error of the table: `type` by class, `code` Nagare's.
-pub fn error_object(body: &ErrorBody) -> Value {
-    use crate::error::ErrorCode as C;
-    let kind = match body.code {
-        C::InvalidRequest | C::PayloadTooLarge | C::NotFound => "invalid_request_error",
-        C::Unauthorized => "authentication_error",
-        C::Forbidden => "permission_error",
-        C::RateLimited | C::UpstreamThrottled => "rate_limit_error",
-        _ => "api_error",
-    };
-    json!({"error": {
-        "message": body.message,
-        "type": kind,
-        "param": param_of(&body.message).map(openai_name),
-        "code": body.code.as_str(),
-    }})
-}
-
-/// OpenAI's name for a field the pipeline's checks name in its own request's terms.
-fn openai_name(param: &str) -> &str {
-    match param {
-        "inference.max_tokens" => "max_completion_tokens",
-        "reasoning" => "reasoning_effort",
-        other => other.strip_prefix("inference.").unwrap_or(other),
-    }
 }
 
 /// The unary `chat.completion`.
@@ -226,7 +198,7 @@ impl Chunks {
                 }
                 return out;
             }
-            ChatEvent::Error { error, .. } => return vec![error_object(&error)],
+            ChatEvent::Error { error, .. } => return vec![Dialect::OpenAi.error_object(&error)],
             ChatEvent::Sources { .. } | ChatEvent::ToolCall { .. } => return Vec::new(),
         };
         vec![self.chunk(delta, None)]

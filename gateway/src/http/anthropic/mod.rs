@@ -1,0 +1,111 @@
+//! The Anthropic Messages dialect, a transport of the one pipeline: `POST /v1/messages` (one
+//! `message`, or its events as `event:`/`data:` lines) and `POST /v1/messages/count_tokens`
+//! (the gateway's estimate). The request is read into a [`crate::chat::ChatRequest`] (the
+//! stateless form, [`request`]) and the pipeline's events are written back as Anthropic's
+//! ([`reply`]); errors take Anthropic's shape. The token comes as `x-api-key` or a bearer.
+
+mod reply;
+mod request;
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures::StreamExt;
+use nagare_authorizer::Principal;
+use serde_json::json;
+
+use crate::app::App;
+use crate::chat::{ChatReply, Route};
+use crate::error::{Error, ErrorBody};
+use crate::http::chat::{begin, read_body};
+use crate::http::dialect::Dialect;
+use crate::http::sse::event_stream;
+use crate::http::{Arrived, with_request_id};
+use crate::pipeline::estimate_request_tokens;
+use reply::{Events, message};
+use request::MessagesRequest;
+
+fn error_response(body: &ErrorBody, request_id: &str) -> Response {
+    Dialect::Anthropic.error_response(body, request_id)
+}
+
+fn read(
+    app: &App,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<MessagesRequest, Error> {
+    let bytes = read_body(app, headers, body)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::InvalidRequest(format!("the body is not a messages request: {e}")))
+}
+
+/// `POST /v1/messages`.
+pub async fn messages(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Principal>,
+    Extension(Arrived(arrived)): Extension<Arrived>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (stream, request) = match read(&app, &headers, body) {
+        Ok(r) => (r.stream, r.into_request()),
+        Err(e) => (false, Err(e)),
+    };
+    let started = begin(
+        &app,
+        &principal,
+        Route::Messages,
+        arrived,
+        &headers,
+        request,
+    )
+    .await;
+    let (request_id, events) = match started {
+        Ok(started) => started,
+        Err(e) => return error_response(&e.body, &e.request_id),
+    };
+    let id = format!("msg_{request_id}");
+    if !stream {
+        return match ChatReply::collect(events).await {
+            Ok(reply) => with_request_id(Json(message(&id, reply)).into_response(), &request_id),
+            Err(body) => error_response(&body, &request_id),
+        };
+    }
+    let mut writer = Events::new(id);
+    let lines = events
+        .flat_map(move |event| futures::stream::iter(writer.of(event)))
+        .map(|(name, data)| {
+            Ok::<_, std::convert::Infallible>(Bytes::from(format!(
+                "event: {name}\ndata: {data}\n\n"
+            )))
+        });
+    event_stream(Body::from_stream(lines), &request_id)
+}
+
+/// `POST /v1/messages/count_tokens`: the gateway's estimate of the prompt's tokens (about three
+/// bytes to a token, erring high), not the model's tokenizer; the `nagare-token-count: estimate`
+/// header says so.
+pub async fn count_tokens(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let counted = read(&app, &headers, body).and_then(MessagesRequest::into_request);
+    match counted {
+        Ok(request) => {
+            let tokens = estimate_request_tokens(&request);
+            let mut response = Json(json!({"input_tokens": tokens})).into_response();
+            response
+                .headers_mut()
+                .insert("nagare-token-count", HeaderValue::from_static("estimate"));
+            with_request_id(response, &request_id)
+        }
+        Err(e) => error_response(&e.body(), &request_id),
+    }
+}
