@@ -1,7 +1,9 @@
 //! The real `nagare-http` and `nagare-stream` binaries under the fake Lambda Runtime API, with
 //! API Gateway HTTP API (payload 2.0) events, which Function URLs send too: the self-hosted
 //! router answers, tokens are checked against an OIDC issuer's JWKS, tasks go to SQS (moto), and
-//! `nagare-stream` sends `/v1/chat/stream` as the model generates it, in streaming mode.
+//! `nagare-stream` sends `/v1/chat/stream` as the model generates it, in streaming mode. The
+//! OpenAI and Anthropic dialects answer on both, the Anthropic one with the token as `x-api-key`
+//! (its routes are left to the function's own verification, see deploy/template.yaml).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -88,6 +90,13 @@ impl Function {
         })
     }
 
+    /// An event for the Anthropic routes: the token as `x-api-key`, as the Anthropic SDK sends it.
+    fn api_key_event(&self, path: &str, body: Value) -> Value {
+        let mut event = self.event("POST", path, Some(body), false);
+        event["headers"]["x-api-key"] = json!(self.token);
+        event
+    }
+
     async fn call(&self, event: Value) -> Outcome {
         self.runtime.invoke(event).await;
         self.runtime
@@ -156,6 +165,34 @@ async fn the_http_function_serves_chat_tasks_and_conversations() {
     assert_eq!(r["statusCode"], 401);
     let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
+
+    let (status, completion) = f
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{completion}");
+    assert_eq!(completion["object"], "chat.completion");
+    let ask =
+        json!({"model": "mock", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
+    let Outcome::Response(r) = f.call(f.api_key_event("/v1/messages", ask.clone())).await else {
+        panic!("expected a buffered response")
+    };
+    assert_eq!(r["statusCode"], 200, "{r}");
+    let message: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    assert_eq!(message["type"], "message");
+    // Without a key, the function refuses in Anthropic's shape.
+    let Outcome::Response(r) = f
+        .call(f.event("POST", "/v1/messages", Some(ask), false))
+        .await
+    else {
+        panic!("expected a buffered response")
+    };
+    assert_eq!(r["statusCode"], 401);
+    let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"]["type"], "authentication_error");
 }
 
 #[tokio::test]
@@ -187,4 +224,31 @@ async fn the_stream_function_sends_each_event_as_it_is_generated() {
         spread >= Duration::from_millis(400),
         "every delta arrived within {spread:?}: the body was buffered"
     );
+}
+
+#[tokio::test]
+async fn the_stream_function_streams_both_dialects() {
+    let f = Function::start("nagare-stream", 0).await;
+    let ask = json!({"model": "mock", "max_tokens": 8, "stream": true,
+                     "messages": [{"role": "user", "content": "hello"}]});
+    let streamed = |outcome: Outcome| {
+        let Outcome::Streamed { prelude, body } = outcome else {
+            panic!("expected a streamed response, got {outcome:?}")
+        };
+        assert_eq!(prelude["statusCode"], 200, "{prelude}");
+        body.into_iter().map(|(_, piece)| piece).collect::<String>()
+    };
+    let text = streamed(f.call(f.api_key_event("/v1/messages", ask.clone())).await);
+    assert!(text.starts_with("event: message_start"), "{text}");
+    assert!(
+        text.trim_end()
+            .ends_with(r#"data: {"type":"message_stop"}"#),
+        "{text}"
+    );
+    let text = streamed(
+        f.call(f.event("POST", "/v1/chat/completions", Some(ask), true))
+            .await,
+    );
+    assert!(text.contains("chat.completion.chunk"), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 }
