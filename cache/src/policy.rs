@@ -32,4 +32,7 @@ pub const ROUTES: &[&str] = &[
     "lambda_websocket",
     "grpc",
     "task",
+    "chat_completions",
+    "messages",
+    "embeddings",
 ];

@@ -17,8 +17,8 @@ use crate::knowledge::KnowledgeSettings;
 use crate::lambda::LambdaWsSettings;
 use crate::limits::RateLimitSettings;
 use crate::pipeline::{
-    GuardrailRule, MemorySettings, ModelCatalog, PipelineOptions, PromptCacheSettings,
-    RoutingSettings, check_guardrails,
+    EmbeddingSettings, GuardrailRule, MemorySettings, ModelCatalog, PipelineOptions,
+    PromptCacheSettings, RoutingSettings, check_guardrails,
 };
 use crate::provider::{BedrockSettings, MockSettings, UpstreamSettings};
 use crate::store::StoreSettings;
@@ -78,6 +78,7 @@ struct RawConfig {
     guardrails: Vec<GuardrailRule>,
     uploads: UploadSettings,
     knowledge: KnowledgeSettings,
+    embeddings: EmbeddingSettings,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -389,6 +390,7 @@ impl RawConfig {
             self.memory.validate(),
             self.uploads.validate(),
             self.knowledge.validate(),
+            self.embeddings.validate(),
             check_guardrails(&self.guardrails),
         ];
         for checked in sections {
@@ -457,6 +459,7 @@ impl RawConfig {
                 log_prompts: self.log.prompts,
                 prompt_cache: self.prompt_cache,
                 guardrails: self.guardrails,
+                embeddings: self.embeddings,
             },
             log_format: self.log.format,
             websocket: self.websocket,

@@ -17,6 +17,8 @@
 //! | `fake.no-metadata` | deltas and `messageStop`, but the stream ends without `metadata` |
 //! | `fake.stall` | `messageStart`, then nothing until the client goes away |
 //!
+//! `POST /model/{id}/invoke` serves Titan Text Embeddings v2 ([`crate::fake_embed`]).
+//!
 //! Whatever the model, a request whose images or documents break Bedrock's rules (formats,
 //! counts, roles, a document's name and its text block) gets 400 `ValidationException`, as
 //! Bedrock answers it ([`crate::fake_converse::attachment_violation`]).
@@ -94,6 +96,7 @@ impl FakeBedrock {
         let app = Router::new()
             .route("/model/{model}/converse", post(converse))
             .route("/model/{model}/converse-stream", post(converse_stream))
+            .route("/model/{model}/invoke", post(invoke))
             // Twenty images of 3.75 MB, base64 in JSON, and five documents fit (axum's default
             // is 2 MB).
             .layer(axum::extract::DefaultBodyLimit::max(FAKE_BODY_LIMIT))
@@ -174,19 +177,22 @@ enum Plan {
 }
 
 impl Shared {
-    fn plan(&self, model: &str, body: &Bytes) -> Plan {
+    /// Counts and keeps a request; returns its JSON and which call to `model` it is.
+    fn record(&self, model: &str, body: &Bytes) -> (Value, u64) {
         self.counters.calls.fetch_add(1, Ordering::SeqCst);
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         self.requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(request.clone());
-        let call = {
-            let mut per_model = self.per_model.lock().unwrap_or_else(|p| p.into_inner());
-            let n = per_model.entry(model.to_owned()).or_default();
-            *n += 1;
-            *n
-        };
+        let mut per_model = self.per_model.lock().unwrap_or_else(|p| p.into_inner());
+        let n = per_model.entry(model.to_owned()).or_default();
+        *n += 1;
+        (request, *n)
+    }
+
+    fn plan(&self, model: &str, body: &Bytes) -> Plan {
+        let (request, call) = self.record(model, body);
         let words = |n: usize| (0..n).map(|i| format!(" w{i}")).collect::<Vec<_>>();
         let plain = |deltas: Vec<String>| Plan::Stream {
             deltas,
@@ -279,6 +285,26 @@ fn error_response(status: StatusCode, error_type: &str) -> Response {
         json!({ "message": format!("fake {error_type}") }).to_string(),
     )
         .into_response()
+}
+
+/// `InvokeModel`: Titan Text Embeddings v2 ([`crate::fake_embed`]).
+async fn invoke(
+    State(shared): State<Arc<Shared>>,
+    Path(model): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (request, _) = shared.record(&model, &body);
+    match crate::fake_embed::answer(&model, &request) {
+        Ok(reply) => {
+            shared.counters.completed.fetch_add(1, Ordering::SeqCst);
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                reply.to_string(),
+            )
+                .into_response()
+        }
+        Err(kind) => error_response(StatusCode::BAD_REQUEST, kind),
+    }
 }
 
 async fn converse(

@@ -7,6 +7,7 @@ pub mod fake_apigw;
 pub mod fake_bedrock;
 pub mod fake_collector;
 pub mod fake_converse;
+pub mod fake_embed;
 pub mod fake_issuer;
 pub mod fake_lambda;
 pub mod harness;

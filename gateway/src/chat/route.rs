@@ -19,10 +19,12 @@ pub enum Route {
     ChatCompletions,
     /// `POST /v1/messages`, the Anthropic dialect.
     Messages,
+    /// `POST /v1/embeddings` (not a chat: its limits and cache policy).
+    Embeddings,
 }
 
 impl Route {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Chat,
         Self::ChatStream,
         Self::WebSocket,
@@ -31,6 +33,7 @@ impl Route {
         Self::Task,
         Self::ChatCompletions,
         Self::Messages,
+        Self::Embeddings,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +46,7 @@ impl Route {
             Self::Task => "task",
             Self::ChatCompletions => "chat_completions",
             Self::Messages => "messages",
+            Self::Embeddings => "embeddings",
         }
     }
 

@@ -149,7 +149,7 @@ fn read_request(
 
 /// `Cache-Control: no-store` means no cache at all (bypass); `no-cache` means do not serve a
 /// stored answer, but store the fresh one (refresh). The body's `cache` field wins over both.
-fn cache_control(headers: &HeaderMap) -> CacheMode {
+pub(super) fn cache_control(headers: &HeaderMap) -> CacheMode {
     let directives: Vec<String> = headers
         .get_all(header::CACHE_CONTROL)
         .iter()

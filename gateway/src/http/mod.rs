@@ -71,6 +71,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/chat/stream", post(chat::stream))
         .route("/v1/chat/completions", post(openai::completions))
         .route("/v1/models", get(openai::models))
+        .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/ws", get(ws::upgrade))

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use nagare_authorizer::Principal;
 use nagare_cache::key::{KeyContent, KeyInput, key};
-use nagare_cache::{CacheKey, CacheSettings, Flight, Flights, Joined, Mode, ResponseCache};
+use nagare_cache::{
+    CacheKey, CacheSettings, CachedResponse, Flight, Flights, Joined, Mode, ResponseCache,
+};
 
 use nagare_cache::MetricsSnapshot;
 use tracing::Instrument;
@@ -83,6 +85,17 @@ impl ChatCache {
                 )));
             }
         };
+        Ok(self
+            .allowed(principal, route, ask)
+            .map(|(read, write)| Plan {
+                key: key_of(scope, model_request),
+                read,
+                write,
+            }))
+    }
+
+    /// Whether a request may read and write the cache; `None` when it may do neither.
+    fn allowed(&self, principal: &Principal, route: Route, ask: CacheAsk) -> Option<(bool, bool)> {
         let mode = self
             .settings
             .mode_for(route.name(), &principal.tenant, ask.multi_turn);
@@ -91,14 +104,70 @@ impl ChatCache {
             CacheMode::Refresh => (false, mode.writes()),
             CacheMode::Bypass => (false, false),
         };
-        if mode == Mode::Off || !(read || write) {
-            return Ok(None);
+        (mode != Mode::Off && (read || write)).then_some((read, write))
+    }
+
+    /// How the embedding of `text` may use the cache, in the caller's tenant; `None` when it may
+    /// not at all.
+    pub fn vector_plan(
+        &self,
+        principal: &Principal,
+        route: Route,
+        mode: CacheMode,
+        vector: VectorKey<'_>,
+    ) -> Option<Plan> {
+        let ask = CacheAsk {
+            mode,
+            scope: None,
+            multi_turn: false,
+        };
+        let options =
+            canonical(&serde_json::json!({"embedding": {"dimensions": vector.dimensions}}));
+        self.allowed(principal, route, ask)
+            .map(|(read, write)| Plan {
+                key: key(&KeyInput {
+                    scope: &principal.tenant,
+                    model_id: vector.model_id,
+                    system: None,
+                    messages: &[("embed", KeyContent::Text(vector.text))],
+                    max_tokens: None,
+                    temperature: None,
+                    top_p: None,
+                    stop: &[],
+                    options: Some(&options),
+                }),
+                read,
+                write,
+            })
+    }
+
+    /// A kept vector and the tokens it cost, when `plan` may read one.
+    pub async fn vector(&self, plan: &Plan) -> Option<(Vec<f32>, u64)> {
+        if !plan.read {
+            return None;
         }
-        Ok(Some(Plan {
-            key: key_of(scope, model_request),
-            read,
-            write,
-        }))
+        let (hit, _) = self.cache.get(&plan.key).await?;
+        let vector = decode_vector(&hit.text)?;
+        self.cache.saved(&hit);
+        Some((vector, hit.input_tokens))
+    }
+
+    /// Keeps a vector, when `plan` may write.
+    pub async fn keep_vector(&self, plan: &Plan, model: &str, vector: &[f32], tokens: u64) {
+        if !plan.write {
+            return;
+        }
+        let entry = CachedResponse {
+            model: model.to_owned(),
+            text: encode_vector(vector),
+            breaks: Vec::new(),
+            parts: String::new(),
+            stop_reason: "embedding".into(),
+            input_tokens: tokens,
+            output_tokens: 0,
+            created_at_ms: crate::store::unix_now_ms(),
+        };
+        self.cache.put(&plan.key, entry).await;
     }
 
     /// Serves `plan` from the cache or a flight, or starts the upstream call with `upstream`.
@@ -163,6 +232,37 @@ impl ChatCache {
         spawn_producer(upstream, flight, &delivery, Some(store));
         Ok(deliver(subscription, delivery, false))
     }
+}
+
+/// What an embedding's key is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct VectorKey<'a> {
+    pub model_id: &'a str,
+    pub dimensions: u32,
+    pub text: &'a str,
+}
+
+/// A vector as the cache keeps it: its little-endian `f32`s, base64.
+fn encode_vector(vector: &[f32]) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn decode_vector(text: &str) -> Option<Vec<f32>> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    let chunks = bytes.chunks_exact(4);
+    if !chunks.remainder().is_empty() {
+        return None;
+    }
+    Some(
+        chunks
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
 }
 
 /// Everything in a model request besides its messages and sampling that shapes the answer.

@@ -19,6 +19,7 @@ use crate::limits::Limits;
 use crate::pipeline::attachments;
 use crate::pipeline::cache::CacheAsk;
 use crate::pipeline::contract::{GuardrailRule, PromptCacheSettings, guardrail_for};
+use crate::pipeline::embeddings::{EmbedAsk, Embedded, Embedder, EmbeddingSettings};
 use crate::pipeline::event_stream::EventStream;
 use crate::pipeline::flight::{self, Delivery, Upstream, log_failure};
 use crate::pipeline::knowledge::{self, Grounder};
@@ -44,6 +45,8 @@ pub struct PipelineOptions {
     pub prompt_cache: PromptCacheSettings,
     /// Guardrails by route and tenant.
     pub guardrails: Vec<GuardrailRule>,
+    /// `/v1/embeddings`.
+    pub embeddings: EmbeddingSettings,
 }
 
 impl Default for PipelineOptions {
@@ -54,6 +57,7 @@ impl Default for PipelineOptions {
             log_prompts: false,
             prompt_cache: PromptCacheSettings::default(),
             guardrails: Vec::new(),
+            embeddings: EmbeddingSettings::default(),
         }
     }
 }
@@ -129,6 +133,33 @@ impl ChatPipeline {
     pub fn with_knowledge(mut self, grounder: Grounder) -> Self {
         self.knowledge = Some(grounder);
         self
+    }
+
+    /// Embeds texts for `principal` (`/v1/embeddings`) under its limits, through the cache.
+    pub async fn embed(
+        &self,
+        principal: &Principal,
+        route: Route,
+        ask: EmbedAsk,
+    ) -> Result<Embedded, Error> {
+        let embedder = Embedder {
+            provider: self.provider.as_ref(),
+            settings: &self.options.embeddings,
+            cache: self.cache.as_ref(),
+            limits: self.limits.as_deref(),
+        };
+        embedder
+            .embed(principal, route, ask)
+            .instrument(crate::trace_span!("embed"))
+            .await
+    }
+
+    /// The embedding model and the other names it answers to.
+    pub fn embedding_names(&self) -> Vec<String> {
+        let e = &self.options.embeddings;
+        std::iter::once(e.model.clone())
+            .chain(e.aliases.iter().cloned())
+            .collect()
     }
 
     /// The model names (aliases and model ids) `tenant` may ask for.

@@ -17,7 +17,9 @@ use crate::provider::bedrock_errors::map_sdk_error;
 use crate::provider::converse::{
     from_stream_event, stream_guardrail, to_converse, to_usage, whole_guardrail,
 };
-use crate::provider::{Completion, ModelProvider, ProviderRequest, ProviderStream};
+use crate::provider::{
+    Completion, EmbedRequest, Embedding, ModelProvider, ProviderRequest, ProviderStream,
+};
 
 /// `[provider.bedrock]`: where and how to reach Bedrock. Credentials come from the standard
 /// AWS chain (environment, profile, SSO, container or instance role).
@@ -155,6 +157,11 @@ impl ModelProvider for BedrockProvider {
     }
 
     #[tracing::instrument(skip_all, fields(model = %request.model_id))]
+    #[tracing::instrument(skip_all, fields(model = %request.model_id))]
+    async fn embed(&self, request: EmbedRequest) -> Result<Embedding, Error> {
+        super::bedrock_embed::embed(&self.client, request).await
+    }
+
     async fn converse(&self, request: ProviderRequest) -> Result<Completion, Error> {
         let input = to_converse(&request)?;
         let guardrail = input.guardrail.as_ref().map(whole_guardrail);

@@ -29,7 +29,9 @@ use crate::error::Error;
 use crate::provider::mock_agent::{self, BLOCKED_ASSESSMENT, BLOCKED_MESSAGE, Ending, fragments};
 use crate::provider::mock_text::estimate_tokens;
 use crate::provider::mock_text::{default_word_count, input_tokens, reply_tokens};
-use crate::provider::{ModelProvider, ProviderEvent, ProviderRequest, ProviderStream};
+use crate::provider::{
+    EmbedRequest, Embedding, ModelProvider, ProviderEvent, ProviderRequest, ProviderStream,
+};
 
 /// Pacing of the plain `mock` model; zero means as fast as possible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -161,6 +163,10 @@ impl ModelProvider for MockProvider {
 
     fn recognizes(&self, model_id: &str) -> bool {
         Scenario::parse(model_id).is_some()
+    }
+
+    async fn embed(&self, request: EmbedRequest) -> Result<Embedding, Error> {
+        Ok(crate::provider::mock_embed::embed(&request))
     }
 
     async fn converse_stream(&self, request: ProviderRequest) -> Result<ProviderStream, Error> {

@@ -1,6 +1,7 @@
 //! Model providers: one object-safe trait, the real Amazon Bedrock client and the embedded mock.
 
 mod bedrock;
+mod bedrock_embed;
 mod bedrock_errors;
 mod breaker;
 mod converse;
@@ -10,6 +11,7 @@ mod guardrail_trace;
 mod mock;
 mod mock_agent;
 mod mock_attachments;
+mod mock_embed;
 mod mock_text;
 mod resilient;
 
@@ -23,6 +25,7 @@ use crate::chat::{
 use crate::error::Error;
 
 pub use bedrock::{BedrockProvider, BedrockSettings};
+pub use bedrock_embed::embedding_dimensions;
 pub use breaker::{BreakerSettings, Breakers, CircuitState};
 pub use extras::{CachePoints, CacheTtl, Guardrail, GuardrailTrace, StreamProcessingMode};
 pub use family::Family;
@@ -94,6 +97,22 @@ pub struct Completion {
     pub usage: Usage,
 }
 
+/// One text to turn into a vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedRequest {
+    pub model_id: String,
+    pub text: String,
+    /// The vector's length; `None` for the model's default.
+    pub dimensions: Option<u32>,
+}
+
+/// A text's vector, and the tokens the model counted in the text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    pub vector: Vec<f32>,
+    pub input_tokens: u64,
+}
+
 /// A source of model completions.
 #[async_trait]
 pub trait ModelProvider: Send + Sync + 'static {
@@ -112,6 +131,15 @@ pub trait ModelProvider: Send + Sync + 'static {
     /// A whole completion. The default collects [`ModelProvider::converse_stream`].
     async fn converse(&self, request: ProviderRequest) -> Result<Completion, Error> {
         collect(self.converse_stream(request).await?).await
+    }
+
+    /// An embedding of one text. The default: this provider makes none.
+    async fn embed(&self, request: EmbedRequest) -> Result<Embedding, Error> {
+        Err(Error::InvalidRequest(format!(
+            "model: {} makes no embeddings on provider {}",
+            request.model_id,
+            self.name()
+        )))
     }
 }
 

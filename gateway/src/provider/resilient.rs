@@ -14,7 +14,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::Error;
 use crate::provider::{
-    BreakerSettings, ModelProvider, ProviderEvent, ProviderRequest, ProviderStream,
+    BreakerSettings, EmbedRequest, Embedding, ModelProvider, ProviderEvent, ProviderRequest,
+    ProviderStream,
 };
 use crate::telemetry::{NoRecorder, Recorder};
 
@@ -156,6 +157,26 @@ impl ModelProvider for ResilientProvider {
                 timeouts(stream, idle, ends, total)
             })
     }
+
+    /// Embeds with the same retries; each call has the first-token timeout, all of them the
+    /// total one.
+    async fn embed(&self, request: EmbedRequest) -> Result<Embedding, Error> {
+        let total = Duration::from_millis(self.settings.total_timeout_ms);
+        let each = Duration::from_millis(self.settings.first_token_timeout_ms);
+        let call = || async {
+            tokio::time::timeout(each, self.inner.embed(request.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::UpstreamTimeout(format!(
+                        "no embedding within {} ms",
+                        each.as_millis()
+                    )))
+                })
+        };
+        tokio::time::timeout(total, self.retrying(&request.model_id, call))
+            .await
+            .unwrap_or_else(|_| Err(total_timeout(total)))
+    }
 }
 
 fn total_timeout(total: Duration) -> Error {
@@ -168,11 +189,21 @@ fn total_timeout(total: Duration) -> Error {
 impl ResilientProvider {
     /// Calls until a stream has begun, retrying as the settings allow.
     async fn open(&self, request: ProviderRequest) -> Result<ProviderStream, Error> {
+        self.retrying(&request.model_id, || self.attempt(request.clone()))
+            .await
+    }
+
+    /// Runs `call` until it succeeds, retrying what is retryable as the settings allow.
+    async fn retrying<T, F, Fut>(&self, model_id: &str, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
         let budget_ends = Instant::now() + Duration::from_millis(self.settings.retry_budget_ms);
         let mut attempt = 1;
-        let stream = loop {
-            let error = match self.attempt(request.clone()).await {
-                Ok(stream) => break stream,
+        loop {
+            let error = match call().await {
+                Ok(done) => return Ok(done),
                 Err(e) => e,
             };
             if attempt >= self.settings.max_attempts || !retryable(&error) {
@@ -184,16 +215,15 @@ impl ResilientProvider {
                 return Err(error);
             }
             tracing::info!(
-                model = %request.model_id,
+                model = %model_id,
                 attempt,
                 wait_ms = wait.as_millis() as u64,
                 code = error.code().as_str(),
                 "retrying the model call"
             );
-            self.recorder.retry(&request.model_id);
+            self.recorder.retry(model_id);
             tokio::time::sleep(wait).await;
-        };
-        Ok(stream)
+        }
     }
 }
 

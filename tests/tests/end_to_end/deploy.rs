@@ -527,6 +527,7 @@ async fn every_http_api_route_is_a_route_of_the_router_behind_the_jwt_authorizer
         "/v1/conversations",
         "/v1/chat/completions",
         "/v1/models",
+        "/v1/embeddings",
         "/v1/messages",
         "/v1/messages/count_tokens",
     ] {

@@ -75,7 +75,16 @@ async fn the_openai_sdk_chats_streams_lists_models_and_sees_its_own_errors() {
     assert!(stream["chunks"].as_u64().unwrap() >= 3);
     assert_eq!(stream["usage"]["total_tokens"], usage["total_tokens"]);
 
-    assert_eq!(seen["models"], json!(["fast", "smart", "fake"]));
+    assert_eq!(
+        seen["models"],
+        json!([
+            "fast",
+            "smart",
+            "fake",
+            "amazon.titan-embed-text-v2:0",
+            "embed"
+        ])
+    );
     assert_eq!(
         seen["n2"],
         json!({"status": 400, "param": "n", "type": "invalid_request_error"})
@@ -174,4 +183,67 @@ async fn the_openai_sdk_assembles_parallel_calls_and_sends_images_schemas_and_re
 
     assert_eq!(seen["url_image"], "messages[0].content[0].image_url.url");
     assert_eq!(fake.calls(), 6, "the refused URL image never went up");
+}
+
+#[tokio::test]
+async fn the_openai_sdk_embeds_through_titan_with_the_cache_and_token_limits() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let gw = Gateway::builder()
+        .model(Arc::new(bedrock_provider(&fake.url())))
+        .models("fake", &[])
+        .config(|c| {
+            c.cache.enabled = true;
+            c.rate_limits.tokens_per_minute = 40;
+        })
+        .start()
+        .await
+        .unwrap();
+    let seen = sdk(&gw, "openai_embeddings.py").await;
+
+    let first = &seen["first"];
+    assert_eq!(first["model"], "amazon.titan-embed-text-v2:0");
+    assert_eq!(first["lengths"], json!([256, 256, 256]));
+    assert_eq!(first["indexes"], json!([0, 1, 2]));
+    let (similar, unrelated) = (
+        first["similar"].as_f64().unwrap(),
+        first["unrelated"].as_f64().unwrap(),
+    );
+    assert!(similar > unrelated + 0.2, "{similar} vs {unrelated}");
+    // Titan's count (the fake counts words): 6 + 7 + 5.
+    assert_eq!(
+        first["usage"],
+        json!({"prompt_tokens": 18, "total_tokens": 18})
+    );
+    let requests = fake.requests();
+    assert_eq!(
+        requests[0],
+        json!({"inputText": "How do I reset my password?", "dimensions": 256, "normalize": true})
+    );
+
+    // The repeat was the cache's: the same vector, no call, no tokens counted.
+    assert_eq!(seen["again"], json!({"same": true, "cached": "1"}));
+    assert_eq!(fake.calls(), 3, "{requests:?}");
+
+    assert_eq!(seen["dimensions"]["param"], "dimensions");
+    assert!(
+        seen["dimensions"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("256, 512, 1024")
+    );
+    assert_eq!(seen["model"]["param"], "model");
+    assert_eq!(seen["empty"]["param"], "input");
+    // 40 words estimate past the 40 tokens a minute allows: it could never run.
+    assert_eq!(seen["too_big"]["status"], 400);
+    assert!(
+        seen["too_big"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens")
+    );
+    // 18 used, then an estimate of 29 more: past the minute's 40.
+    assert_eq!(seen["limited"]["status"], 429);
+    assert_eq!(fake.calls(), 3, "refused requests never went up");
+    let models = seen["models"].as_array().unwrap();
+    assert!(models.contains(&json!("embed")), "{models:?}");
 }

@@ -1,9 +1,10 @@
 //! The OpenAI Chat Completions dialect, a transport of the one pipeline: `POST
 //! /v1/chat/completions` (one `chat.completion`, or `chat.completion.chunk`s as `data:` lines
-//! ending with `data: [DONE]`) and `GET /v1/models`. The request is read into a [`ChatRequest`]
+//! ending with `data: [DONE]`), `GET /v1/models` and `POST /v1/embeddings` ([`embeddings`]). The request is read into a [`ChatRequest`]
 //! (the stateless form: the client sends the conversation, [`request`]) and the pipeline's events
 //! are written back as OpenAI's objects ([`reply`]); errors take OpenAI's shape.
 
+mod embeddings;
 mod reply;
 mod request;
 
@@ -28,6 +29,8 @@ use crate::http::sse::event_stream;
 use crate::http::{Arrived, with_request_id};
 use reply::{Chunks, completion};
 use request::Completion;
+
+pub use embeddings::embeddings;
 
 fn error_response(body: &ErrorBody, request_id: &str) -> Response {
     Dialect::OpenAi.error_response(body, request_id)
@@ -96,6 +99,7 @@ pub async fn models(
         .pipeline
         .model_names(&principal.tenant)
         .into_iter()
+        .chain(app.pipeline.embedding_names())
         .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "nagare"}))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
