@@ -38,7 +38,8 @@ apt_install curl curl
 apt_install jq jq
 apt_install openssl openssl
 
-# asl-validator (npm) for the Step Functions definitions in deploy/statemachines/.
+# asl-validator (npm) for the Step Functions definitions in deploy/statemachines/, and the Vercel AI
+# SDK, which drives the OpenAI dialect (tests/js/vercel_chat.mjs).
 apt_install node nodejs
 apt_install npm npm
 node_stamp=tests/node_modules/.lock-stamp

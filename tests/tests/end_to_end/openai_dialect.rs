@@ -247,3 +247,44 @@ async fn the_openai_sdk_embeds_through_titan_with_the_cache_and_token_limits() {
     let models = seen["models"].as_array().unwrap();
     assert!(models.contains(&json!("embed")), "{models:?}");
 }
+
+#[tokio::test]
+async fn the_vercel_ai_sdk_streams_a_chat_and_parallel_tool_calls() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let gw = Gateway::builder()
+        .model(Arc::new(bedrock_provider(&fake.url())))
+        .models("fake", &["fake.parallel-tools"])
+        .start()
+        .await
+        .unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/js/vercel_chat.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(gw.url("/v1"))
+        .arg(dev_token("alice", &["chat"]))
+        .output()
+        .await
+        .expect("node is missing: run tests/run.sh (Debian: apt-get install nodejs npm)");
+    assert!(
+        output.status.success(),
+        "vercel_chat.mjs failed (are tests/node_modules current? npm ci --prefix tests):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let chat = &seen["chat"];
+    assert_eq!(chat["text"], "Hello from fake Bedrock");
+    assert_eq!(
+        chat["pieces"], 4,
+        "one piece per delta: streamed, not buffered"
+    );
+    assert_eq!(chat["finishReason"], "stop");
+    assert_eq!(chat["outputTokens"], 4);
+    assert!(chat["inputTokens"].as_u64().unwrap() > 0);
+    assert_eq!(
+        seen["tools"],
+        json!({"finishReason": "tool-calls", "calls": [
+            {"id": "tooluse_fake_a", "name": "get_weather", "input": {"city": "Paris"}},
+            {"id": "tooluse_fake_b", "name": "get_time", "input": {"zone": "Asia/Tokyo"}},
+        ]})
+    );
+}
