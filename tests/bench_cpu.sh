@@ -6,7 +6,8 @@
 # Each case: a warm-up run, then the measured run; the server's (and the fake Bedrock's) utime +
 # stime from /proc over the measured run, divided by the requests it served. BENCH_RUNS rounds
 # (default 3) run every case in turn, and the table gives each column's median over the rounds.
-# BENCH_PERF=CASE (healthz, mock, mocksse, grpc, hit, bedrock, bedrocksse, image, via1, ws) records the first
+# BENCH_PERF=CASE (healthz, mock, mocksse, grpc, hit, bedrock, bedrocksse, image, via1, ws, openai,
+# openaisse, anthropic, bedrockoa, via1oa) records the first
 # round's measured run of that case with `perf record --call-graph dwarf` into target/perf-CASE.data;
 # its CPU figure then includes perf's own cost.
 set -euo pipefail
@@ -99,6 +100,9 @@ measure_uploads() {
   echo "$(( $(ticks "$mock_pid") - u0 )) 0" >"$work/upload-$1.cpu"
 }
 ws_body='{"message":"hi","model":"mock.long","inference":{"max_tokens":100}}'
+# The dialects, asking what `{"message":"hello"}` asks on /v1/chat.
+openai_body='{"messages":[{"role":"user","content":"hello"}]}'
+openai_stream='{"messages":[{"role":"user","content":"hello"}],"stream":true}'
 for run in $(seq 1 "$runs"); do
   echo "round $run/$runs" >&2
   measure healthz "$run" "$mock_pid" --url "$mock/healthz" --mode get --connections "$conns"
@@ -109,10 +113,16 @@ for run in $(seq 1 "$runs"); do
   measure bedrock "$run" "$gw_pid" --url "$gw/v1/chat" --connections "$conns"
   measure bedrocksse "$run" "$gw_pid" --url "$gw/v1/chat/stream" --mode sse --connections "$conns"
   measure image "$run" "$gw_pid" --url "$gw/v1/chat" --body "$image_body" --connections "$conns"
+  measure openai "$run" "$mock_pid" --url "$mock/v1/chat/completions" --body "$openai_body" --connections "$conns"
+  # Unary mode reads the streamed body to its end (data: [DONE]).
+  measure openaisse "$run" "$mock_pid" --url "$mock/v1/chat/completions" --body "$openai_stream" --connections "$conns"
+  measure anthropic "$run" "$mock_pid" --url "$mock/v1/messages" --body "$openai_body" --connections "$conns"
+  measure bedrockoa "$run" "$gw_pid" --url "$gw/v1/chat/completions" --body "$openai_body" --connections "$conns"
   measure_uploads "$run"
   # One connection, one request at a time: latency through the gateway minus straight to the fake.
   measure direct1 "$run" "$fake_pid" --url "$fake/model/bench.model/converse-stream" --body "$direct_body" --connections 1
   measure via1 "$run" "$gw_pid" --url "$gw/v1/chat" --connections 1
+  measure via1oa "$run" "$gw_pid" --url "$gw/v1/chat/completions" --body "$openai_body" --connections 1
   # WebSocket: the whole run (handshakes and chat starts included) over every delta read. The
   # chats start spread over one chat's length (2 s), like independent users'.
   profile_start ws "$run" "$ws_pid"
@@ -145,7 +155,11 @@ rows = [("healthz", "`GET /healthz` (the HTTP floor)", False),
         ("hit", "`/v1/chat`, a cache hit", False),
         ("bedrock", "`/v1/chat`, `bedrock` provider to the fake", True),
         ("bedrocksse", "`/v1/chat/stream`, `bedrock` provider to the fake", True),
-        ("image", f"`/v1/chat` with one {image_bytes / 2**20:.1f} MiB image, `bedrock` provider to the fake", True)]
+        ("image", f"`/v1/chat` with one {image_bytes / 2**20:.1f} MiB image, `bedrock` provider to the fake", True),
+        ("openai", "`/v1/chat/completions` (OpenAI), unpaced mock", False),
+        ("openaisse", "`/v1/chat/completions`, streamed, unpaced mock", False),
+        ("anthropic", "`/v1/messages` (Anthropic), unpaced mock", False),
+        ("bedrockoa", "`/v1/chat/completions`, `bedrock` provider to the fake", True)]
 per = {name: [per_request(name, r) for r in range(1, runs + 1)] for name, _, _ in rows}
 med = lambda xs: statistics.median(xs)
 floor = [x["server"] for x in per["healthz"]]
@@ -173,6 +187,7 @@ lines.append(f"| one WebSocket delta, {streams} concurrent chats at 50 tokens/s 
              f"| {med([w[0] / max(f, 1e-9) for w, f in zip(ws, floor)]):.2f} |  | {med([w[1] for w in ws]):.0f} deltas "
              f"| {sum(w[2] for w in ws)} |")
 via = [per_request("via1", r) for r in range(1, runs + 1)]
+via_oa = [per_request("via1oa", r) for r in range(1, runs + 1)]
 direct = [per_request("direct1", r) for r in range(1, runs + 1)]
 over = [v["p50"] - d["p50"] for v, d in zip(via, direct)]
 added = med([i["server"] - b["server"] for i, b in zip(per["image"], per["bedrock"])])
@@ -190,12 +205,20 @@ lines += ["", f"One image adds **{added:.1f} µs** of gateway CPU to a chat thro
           "(SHA-256, the format check, the write)."]
 lines += ["", f"Overhead at one connection (`/v1/chat` through the gateway to the fake, minus straight to the fake, "
           f"p50): **{med(over):.3f} ms** (straight to the fake p50 {med([d['p50'] for d in direct]):.3f} ms; "
-          f"the gateway's CPU at one connection {med([v['server'] for v in via]):.1f} µs/request).", ""]
+          f"the gateway's CPU at one connection {med([v['server'] for v in via]):.1f} µs/request); "
+          f"through `/v1/chat/completions`: **{med([v['p50'] - d['p50'] for v, d in zip(via_oa, direct)]):.3f} ms** "
+          f"({med([v['server'] for v in via_oa]):.1f} µs/request).", ""]
+dialect = lambda a, b: med([x["server"] - y["server"] for x, y in zip(per[a], per[b])])
+lines += [f"The dialects against `/v1/chat` on the same server, per request (differences taken within each round): "
+          f"`/v1/chat/completions` **{dialect('openai', 'mock'):+.1f} µs** on the mock and "
+          f"**{dialect('bedrockoa', 'bedrock'):+.1f} µs** to the fake Bedrock, streamed "
+          f"{dialect('openaisse', 'mocksse'):+.1f} µs against `/v1/chat/stream`; `/v1/messages` "
+          f"{dialect('anthropic', 'mock'):+.1f} µs.", ""]
 open(out, "w").write("\n".join(lines))
 print("\n".join(lines))
 # CPU spent on failed requests says nothing about the path: a run with errors fails.
 failed = sum(x["errors"] for xs in per.values() for x in xs) + sum(w[2] for w in ws) \
-    + sum(x["errors"] for x in via + direct) + sum(u[2] for u in uploads)
+    + sum(x["errors"] for x in via + via_oa + direct) + sum(u[2] for u in uploads)
 if failed:
     sys.exit(f"{failed} requests failed; see the errors column")
 PY

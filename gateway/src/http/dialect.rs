@@ -5,15 +5,22 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::chat::{Block, CONTENT_TYPES, Format, Source};
+use crate::chat::{
+    Block, CONTENT_TYPES, ChatEvent, ChatReply, Format, Message, Source, Tool, ToolChoice,
+};
 use crate::error::{Error, ErrorBody, ErrorCode};
+use crate::http::error::ApiError;
+use crate::http::sse::event_stream;
 use crate::http::with_request_id;
+use crate::pipeline::ChatStream;
 
 /// An API Nagare speaks besides its own, on the routes that speak it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +80,39 @@ impl Dialect {
     /// The error as this API's response, with the table's status and `Retry-After`.
     pub fn error_response(self, error: &ErrorBody, request_id: &str) -> Response {
         error_response(error, self.error_object(error), request_id)
+    }
+
+    /// Answers a chat as this API does: the reply `whole` makes of it, or, `stream`ed, the
+    /// event-stream lines of the writer `writer` makes from the request id; a refusal or a
+    /// failure before the first byte in this API's error shape.
+    pub async fn answer<S>(
+        self,
+        started: Result<(String, ChatStream), ApiError>,
+        stream: bool,
+        whole: impl FnOnce(&str, ChatReply) -> Value,
+        writer: impl FnOnce(&str) -> S,
+    ) -> Response
+    where
+        S: FnMut(ChatEvent) -> Vec<Bytes> + Send + 'static,
+    {
+        let (request_id, events) = match started {
+            Ok(started) => started,
+            Err(e) => return self.error_response(&e.body, &e.request_id),
+        };
+        if !stream {
+            return match ChatReply::collect(events).await {
+                Ok(reply) => {
+                    let body = Json(whole(&request_id, reply)).into_response();
+                    with_request_id(body, &request_id)
+                }
+                Err(body) => self.error_response(&body, &request_id),
+            };
+        }
+        let mut write = writer(&request_id);
+        let lines = events
+            .flat_map(move |event| futures::stream::iter(write(event)))
+            .map(Ok::<_, std::convert::Infallible>);
+        event_stream(Body::from_stream(lines), &request_id)
     }
 }
 
@@ -148,6 +188,17 @@ pub fn attachment(
             source,
         },
     })
+}
+
+/// What `tool_choice: none` leaves of `tools`. Bedrock has no `none`: the tools are left out,
+/// unless the conversation already used them (Bedrock then needs their definitions), when the
+/// model keeps its own choice.
+pub fn choose_none(tools: Vec<Tool>, messages: &[Message]) -> (Vec<Tool>, Option<ToolChoice>) {
+    let used = messages
+        .iter()
+        .flat_map(|m| &m.content)
+        .any(|b| matches!(b, Block::ToolUse { .. } | Block::ToolResult { .. }));
+    (if used { tools } else { Vec::new() }, None)
 }
 
 /// A `data:<media type>;base64,<data>` URL's media type and data.

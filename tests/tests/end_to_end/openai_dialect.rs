@@ -8,9 +8,21 @@
 
 use std::sync::Arc;
 
+use nagare_gateway::config::Config;
 use nagare_tests::fake_converse::SIGNATURE;
 use nagare_tests::{FakeBedrock, Gateway, bedrock_provider, dev_token};
 use serde_json::{Value, json};
+
+/// A gateway on `fake`, default model `fake`, also allowing `allow`, its config changed by `change`.
+async fn gateway(fake: &FakeBedrock, allow: &[&str], change: impl FnOnce(&mut Config)) -> Gateway {
+    Gateway::builder()
+        .model(Arc::new(bedrock_provider(&fake.url())))
+        .models("fake", allow)
+        .config(change)
+        .start()
+        .await
+        .unwrap()
+}
 
 /// Runs `script` with the gateway's `/v1` and a token for alice.
 async fn sdk(gw: &Gateway, script: &str) -> Value {
@@ -21,16 +33,11 @@ async fn sdk(gw: &Gateway, script: &str) -> Value {
 #[tokio::test]
 async fn the_openai_sdk_chats_streams_lists_models_and_sees_its_own_errors() {
     let fake = FakeBedrock::start().await.unwrap();
-    let gw = Gateway::builder()
-        .model(Arc::new(bedrock_provider(&fake.url())))
-        .models("fake", &[])
-        .config(|c| {
-            c.cache.enabled = true;
-            c.rate_limits.requests_per_minute = 3;
-        })
-        .start()
-        .await
-        .unwrap();
+    let gw = gateway(&fake, &[], |c| {
+        c.cache.enabled = true;
+        c.rate_limits.requests_per_minute = 3;
+    })
+    .await;
     let seen = sdk(&gw, "openai_chat.py").await;
 
     let unary = &seen["unary"];
@@ -116,15 +123,8 @@ async fn the_openai_sdk_chats_streams_lists_models_and_sees_its_own_errors() {
 #[tokio::test]
 async fn the_openai_sdk_assembles_parallel_calls_and_sends_images_schemas_and_reasoning() {
     let fake = FakeBedrock::start().await.unwrap();
-    let gw = Gateway::builder()
-        .model(Arc::new(bedrock_provider(&fake.url())))
-        .models(
-            "fake",
-            &["fake.parallel-tools", "fake.json", "fake.reasoning"],
-        )
-        .start()
-        .await
-        .unwrap();
+    let allow = ["fake.parallel-tools", "fake.json", "fake.reasoning"];
+    let gw = gateway(&fake, &allow, |_| {}).await;
     let seen = sdk(&gw, "openai_agent.py").await;
 
     let parallel = &seen["parallel"];
@@ -188,16 +188,11 @@ async fn the_openai_sdk_assembles_parallel_calls_and_sends_images_schemas_and_re
 #[tokio::test]
 async fn the_openai_sdk_embeds_through_titan_with_the_cache_and_token_limits() {
     let fake = FakeBedrock::start().await.unwrap();
-    let gw = Gateway::builder()
-        .model(Arc::new(bedrock_provider(&fake.url())))
-        .models("fake", &[])
-        .config(|c| {
-            c.cache.enabled = true;
-            c.rate_limits.tokens_per_minute = 40;
-        })
-        .start()
-        .await
-        .unwrap();
+    let gw = gateway(&fake, &[], |c| {
+        c.cache.enabled = true;
+        c.rate_limits.tokens_per_minute = 40;
+    })
+    .await;
     let seen = sdk(&gw, "openai_embeddings.py").await;
 
     let first = &seen["first"];
@@ -251,12 +246,7 @@ async fn the_openai_sdk_embeds_through_titan_with_the_cache_and_token_limits() {
 #[tokio::test]
 async fn the_vercel_ai_sdk_streams_a_chat_and_parallel_tool_calls() {
     let fake = FakeBedrock::start().await.unwrap();
-    let gw = Gateway::builder()
-        .model(Arc::new(bedrock_provider(&fake.url())))
-        .models("fake", &["fake.parallel-tools"])
-        .start()
-        .await
-        .unwrap();
+    let gw = gateway(&fake, &["fake.parallel-tools"], |_| {}).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/js/vercel_chat.mjs");
     let output = tokio::process::Command::new("node")
         .arg(script)

@@ -9,30 +9,24 @@ mod request;
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use futures::StreamExt;
 use nagare_authorizer::Principal;
 use serde_json::json;
 
 use crate::app::App;
-use crate::chat::{ChatReply, Route};
-use crate::error::{Error, ErrorBody};
+use crate::chat::Route;
+use crate::error::Error;
 use crate::http::chat::{begin, read_body};
 use crate::http::dialect::Dialect;
-use crate::http::sse::event_stream;
 use crate::http::{Arrived, with_request_id};
 use crate::pipeline::estimate_request_tokens;
 use reply::{Events, message};
 use request::MessagesRequest;
-
-fn error_response(body: &ErrorBody, request_id: &str) -> Response {
-    Dialect::Anthropic.error_response(body, request_id)
-}
 
 fn read(
     app: &App,
@@ -65,26 +59,14 @@ pub async fn messages(
         request,
     )
     .await;
-    let (request_id, events) = match started {
-        Ok(started) => started,
-        Err(e) => return error_response(&e.body, &e.request_id),
+    let whole = |request_id: &str, reply| message(&format!("msg_{request_id}"), reply);
+    let writer = |request_id: &str| {
+        let mut events = Events::new(format!("msg_{request_id}"));
+        move |event| events.lines(event)
     };
-    let id = format!("msg_{request_id}");
-    if !stream {
-        return match ChatReply::collect(events).await {
-            Ok(reply) => with_request_id(Json(message(&id, reply)).into_response(), &request_id),
-            Err(body) => error_response(&body, &request_id),
-        };
-    }
-    let mut writer = Events::new(id);
-    let lines = events
-        .flat_map(move |event| futures::stream::iter(writer.of(event)))
-        .map(|(name, data)| {
-            Ok::<_, std::convert::Infallible>(Bytes::from(format!(
-                "event: {name}\ndata: {data}\n\n"
-            )))
-        });
-    event_stream(Body::from_stream(lines), &request_id)
+    Dialect::Anthropic
+        .answer(started, stream, whole, writer)
+        .await
 }
 
 /// `POST /v1/messages/count_tokens`: the gateway's estimate of the prompt's tokens (about three
@@ -106,6 +88,6 @@ pub async fn count_tokens(
                 .insert("nagare-token-count", HeaderValue::from_static("estimate"));
             with_request_id(response, &request_id)
         }
-        Err(e) => error_response(&e.body(), &request_id),
+        Err(e) => Dialect::Anthropic.error_response(&e.body(), &request_id),
     }
 }

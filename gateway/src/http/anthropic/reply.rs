@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::body::Bytes;
 use serde_json::{Value, json};
 
 use crate::chat::{Block, ChatEvent, ChatReply, Usage};
@@ -189,6 +190,14 @@ impl Events {
             ChatEvent::Sources { .. } => {}
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// The event-stream lines `event` becomes.
+    pub fn lines(&mut self, event: ChatEvent) -> Vec<Bytes> {
+        self.of(event)
+            .into_iter()
+            .map(|(name, data)| Bytes::from(format!("event: {name}\ndata: {data}\n\n")))
+            .collect()
     }
 
     /// Starts block `block` unless it has started.

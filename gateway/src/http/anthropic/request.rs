@@ -14,7 +14,7 @@ use crate::chat::{
     ToolResultContent, ToolStatus, document_name,
 };
 use crate::error::Error;
-use crate::http::dialect::{attachment, bad};
+use crate::http::dialect::{attachment, bad, choose_none};
 
 /// A Messages request; fields it does not name are looked at by name ([`check_other`]).
 #[derive(Deserialize)]
@@ -374,7 +374,7 @@ fn tool(i: usize, mut t: Map<String, Value>, cache: &mut CacheMarks) -> Result<T
     })
 }
 
-/// The tools and the choice among them; `none` as on the OpenAI route (Bedrock has no `none`).
+/// The tools and the choice among them (`none`: [`choose_none`]).
 fn choose(
     tools: Vec<Tool>,
     choice: Option<Map<String, Value>>,
@@ -395,17 +395,7 @@ fn choose(
         Some("tool") => ToolChoice::Tool {
             name: string("tool_choice", &choice, "name")?,
         },
-        Some("none") => {
-            let used = messages
-                .iter()
-                .flat_map(|m| &m.content)
-                .any(|b| matches!(b, Block::ToolUse { .. } | Block::ToolResult { .. }));
-            return Ok(if used {
-                (tools, None)
-            } else {
-                (Vec::new(), None)
-            });
-        }
+        Some("none") => return Ok(choose_none(tools, messages)),
         _ => return Err(bad("tool_choice.type", "must be auto, any, tool or none")),
     };
     Ok((tools, Some(choice)))

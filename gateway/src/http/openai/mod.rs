@@ -10,31 +10,25 @@ mod request;
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use futures::StreamExt;
 use nagare_authorizer::Principal;
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::chat::{ChatReply, Route};
-use crate::error::{Error, ErrorBody};
+use crate::chat::Route;
+use crate::error::Error;
+use crate::http::Arrived;
 use crate::http::chat::{begin, read_body};
 use crate::http::dialect::{Dialect, unix_seconds};
-use crate::http::sse::event_stream;
-use crate::http::{Arrived, with_request_id};
 use reply::{Chunks, completion};
 use request::Completion;
 
 pub use embeddings::embeddings;
-
-fn error_response(body: &ErrorBody, request_id: &str) -> Response {
-    Dialect::OpenAi.error_response(body, request_id)
-}
 
 /// `POST /v1/chat/completions`.
 pub async fn completions(
@@ -64,29 +58,14 @@ pub async fn completions(
         request,
     )
     .await;
-    let (request_id, events) = match started {
-        Ok(started) => started,
-        Err(e) => return error_response(&e.body, &e.request_id),
-    };
-    let id = format!("chatcmpl-{request_id}");
     let created = unix_seconds();
-    if !stream {
-        return match ChatReply::collect(events).await {
-            Ok(reply) => with_request_id(
-                Json(completion(&id, created, reply)).into_response(),
-                &request_id,
-            ),
-            Err(body) => error_response(&body, &request_id),
-        };
-    }
-    let mut chunks = Chunks::new(id, created, include_usage);
-    let lines = events
-        .flat_map(move |event| futures::stream::iter(chunks.of(event)))
-        .map(|value| Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {value}\n\n"))))
-        .chain(futures::stream::once(async {
-            Ok(Bytes::from_static(b"data: [DONE]\n\n"))
-        }));
-    event_stream(Body::from_stream(lines), &request_id)
+    let whole =
+        |request_id: &str, reply| completion(&format!("chatcmpl-{request_id}"), created, reply);
+    let writer = |request_id: &str| {
+        let mut chunks = Chunks::new(format!("chatcmpl-{request_id}"), created, include_usage);
+        move |event| chunks.lines(event)
+    };
+    Dialect::OpenAi.answer(started, stream, whole, writer).await
 }
 
 /// `GET /v1/models`: the aliases and allowed models this caller may ask for.

@@ -8,6 +8,7 @@
 //! DeepSeek put it: `reasoning_content` (text) and `thinking_blocks` (with the signature a
 //! client sends back in a tool loop).
 
+use axum::body::Bytes;
 use serde_json::{Value, json};
 
 use crate::chat::{Block, ChatEvent, ChatReply, Usage, joined_text};
@@ -138,6 +139,20 @@ impl Chunks {
             .iter()
             .position(|b| *b == block)
             .unwrap_or(self.calls.len())
+    }
+
+    /// The `data:` lines `event` becomes, `data: [DONE]` after the last (`done` or `error`).
+    pub fn lines(&mut self, event: ChatEvent) -> Vec<Bytes> {
+        let last = matches!(event, ChatEvent::Done { .. } | ChatEvent::Error { .. });
+        let mut lines: Vec<Bytes> = self
+            .of(event)
+            .into_iter()
+            .map(|value| Bytes::from(format!("data: {value}\n\n")))
+            .collect();
+        if last {
+            lines.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        }
+        lines
     }
 
     /// The chunks (or the error object) `event` becomes; none for events OpenAI has no word for.

@@ -18,7 +18,7 @@ use crate::chat::{
     Tool, ToolChoice, ToolResultContent,
 };
 use crate::error::Error;
-use crate::http::dialect::{attachment, bad, data_url};
+use crate::http::dialect::{attachment, bad, choose_none, data_url};
 
 /// A Chat Completions request; fields it does not name are looked at by name ([`check_other`]).
 #[derive(Deserialize)]
@@ -469,9 +469,7 @@ impl FunctionTool {
     }
 }
 
-/// The tools and the choice among them. Bedrock has no `none`: the tools are left out, unless
-/// the conversation already used them (Bedrock then needs their definitions), when the model
-/// keeps its own choice.
+/// The tools and the choice among them (`none`: [`choose_none`]).
 fn choose(
     tools: Vec<Tool>,
     choice: Option<&Value>,
@@ -488,17 +486,7 @@ fn choose(
         Some(Value::String(s)) => match s.as_str() {
             "auto" => Some(ToolChoice::Auto),
             "required" => Some(ToolChoice::Any),
-            "none" => {
-                let used = messages
-                    .iter()
-                    .flat_map(|m| &m.content)
-                    .any(|b| matches!(b, Block::ToolUse { .. } | Block::ToolResult { .. }));
-                return Ok(if used {
-                    (tools, None)
-                } else {
-                    (Vec::new(), None)
-                });
-            }
+            "none" => return Ok(choose_none(tools, messages)),
             _ => return Err(refuse()),
         },
         Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("function") => {
