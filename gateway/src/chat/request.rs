@@ -21,7 +21,8 @@ pub struct ChatRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Vec<Block>>,
     /// The stateless form: the whole conversation, ending with the new user message. Nothing is
-    /// remembered; not with `conversation_id`.
+    /// remembered; not with `conversation_id` (but on the dialect routes, when the operator has
+    /// them recorded: [`crate::pipeline::MemorySettings::record_dialects`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<Message>>,
     #[serde(default)]
@@ -186,16 +187,21 @@ impl ChatRequest {
             check_blocks("content", Role::User, content)?;
             check_attachments([("content".to_string(), content.as_slice())])?;
         }
-        let Some(messages) = &self.messages else {
-            return Ok(());
-        };
-        if self.conversation_id.is_some() {
+        match &self.messages {
+            Some(messages) => check_conversation(messages),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses `conversation_id` beside `messages`, unless the route records such chats.
+    pub fn check_transcript(&self, recorded: bool) -> Result<(), Error> {
+        if self.messages.is_some() && self.conversation_id.is_some() && !recorded {
             return Err(invalid(
                 "messages",
                 "not with conversation_id: the conversation is either yours or the gateway's",
             ));
         }
-        check_conversation(messages)
+        Ok(())
     }
 
     /// Refuses attachment bytes carried in the request, for transports that keep their frames
@@ -414,10 +420,6 @@ mod tests {
                 "messages[1].role",
             ),
             (
-                r#"{"messages":[{"role":"user","content":"a"}],"conversation_id":"c1"}"#,
-                "conversation_id",
-            ),
-            (
                 r#"{"messages":[{"role":"user","content":"a"},
                   {"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"n","input":{}}]},
                   {"role":"user","content":[{"type":"tool_result","tool_use_id":"t9","content":"x"}]}]}"#,
@@ -470,6 +472,15 @@ mod tests {
             check(r#"{"message":"x"}"#).unwrap().new_turn(),
             [Block::text("x")]
         );
+    }
+
+    #[test]
+    fn a_transcript_names_a_conversation_only_where_it_is_recorded() {
+        let req = check(r#"{"messages":[{"role":"user","content":"a"}],"conversation_id":"c1"}"#)
+            .unwrap();
+        let refused = req.check_transcript(false).unwrap_err().to_string();
+        assert!(refused.contains("conversation_id"), "{refused}");
+        assert!(req.check_transcript(true).is_ok());
     }
 
     #[test]

@@ -50,6 +50,11 @@ impl Route {
         }
     }
 
+    /// The OpenAI and Anthropic chat routes, whose clients send the whole conversation.
+    pub fn is_dialect(self) -> bool {
+        matches!(self, Self::ChatCompletions | Self::Messages)
+    }
+
     /// Whether an operator's rule for `routes` and `tenants` (each meaning all when empty)
     /// covers a chat on this route for `tenant`.
     pub fn covered_by(self, routes: &[String], tenants: &[String], tenant: &str) -> bool {

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -102,18 +102,48 @@ impl Dialect {
         if !stream {
             return match ChatReply::collect(events).await {
                 Ok(reply) => {
+                    let conversation = reply.conversation_id.clone();
                     let body = Json(whole(&request_id, reply)).into_response();
-                    with_request_id(body, &request_id)
+                    with_conversation(with_request_id(body, &request_id), conversation)
                 }
                 Err(body) => self.error_response(&body, &request_id),
             };
         }
+        // The first event (`start`) names the conversation, if the chat is recorded in one.
+        let mut events = events.peekable();
+        let conversation = match std::pin::Pin::new(&mut events).peek().await {
+            Some(ChatEvent::Start {
+                conversation_id, ..
+            }) => conversation_id.clone(),
+            _ => None,
+        };
         let mut write = writer(&request_id);
         let lines = events
             .flat_map(move |event| futures::stream::iter(write(event)))
             .map(Ok::<_, std::convert::Infallible>);
-        event_stream(Body::from_stream(lines), &request_id)
+        let response = event_stream(Body::from_stream(lines), &request_id);
+        with_conversation(response, conversation)
     }
+}
+
+/// The header that names the conversation a dialect chat is recorded in, when the operator
+/// records them: sent back with every recorded answer, and by the client to continue one.
+pub const CONVERSATION_HEADER: &str = "nagare-conversation-id";
+
+/// The conversation a dialect request continues, from [`CONVERSATION_HEADER`].
+pub fn conversation_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CONVERSATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn with_conversation(mut response: Response, conversation: Option<String>) -> Response {
+    if let Some(value) = conversation.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(CONVERSATION_HEADER, value);
+    }
+    response
 }
 
 /// OpenAI's name for a field the pipeline's checks name in its own request's terms.

@@ -225,6 +225,7 @@ impl ChatPipeline {
         }
         let request =
             request.validate(&self.options.limits, || uuid::Uuid::new_v4().to_string())?;
+        request.check_transcript(self.records(route))?;
         Ok(Admitted {
             request,
             principal: principal.clone(),
@@ -232,6 +233,11 @@ impl ChatPipeline {
             started,
             in_flight: self.lifecycle.chat(),
         })
+    }
+
+    /// Whether chats on `route` whose client sends the whole conversation are recorded.
+    fn records(&self, route: Route) -> bool {
+        route.is_dialect() && self.memory.as_ref().is_some_and(Memory::records_dialects)
     }
 
     /// Checks now what [`ChatPipeline::start`] would refuse later whatever the wait, for work
@@ -341,7 +347,14 @@ impl ChatPipeline {
         attachments::new_turn(attach, principal, &request, &mut new_turn).await?;
         let (mut history, recorder) = match &self.memory {
             None if request.conversation_id.is_some() => return Err(memory_off()),
-            // The client keeps the conversation: nothing to recall or record.
+            // The client keeps the conversation: nothing to recall, and nothing to record unless
+            // the operator records this route.
+            Some(memory) if request.messages.is_some() && self.records(route) => {
+                let mut sent = request.sent_history().to_vec();
+                attachments::sent_history(attach, principal, &mut sent).await?;
+                let recorder = memory.transcript(principal, &request, &new_turn).await?;
+                (sent, Some(recorder))
+            }
             _ if request.messages.is_some() => {
                 let mut sent = request.sent_history().to_vec();
                 attachments::sent_history(attach, principal, &mut sent).await?;
@@ -375,7 +388,7 @@ impl ChatPipeline {
                 Recall::Continue { history, recorder } => (history, Some(recorder)),
             },
         };
-        if recorder.is_some() {
+        if recorder.is_some() && request.messages.is_none() {
             attachments::recalled(attach, &mut history, &new_turn).await?;
         }
         let grounder = self.knowledge.as_ref();

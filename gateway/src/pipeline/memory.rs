@@ -33,6 +33,10 @@ pub struct MemorySettings {
     /// How many days an exchange is kept after it is written (0: for ever). A conversation
     /// whose exchanges are all gone is gone.
     pub retention_days: u32,
+    /// Record the chats of the OpenAI and Anthropic routes, which send their whole conversation
+    /// each time: each request's new message and its answer are appended to a conversation (see
+    /// [`Memory::transcript`]). Off, those routes record nothing.
+    pub record_dialects: bool,
 }
 
 impl Default for MemorySettings {
@@ -42,6 +46,7 @@ impl Default for MemorySettings {
             context_tokens: 100_000,
             context_tokens_by_model: BTreeMap::new(),
             retention_days: 0,
+            record_dialects: false,
         }
     }
 }
@@ -184,6 +189,51 @@ impl Memory {
             .await?
             .map(drop)
             .ok_or_else(not_found)
+    }
+
+    /// Whether the chats of the dialect routes are recorded.
+    pub fn records_dialects(&self) -> bool {
+        self.settings.record_dialects
+    }
+
+    /// The recorder of a chat whose client sent the whole conversation (`request.messages`):
+    /// its new message and answer go to `request.conversation_id` (the caller's own; someone
+    /// else's is reported as missing) or, without one, to a new conversation. The model sees
+    /// what the client sent, not what was recorded.
+    pub async fn transcript(
+        &self,
+        principal: &Principal,
+        request: &ChatRequest,
+        user_blocks: &[Block],
+    ) -> Result<Recorder, Error> {
+        let user = Stored::of(user_blocks);
+        if user.bytes() > MAX_TURN_BYTES {
+            return Err(Error::PayloadTooLarge {
+                limit: MAX_TURN_BYTES,
+            });
+        }
+        let id = match &request.conversation_id {
+            Some(id) => {
+                self.check_owner(principal, id).await?;
+                id.clone()
+            }
+            None => first_conversation_id(&principal.sub, request.id()),
+        };
+        let running = loop {
+            match self.in_progress.claim(&principal.sub, &id, request.id()) {
+                Claim::Mine(running) => break running,
+                Claim::Wait(ended) => ended.await,
+            }
+        };
+        Ok(Recorder {
+            _running: running,
+            store: self.store.clone(),
+            owner: principal.sub.clone(),
+            title: joined_text(user_blocks).chars().take(TITLE_CHARS).collect(),
+            conversation_id: id,
+            request_id: request.id().to_owned(),
+            user,
+        })
     }
 
     /// Recalls the conversation of `request` (validated), whose new message is `user_blocks`,

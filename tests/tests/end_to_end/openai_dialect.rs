@@ -278,3 +278,71 @@ async fn the_vercel_ai_sdk_streams_a_chat_and_parallel_tool_calls() {
         ]})
     );
 }
+
+#[tokio::test]
+async fn an_operator_may_record_the_dialects_chats_as_conversations() {
+    let fake = FakeBedrock::start().await.unwrap();
+    let gw = gateway(&fake, &[], |c| {
+        c.memory.enabled = true;
+        c.memory.record_dialects = true;
+    })
+    .await;
+    let seen = sdk(&gw, "openai_memory.py").await;
+    let conversation = seen["first"]
+        .as_str()
+        .expect("the first answer names a conversation");
+    assert_eq!(seen["second"], conversation);
+    assert_eq!(seen["streamed"], conversation);
+    assert_eq!(seen["streamed_text"], "Hello from fake Bedrock");
+    assert_eq!(seen["not_mine"], 404);
+    // Each request recorded its new message and answer, once: not the history it resent.
+    let (status, page) = gw
+        .get_json(&gw.client(), &format!("/v1/conversations/{conversation}"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let turns: Vec<&str> = page["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        turns,
+        [
+            "What is a stream?",
+            "Hello from fake Bedrock",
+            "And in computing?",
+            "Hello from fake Bedrock",
+            "Thanks",
+            "Hello from fake Bedrock"
+        ]
+    );
+    // The model saw what the client sent, system prompt and all.
+    let last = fake.last_request().unwrap();
+    assert_eq!(last["system"][0]["text"], "Be brief.");
+    assert_eq!(last["messages"].as_array().unwrap().len(), 5);
+
+    // By default the dialects record nothing, even with memory on.
+    let quiet = gateway(&fake, &[], |c| c.memory.enabled = true).await;
+    let response = quiet
+        .client()
+        .post(quiet.url("/v1/chat/completions"))
+        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("nagare-conversation-id").is_none());
+    let (_, list) = quiet.get_json(&quiet.client(), "/v1/conversations").await;
+    assert_eq!(list["conversations"], json!([]), "{list}");
+    // Nor may a client name a conversation there.
+    let refused = quiet
+        .client()
+        .post(quiet.url("/v1/chat/completions"))
+        .header("nagare-conversation-id", conversation)
+        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+}

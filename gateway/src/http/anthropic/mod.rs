@@ -22,7 +22,7 @@ use crate::app::App;
 use crate::chat::Route;
 use crate::error::Error;
 use crate::http::chat::{begin, read_body};
-use crate::http::dialect::Dialect;
+use crate::http::dialect::{Dialect, conversation_of};
 use crate::http::{Arrived, with_request_id};
 use crate::pipeline::estimate_request_tokens;
 use reply::{Events, message};
@@ -50,6 +50,10 @@ pub async fn messages(
         Ok(r) => (r.stream, r.into_request()),
         Err(e) => (false, Err(e)),
     };
+    let request = request.map(|mut r| {
+        r.conversation_id = conversation_of(&headers);
+        r
+    });
     let started = begin(
         &app,
         &principal,
