@@ -112,6 +112,9 @@ pub struct Chunks {
     calls: Vec<u32>,
     /// The reasoning text of the block being generated, for its `thinking_blocks` entry.
     reasoning: String,
+    /// A chunk's JSON up to its `delta`, once the model is known: text deltas, most of a
+    /// stream, are written after it without building a JSON tree.
+    head: String,
 }
 
 impl Chunks {
@@ -123,6 +126,7 @@ impl Chunks {
             include_usage,
             calls: Vec::new(),
             reasoning: String::new(),
+            head: String::new(),
         }
     }
 
@@ -143,6 +147,16 @@ impl Chunks {
 
     /// The `data:` lines `event` becomes, `data: [DONE]` after the last (`done` or `error`).
     pub fn lines(&mut self, event: ChatEvent) -> Vec<Bytes> {
+        if let ChatEvent::Delta { text, .. } = &event
+            && !self.head.is_empty()
+        {
+            let text = Value::from(text.as_str());
+            let line = format!(
+                "data: {}{{\"content\":{text}}},\"finish_reason\":null,\"logprobs\":null}}]}}\n\n",
+                self.head
+            );
+            return vec![Bytes::from(line)];
+        }
         let last = matches!(event, ChatEvent::Done { .. } | ChatEvent::Error { .. });
         let mut lines: Vec<Bytes> = self
             .of(event)
@@ -159,6 +173,13 @@ impl Chunks {
     pub fn of(&mut self, event: ChatEvent) -> Vec<Value> {
         let delta = match event {
             ChatEvent::Start { model, .. } => {
+                self.head = format!(
+                    "{{\"id\":{},\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\
+                     \"choices\":[{{\"index\":0,\"delta\":",
+                    Value::from(self.id.as_str()),
+                    self.created,
+                    Value::from(model.as_str()),
+                );
                 self.model = model;
                 json!({"role": "assistant", "content": ""})
             }
@@ -280,6 +301,33 @@ mod tests {
             json!({"index": 1, "function": {"arguments": "{\"x\""}})
         );
         assert_eq!(deltas[4]["tool_calls"][0]["index"], 0);
+    }
+
+    #[test]
+    fn text_deltas_written_straight_are_the_chunks_of_the_tree() {
+        let rid: Arc<str> = "r".into();
+        let start = || ChatEvent::Start {
+            request_id: rid.clone(),
+            conversation_id: None,
+            model: "m \"q\"".into(),
+            cached: false,
+        };
+        let delta = || ChatEvent::Delta {
+            request_id: rid.clone(),
+            index: 0,
+            text: "caf\u{e9} \"quoted\"\n".into(),
+        };
+        let mut straight = Chunks::new("chatcmpl-r".into(), 7, false);
+        straight.lines(start());
+        let line = straight.lines(delta()).remove(0);
+        let line = std::str::from_utf8(&line).unwrap();
+        let json = line.strip_prefix("data: ").unwrap().trim_end();
+        let mut tree = Chunks::new("chatcmpl-r".into(), 7, false);
+        tree.of(start());
+        assert_eq!(
+            serde_json::from_str::<Value>(json).unwrap(),
+            tree.of(delta()).remove(0)
+        );
     }
 
     #[test]
