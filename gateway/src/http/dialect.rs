@@ -13,8 +13,14 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use std::time::Instant;
+
+use nagare_authorizer::Principal;
+
+use crate::app::App;
 use crate::chat::{
-    Block, CONTENT_TYPES, ChatEvent, ChatReply, Format, Message, Source, Tool, ToolChoice,
+    Block, CONTENT_TYPES, ChatEvent, ChatReply, ChatRequest, Format, Message, Route, Source, Tool,
+    ToolChoice,
 };
 use crate::error::{Error, ErrorBody, ErrorCode};
 use crate::http::error::ApiError;
@@ -82,6 +88,23 @@ impl Dialect {
         error_response(error, self.error_object(error), request_id)
     }
 
+    /// Starts a chat a dialect route has read (or failed to read), in the conversation the
+    /// request's [`CONVERSATION_HEADER`] names, if any.
+    pub async fn begin(
+        app: &App,
+        principal: &Principal,
+        route: Route,
+        arrived: Instant,
+        headers: &HeaderMap,
+        request: Result<ChatRequest, Error>,
+    ) -> Result<(String, ChatStream), ApiError> {
+        let request = request.map(|mut r| {
+            r.conversation_id = conversation_of(headers);
+            r
+        });
+        crate::http::chat::begin(app, principal, route, arrived, headers, request).await
+    }
+
     /// Answers a chat as this API does: the reply `whole` makes of it, or, `stream`ed, the
     /// event-stream lines of the writer `writer` makes from the request id; a refusal or a
     /// failure before the first byte in this API's error shape.
@@ -131,7 +154,7 @@ impl Dialect {
 pub const CONVERSATION_HEADER: &str = "nagare-conversation-id";
 
 /// The conversation a dialect request continues, from [`CONVERSATION_HEADER`].
-pub fn conversation_of(headers: &HeaderMap) -> Option<String> {
+fn conversation_of(headers: &HeaderMap) -> Option<String> {
     headers
         .get(CONVERSATION_HEADER)
         .and_then(|v| v.to_str().ok())

@@ -21,8 +21,8 @@ use serde_json::json;
 use crate::app::App;
 use crate::chat::Route;
 use crate::error::Error;
-use crate::http::chat::{begin, read_body};
-use crate::http::dialect::{Dialect, conversation_of};
+use crate::http::chat::read_body;
+use crate::http::dialect::Dialect;
 use crate::http::{Arrived, with_request_id};
 use crate::pipeline::estimate_request_tokens;
 use reply::{Events, message};
@@ -50,19 +50,8 @@ pub async fn messages(
         Ok(r) => (r.stream, r.into_request()),
         Err(e) => (false, Err(e)),
     };
-    let request = request.map(|mut r| {
-        r.conversation_id = conversation_of(&headers);
-        r
-    });
-    let started = begin(
-        &app,
-        &principal,
-        Route::Messages,
-        arrived,
-        &headers,
-        request,
-    )
-    .await;
+    let route = Route::Messages;
+    let started = Dialect::begin(&app, &principal, route, arrived, &headers, request).await;
     let whole = |request_id: &str, reply| message(&format!("msg_{request_id}"), reply);
     let writer = |request_id: &str| {
         let mut events = Events::new(format!("msg_{request_id}"));

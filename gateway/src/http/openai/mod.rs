@@ -23,8 +23,8 @@ use crate::app::App;
 use crate::chat::Route;
 use crate::error::Error;
 use crate::http::Arrived;
-use crate::http::chat::{begin, read_body};
-use crate::http::dialect::{Dialect, conversation_of, unix_seconds};
+use crate::http::chat::read_body;
+use crate::http::dialect::{Dialect, unix_seconds};
 use reply::{Chunks, completion};
 use request::Completion;
 
@@ -48,19 +48,9 @@ pub async fn completions(
         Err(e) => (false, Err(e)),
     };
     let include_usage = read.as_ref().is_ok_and(|(_, asked)| asked.include_usage);
-    let request = read.map(|(mut r, _)| {
-        r.conversation_id = conversation_of(&headers);
-        r
-    });
-    let started = begin(
-        &app,
-        &principal,
-        Route::ChatCompletions,
-        arrived,
-        &headers,
-        request,
-    )
-    .await;
+    let request = read.map(|(r, _)| r);
+    let route = Route::ChatCompletions;
+    let started = Dialect::begin(&app, &principal, route, arrived, &headers, request).await;
     let created = unix_seconds();
     let whole =
         |request_id: &str, reply| completion(&format!("chatcmpl-{request_id}"), created, reply);
