@@ -1,8 +1,9 @@
-//! The OpenAI Chat Completions dialect, a transport of the one pipeline: `POST
-//! /v1/chat/completions` (one `chat.completion`, or `chat.completion.chunk`s as `data:` lines
-//! ending with `data: [DONE]`), `GET /v1/models` and `POST /v1/embeddings` ([`embeddings`]). The request is read into a [`ChatRequest`]
-//! (the stateless form: the client sends the conversation, [`request`]) and the pipeline's events
-//! are written back as OpenAI's objects ([`reply`]); errors take OpenAI's shape.
+//! The OpenAI dialect, a transport of the one pipeline: `POST /v1/chat/completions` (one
+//! `chat.completion`, or `chat.completion.chunk`s as `data:` lines ending with `data: [DONE]`),
+//! `GET /v1/models` and `POST /v1/embeddings` ([`embeddings`]). A completion request is read
+//! into a [`crate::chat::ChatRequest`] (the stateless form: the client sends the conversation,
+//! [`request`]) and the pipeline's events are written back as OpenAI's objects ([`reply`]);
+//! errors take OpenAI's shape.
 
 mod embeddings;
 mod reply;
