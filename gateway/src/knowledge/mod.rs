@@ -47,7 +47,7 @@ pub struct KnowledgeDefault {
     /// `global` for one an operator shares.
     #[serde(default)]
     pub scope: KnowledgeScope,
-    /// Routes it applies to (the names of [`Route`](crate::chat::Route)); all when empty.
+    /// Routes it applies to (the names of [`crate::chat::Route`]); all when empty.
     #[serde(default)]
     pub routes: Vec<String>,
     /// Tenants it applies to; all when empty.

@@ -49,7 +49,7 @@ impl PromptCacheSettings {
 pub struct GuardrailRule {
     #[serde(flatten)]
     pub guardrail: Guardrail,
-    /// Routes it applies to (the names of [`Route`](crate::chat::Route)); all when empty.
+    /// Routes it applies to (the names of [`crate::chat::Route`]); all when empty.
     #[serde(default)]
     pub routes: Vec<String>,
     /// Tenants it applies to; all when empty.
