@@ -4,6 +4,7 @@
 //! stateless form, [`request`]) and the pipeline's events are written back as Anthropic's
 //! ([`reply`]); errors take Anthropic's shape. The token comes as `x-api-key` or a bearer.
 
+mod blocks;
 mod reply;
 mod request;
 

@@ -6,6 +6,7 @@
 //! errors take OpenAI's shape.
 
 mod embeddings;
+mod messages;
 mod reply;
 mod request;
 
