@@ -20,11 +20,11 @@ use crate::pipeline::attachments;
 use crate::pipeline::cache::CacheAsk;
 use crate::pipeline::contract::{GuardrailRule, PromptCacheSettings, guardrail_for};
 use crate::pipeline::embeddings::{EmbedAsk, Embedded, Embedder, EmbeddingSettings};
+use crate::pipeline::estimate::estimate_prompt_tokens;
 use crate::pipeline::event_stream::EventStream;
 use crate::pipeline::flight::{self, Delivery, Upstream, log_failure};
 use crate::pipeline::knowledge::{self, Grounder};
 use crate::pipeline::memory::Recall;
-use crate::pipeline::memory::estimate_block_tokens;
 use crate::pipeline::observe::{Deadline, Watch};
 use crate::pipeline::upstream;
 use crate::pipeline::{ChatCache, ChatStream, Memory, ModelCatalog, estimate_tokens};
@@ -499,16 +499,6 @@ fn memory_off() -> Error {
     Error::InvalidRequest(
         "conversation_id: conversation memory is not enabled on this server".into(),
     )
-}
-
-/// The prompt's tokens as the limits count them before the model has: system and messages.
-fn estimate_prompt_tokens<'a>(
-    system: Option<&str>,
-    turns: impl Iterator<Item = &'a [crate::chat::Block]>,
-) -> u64 {
-    let system = system.map_or(0, estimate_tokens);
-    let messages: usize = turns.map(estimate_block_tokens).sum();
-    (system + messages) as u64
 }
 
 /// The stored answer of a retried request id, as a stream: no model call, nothing recorded.

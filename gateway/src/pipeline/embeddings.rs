@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::limits::Limits;
 use crate::pipeline::ChatCache;
 use crate::pipeline::cache::VectorKey;
-use crate::pipeline::memory::estimate_tokens;
+use crate::pipeline::estimate::estimate_tokens;
 use crate::provider::{EmbedRequest, ModelProvider, embedding_dimensions};
 
 /// `[embeddings]`.

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use nagare_authorizer::Principal;
 use sha2::{Digest, Sha256};
 
-use crate::chat::{Block, ChatRequest, Usage, check_tool_results, joined_text, tool_result_ids};
+use crate::chat::{Block, ChatRequest, Usage, check_tool_results, tool_result_ids};
 use crate::chat::{Message, Reference, Role};
 use crate::error::Error;
+use crate::pipeline::estimate::{estimate_block_tokens, estimate_tokens};
 use crate::pipeline::in_progress::{Claim, InProgress, Running};
 use crate::store::{
     ConversationStore, Exchange, MAX_TURN_BYTES, Stored, Turn, not_found, unix_now_ms,
@@ -71,31 +72,6 @@ impl MemorySettings {
 const DEFAULT_ANSWER_TOKENS: usize = 4096;
 /// Titles are the start of the first message.
 const TITLE_CHARS: usize = 80;
-
-/// A rough, deliberately high token estimate: about 4 bytes per token in English and 3 in CJK
-/// scripts, so dividing by 3 errs on the side of trimming a little too much.
-pub fn estimate_tokens(text: &str) -> usize {
-    text.len().div_ceil(3)
-}
-
-/// [`estimate_tokens`] of a message's blocks (tool input and results as their JSON).
-pub fn estimate_block_tokens(blocks: &[Block]) -> usize {
-    blocks.iter().map(|b| b.estimate_len().div_ceil(3)).sum()
-}
-
-/// [`estimate_tokens`] of what a stateless request sends the model: its system prompt, messages
-/// and tool definitions. What `/v1/messages/count_tokens` answers.
-pub fn estimate_request_tokens(request: &crate::chat::ChatRequest) -> u64 {
-    let system = request.system.as_deref().map_or(0, estimate_tokens);
-    let messages: usize = request
-        .messages
-        .iter()
-        .flatten()
-        .map(|m| estimate_block_tokens(&m.content))
-        .sum();
-    let tools = serde_json::to_string(&request.tools).map_or(0, |t| estimate_tokens(&t));
-    (system + messages + tools) as u64
-}
 
 /// The conversation store and how to use it.
 pub struct Memory {
@@ -206,12 +182,7 @@ impl Memory {
         request: &ChatRequest,
         user_blocks: &[Block],
     ) -> Result<Recorder, Error> {
-        let user = Stored::of(user_blocks);
-        if user.bytes() > MAX_TURN_BYTES {
-            return Err(Error::PayloadTooLarge {
-                limit: MAX_TURN_BYTES,
-            });
-        }
+        let user = stored_turn(user_blocks)?;
         let id = match &request.conversation_id {
             Some(id) => {
                 self.check_owner(principal, id).await?;
@@ -225,15 +196,27 @@ impl Memory {
                 Claim::Wait(ended) => ended.await,
             }
         };
-        Ok(Recorder {
+        Ok(self.recorder(principal, id, request, user, running))
+    }
+
+    /// What records `request`'s exchange in conversation `id`, holding its claim.
+    fn recorder(
+        &self,
+        principal: &Principal,
+        id: String,
+        request: &ChatRequest,
+        user: Stored,
+        running: Running,
+    ) -> Recorder {
+        Recorder {
             _running: running,
             store: self.store.clone(),
             owner: principal.sub.clone(),
-            title: joined_text(user_blocks).chars().take(TITLE_CHARS).collect(),
+            title: user.text.chars().take(TITLE_CHARS).collect(),
             conversation_id: id,
             request_id: request.id().to_owned(),
             user,
-        })
+        }
     }
 
     /// Recalls the conversation of `request` (validated), whose new message is `user_blocks`,
@@ -245,12 +228,7 @@ impl Memory {
         user_blocks: &[Block],
         model_id: &str,
     ) -> Result<Recall, Error> {
-        let user = Stored::of(user_blocks);
-        if user.bytes() > MAX_TURN_BYTES {
-            return Err(Error::PayloadTooLarge {
-                limit: MAX_TURN_BYTES,
-            });
-        }
+        let user = stored_turn(user_blocks)?;
         let (id, started) = match &request.conversation_id {
             Some(id) if !valid_conversation_id(id) => return Err(unissued_id()),
             Some(id) => (id.clone(), true),
@@ -312,15 +290,7 @@ impl Memory {
         let continues_tools = tool_result_ids(user_blocks).next().is_some();
         Ok(Recall::Continue {
             history: trim(&turns, budget, continues_tools),
-            recorder: Recorder {
-                _running: running,
-                store: self.store.clone(),
-                owner: principal.sub.clone(),
-                conversation_id: id.clone(),
-                title: joined_text(user_blocks).chars().take(TITLE_CHARS).collect(),
-                request_id: request.id().to_owned(),
-                user,
-            },
+            recorder: self.recorder(principal, id.clone(), request, user, running),
         })
     }
 
@@ -362,6 +332,17 @@ impl Memory {
             .copied()
             .unwrap_or(self.settings.context_tokens) as usize
     }
+}
+
+/// A user message as history keeps it, if it fits a turn.
+fn stored_turn(blocks: &[Block]) -> Result<Stored, Error> {
+    let user = Stored::of(blocks);
+    if user.bytes() > MAX_TURN_BYTES {
+        return Err(Error::PayloadTooLarge {
+            limit: MAX_TURN_BYTES,
+        });
+    }
+    Ok(user)
 }
 
 /// Exchanges read per page of history.
