@@ -19,6 +19,7 @@ use crate::tasks::Tasks;
 use crate::tcp::ConnectionCap;
 use crate::telemetry::{LiveState, Metrics};
 use crate::uploads::Uploads;
+use crate::web::Site;
 use crate::ws::{LocalConnections, WsSettings};
 
 /// Everything a request may need, shared by every transport.
@@ -54,6 +55,8 @@ pub struct App {
     pub lifecycle: Arc<Lifecycle>,
     /// Client connections open on every listener of this process, and their cap.
     pub connection_cap: Arc<ConnectionCap>,
+    /// The browser app at `/`; `None` when `web.enabled = false` and on Lambda (a bucket serves it).
+    pub web: Option<Arc<Site>>,
 }
 
 impl App {
@@ -202,5 +205,8 @@ pub(crate) fn test_app(pipeline: ChatPipeline, verifier: Verifier) -> Arc<App> {
         health: Arc::new(health),
         lifecycle,
         connection_cap,
+        web: Site::new(&crate::web::WebSettings::default())
+            .ok()
+            .map(Arc::new),
     })
 }

@@ -26,6 +26,7 @@ use crate::tasks::TaskSettings;
 use crate::tcp::{ConnectionSettings, Timeouts};
 use crate::telemetry::{LogFormat, MetricsSettings, TraceSettings};
 use crate::uploads::UploadSettings;
+use crate::web::WebSettings;
 use crate::workflow::WorkflowSettings;
 use crate::ws::WsSettings;
 
@@ -79,6 +80,7 @@ struct RawConfig {
     uploads: UploadSettings,
     knowledge: KnowledgeSettings,
     embeddings: EmbeddingSettings,
+    web: WebSettings,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -241,6 +243,8 @@ pub struct Config {
     pub uploads: UploadSettings,
     /// `/v1/knowledge-bases` on the embedded store.
     pub knowledge: KnowledgeSettings,
+    /// The browser app at `/`.
+    pub web: WebSettings,
 }
 
 /// Reads, layers and validates the configuration.
@@ -391,6 +395,7 @@ impl RawConfig {
             self.uploads.validate(),
             self.knowledge.validate(),
             self.embeddings.validate(),
+            self.web.validate(),
             check_guardrails(&self.guardrails),
         ];
         for checked in sections {
@@ -477,6 +482,7 @@ impl RawConfig {
             workflow: self.workflow,
             uploads: self.uploads,
             knowledge: self.knowledge,
+            web: self.web,
         })
     }
 }

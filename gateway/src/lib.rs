@@ -24,6 +24,7 @@ pub mod tasks;
 pub mod tcp;
 pub mod telemetry;
 pub mod uploads;
+pub mod web;
 pub mod wiring;
 pub mod workflow;
 pub mod ws;

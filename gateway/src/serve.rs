@@ -97,6 +97,12 @@ pub async fn serve(
 ) -> Result<(), StartupError> {
     let addr = local_addr(&listeners.http)?;
     tracing::info!("listening on http://{addr}");
+    if let Some(site) = &app.web {
+        tracing::info!(
+            gzipped_bytes = site.transferred(),
+            "browser app at http://{addr}/ (dev mode: `nagare token --sub <you> --link http://{addr}` prints a sign-in link)"
+        );
+    }
     let grpc = match listeners.grpc {
         Some(listener) => {
             let addr = local_addr(&listener)?;

@@ -89,6 +89,10 @@ enum Command {
         /// running on it must be restarted to accept the new tokens).
         #[arg(long)]
         new_secret: bool,
+        /// Print a link that signs the browser app in: the server's URL with the token in the
+        /// fragment, which the browser keeps to itself.
+        #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "http://127.0.0.1:8080")]
+        link: Option<String>,
     },
 }
 
@@ -172,7 +176,16 @@ fn main() -> ExitCode {
             ttl,
             data_dir,
             new_secret,
-        } => token(sub, scopes, tenant, &ttl, &data_dir, new_secret),
+            link,
+        } => token(
+            sub,
+            scopes,
+            tenant,
+            &ttl,
+            &data_dir,
+            new_secret,
+            link.as_deref(),
+        ),
     }
 }
 
@@ -210,9 +223,18 @@ fn token(
     ttl: &str,
     data_dir: &std::path::Path,
     new_secret: bool,
+    link: Option<&str>,
 ) -> ExitCode {
     if sub.trim().is_empty() {
         return fail("--sub must not be empty", 2);
+    }
+    if let Some(url) = link
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return fail(
+            &format!("--link {url:?}: use the server's http:// or https:// URL"),
+            2,
+        );
     }
     let Some(ttl) = dev::parse_ttl(ttl) else {
         return fail(
@@ -234,7 +256,10 @@ fn token(
         },
     ) {
         Ok(t) => {
-            println!("{t}");
+            match link {
+                Some(url) => println!("{}/#token={t}", url.trim_end_matches('/')),
+                None => println!("{t}"),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(&format!("signing the token: {e}"), 1),

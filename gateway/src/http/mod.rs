@@ -12,6 +12,7 @@ mod openai;
 mod sse;
 mod tasks;
 mod uploads;
+mod web;
 
 pub use observe::Arrived;
 #[cfg(test)]
@@ -117,6 +118,9 @@ pub fn router(app: Arc<App>) -> Router {
                 crate::uploads::MAX_DOCUMENT_BYTES as usize,
             )),
         )
+        .route("/", get(web::index))
+        .route("/config.json", get(web::config))
+        .route("/assets/{version}/{*path}", get(web::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(observe::metrics))

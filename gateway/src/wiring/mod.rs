@@ -29,6 +29,7 @@ use crate::tasks::{ConnectionDelivery, Tasks};
 use crate::tcp::ConnectionCap;
 use crate::telemetry::{Emf, Metrics, NoRecorder, Recorder};
 use crate::uploads::Attach;
+use crate::web::Site;
 use crate::ws::LocalConnections;
 
 pub use ingest::{Ingested, ingest};
@@ -298,6 +299,12 @@ impl Wiring {
             Some(verifier) => Arc::new(verifier),
             None => verifier(&config)?,
         };
+        let web = match (host, config.web.enabled) {
+            (Host::Serve, true) => Some(Arc::new(
+                Site::new(&config.web).map_err(StartupError::Config)?,
+            )),
+            _ => None,
+        };
         let app = App {
             pipeline: Arc::new(pipeline),
             verifier,
@@ -321,6 +328,7 @@ impl Wiring {
             health,
             lifecycle,
             connection_cap,
+            web,
         };
         Ok((app, stores))
     }

@@ -73,8 +73,10 @@ pub async fn models(
         .pipeline
         .model_names(&principal.tenant)
         .into_iter()
-        .chain(app.pipeline.embedding_names())
-        .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "nagare"}))
+        .map(|id| (id, "chat"))
+        .chain(app.pipeline.embedding_names().into_iter().map(|id| (id, "embedding")))
+        // `kind` is Nagare's own: which route takes the model (the browser app lists chat ones).
+        .map(|(id, kind)| json!({"id": id, "object": "model", "created": created, "owned_by": "nagare", "kind": kind}))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
 }
