@@ -37,9 +37,12 @@ apt_install redis-server redis-server
 apt_install curl curl
 apt_install jq jq
 apt_install openssl openssl
+# Debian's Chromium, which the browser app's tests drive through playwright-core (tests/js/web_app.mjs).
+apt_install chromium chromium
 
-# asl-validator (npm) for the Step Functions definitions in deploy/statemachines/, and the Vercel AI
-# SDK, which drives the OpenAI dialect (tests/js/vercel_chat.mjs).
+# asl-validator (npm) for the Step Functions definitions in deploy/statemachines/, the Vercel AI
+# SDK, which drives the OpenAI dialect (tests/js/vercel_chat.mjs), and playwright-core, which drives
+# Chromium through the browser app (it never downloads a browser of its own).
 apt_install node nodejs
 apt_install npm npm
 node_stamp=tests/node_modules/.lock-stamp

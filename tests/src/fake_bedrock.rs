@@ -9,6 +9,7 @@
 //! | anything else | four text deltas, `messageStop`, `metadata` |
 //! | `fake.slow` | 50 ms between deltas, 40 deltas |
 //! | `fake.long` | 2,000 deltas |
+//! | `fake.markdown` | [`crate::samples::MARKDOWN`] in 7-byte deltas, 10 ms apart |
 //! | `fake.huge` | four deltas of 20,000 characters each, with quotes and newlines to escape |
 //! | `fake.throttle-N` | the first N calls get 429 `ThrottlingException` |
 //! | `fake.unavailable` | 503 `ServiceUnavailableException` |
@@ -229,6 +230,13 @@ impl Shared {
                 stall: false,
             },
             "fake.long" => plain(words(2000)),
+            "fake.markdown" => Plan::Stream {
+                deltas: crate::samples::markdown_deltas(),
+                gap: Duration::from_millis(10),
+                fail_after: None,
+                metadata: true,
+                stall: false,
+            },
             "fake.huge" => plain(vec![HUGE_DELTA.repeat(2_000); 4]),
             "fake.midstream-error" => Plan::Stream {
                 deltas: words(4),

@@ -70,6 +70,35 @@ pub async fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// Runs `tests/js/{script}` with `args` in Node.js and reads what it printed as JSON; a script
+/// that fails fails the test with its stderr.
+pub async fn node_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("js")
+        .join(script);
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("node is missing ({e}): run tests/run.sh (Debian: apt-get install nodejs npm)")
+        });
+    assert!(
+        output.status.success(),
+        "{} failed (are tests/node_modules current? npm ci --prefix tests):\n{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{} printed no JSON ({e}):\n{}",
+            script.display(),
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
 /// What to do when the test venv is missing a package.
 pub const INSTALL_PYTHON: &str = "run tests/run.sh once, or: python3 -m venv tests/.venv && \
                                   tests/.venv/bin/pip install -r tests/requirements.txt";

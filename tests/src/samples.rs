@@ -1,6 +1,6 @@
 //! Files to attach, made here so no binary fixture lives in the repository: a real PNG (zlib
 //! stored blocks, CRCs, an Adler-32: what any decoder, Bedrock's included, accepts) and a PDF
-//! with pages of text.
+//! with pages of text. And an answer in Markdown, for the browser app to render.
 
 use sha2::{Digest, Sha256};
 
@@ -135,4 +135,22 @@ mod tests {
         assert_eq!(&png[12..16], b"IHDR");
         assert!(png.ends_with(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82]));
     }
+}
+
+/// An answer with every Markdown construct the browser app renders, a code line far wider than
+/// a phone, and text that must stay text.
+pub const MARKDOWN: &str = "### Streams\n\nA **stream** is data that *arrives over time*; \
+see [the docs](https://example.com/streams) and https://example.com/more.\n\n\
+- one item\n- two with `inline code`\n\n1. first\n2. second\n\n> a quoted line\n\n\
+```rust\nlet wide = \"0123456789012345678901234567890123456789012345678901234567890123456789\
+0123456789012345678901234567890123456789\";\n```\n\n\
+Not a link: [click](javascript:alert(1)) and <img src=x onerror=alert(1)> stay text.";
+
+/// [`MARKDOWN`] cut every 7 bytes (all ASCII), so markers arrive split across deltas.
+pub fn markdown_deltas() -> Vec<String> {
+    MARKDOWN
+        .as_bytes()
+        .chunks(7)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect()
 }

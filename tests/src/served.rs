@@ -16,7 +16,7 @@ pub struct Served {
     pub grpc: String,
     /// A dev token for `alice` with the `chat` scope.
     pub token: String,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Served {
@@ -66,19 +66,30 @@ impl Served {
         }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        let token = Command::new(&binary)
-            .args(["token", "--sub", "alice", "--data-dir"])
-            .arg(dir.path())
-            .output()
-            .unwrap_or_else(|e| panic!("nagare token: {e}"));
-        assert!(token.status.success(), "{token:?}");
-        Self {
+        let mut served = Self {
             child,
             http: http.unwrap_or_default(),
             grpc: grpc.unwrap_or_default(),
-            token: String::from_utf8_lossy(&token.stdout).trim().to_owned(),
-            _dir: dir,
-        }
+            token: String::new(),
+            dir,
+        };
+        served.token = served.mint(&["--sub", "alice"]);
+        served
+    }
+
+    /// What `nagare token --data-dir <its dir> {args}` prints: a token, or with `--link` a
+    /// sign-in link.
+    pub fn mint(&self, args: &[&str]) -> String {
+        let binary = workspace_binary("nagare").unwrap_or_else(|e| panic!("{e}"));
+        let out = Command::new(&binary)
+            .arg("token")
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("nagare token: {e}"));
+        assert!(out.status.success(), "nagare token {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// Sends SIGTERM, as a deploy or `docker stop` does.

@@ -35,7 +35,8 @@ export class Chat {
     this.onBusy = onBusy; // (busy): whether the open conversation has an answer in flight
     this.views = new Map();
     this.current = null;
-    this.answers = new Map(); // request id → {answer, view}
+    this.answers = new Map(); // request id → {answer, view, title, conversation}
+    this.following = 0;
   }
 
   // Opens conversation `id` (null: a new one). Resolves when its history is on screen.
@@ -109,11 +110,13 @@ export class Chat {
     const chat = frame.request_id && this.answers.get(frame.request_id);
     if (!chat) return;
     const { answer, view } = chat;
-    const follow = view === this.current && this.atBottom();
+    // Keep the newest text in view if the reader was at the bottom; once per frame, since
+    // reading the scroll height lays the page out.
+    const follow = view === this.current && !this.following && this.atBottom();
     switch (frame.type) {
       case "start":
         answer.start(frame);
-        if (!view.id && frame.conversation_id) this.named(view, frame.conversation_id, chat.title);
+        chat.conversation = frame.conversation_id;
         break;
       case "sources": answer.sources(frame.sources); break;
       case "delta": answer.delta(frame.text); break;
@@ -121,10 +124,20 @@ export class Chat {
       case "tool_call_start": answer.toolCallStart(frame); break;
       case "tool_call_delta": answer.toolCallDelta(frame); break;
       case "tool_call": answer.toolCall(frame); break;
-      case "done": answer.done(frame); this.ended(frame.request_id); break;
+      case "done":
+        answer.done(frame);
+        // A new conversation exists once its first answer is kept: a stopped or failed one is not.
+        if (!view.id && chat.conversation) this.named(view, chat.conversation, chat.title);
+        this.ended(frame.request_id);
+        break;
       case "error": answer.error(frame); this.ended(frame.request_id); break;
     }
-    if (follow) requestAnimationFrame(() => (this.log.scrollTop = this.log.scrollHeight));
+    if (follow) {
+      this.following = requestAnimationFrame(() => {
+        this.following = 0;
+        this.log.scrollTop = this.log.scrollHeight;
+      });
+    }
   }
 
   // The socket closed: every answer in flight was stopped by the gateway.

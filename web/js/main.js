@@ -198,7 +198,8 @@ function run() {
     }
     const kept = sessionStorage.getItem("nagare.model");
     if (kept && models.data.some((m) => m.id === kept)) $("model").value = kept;
-  }).catch((error) => (status.textContent = `The models could not be listed. ${sentence(error)}`));
+  }).catch((error) => (status.textContent = `The models could not be listed. ${sentence(error)}`))
+    .finally(() => ($("model").dataset.ready = "true"));
   $("model").onchange = () => sessionStorage.setItem("nagare.model", $("model").value);
 
   socket.connect();

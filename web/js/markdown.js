@@ -22,6 +22,7 @@ export class Markdown {
     this.text = "";
     this.settled = 0; // where the unsettled text begins: always a line start outside a fence
     this.tail = []; // the nodes of the unsettled blocks
+    this.rendered = 0; // how much of the text the DOM shows
   }
 
   append(text) {
@@ -30,17 +31,44 @@ export class Markdown {
 
   // Builds what arrived since the last call; `final` settles everything.
   render(final = false) {
+    if (!final && this.extend()) return;
+    this.rendered = this.text.length;
     for (const node of this.tail) node.remove();
     this.tail = [];
     const blocks = parse(this.text, this.settled);
+    // The last block may grow. So may the one before it while the last line is incomplete: "-"
+    // reads as a paragraph until " two" makes it the next item of the list above.
+    const partial = this.text.lastIndexOf("\n") + 1;
+    const last = blocks.length - 1;
+    const open = last > 0 && blocks[last].start >= partial && partial < this.text.length ? last - 1 : last;
     blocks.forEach((block, i) => {
       const node = build(block, this.cite);
       this.root.append(node);
-      if (final || i < blocks.length - 1) this.settled = block.end;
+      if (final || i < open) this.settled = block.end;
       else this.tail.push(node);
     });
   }
+
+  // The common case while streaming: plain words added to the paragraph being written, well into
+  // its line. They go into its last text node as they are, since they can neither start nor end
+  // any markup (no marker characters, no URL); anything else rebuilds the open block. Rebuilding
+  // a long paragraph every frame would lay all of it out again.
+  extend() {
+    const added = this.text.slice(this.rendered);
+    const open = this.tail.length === 1 ? this.tail[0] : null;
+    const last = open && open.nodeName === "P" ? open.lastChild : null;
+    if (!added || !last || last.nodeType !== Node.TEXT_NODE || !PLAIN.test(added)) return false;
+    const line = this.text.slice(this.text.lastIndexOf("\n", this.rendered - 1) + 1, this.rendered);
+    if (line.length < 12 || (line.slice(-8) + added).includes("http")) return false;
+    last.appendData(added);
+    this.rendered = this.text.length;
+    return true;
+  }
 }
+
+// Text that cannot change the markup around it; a line's first 12 characters (where block
+// markers are) never count as plain.
+const PLAIN = /^[^`*_[\]()\n]*$/;
 
 // Blocks of `text` from `from` (a line start): {kind, lines, start, end, ...}.
 function parse(text, from) {
@@ -151,73 +179,71 @@ function build(block, cite) {
   }
 }
 
-const LINK = /^\[([^\]\n]+)\]\(([^()\s]+)\)/;
-const CITATION = /^\[(\d{1,3})\]/;
-const BARE_URL = /^https?:\/\/[^\s<>()[\]"']+[^\s<>()[\]"'.,;:!?]/;
+// Sticky (`y`): each matches exactly at its lastIndex, so a long paragraph is read once, in place.
+const LINK = /\[([^\]\n]+)\]\(([^()\s]+)\)/y;
+const CITATION = /\[(\d{1,3})\]/y;
+const BARE_URL = /https?:\/\/[^\s<>()[\]"']+[^\s<>()[\]"'.,;:!?]/y;
+const SPECIAL = /[`*_[h]/g;
+
+function at(pattern, text, i) {
+  pattern.lastIndex = i;
+  return pattern.exec(text);
+}
 
 // Appends `text` to `parent` as text nodes and inline elements.
 function inline(text, parent, cite) {
-  let plain = "";
-  const flush = () => {
-    if (plain) parent.append(plain);
-    plain = "";
+  let i = 0; // the text before i is in the DOM
+  SPECIAL.lastIndex = 0;
+  const flush = (to) => {
+    if (to > i) parent.append(text.slice(i, to));
   };
-  let i = 0;
-  while (i < text.length) {
-    const c = text[i];
-    const rest = text.slice(i);
+  let next;
+  while ((next = SPECIAL.exec(text))) {
+    const k = next.index;
+    const c = text[k];
     let m;
+    let end = -1; // where the element built at k ends
     if (c === "`") {
-      const j = text.indexOf("`", i + 1);
-      if (j > i + 1) {
-        flush();
-        parent.appendChild(document.createElement("code")).textContent = text.slice(i + 1, j);
-        i = j + 1;
-        continue;
+      const j = text.indexOf("`", k + 1);
+      if (j > k + 1) {
+        flush(k);
+        parent.appendChild(document.createElement("code")).textContent = text.slice(k + 1, j);
+        end = j + 1;
       }
-    } else if ((c === "*" || c === "_") && !(c === "_" && /\w/.test(text[i - 1] || ""))) {
-      const mark = text[i + 1] === c ? c + c : c;
-      const from = i + mark.length;
+    } else if ((c === "*" || c === "_") && !(c === "_" && /\w/.test(text[k - 1] || ""))) {
+      const mark = text[k + 1] === c ? c + c : c;
+      const from = k + mark.length;
       const j = text.indexOf(mark, from);
-      if (j > from && !/\s/.test(text[from]) && !/\s/.test(text[j - 1])) {
-        flush();
+      // As in CommonMark, `_` does not open or close inside a word (snake_case, __dunder).
+      const closes = c === "*" || !/\w/.test(text[j + mark.length] || "");
+      if (j > from && closes && !/\s/.test(text[from]) && !/\s/.test(text[j - 1])) {
+        flush(k);
         const el = parent.appendChild(document.createElement(mark.length === 2 ? "strong" : "em"));
         inline(text.slice(from, j), el, cite);
-        i = j + mark.length;
-        continue;
+        end = j + mark.length;
       }
-    } else if (c === "[" && (m = LINK.exec(rest))) {
-      const href = safeHref(m[2]);
-      if (href) {
-        flush();
-        inline(m[1], link(parent, href), cite);
-        i += m[0].length;
-        continue;
-      }
-    } else if (c === "[" && (m = CITATION.exec(rest))) {
-      const id = cite(Number(m[1]));
-      if (id) {
-        flush();
-        const a = parent.appendChild(document.createElement("a"));
-        a.href = `#${id}`;
-        a.className = "citation";
-        a.textContent = m[0];
-        i += m[0].length;
-        continue;
-      }
-    } else if (c === "h" && !/\w/.test(text[i - 1] || "") && (m = BARE_URL.exec(rest))) {
-      const href = safeHref(m[0]);
-      if (href) {
-        flush();
-        link(parent, href).textContent = m[0];
-        i += m[0].length;
-        continue;
-      }
+    } else if (c === "[" && (m = at(LINK, text, k)) && safeHref(m[2])) {
+      flush(k);
+      inline(m[1], link(parent, safeHref(m[2])), cite);
+      end = k + m[0].length;
+    } else if (c === "[" && (m = at(CITATION, text, k)) && cite(Number(m[1]))) {
+      flush(k);
+      const a = parent.appendChild(document.createElement("a"));
+      a.href = `#${cite(Number(m[1]))}`;
+      a.className = "citation";
+      a.textContent = m[0];
+      end = k + m[0].length;
+    } else if (c === "h" && !/\w/.test(text[k - 1] || "") && (m = at(BARE_URL, text, k)) && safeHref(m[0])) {
+      flush(k);
+      link(parent, safeHref(m[0])).textContent = m[0];
+      end = k + m[0].length;
     }
-    plain += c;
-    i += 1;
+    if (end > 0) {
+      i = end;
+      SPECIAL.lastIndex = end;
+    }
   }
-  flush();
+  flush(text.length);
 }
 
 function link(parent, href) {

@@ -33,6 +33,7 @@ mod routing;
 mod shutdown;
 mod task_delivery;
 mod tasks;
+mod web_app;
 mod websocket;
 mod websocket_lambda;
 mod workflow;

@@ -247,20 +247,8 @@ async fn the_openai_sdk_embeds_through_titan_with_the_cache_and_token_limits() {
 async fn the_vercel_ai_sdk_streams_a_chat_and_parallel_tool_calls() {
     let fake = FakeBedrock::start().await.unwrap();
     let gw = gateway(&fake, &["fake.parallel-tools"], |_| {}).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/js/vercel_chat.mjs");
-    let output = tokio::process::Command::new("node")
-        .arg(script)
-        .arg(gw.url("/v1"))
-        .arg(dev_token("alice", &["chat"]))
-        .output()
-        .await
-        .expect("node is missing: run tests/run.sh (Debian: apt-get install nodejs npm)");
-    assert!(
-        output.status.success(),
-        "vercel_chat.mjs failed (are tests/node_modules current? npm ci --prefix tests):\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let token = dev_token("alice", &["chat"]);
+    let seen = nagare_tests::node_json("vercel_chat.mjs", &[&gw.url("/v1"), &token]).await;
     let chat = &seen["chat"];
     assert_eq!(chat["text"], "Hello from fake Bedrock");
     assert_eq!(

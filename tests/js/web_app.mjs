@@ -1,0 +1,282 @@
+// Drives the browser app (web/) in Debian's Chromium through playwright-core, against a live
+// `nagare serve`, and prints what it saw as JSON for tests/tests/end_to_end/web_app.rs to check.
+//
+// Usage: node web_app.mjs <scenario> '<json settings>'
+//   chat: sign-in by link, streaming, reload, XSS, sources of the page, list paging, delete,
+//         360 px, screenshots, and the figures (size, delta-to-paint, main-thread share)
+//   stop: Stop and Esc mid-answer, and a rate-limited answer's countdown
+import { chromium } from "playwright-core";
+
+const [scenario, raw] = process.argv.slice(2);
+const settings = JSON.parse(raw);
+
+const browser = await chromium.launch({
+  executablePath: process.env.NAGARE_TEST_CHROMIUM || "/usr/bin/chromium",
+  // The machine's network is closed: Chromium's own background calls only fail and wait.
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const seen = { errors: [], violations: [] };
+// Each step on stderr, so a timeout says where it happened.
+const step = (what) => process.stderr.write(`web_app.mjs ${scenario}: ${what}\n`);
+try {
+  if (scenario === "chat") await chat();
+  else if (scenario === "stop") await stop();
+  else throw new Error(`unknown scenario ${scenario}`);
+} finally {
+  await browser.close();
+}
+process.stdout.write(JSON.stringify(seen));
+
+// A page with what the tests watch installed before the app runs: CSP violations, errors, and
+// each WebSocket frame's arrival time.
+async function open(link, options = {}) {
+  step(`opening ${new URL(link).origin}`);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...options });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => seen.errors.push(e.message));
+  page.on("console", (m) => m.type() === "error" && seen.errors.push(m.text()));
+  await page.addInitScript(() => {
+    window.__violations = [];
+    document.addEventListener("securitypolicyviolation", (e) => window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`));
+    window.__frames = [];
+    const Native = window.WebSocket;
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        // Added before the app's own handler, so it sees each frame first.
+        this.addEventListener("message", (m) => window.__frames.push({ at: performance.now(), frame: JSON.parse(m.data) }));
+      }
+    };
+  });
+  const response = await page.goto(link);
+  await page.waitForSelector("#app:not([hidden])");
+  await page.waitForSelector("#model[data-ready]");
+  return { context, page, response };
+}
+
+async function violations(page) {
+  seen.violations.push(...(await page.evaluate(() => window.__violations)));
+}
+
+// Sends `text` from the keyboard and waits for the answer's `done` or `error`.
+async function ask(page, text, model = "") {
+  step(`asking ${JSON.stringify(text.slice(0, 40))}`);
+  await page.selectOption("#model", model);
+  await page.focus("#message");
+  await page.keyboard.type(text);
+  await page.keyboard.press("Enter");
+}
+
+async function answered(page, n) {
+  step(`waiting for answer ${n}`);
+  await page.waitForFunction((n) => {
+    const answers = document.querySelectorAll(".turn.assistant");
+    return answers.length >= n && !answers[n - 1].hasAttribute("aria-busy");
+  }, n, { timeout: 60_000 });
+  return page.locator(".turn.assistant").nth(n - 1);
+}
+
+async function chat() {
+  const { context, page, response } = await open(settings.alice);
+  seen.csp = response.headers()["content-security-policy"] || null;
+  seen.who = await page.textContent("#who");
+  seen.url_after_sign_in = page.url();
+
+  // Streaming: count the answer's DOM growing while it is still busy.
+  await page.evaluate(() => {
+    window.__grew = 0;
+    new MutationObserver((records) => {
+      const busy = document.querySelector(".turn.assistant[aria-busy]");
+      if (busy && records.some((r) => busy.contains(r.target) && r.addedNodes.length)) window.__grew += 1;
+    }).observe(document.getElementById("log"), { childList: true, subtree: true });
+  });
+  await ask(page, "Tell me about streams");
+  const first = await answered(page, 1);
+  seen.grew_while_streaming = await page.evaluate(() => window.__grew);
+  seen.first_answer = await first.locator(".body").innerText();
+  seen.first_meta = await first.locator(".meta").innerText();
+  seen.conversation_url = page.url();
+
+  // Model text that tries to become HTML, script or a javascript: link, echoed by the mock.
+  await ask(page, settings.xss);
+  const hostile = await answered(page, 2);
+  seen.xss = await page.evaluate(() => ({
+    ran: window.__xss || null,
+    images: document.querySelectorAll("#log img").length,
+    scripts: document.querySelectorAll("#log script").length,
+    javascript_links: document.querySelectorAll('#log a[href^="javascript"]').length,
+    http_links: [...document.querySelectorAll("#log .assistant a")].map((a) => [a.href, a.rel]),
+  }));
+  seen.xss.text = await hostile.locator(".body").innerText();
+  await page.locator("#log .assistant a").first().hover();
+
+  // Reload: the conversation comes back from history.
+  await page.reload();
+  await page.waitForFunction(() => document.querySelectorAll(".turn.assistant").length === 2);
+  seen.after_reload = {
+    url: page.url(),
+    first_answer: await page.locator(".turn.assistant .body").first().innerText(),
+    users: await page.locator(".turn.user").allInnerTexts(),
+  };
+
+  // Screenshots for review, then the narrow layout.
+  await page.screenshot({ path: `${settings.screenshots}/light.png` });
+  await page.emulateMedia({ colorScheme: "dark" });
+  await page.screenshot({ path: `${settings.screenshots}/dark.png` });
+  seen.dark_background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  await violations(page);
+  await context.close();
+
+  await figures();
+  await paging();
+}
+
+// The app's size on a first visit, and a long answer at 200 tokens/s: the time from each delta
+// frame to the frame in which its text is on screen, and how busy the main thread was.
+async function figures() {
+  const { context, page } = await open(settings.alice);
+  seen.transferred_bytes = await page.evaluate(() =>
+    [...performance.getEntriesByType("navigation"), ...performance.getEntriesByType("resource")]
+      .filter((e) => !new URL(e.name).pathname.startsWith("/v1/"))
+      .reduce((sum, e) => sum + e.transferSize, 0));
+  await page.evaluate(() => {
+    // After each rendering step (a task posted from requestAnimationFrame runs after it), note
+    // how much of the answer is on screen and which delta frames that covers.
+    window.__paints = [];
+    const channel = new MessageChannel();
+    let counted = 0; // delta frames already painted
+    let expected = []; // for each delta frame: the answer's visible characters once it is painted
+    channel.port1.onmessage = () => {
+      const body = [...document.querySelectorAll(".turn.assistant .body")].pop();
+      if (!body) return;
+      const visible = body.textContent.replace(/\s/g, "").length;
+      const deltas = window.__frames.filter((f) => f.frame.type === "delta");
+      let total = expected.length ? expected[expected.length - 1] : 0;
+      for (const f of deltas.slice(expected.length)) expected.push((total += f.frame.text.replace(/\s/g, "").length));
+      while (counted < deltas.length && expected[counted] <= visible) {
+        window.__paints.push(performance.now() - deltas[counted].at);
+        counted += 1;
+      }
+    };
+    const loop = () => {
+      channel.port2.postMessage(0);
+      requestAnimationFrame(loop);
+    };
+    requestAnimationFrame(loop);
+  });
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Performance.enable");
+  const metric = async (name) => (await cdp.send("Performance.getMetrics")).metrics.find((m) => m.name === name).value;
+  const busy0 = await metric("TaskDuration");
+  const wall0 = Date.now();
+  await ask(page, "A long answer, please", "long");
+  await answered(page, 1);
+  const busy = (await metric("TaskDuration")) - busy0;
+  const wall = (Date.now() - wall0) / 1000;
+  const paints = await page.evaluate(() => window.__paints);
+  const deltas = await page.evaluate(() => window.__frames.filter((f) => f.frame.type === "delta").length);
+  const sorted = [...paints].sort((a, b) => a - b);
+  const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  seen.paint = { deltas, painted: paints.length, p50_ms: at(0.5), p99_ms: at(0.99), max_ms: sorted[sorted.length - 1] };
+  seen.main_thread = { busy_s: busy, wall_s: wall, share: busy / wall };
+  seen.long_words = (await page.locator(".turn.assistant .body").innerText()).split(/\s+/).length;
+  await violations(page);
+  await context.close();
+}
+
+// Carol has more conversations than a page: the list pages in as it scrolls; then one is deleted.
+async function paging() {
+  const { context, page } = await open(settings.carol);
+  await page.waitForFunction(() => document.querySelectorAll("#conversations li[data-id]").length > 0);
+  seen.listed_first = await page.locator("#conversations li[data-id]").count();
+  await page.locator("#conversations li[data-id]").last().scrollIntoViewIfNeeded();
+  await page.waitForFunction((n) => document.querySelectorAll("#conversations li[data-id]").length > n, seen.listed_first);
+  await page.evaluate(() => document.getElementById("sidebar").scrollTo(0, 1e6));
+  await page.waitForFunction(() => !document.querySelector("#conversations .sentinel"));
+  seen.listed_all = await page.locator("#conversations li[data-id]").count();
+
+  // Open one, then delete it with the keyboard, accepting the confirmation.
+  const item = page.locator("#conversations li[data-id]").first();
+  seen.deleted = await item.getAttribute("data-id");
+  await item.locator("a").click();
+  await page.waitForFunction(() => document.querySelectorAll(".turn.assistant").length === 1);
+  seen.opened_url = page.url();
+  page.once("dialog", (dialog) => {
+    seen.confirmation = dialog.message();
+    dialog.accept();
+  });
+  await item.locator("button").focus();
+  await page.keyboard.press("Enter");
+  await page.waitForFunction((id) => !document.querySelector(`#conversations li[data-id="${id}"]`), seen.deleted);
+  seen.after_delete = { url: page.url(), listed: await page.locator("#conversations li[data-id]").count() };
+  await violations(page);
+  await context.close();
+}
+
+// An answer in Markdown, built as it streams and read at 360 px; Stop by button and by Esc,
+// each after the first words are on screen; then Bob's rate limit.
+async function stop() {
+  await markdown();
+  const { context, page } = await open(settings.alice);
+  seen.stopped = [];
+  for (const how of ["button", "escape"]) {
+    const n = seen.stopped.length + 1;
+    await ask(page, `Stop me by ${how}`);
+    await page.waitForFunction((n) => {
+      const a = document.querySelectorAll(".turn.assistant")[n - 1];
+      return a && (a.querySelector(".body").textContent.length > 0 || !a.hasAttribute("aria-busy"));
+    }, n);
+    if (how === "button") await page.click("#stop");
+    else await page.keyboard.press("Escape");
+    const answer = await answered(page, n);
+    seen.stopped.push({ how, text: await answer.innerText(), stop_hidden: await page.isHidden("#stop") });
+  }
+  await violations(page);
+  await context.close();
+
+  const bob = await open(settings.bob);
+  seen.limited = [];
+  for (let n = 1; n <= 3; n += 1) {
+    await ask(bob.page, `Message ${n}`);
+    const answer = await answered(bob.page, n);
+    seen.limited.push(await answer.innerText());
+  }
+  const countdown = bob.page.locator(".turn.assistant .countdown").last();
+  const before = await countdown.innerText();
+  await bob.page.waitForFunction((text) => document.querySelector(".turn.assistant:last-child .countdown")?.textContent !== text, before, { timeout: 5_000 });
+  seen.countdown = [before, await countdown.innerText()];
+  await violations(bob.page);
+  await bob.context.close();
+}
+
+async function markdown() {
+  const { context, page } = await open(settings.erin);
+  await ask(page, "Show me some Markdown", "markdown");
+  const answer = await answered(page, 1);
+  seen.markdown = await answer.locator(".body").evaluate((body) => ({
+    headings: [...body.querySelectorAll("h3, h4, h5, h6")].map((e) => [e.tagName, e.textContent]),
+    strong: [...body.querySelectorAll("strong")].map((e) => e.textContent),
+    em: [...body.querySelectorAll("em")].map((e) => e.textContent),
+    bullets: [...body.querySelectorAll("ul > li")].map((e) => e.textContent),
+    numbered: [...body.querySelectorAll("ol > li")].map((e) => e.textContent),
+    quotes: [...body.querySelectorAll("blockquote")].map((e) => e.textContent),
+    code: [...body.querySelectorAll("pre > code")].map((e) => e.textContent),
+    inline_code: [...body.querySelectorAll("p code, li code")].map((e) => e.textContent),
+    links: [...body.querySelectorAll("a")].map((e) => e.href),
+    elements: [...body.querySelectorAll("*")].map((e) => e.tagName.toLowerCase()).filter((t) => !["h5", "p", "strong", "em", "a", "ul", "ol", "li", "code", "pre", "blockquote"].includes(t)),
+    last: body.lastElementChild.textContent,
+  }));
+  await page.screenshot({ path: `${settings.screenshots}/markdown.png` });
+  await page.setViewportSize({ width: 360, height: 740 });
+  seen.narrow = await page.evaluate(() => ({
+    scroll_width: document.documentElement.scrollWidth,
+    sidebar_visible: getComputedStyle(document.getElementById("sidebar")).display !== "none",
+  }));
+  await page.screenshot({ path: `${settings.screenshots}/narrow.png` });
+  await page.click("#toggle-sidebar");
+  seen.narrow.sidebar_opens = await page.evaluate(() => getComputedStyle(document.getElementById("sidebar")).display !== "none");
+  await page.screenshot({ path: `${settings.screenshots}/narrow-sidebar.png` });
+  await violations(page);
+  await context.close();
+}

@@ -1,0 +1,300 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The browser app in real Chromium (Debian's `chromium`, driven by `playwright-core` from
+//! `tests/js/web_app.mjs`) against a live `nagare serve`: sign-in by link, answers that stream
+//! into the page, reload, hostile model text, the list of conversations paging in, delete, the
+//! 360 px layout, screenshots and the figures of the closing note; then Stop and Esc aborting the
+//! model call at a fake Bedrock, and a rate limit counting down.
+//!
+//! Screenshots and figures land in `target/tmp/web-app/`.
+
+use futures::StreamExt;
+use nagare_tests::FakeBedrock;
+use nagare_tests::served::Served;
+use serde_json::{Value, json};
+
+/// Where the screenshots and figures go.
+fn out_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-app");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a scenario of `tests/js/web_app.mjs`; it fails with what to install when Chromium is
+/// missing.
+async fn browser(scenario: &str, settings: Value) -> Value {
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists()
+            || std::env::var_os("NAGARE_TEST_CHROMIUM").is_some(),
+        "Chromium is missing: run tests/run.sh, or apt-get install chromium (or set NAGARE_TEST_CHROMIUM)"
+    );
+    let seen = nagare_tests::node_json("web_app.mjs", &[scenario, &settings.to_string()]).await;
+    assert_eq!(seen["errors"], json!([]), "the page threw or logged errors");
+    assert_eq!(
+        seen["violations"],
+        json!([]),
+        "the page broke its Content-Security-Policy"
+    );
+    seen
+}
+
+fn assert_png(dir: &std::path::Path, shot: &str) {
+    let png = std::fs::read(dir.join(format!("{shot}.png"))).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{shot}.png");
+}
+
+#[tokio::test]
+async fn the_browser_app_streams_restores_pages_and_shows_model_text_as_text() {
+    let served = Served::start(&[
+        ("NAGARE__PROVIDER__MOCK__TTFT_MS", "100"),
+        ("NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND", "200"),
+        ("NAGARE__MODELS__ALIASES__FAST", "mock"),
+        ("NAGARE__MODELS__ALIASES__LONG", "mock.long"),
+    ]);
+    // Carol has more conversations than one page of the list (30).
+    let carol = served.mint(&["--sub", "carol"]);
+    let client = reqwest::Client::new();
+    let statuses: Vec<u16> = futures::stream::iter(0..35)
+        .map(|n| {
+            let request = client
+                .post(format!("{}/v1/chat", served.http))
+                .bearer_auth(&carol)
+                .json(&json!({"message": format!("Topic {n}"), "inference": {"max_tokens": 1}}));
+            async move { request.send().await.unwrap().status().as_u16() }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    let screenshots = out_dir();
+    let xss = "<img src=x onerror=\"window.__xss='img'\"> <script>window.__xss='script'</script> \
+               [click](javascript:window.__xss='link') and https://example.com/docs";
+    let seen = browser(
+        "chat",
+        json!({
+            "alice": served.mint(&["--sub", "alice", "--link", &served.http]),
+            "carol": served.mint(&["--sub", "carol", "--link", &served.http]),
+            "xss": xss,
+            "screenshots": screenshots,
+        }),
+    )
+    .await;
+
+    // Signed in by the link; the token left the address bar at once.
+    assert_eq!(seen["who"], "alice");
+    let url = seen["url_after_sign_in"].as_str().unwrap();
+    assert!(!url.contains("token"), "{url}");
+    let csp = seen["csp"]
+        .as_str()
+        .expect("a Content-Security-Policy header");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "require-trusted-types-for 'script'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+
+    // The answer was on screen in pieces before `done`, and its figures were shown.
+    let grew = seen["grew_while_streaming"].as_u64().unwrap();
+    assert!(grew >= 2, "the answer grew {grew} times while streaming");
+    let answer = seen["first_answer"].as_str().unwrap();
+    assert!(
+        answer.starts_with("You said: Tell me about streams"),
+        "{answer}"
+    );
+    let meta = seen["first_meta"].as_str().unwrap();
+    for part in ["mock · ", " in / ", " out tokens", "first token after"] {
+        assert!(meta.contains(part), "{part:?} in {meta:?}");
+    }
+
+    // Hostile text stayed text: nothing ran, no element was made of it, only the http link is one.
+    let hostile = &seen["xss"];
+    assert_eq!(hostile["ran"], Value::Null, "injected code ran");
+    assert_eq!(hostile["images"], 0);
+    assert_eq!(hostile["scripts"], 0);
+    assert_eq!(hostile["javascript_links"], 0);
+    assert_eq!(
+        hostile["http_links"],
+        json!([["https://example.com/docs", "noopener noreferrer nofollow"]])
+    );
+    let text = hostile["text"].as_str().unwrap();
+    for shown in [
+        "<img src=x onerror=",
+        "<script>window.__xss='script'</script>",
+        "javascript:",
+    ] {
+        assert!(text.contains(shown), "{shown:?} shown as text in {text:?}");
+    }
+
+    // Reload: the same conversation, from history.
+    let restored = &seen["after_reload"];
+    let conversation_url = seen["conversation_url"].as_str().unwrap();
+    assert!(conversation_url.contains("?c="), "{conversation_url}");
+    assert_eq!(restored["url"], conversation_url);
+    assert_eq!(restored["first_answer"], answer);
+    assert_eq!(restored["users"][0], "Tell me about streams");
+    assert_eq!(seen["dark_background"], "rgb(13, 17, 23)");
+
+    for shot in ["light", "dark"] {
+        assert_png(&screenshots, shot);
+    }
+
+    // The list paged in as it scrolled, and the delete went through to the store.
+    assert_eq!(seen["listed_first"], 30);
+    assert_eq!(seen["listed_all"], 35);
+    let deleted = seen["deleted"].as_str().unwrap();
+    assert!(
+        seen["opened_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("?c={deleted}"))
+    );
+    assert!(
+        seen["confirmation"]
+            .as_str()
+            .unwrap()
+            .starts_with("Delete the conversation")
+    );
+    assert_eq!(seen["after_delete"]["listed"], 34);
+    assert!(
+        !seen["after_delete"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("?c=")
+    );
+    let gone = client
+        .get(format!("{}/v1/conversations/{deleted}", served.http))
+        .bearer_auth(&carol)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+
+    // The figures: every delta painted; size, paint times and the main thread's share recorded.
+    let paint = &seen["paint"];
+    let deltas = paint["deltas"].as_u64().unwrap();
+    assert!(deltas > 1000, "a long answer: {paint}");
+    assert_eq!(paint["painted"], deltas, "a delta was never seen on screen");
+    assert!(seen["long_words"].as_u64().unwrap() > 1000);
+    let transferred = seen["transferred_bytes"].as_u64().unwrap();
+    assert!(
+        transferred > 0 && transferred < 64 * 1024,
+        "the app transfers {transferred} bytes"
+    );
+    let figures = json!({
+        "transferred_bytes": transferred,
+        "paint": paint,
+        "main_thread": seen["main_thread"],
+    });
+    println!("browser app figures: {figures}");
+    std::fs::write(out_dir().join("figures.json"), figures.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn markdown_renders_at_360_px_stop_and_esc_abort_the_model_call_and_a_rate_limit_counts_down()
+{
+    let fake = FakeBedrock::start().await.unwrap();
+    let endpoint = fake.url();
+    let served = Served::start(&[
+        ("NAGARE__PROVIDER__KIND", "bedrock"),
+        ("NAGARE__PROVIDER__BEDROCK__ENDPOINT_URL", &endpoint),
+        ("NAGARE__MODELS__ALIASES__SLOW", "fake.slow"),
+        ("NAGARE__MODELS__ALIASES__MARKDOWN", "fake.markdown"),
+        ("NAGARE__MODELS__DEFAULT", "slow"),
+        ("NAGARE__RATE_LIMITS__REQUESTS_PER_MINUTE", "2"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ]);
+    let screenshots = out_dir();
+    let seen = browser(
+        "stop",
+        json!({
+            "alice": served.mint(&["--sub", "alice", "--link", &served.http]),
+            "bob": served.mint(&["--sub", "bob", "--link", &served.http]),
+            "erin": served.mint(&["--sub", "erin", "--link", &served.http]),
+            "screenshots": screenshots,
+        }),
+    )
+    .await;
+
+    // The Markdown answer, cut every 7 bytes, was built into the right elements and nothing else.
+    let md = &seen["markdown"];
+    // `###` is an h5: the page's own headings are h1 and h2, an answer's start below them.
+    assert_eq!(md["headings"], json!([["H5", "Streams"]]));
+    assert_eq!(md["strong"], json!(["stream"]));
+    assert_eq!(md["em"], json!(["arrives over time"]));
+    assert_eq!(md["bullets"], json!(["one item", "two with inline code"]));
+    assert_eq!(md["inline_code"], json!(["inline code"]));
+    assert_eq!(md["numbered"], json!(["first", "second"]));
+    assert_eq!(md["quotes"], json!(["a quoted line"]));
+    assert_eq!(md["code"].as_array().unwrap().len(), 1);
+    assert!(
+        md["code"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("let wide = \"0123")
+    );
+    assert_eq!(
+        md["links"],
+        json!(["https://example.com/streams", "https://example.com/more"])
+    );
+    assert_eq!(md["elements"], json!([]), "elements Markdown does not make");
+    assert_eq!(
+        md["last"],
+        "Not a link: [click](javascript:alert(1)) and <img src=x onerror=alert(1)> stay text."
+    );
+    // 360 px: nothing scrolls sideways, even with a long code line; the list is behind a button.
+    let narrow = &seen["narrow"];
+    assert!(
+        narrow["scroll_width"].as_u64().unwrap() <= 360,
+        "horizontal scroll at 360 px: {narrow}"
+    );
+    assert_eq!(narrow["sidebar_visible"], false);
+    assert_eq!(narrow["sidebar_opens"], true);
+    for shot in ["markdown", "narrow", "narrow-sidebar"] {
+        assert_png(&screenshots, shot);
+    }
+
+    for stopped in seen["stopped"].as_array().unwrap() {
+        let text = stopped["text"].as_str().unwrap();
+        assert!(text.ends_with("Stopped."), "{stopped}");
+        assert_eq!(stopped["stop_hidden"], true, "{stopped}");
+    }
+    // Both model calls were cut off upstream, not left to run.
+    assert!(
+        fake.wait_for(std::time::Duration::from_secs(5), |f| f.aborted() == 2)
+            .await,
+        "aborted {} of {} calls",
+        fake.aborted(),
+        fake.calls()
+    );
+
+    // Bob's third message in a minute is refused before the model, with a countdown that moves.
+    let limited = seen["limited"].as_array().unwrap();
+    assert!(
+        limited[2]
+            .as_str()
+            .unwrap()
+            .contains("faster than your limit allows"),
+        "{limited:?}"
+    );
+    assert_eq!(
+        fake.calls(),
+        5,
+        "the refused message never reached the model"
+    );
+    let countdown = seen["countdown"].as_array().unwrap();
+    let seconds = |v: &Value| -> u64 {
+        let text = v.as_str().unwrap();
+        text.split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no seconds in {text:?}"))
+    };
+    assert!(
+        seconds(&countdown[1]) < seconds(&countdown[0]),
+        "{countdown:?}"
+    );
+}
