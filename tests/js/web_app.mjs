@@ -111,9 +111,20 @@ async function chat() {
   seen.xss.text = await hostile.locator(".body").innerText();
   await page.locator("#log .assistant a").first().hover();
 
+  // An image by the file picker, uploaded with its progress shown, then named in the chat.
+  await page.setInputFiles("#files", { name: "dot.png", mimeType: "image/png", buffer: Buffer.from(settings.png, "base64") });
+  await page.waitForFunction(() => document.querySelector("#attachments progress")?.value === 1);
+  await ask(page, "What is in this picture?");
+  const described = await answered(page, 3);
+  seen.picture = {
+    answer: await described.locator(".body").innerText(),
+    chips: await page.locator(".turn.user .chip").allInnerTexts(),
+    left: await page.locator("#attachments li").count(),
+  };
+
   // Reload: the conversation comes back from history.
   await page.reload();
-  await page.waitForFunction(() => document.querySelectorAll(".turn.assistant").length === 2);
+  await page.waitForFunction(() => document.querySelectorAll(".turn.assistant").length === 3);
   seen.after_reload = {
     url: page.url(),
     first_answer: await page.locator(".turn.assistant .body").first().innerText(),
@@ -125,6 +136,40 @@ async function chat() {
   await page.emulateMedia({ colorScheme: "dark" });
   await page.screenshot({ path: `${settings.screenshots}/dark.png` });
   seen.dark_background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  await page.emulateMedia({ colorScheme: "light" });
+
+  // A knowledge base: its sources listed and linked, the answer's [1] pointing at source 1.
+  await page.click("#new-chat");
+  await page.waitForSelector("#kb option[value=handbook]", { state: "attached" });
+  await page.selectOption("#kb", "handbook");
+  await ask(page, "How many unused days can I carry over?");
+  const cited = await answered(page, 1);
+  seen.sources = await cited.evaluate((answer) => ({
+    summary: answer.querySelector("details.sources summary")?.textContent,
+    links: [...answer.querySelectorAll("details.sources a")].map((a) => a.href),
+    citations: [...answer.querySelectorAll("a.citation")].map((a) => [a.textContent, Boolean(document.querySelector(a.getAttribute("href")))]),
+  }));
+  await page.selectOption("#kb", "");
+
+  // Two answers at once, in two conversations: the first keeps streaming while the second is
+  // asked, and is whole when its conversation is opened again.
+  await page.click("#new-chat");
+  await ask(page, "A slow answer", "smart");
+  await page.waitForFunction(() => document.querySelector(".turn.assistant .body")?.textContent.length > 0);
+  await page.click("#new-chat");
+  await ask(page, "A quick one", "");
+  await answered(page, 1);
+  seen.quick_url = page.url();
+  await page.goBack();
+  await page.waitForFunction(() => document.querySelector(".turn.user")?.textContent === "A slow answer");
+  const slow = await answered(page, 1);
+  seen.parallel = { slow_meta: await slow.locator(".meta").innerText(), url: page.url() };
+
+  // Tool calls and reasoning from history, shown collapsed; the URL alone opens the conversation.
+  await page.goto(`${new URL(settings.alice).origin}/?c=${settings.tools_conversation}`);
+  await page.waitForSelector(".turn.assistant details.block");
+  seen.blocks = await page.evaluate(() => [...document.querySelectorAll(".turn.assistant details.block")]
+    .map((d) => [d.querySelector("summary").textContent, d.open, d.querySelector("pre").textContent]));
   await violations(page);
   await context.close();
 

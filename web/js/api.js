@@ -45,6 +45,10 @@ export class Api {
     return this.request("GET", "/v1/models");
   }
 
+  knowledgeBases() {
+    return this.request("GET", "/v1/knowledge-bases");
+  }
+
   conversations(pageToken) {
     return this.request("GET", `/v1/conversations?limit=30${page(pageToken)}`);
   }

@@ -12,6 +12,7 @@ class View {
     this.key = id || `draft-${++drafts}`;
     this.el = el("div", "turns");
     this.loaded = !id;
+    this.pending = null; // the id the gateway gave a new conversation, until its first answer is kept
     this.inflight = new Set();
   }
 
@@ -27,15 +28,16 @@ class View {
 }
 
 export class Chat {
-  constructor({ log, api, socket, onStarted, onBusy }) {
+  constructor({ log, api, socket, onStarted, onAbandoned, onBusy }) {
     this.log = log;
     this.api = api;
     this.socket = socket;
-    this.onStarted = onStarted; // (conversation id, title): a new conversation exists
+    this.onStarted = onStarted; // (id, title, current): the gateway named a new conversation
+    this.onAbandoned = onAbandoned; // (id, current): its first answer was not kept, so it does not exist
     this.onBusy = onBusy; // (busy): whether the open conversation has an answer in flight
     this.views = new Map();
     this.current = null;
-    this.answers = new Map(); // request id → {answer, view, title, conversation}
+    this.answers = new Map(); // request id → {answer, view, title}
     this.following = 0;
   }
 
@@ -77,7 +79,7 @@ export class Chat {
   }
 
   // Sends a message in the open conversation. Returns false if it could not leave.
-  send({ text, content, attachments, model }) {
+  send({ text, content, attachments, model, knowledgeBase }) {
     const view = this.current;
     view.el.querySelector(".empty")?.remove();
     const requestId = crypto.randomUUID();
@@ -85,6 +87,7 @@ export class Chat {
     if (content) frame.content = content;
     else frame.message = text;
     if (model) frame.model = model;
+    if (knowledgeBase) frame.knowledge_base = { name: knowledgeBase };
     if (view.id) frame.conversation_id = view.id;
     view.user(text, attachments);
     const answer = new Answer(view.el, performance.now());
@@ -116,7 +119,7 @@ export class Chat {
     switch (frame.type) {
       case "start":
         answer.start(frame);
-        chat.conversation = frame.conversation_id;
+        if (!view.id && !view.pending && frame.conversation_id) this.named(view, frame.conversation_id, chat.title);
         break;
       case "sources": answer.sources(frame.sources); break;
       case "delta": answer.delta(frame.text); break;
@@ -126,11 +129,9 @@ export class Chat {
       case "tool_call": answer.toolCall(frame); break;
       case "done":
         answer.done(frame);
-        // A new conversation exists once its first answer is kept: a stopped or failed one is not.
-        if (!view.id && chat.conversation) this.named(view, chat.conversation, chat.title);
-        this.ended(frame.request_id);
+        this.ended(frame.request_id, true);
         break;
-      case "error": answer.error(frame); this.ended(frame.request_id); break;
+      case "error": answer.error(frame); this.ended(frame.request_id, false); break;
     }
     if (follow) {
       this.following = requestAnimationFrame(() => {
@@ -144,7 +145,7 @@ export class Chat {
   dropped() {
     for (const requestId of [...this.answers.keys()]) {
       this.answers.get(requestId).answer.interrupted();
-      this.ended(requestId);
+      this.ended(requestId, false);
     }
   }
 
@@ -153,16 +154,29 @@ export class Chat {
     this.views.delete(id);
   }
 
+  // The gateway named a new conversation: it can be navigated to at once, but it exists only
+  // once its first answer is kept (a stopped or failed one is not), so until then it is pending.
   named(view, id, title) {
-    view.id = id;
+    view.pending = id;
     this.views.set(id, view);
     this.onStarted(id, title, view === this.current);
   }
 
-  ended(requestId) {
+  ended(requestId, kept) {
     const chat = this.answers.get(requestId);
+    if (!chat) return;
     this.answers.delete(requestId);
-    chat?.view.inflight.delete(requestId);
+    const view = chat.view;
+    view.inflight.delete(requestId);
+    if (view.pending) {
+      const id = view.pending;
+      view.pending = null;
+      if (kept) view.id = id;
+      else {
+        this.views.delete(id);
+        this.onAbandoned(id, view === this.current);
+      }
+    }
     this.busy();
   }
 

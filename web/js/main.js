@@ -83,6 +83,10 @@ function run() {
         sidebar.select(id);
       }
     },
+    onAbandoned: (id, isCurrent) => {
+      sidebar.forget(id);
+      if (isCurrent) history.replaceState({ c: null }, "", location.pathname);
+    },
     onBusy: (busy) => {
       $("stop").hidden = !busy;
     },
@@ -142,7 +146,13 @@ function run() {
       status.textContent = error.message;
       return;
     }
-    const sent = chat.send({ text, content, attachments: attachments.names(), model: $("model").value });
+    const sent = chat.send({
+      text,
+      content,
+      attachments: attachments.names(),
+      model: $("model").value,
+      knowledgeBase: $("kb").value,
+    });
     if (sent) {
       message.value = "";
       attachments.clear();
@@ -201,6 +211,18 @@ function run() {
   }).catch((error) => (status.textContent = `The models could not be listed. ${sentence(error)}`))
     .finally(() => ($("model").dataset.ready = "true"));
   $("model").onchange = () => sessionStorage.setItem("nagare.model", $("model").value);
+
+  // The caller's knowledge bases, if the server has any for them: answers then cite sources.
+  api.knowledgeBases().then((list) => {
+    for (const kb of list.knowledge_bases) {
+      const option = document.createElement("option");
+      option.value = option.textContent = kb.name;
+      $("kb").appendChild(option);
+    }
+    $("kb").closest("label").hidden = !list.knowledge_bases.length;
+  }).catch(() => {
+    // Knowledge bases are off on this server (or on AWS, where Bedrock's are named by config).
+  });
 
   socket.connect();
   sidebar.reload();

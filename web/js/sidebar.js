@@ -56,6 +56,11 @@ export class Sidebar {
     this.select(this.current);
   }
 
+  // A conversation that never came to exist.
+  forget(id) {
+    this.item(id)?.remove();
+  }
+
   select(id) {
     this.current = id;
     for (const li of this.list.children) {

@@ -7,6 +7,7 @@
 //!
 //! Screenshots and figures land in `target/tmp/web-app/`.
 
+use base64::Engine;
 use futures::StreamExt;
 use nagare_tests::FakeBedrock;
 use nagare_tests::served::Served;
@@ -48,6 +49,7 @@ async fn the_browser_app_streams_restores_pages_and_shows_model_text_as_text() {
         ("NAGARE__PROVIDER__MOCK__TTFT_MS", "100"),
         ("NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND", "200"),
         ("NAGARE__MODELS__ALIASES__FAST", "mock"),
+        ("NAGARE__MODELS__ALIASES__SMART", "mock.slow"),
         ("NAGARE__MODELS__ALIASES__LONG", "mock.long"),
     ]);
     // Carol has more conversations than one page of the list (30).
@@ -66,6 +68,45 @@ async fn the_browser_app_streams_restores_pages_and_shows_model_text_as_text() {
         .await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 
+    // Alice has a knowledge base, and a conversation with reasoning and a tool call.
+    let alice = &served.token;
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{}{path}", served.http))
+            .bearer_auth(alice)
+            .json(&body)
+            .send()
+    };
+    let created = post("/v1/knowledge-bases", json!({"name": "handbook"}))
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let leave = client
+        .put(format!(
+            "{}/v1/knowledge-bases/handbook/documents/leave?uri=https://intranet.example/leave",
+            served.http
+        ))
+        .bearer_auth(alice)
+        .header("content-type", "text/markdown")
+        .body("# Leave\n\nUp to 5 unused days carry over to the next year.\n")
+        .send()
+        .await
+        .unwrap();
+    assert!(leave.status().is_success(), "{leave:?}");
+    let tools = json!([{"name": "get_weather", "description": "The weather in a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+    let turn: Value = post(
+        "/v1/chat",
+        json!({"message": "Use get_weather for Paris", "tools": tools, "reasoning": {"effort": "low"}}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(turn["stop_reason"], "tool_use", "{turn}");
+    let tools_conversation = turn["conversation_id"].as_str().unwrap();
+
     let screenshots = out_dir();
     let xss = "<img src=x onerror=\"window.__xss='img'\"> <script>window.__xss='script'</script> \
                [click](javascript:window.__xss='link') and https://example.com/docs";
@@ -76,6 +117,8 @@ async fn the_browser_app_streams_restores_pages_and_shows_model_text_as_text() {
             "carol": served.mint(&["--sub", "carol", "--link", &served.http]),
             "xss": xss,
             "screenshots": screenshots,
+            "png": base64::engine::general_purpose::STANDARD.encode(nagare_tests::samples::png(3, 2, 7)),
+            "tools_conversation": tools_conversation,
         }),
     )
     .await;
@@ -128,6 +171,14 @@ async fn the_browser_app_streams_restores_pages_and_shows_model_text_as_text() {
         assert!(text.contains(shown), "{shown:?} shown as text in {text:?}");
     }
 
+    // The picture went up through the upload API and reached the model.
+    let picture = &seen["picture"];
+    let described = picture["answer"].as_str().unwrap();
+    assert!(described.starts_with("I see a png image"), "{described}");
+    assert!(described.contains("3×2 pixels"), "{described}");
+    assert_eq!(picture["chips"], json!(["dot.png"]));
+    assert_eq!(picture["left"], 0, "the attachment was sent and cleared");
+
     // Reload: the same conversation, from history.
     let restored = &seen["after_reload"];
     let conversation_url = seen["conversation_url"].as_str().unwrap();
@@ -136,6 +187,45 @@ async fn the_browser_app_streams_restores_pages_and_shows_model_text_as_text() {
     assert_eq!(restored["first_answer"], answer);
     assert_eq!(restored["users"][0], "Tell me about streams");
     assert_eq!(seen["dark_background"], "rgb(13, 17, 23)");
+
+    // The knowledge base's source is listed and linked, and the answer's [1] points at it.
+    let sources = &seen["sources"];
+    assert_eq!(sources["summary"], "Sources (1)", "{sources}");
+    assert_eq!(sources["links"], json!(["https://intranet.example/leave"]));
+    assert_eq!(sources["citations"], json!([["[1]", true]]));
+
+    // The slow answer went on streaming while the quick one was asked, and is whole.
+    let parallel = &seen["parallel"];
+    assert!(
+        parallel["slow_meta"]
+            .as_str()
+            .unwrap()
+            .starts_with("mock.slow · "),
+        "{parallel}"
+    );
+    assert_ne!(parallel["url"], seen["quick_url"]);
+    assert!(
+        parallel["url"].as_str().unwrap().contains("?c="),
+        "{parallel}"
+    );
+
+    // History's reasoning and tool call, each collapsed under its summary.
+    let blocks = seen["blocks"].as_array().unwrap();
+    let summaries: Vec<&str> = blocks.iter().map(|b| b[0].as_str().unwrap()).collect();
+    assert!(summaries.contains(&"Reasoning"), "{blocks:?}");
+    assert!(summaries.contains(&"Tool call: get_weather"), "{blocks:?}");
+    assert!(
+        blocks.iter().all(|b| b[1] == false),
+        "collapsed: {blocks:?}"
+    );
+    let call = blocks
+        .iter()
+        .find(|b| b[0] == "Tool call: get_weather")
+        .unwrap();
+    assert!(
+        call[2].as_str().unwrap().contains("\"city\": \"Paris\""),
+        "{call:?}"
+    );
 
     for shot in ["light", "dark"] {
         assert_png(&screenshots, shot);
