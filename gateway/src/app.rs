@@ -205,8 +205,11 @@ pub(crate) fn test_app(pipeline: ChatPipeline, verifier: Verifier) -> Arc<App> {
         health: Arc::new(health),
         lifecycle,
         connection_cap,
-        web: Site::new(&crate::web::WebSettings::default())
-            .ok()
-            .map(Arc::new),
+        web: Site::new(
+            &crate::web::WebSettings::default(),
+            crate::web::Features::default(),
+        )
+        .ok()
+        .map(Arc::new),
     })
 }

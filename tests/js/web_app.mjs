@@ -21,6 +21,7 @@ const seen = { errors: [], violations: [] };
 const step = (what) => process.stderr.write(`web_app.mjs ${scenario}: ${what}\n`);
 try {
   if (scenario === "chat") await chat();
+  else if (scenario === "oidc") await oidc();
   else if (scenario === "stop") await stop();
   else throw new Error(`unknown scenario ${scenario}`);
 } finally {
@@ -30,12 +31,21 @@ process.stdout.write(JSON.stringify(seen));
 
 // A page with what the tests watch installed before the app runs: CSP violations, errors, and
 // each WebSocket frame's arrival time.
-async function open(link, options = {}) {
+async function open(link) {
   step(`opening ${new URL(link).origin}`);
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...options });
+  const { context, page } = await watched();
+  const response = await page.goto(link);
+  await page.waitForSelector("#app:not([hidden])");
+  await page.waitForSelector("#model[data-ready]");
+  return { context, page, response };
+}
+
+async function watched() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => seen.errors.push(e.message));
   page.on("console", (m) => m.type() === "error" && seen.errors.push(m.text()));
+  page.on("response", (r) => r.status() >= 400 && seen.errors.push(`${r.status()} ${r.request().method()} ${r.url()}`));
   await page.addInitScript(() => {
     window.__violations = [];
     document.addEventListener("securitypolicyviolation", (e) => window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`));
@@ -49,10 +59,7 @@ async function open(link, options = {}) {
       }
     };
   });
-  const response = await page.goto(link);
-  await page.waitForSelector("#app:not([hidden])");
-  await page.waitForSelector("#model[data-ready]");
-  return { context, page, response };
+  return { context, page };
 }
 
 async function violations(page) {
@@ -322,6 +329,32 @@ async function markdown() {
   await page.click("#toggle-sidebar");
   seen.narrow.sidebar_opens = await page.evaluate(() => getComputedStyle(document.getElementById("sidebar")).display !== "none");
   await page.screenshot({ path: `${settings.screenshots}/narrow-sidebar.png` });
+  await violations(page);
+  await context.close();
+}
+
+// Sign-in with the provider (authorization code and PKCE), then the token renewed before it
+// expires, and the open socket told with an `auth` frame.
+async function oidc() {
+  const { context, page } = await watched();
+  step("opening the sign-in page");
+  await page.goto(settings.base);
+  await page.waitForSelector("#oidc-signin:not([hidden])");
+  seen.button = await page.textContent("#oidc-signin");
+  await page.click("#oidc-signin");
+  await page.waitForSelector("#app:not([hidden])");
+  await page.waitForSelector("#model[data-ready]");
+  seen.who = await page.textContent("#who");
+  seen.url = page.url();
+  const first = await page.evaluate(() => sessionStorage.getItem("nagare.token"));
+  step("waiting for the renewal");
+  await page.waitForFunction(() => window.__frames.some((f) => f.frame.type === "auth"), null, { timeout: 30_000 });
+  seen.renewed = (await page.evaluate(() => sessionStorage.getItem("nagare.token"))) !== first;
+  seen.auth_frame = await page.evaluate(() => window.__frames.find((f) => f.frame.type === "auth").frame);
+  await ask(page, "Hello after the renewal");
+  seen.answer = await (await answered(page, 1)).locator(".body").innerText();
+  seen.in_storage = await page.evaluate(() => Object.keys(sessionStorage).sort());
+  seen.cookies = (await context.cookies()).length;
   await violations(page);
   await context.close();
 }

@@ -10,6 +10,7 @@ pub mod fake_converse;
 pub mod fake_embed;
 pub mod fake_issuer;
 pub mod fake_lambda;
+pub mod fake_oauth;
 pub mod harness;
 pub mod load;
 pub mod load_grpc;

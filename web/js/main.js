@@ -212,20 +212,21 @@ function run() {
     .finally(() => ($("model").dataset.ready = "true"));
   $("model").onchange = () => sessionStorage.setItem("nagare.model", $("model").value);
 
-  // The caller's knowledge bases, if the server has any for them: answers then cite sources.
-  api.knowledgeBases().then((list) => {
+  // The caller's knowledge bases, if the server keeps them: answers then cite sources.
+  const features = config.features || {};
+  $("attach").hidden = !features.uploads;
+  if (features.knowledge_bases) api.knowledgeBases().then((list) => {
     for (const kb of list.knowledge_bases) {
       const option = document.createElement("option");
       option.value = option.textContent = kb.name;
       $("kb").appendChild(option);
     }
     $("kb").closest("label").hidden = !list.knowledge_bases.length;
-  }).catch(() => {
-    // Knowledge bases are off on this server (or on AWS, where Bedrock's are named by config).
-  });
+  }).catch((error) => (status.textContent = `The knowledge bases could not be listed. ${sentence(error)}`));
 
   socket.connect();
-  sidebar.reload();
+  if (features.conversations) sidebar.reload();
+  else $("conversations-status").textContent = "This server keeps no conversations: each message starts afresh.";
   show(current());
   message.focus();
 }

@@ -23,7 +23,7 @@ pub struct Site {
 }
 
 impl Site {
-    pub fn new(settings: &WebSettings) -> Result<Self, String> {
+    pub fn new(settings: &WebSettings, features: Features) -> Result<Self, String> {
         let csp = HeaderValue::try_from(settings.content_security_policy())
             .map_err(|e| format!("web: the content security policy: {e}"))?;
         Ok(Self {
@@ -31,7 +31,7 @@ impl Site {
             config: Asset {
                 path: "config.json",
                 content_type: "application/json",
-                body: settings.page_config().to_string().into(),
+                body: settings.page_config(features).to_string().into(),
                 gzip: None,
             },
             csp,
@@ -74,6 +74,17 @@ impl Default for WebSettings {
             oidc: None,
         }
     }
+}
+
+/// What the server behind the page offers besides chat, so the page shows only controls that work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Features {
+    /// Conversation memory: the list of conversations, and reload.
+    pub conversations: bool,
+    /// `/v1/uploads`: the Attach button.
+    pub uploads: bool,
+    /// `/v1/knowledge-bases` (the embedded store): the knowledge-base picker.
+    pub knowledge_bases: bool,
 }
 
 /// How the WebSocket upgrade carries the token.
@@ -134,12 +145,13 @@ impl WebSettings {
     }
 
     /// What the page reads from `config.json`.
-    pub fn page_config(&self) -> serde_json::Value {
+    pub fn page_config(&self, features: Features) -> serde_json::Value {
         serde_json::json!({
             "api_url": self.api_url.trim_end_matches('/'),
             "ws_url": self.ws_url,
             "ws_token": self.ws_token,
             "oidc": self.oidc,
+            "features": features,
         })
     }
 
@@ -233,7 +245,10 @@ mod tests {
             ),
             "{csp}"
         );
-        assert_eq!(settings.page_config()["api_url"], "https://api.example.com");
+        assert_eq!(
+            settings.page_config(Features::default())["api_url"],
+            "https://api.example.com"
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::tasks::{ConnectionDelivery, Tasks};
 use crate::tcp::ConnectionCap;
 use crate::telemetry::{Emf, Metrics, NoRecorder, Recorder};
 use crate::uploads::Attach;
-use crate::web::Site;
+use crate::web::{Features, Site};
 use crate::ws::LocalConnections;
 
 pub use ingest::{Ingested, ingest};
@@ -300,9 +300,15 @@ impl Wiring {
             None => verifier(&config)?,
         };
         let web = match (host, config.web.enabled) {
-            (Host::Serve, true) => Some(Arc::new(
-                Site::new(&config.web).map_err(StartupError::Config)?,
-            )),
+            (Host::Serve, true) => {
+                let features = Features {
+                    conversations: config.memory.enabled,
+                    uploads: uploads.is_some(),
+                    knowledge_bases: knowledge.is_some(),
+                };
+                let site = Site::new(&config.web, features).map_err(StartupError::Config)?;
+                Some(Arc::new(site))
+            }
             _ => None,
         };
         let app = App {

@@ -3,14 +3,22 @@
 //! `tests/js/web_app.mjs`) against a live `nagare serve`: sign-in by link, answers that stream
 //! into the page, reload, hostile model text, the list of conversations paging in, delete, the
 //! 360 px layout, screenshots and the figures of the closing note; then Stop and Esc aborting the
-//! model call at a fake Bedrock, and a rate limit counting down.
+//! model call at a fake Bedrock, and a rate limit counting down; and sign-in with an OpenID
+//! Connect provider (a fake Cognito) by the authorization-code flow with PKCE, renewed in time.
 //!
 //! Screenshots and figures land in `target/tmp/web-app/`.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use futures::StreamExt;
-use nagare_tests::FakeBedrock;
+use jsonwebtoken::Algorithm;
+use nagare_authorizer::{AuthSettings, Verifier};
+use nagare_gateway::provider::{MockProvider, MockSettings};
+use nagare_gateway::web::OidcSettings;
+use nagare_tests::fake_oauth::{CLIENT_ID, FakeOAuth};
 use nagare_tests::served::Served;
+use nagare_tests::{FakeBedrock, FakeIssuer, Gateway, TestKey};
 use serde_json::{Value, json};
 
 /// Where the screenshots and figures go.
@@ -387,4 +395,62 @@ async fn markdown_renders_at_360_px_stop_and_esc_abort_the_model_call_and_a_rate
         seconds(&countdown[1]) < seconds(&countdown[0]),
         "{countdown:?}"
     );
+}
+
+#[tokio::test]
+async fn the_browser_app_signs_in_with_oidc_and_pkce_and_renews_before_expiry() {
+    let key = TestKey::new("k1", "rsa-1", Algorithm::RS256).unwrap();
+    let issuer = FakeIssuer::start(&[&key]).await.unwrap();
+    // Tokens of 66 s: the page renews a minute before expiry, so 6 s in.
+    let oauth = FakeOAuth::start(&issuer, key, "alice", 66).await.unwrap();
+    let auth = AuthSettings {
+        issuers: vec![issuer.settings(&["RS256"])],
+        ..AuthSettings::default()
+    };
+    let (authorize_url, token_url) = (oauth.authorize_url(), oauth.token_url());
+    let gw = Gateway::builder()
+        .model(Arc::new(MockProvider::new(MockSettings::unpaced())))
+        .verifier(Verifier::new(&auth, None).unwrap())
+        .config(|c| {
+            c.web.oidc = Some(OidcSettings {
+                client_id: CLIENT_ID.into(),
+                authorize_url,
+                token_url,
+                scopes: vec!["openid".into(), "chat".into()],
+                name: "Example".into(),
+            });
+        })
+        .start()
+        .await
+        .unwrap();
+    let seen = browser("oidc", json!({"base": gw.url("/")})).await;
+
+    assert_eq!(seen["button"], "Sign in with Example");
+    assert_eq!(seen["who"], "alice");
+    let url = seen["url"].as_str().unwrap();
+    assert!(!url.contains("code=") && !url.contains("state="), "{url}");
+    assert_eq!(
+        oauth.redeemed(),
+        1,
+        "the code was traded once, with its PKCE verifier"
+    );
+    assert!(oauth.renewed() >= 1, "the token was renewed");
+    assert_eq!(seen["renewed"], true);
+    assert!(
+        seen["auth_frame"]["expires_at"].as_u64().is_some(),
+        "{seen}"
+    );
+    assert!(
+        seen["answer"]
+            .as_str()
+            .unwrap()
+            .starts_with("You said: Hello after the renewal"),
+        "{seen}"
+    );
+    // The tokens live in this tab's storage, never in a cookie.
+    assert_eq!(
+        seen["in_storage"],
+        json!(["nagare.refresh", "nagare.token"])
+    );
+    assert_eq!(seen["cookies"], 0);
 }
