@@ -450,7 +450,7 @@ async fn the_browser_app_signs_in_with_oidc_and_pkce_and_renews_before_expiry() 
     // The tokens live in this tab's storage, never in a cookie.
     assert_eq!(
         seen["in_storage"],
-        json!(["nagare.refresh", "nagare.token"])
+        json!(["nagare.model", "nagare.refresh", "nagare.token"])
     );
     assert_eq!(seen["cookies"], 0);
 }
