@@ -4,7 +4,9 @@
 // Usage: node web_app.mjs <scenario> '<json settings>'
 //   chat: sign-in by link, streaming, reload, XSS, sources of the page, list paging, delete,
 //         360 px, screenshots, and the figures (size, delta-to-paint, main-thread share)
-//   stop: Stop and Esc mid-answer, and a rate-limited answer's countdown
+//   stop: Markdown cut every 7 bytes at 360 px, Stop and Esc mid-answer, a socket cut mid-answer
+//         and the reconnection, and a rate-limited answer's countdown
+//   oidc: sign-in with the provider (code and PKCE) and the renewal
 import { chromium } from "playwright-core";
 
 const [scenario, raw] = process.argv.slice(2);
@@ -287,6 +289,8 @@ async function stop() {
   await violations(page);
   await context.close();
 
+  await dropped();
+
   const bob = await open(settings.bob);
   seen.limited = [];
   for (let n = 1; n <= 3; n += 1) {
@@ -355,6 +359,36 @@ async function oidc() {
   seen.answer = await (await answered(page, 1)).locator(".body").innerText();
   seen.in_storage = await page.evaluate(() => Object.keys(sessionStorage).sort());
   seen.cookies = (await context.cookies()).length;
+  await violations(page);
+  await context.close();
+}
+
+// The socket cut mid-answer (by routing it through the test): the answer says what happened, the
+// page reconnects by itself, and the next message goes through.
+async function dropped() {
+  const { context, page } = await watched();
+  const sockets = [];
+  await context.routeWebSocket(/\/v1\/ws/, (ws) => {
+    ws.connectToServer();
+    sockets.push(ws);
+  });
+  step("opening with the socket routed");
+  await page.goto(settings.frank);
+  await page.waitForSelector("#model[data-ready]");
+  await ask(page, "Cut me off");
+  await page.waitForFunction(() => document.querySelector(".turn.assistant .body")?.textContent.length > 0);
+  // Closing the page's side closes the server's too, as a dropped network would.
+  await sockets[0].close({ code: 4000, reason: "cut by the test" });
+  const answer = await answered(page, 1);
+  seen.cut = {
+    note: await answer.locator(".note").innerText(),
+    status: await page.textContent("#connection"),
+  };
+  step("waiting for the reconnection");
+  await page.waitForFunction(() => document.getElementById("connection").textContent === "Connected.", null, { timeout: 15_000 });
+  seen.cut.sockets = sockets.length;
+  await ask(page, "After the drop");
+  seen.cut.after = await (await answered(page, 2)).locator(".body").innerText();
   await violations(page);
   await context.close();
 }

@@ -2,8 +2,9 @@
 //! The browser app in real Chromium (Debian's `chromium`, driven by `playwright-core` from
 //! `tests/js/web_app.mjs`) against a live `nagare serve`: sign-in by link, answers that stream
 //! into the page, reload, hostile model text, the list of conversations paging in, delete, the
-//! 360 px layout, screenshots and the figures of the closing note; then Stop and Esc aborting the
-//! model call at a fake Bedrock, and a rate limit counting down; and sign-in with an OpenID
+//! 360 px layout, screenshots and the figures of the closing note; then Markdown, Stop, Esc and a
+//! dropped socket aborting the model call at a fake Bedrock, the reconnection, and a rate limit
+//! counting down; and sign-in with an OpenID
 //! Connect provider (a fake Cognito) by the authorization-code flow with PKCE, renewed in time.
 //!
 //! Screenshots and figures land in `target/tmp/web-app/`.
@@ -291,8 +292,8 @@ async fn the_browser_app_streams_restores_pages_and_shows_model_text_as_text() {
 }
 
 #[tokio::test]
-async fn markdown_renders_at_360_px_stop_and_esc_abort_the_model_call_and_a_rate_limit_counts_down()
-{
+async fn markdown_at_360_px_then_stop_esc_and_a_dropped_socket_abort_upstream_and_a_limit_counts_down()
+ {
     let fake = FakeBedrock::start().await.unwrap();
     let endpoint = fake.url();
     let served = Served::start(&[
@@ -313,6 +314,7 @@ async fn markdown_renders_at_360_px_stop_and_esc_abort_the_model_call_and_a_rate
             "alice": served.mint(&["--sub", "alice", "--link", &served.http]),
             "bob": served.mint(&["--sub", "bob", "--link", &served.http]),
             "erin": served.mint(&["--sub", "erin", "--link", &served.http]),
+            "frank": served.mint(&["--sub", "frank", "--link", &served.http]),
             "screenshots": screenshots,
         }),
     )
@@ -361,9 +363,26 @@ async fn markdown_renders_at_360_px_stop_and_esc_abort_the_model_call_and_a_rate
         assert!(text.ends_with("Stopped."), "{stopped}");
         assert_eq!(stopped["stop_hidden"], true, "{stopped}");
     }
-    // Both model calls were cut off upstream, not left to run.
+    // A dropped socket: the answer says so, the page reconnects, and the next message goes through.
+    let cut = &seen["cut"];
+    let note = cut["note"].as_str().unwrap();
     assert!(
-        fake.wait_for(std::time::Duration::from_secs(5), |f| f.aborted() == 2)
+        note.starts_with("The connection dropped before this answer was finished"),
+        "{cut}"
+    );
+    assert!(
+        cut["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("The connection dropped. Trying again in"),
+        "{cut}"
+    );
+    assert_eq!(cut["sockets"], 2, "one reconnection: {cut}");
+    assert!(!cut["after"].as_str().unwrap().is_empty(), "{cut}");
+
+    // All three model calls (Stop, Esc, the drop) were cut off upstream, not left to run.
+    assert!(
+        fake.wait_for(std::time::Duration::from_secs(5), |f| f.aborted() == 3)
             .await,
         "aborted {} of {} calls",
         fake.aborted(),
@@ -381,7 +400,7 @@ async fn markdown_renders_at_360_px_stop_and_esc_abort_the_model_call_and_a_rate
     );
     assert_eq!(
         fake.calls(),
-        5,
+        7,
         "the refused message never reached the model"
     );
     let countdown = seen["countdown"].as_array().unwrap();
