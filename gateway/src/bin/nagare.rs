@@ -69,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: KbCommand,
     },
+    /// The browser app.
+    Web {
+        #[command(subcommand)]
+        command: WebCommand,
+    },
     /// Mint a dev-mode token for a server using the same --data-dir.
     Token {
         /// The user the token speaks for.
@@ -93,6 +98,20 @@ enum Command {
         /// fragment, which the browser keeps to itself.
         #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "http://127.0.0.1:8080")]
         link: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebCommand {
+    /// Write the app's files for a bucket (S3 behind CloudFront), talking to the stack that
+    /// `[web]` names (NAGARE__WEB__API_URL, NAGARE__WEB__WS_URL, ...).
+    Export {
+        /// The folder to write into.
+        #[arg(long)]
+        out: PathBuf,
+        /// TOML config file; NAGARE__WEB__* environment variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -149,6 +168,9 @@ fn main() -> ExitCode {
             conversation.as_deref(),
         ),
         Command::CreateTables { config: file } => create_tables(file),
+        Command::Web {
+            command: WebCommand::Export { out, config: file },
+        } => web_export(file, &out),
         Command::Kb {
             command:
                 KbCommand::Ingest {
@@ -213,6 +235,22 @@ fn serve(file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
             tracing::error!(error = %e, "nagare serve failed");
             fail(&e.to_string(), 1)
         }
+    }
+}
+
+fn web_export(file: Option<PathBuf>, out: &std::path::Path) -> ExitCode {
+    let config = match config::load(file.as_deref(), &ProcessEnv, &Overrides::default()) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string(), 2),
+    };
+    match nagare_gateway::web::export(&config.web, out) {
+        Ok(files) => {
+            for file in files {
+                println!("{}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("writing to {}: {e}", out.display()), 1),
     }
 }
 

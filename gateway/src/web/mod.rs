@@ -8,11 +8,13 @@
 //! ever become text.
 
 pub mod assets;
+mod export;
 
 use axum::http::HeaderValue;
 use serde::{Deserialize, Serialize};
 
 pub use assets::{Asset, Assets};
+pub use export::export;
 
 /// What the app routes serve, built once at start.
 #[derive(Debug)]
@@ -158,6 +160,16 @@ impl WebSettings {
     /// The page's Content-Security-Policy: its own files, and connections to its own origin and
     /// the configured ones only.
     pub fn content_security_policy(&self) -> String {
+        self.policy(true)
+    }
+
+    /// The policy as a `<meta>` element can carry it, for a bucket that sends no headers:
+    /// browsers ignore `frame-ancestors` there (a CDN's response headers can add it).
+    pub fn meta_policy(&self) -> String {
+        self.policy(false)
+    }
+
+    fn policy(&self, frame_ancestors: bool) -> String {
         let mut connect = vec!["'self'".to_owned()];
         let configured = [
             ("web.api_url", &self.api_url, &["http", "https"][..]),
@@ -181,8 +193,13 @@ impl WebSettings {
         format!(
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; \
              connect-src {}; manifest-src 'self'; base-uri 'none'; form-action 'none'; \
-             frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'",
-            connect.join(" ")
+             {}require-trusted-types-for 'script'; trusted-types 'none'",
+            connect.join(" "),
+            if frame_ancestors {
+                "frame-ancestors 'none'; "
+            } else {
+                ""
+            }
         )
     }
 }

@@ -19,7 +19,7 @@ use nagare_tests::{INSTALL_PYTHON, python};
 use serde_json::{Value, json};
 
 /// The template, short-form intrinsics in long form, parsed by cfn-lint's own decoder.
-fn template() -> Value {
+pub(crate) fn template() -> Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = std::process::Command::new(python())
         .arg(root.join("tests/python/template_json.py"))

@@ -16,6 +16,7 @@ mod converse;
 mod converse_operator;
 mod converse_transports;
 mod deploy;
+mod deploy_web;
 mod gateway_http;
 mod grpc;
 mod grpc_python;
