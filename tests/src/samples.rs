@@ -123,20 +123,6 @@ pub fn pdf(pages: usize, text: &str) -> Vec<u8> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crc_and_adler_match_their_published_check_values() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
-        let png = png(2, 2, 0);
-        assert_eq!(&png[12..16], b"IHDR");
-        assert!(png.ends_with(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82]));
-    }
-}
-
 /// An answer with every Markdown construct the browser app renders, a code line far wider than
 /// a phone, and text that must stay text.
 pub const MARKDOWN: &str = "### Streams\n\nA **stream** is data that *arrives over time*; \
@@ -153,4 +139,18 @@ pub fn markdown_deltas() -> Vec<String> {
         .chunks(7)
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_and_adler_match_their_published_check_values() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
+        let png = png(2, 2, 0);
+        assert_eq!(&png[12..16], b"IHDR");
+        assert!(png.ends_with(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82]));
+    }
 }
