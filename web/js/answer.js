@@ -1,6 +1,6 @@
 // One assistant answer: streamed in from chat events, or read back from history.
 
-import { Markdown, safeHref } from "./markdown.js";
+import { Markdown, link, safeHref } from "./markdown.js";
 import { count, el, ms, sentence } from "./words.js";
 
 let answers = 0;
@@ -40,8 +40,15 @@ export class Answer {
   }
 
   sources(list) {
-    const box = this.details("sources", `Sources (${list.length})`);
-    const ol = box.querySelector("ol") || box.appendChild(el("ol"));
+    // Open: it is what the answer's [n] links point at. Several events may carry sources.
+    let box = this.el.querySelector("details.sources");
+    if (!box) {
+      box = this.el.insertBefore(el("details", "sources"), this.body);
+      box.open = true;
+      box.appendChild(el("summary"));
+      box.appendChild(el("ol"));
+    }
+    const ol = box.querySelector("ol");
     for (const source of list) {
       const li = ol.appendChild(el("li"));
       li.id = `${this.id}-source-${source.n}`;
@@ -50,10 +57,7 @@ export class Answer {
       const title = source.title || source.id || `Source ${source.n}`;
       const href = source.uri && safeHref(source.uri);
       if (href) {
-        const a = li.appendChild(el("a", "", title));
-        a.href = href;
-        a.rel = "noopener noreferrer nofollow";
-        a.target = "_blank";
+        link(li, href).textContent = title;
       } else {
         li.append(source.uri ? `${title} (${source.uri})` : title);
       }
@@ -63,7 +67,7 @@ export class Answer {
   }
 
   reasoning(frame) {
-    if (frame.text) this.block(frame.index, "Reasoning").textContent += frame.text;
+    if (frame.text) this.block(frame.index, "Reasoning").append(frame.text);
     if (frame.redacted) this.block(frame.index, "Reasoning (redacted)");
   }
 
@@ -72,7 +76,7 @@ export class Answer {
   }
 
   toolCallDelta(frame) {
-    this.block(frame.index, "Tool call").textContent += frame.input;
+    this.block(frame.index, "Tool call").append(frame.input);
   }
 
   toolCall(frame) {
@@ -97,15 +101,13 @@ export class Answer {
     const p = this.el.appendChild(el("p", "error", sentence(frame)));
     p.setAttribute("role", "alert");
     if (frame.code === "rate_limited" && frame.retry_after_ms > 0) {
-      const base = p.textContent;
+      const wait = p.appendChild(el("span", "countdown"));
       const until = Date.now() + frame.retry_after_ms;
       const tick = () => {
         const left = Math.ceil((until - Date.now()) / 1000);
-        const wait = p.querySelector(".countdown") || p.appendChild(el("span", "countdown"));
         wait.textContent = left > 0 ? ` You can send again in ${left} s.` : " You can send again now.";
         if (left <= 0) clearInterval(this.countdown);
       };
-      p.textContent = base;
       tick();
       this.countdown = setInterval(tick, 250);
     }
@@ -144,16 +146,6 @@ export class Answer {
 
   note(text) {
     this.el.appendChild(el("p", "note", text));
-  }
-
-  details(kind, summary) {
-    let box = this.el.querySelector(`details.${kind}`);
-    if (!box) {
-      box = el("details", kind);
-      box.appendChild(el("summary", "", summary));
-      this.el.insertBefore(box, this.body);
-    }
-    return box;
   }
 
   // The <pre> of a reasoning or tool-call block, collapsed under its summary.

@@ -4,24 +4,27 @@
 import { Answer } from "./answer.js";
 import { el, sentence } from "./words.js";
 
-let drafts = 0;
-
 class View {
   constructor(id) {
     this.id = id; // null until the gateway names a new conversation
-    this.key = id || `draft-${++drafts}`;
     this.el = el("div", "turns");
     this.loaded = !id;
     this.pending = null; // the id the gateway gave a new conversation, until its first answer is kept
     this.inflight = new Set();
   }
 
-  user(text, attachments = []) {
+  // A user turn: its text, its attachments by name, and (from history) the tool results it sent.
+  user(text, attachments = [], results = []) {
     const turn = this.el.appendChild(el("div", "turn user"));
     if (text) turn.append(text);
     if (attachments.length) {
       const chips = turn.appendChild(el("div", "chips"));
       for (const a of attachments) chips.appendChild(el("span", "chip", a));
+    }
+    for (const result of results) {
+      const box = turn.appendChild(el("details", "block"));
+      box.appendChild(el("summary", "", "Tool result"));
+      box.appendChild(el("pre", "", JSON.stringify(result.content, null, 2)));
     }
     return turn;
   }
@@ -66,13 +69,14 @@ export class Chat {
       do {
         page = await this.api.turns(view.id, page && page.next_page_token);
         for (const turn of page.turns) {
-          if (turn.role === "user") view.user(turn.content, attachmentsOf(turn.blocks));
-          else Answer.fromTurn(view.el, turn);
+          const blocks = turn.blocks || [];
+          if (turn.role !== "user") Answer.fromTurn(view.el, turn);
+          else view.user(turn.content, attachmentsOf(blocks), blocks.filter((b) => b.type === "tool_result"));
         }
       } while (page.next_page_token);
       status.remove();
     } catch (error) {
-      view.loaded = false;
+      this.views.delete(view.id); // opened again, it is loaded afresh
       status.textContent = error.code === "not_found" ? "This conversation no longer exists." : sentence(error);
       status.setAttribute("role", "alert");
     }
@@ -95,7 +99,7 @@ export class Chat {
       answer.error({ code: "unavailable" });
       return false;
     }
-    this.answers.set(requestId, { answer, view, title: text });
+    this.answers.set(requestId, { answer, view, title: text || attachments[0] });
     view.inflight.add(requestId);
     this.busy();
     this.log.scrollTop = this.log.scrollHeight;
@@ -190,7 +194,7 @@ export class Chat {
 }
 
 function attachmentsOf(blocks) {
-  return (blocks || [])
+  return blocks
     .filter((b) => b.type === "image" || b.type === "document")
     .map((b) => (b.type === "document" ? `${b.name || "document"} (${b.format || "file"})` : `image (${b.format || "file"})`));
 }

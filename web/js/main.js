@@ -112,7 +112,6 @@ function run() {
   const current = () => new URLSearchParams(location.search).get("c");
   const show = (id) => {
     sidebar.select(id);
-    document.body.classList.remove("sidebar-open");
     $("app").classList.remove("sidebar-open");
     $("toggle-sidebar").setAttribute("aria-expanded", "false");
     return chat.open(id);
@@ -201,11 +200,7 @@ function run() {
 
   // The models the caller may use.
   api.models().then((models) => {
-    for (const model of models.data.filter((m) => m.kind !== "embedding")) {
-      const option = document.createElement("option");
-      option.value = option.textContent = model.id;
-      $("model").appendChild(option);
-    }
+    options($("model"), models.data.filter((m) => m.kind !== "embedding").map((m) => m.id));
     const kept = sessionStorage.getItem("nagare.model");
     if (kept && models.data.some((m) => m.id === kept)) $("model").value = kept;
   }).catch((error) => (status.textContent = `The models could not be listed. ${sentence(error)}`))
@@ -216,11 +211,7 @@ function run() {
   const features = config.features || {};
   $("attach").hidden = !features.uploads;
   if (features.knowledge_bases) api.knowledgeBases().then((list) => {
-    for (const kb of list.knowledge_bases) {
-      const option = document.createElement("option");
-      option.value = option.textContent = kb.name;
-      $("kb").appendChild(option);
-    }
+    options($("kb"), list.knowledge_bases.map((kb) => kb.name));
     $("kb").closest("label").hidden = !list.knowledge_bases.length;
   }).catch((error) => (status.textContent = `The knowledge bases could not be listed. ${sentence(error)}`));
 
@@ -229,4 +220,12 @@ function run() {
   else $("conversations-status").textContent = "This server keeps no conversations: each message starts afresh.";
   show(current());
   message.focus();
+}
+
+function options(select, names) {
+  for (const name of names) {
+    const option = document.createElement("option");
+    option.value = option.textContent = name;
+    select.appendChild(option);
+  }
 }

@@ -246,7 +246,8 @@ function inline(text, parent, cite) {
   flush(text.length);
 }
 
-function link(parent, href) {
+// A link that opens in a new tab and tells the target nothing about the page.
+export function link(parent, href) {
   const a = parent.appendChild(document.createElement("a"));
   a.href = href;
   a.rel = "noopener noreferrer nofollow";
