@@ -20,6 +20,7 @@ const LOWER: &[&str] = &[
     "pipeline",
     "lifecycle",
     "tcp",
+    "web",
 ];
 
 /// The only modules that may name `http` besides `http` itself: start-up wiring (the Lambda

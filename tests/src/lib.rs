@@ -47,47 +47,40 @@ pub fn python() -> std::path::PathBuf {
 /// a script that fails fails the test with its stderr.
 pub async fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
     let python = python();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(script);
-    let output = tokio::process::Command::new(&python)
-        .arg(&script)
-        .args(args)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {INSTALL_PYTHON}", python.display()));
-    assert!(
-        output.status.success(),
-        "{} failed (is the venv current? {INSTALL_PYTHON}):\n{}",
-        script.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{} printed no JSON ({e}):\n{}",
-            script.display(),
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    let missing = format!("cannot run {}; {INSTALL_PYTHON}", python.display());
+    let failed = format!("is the venv current? {INSTALL_PYTHON}");
+    script_json(python.as_os_str(), "python", script, args, &missing, &failed).await
 }
 
 /// Runs `tests/js/{script}` with `args` in Node.js and reads what it printed as JSON; a script
 /// that fails fails the test with its stderr.
 pub async fn node_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let missing = "node is missing: run tests/run.sh (Debian: apt-get install nodejs npm)";
+    let failed = "are tests/node_modules current? npm ci --prefix tests";
+    script_json("node".as_ref(), "js", script, args, missing, failed).await
+}
+
+/// Runs `tests/{dir}/{script}` with `program`: its stdout as JSON, or a panic that says why.
+async fn script_json(
+    program: &std::ffi::OsStr,
+    dir: &str,
+    script: &str,
+    args: &[&str],
+    missing: &str,
+    failed: &str,
+) -> serde_json::Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("js")
+        .join(dir)
         .join(script);
-    let output = tokio::process::Command::new("node")
+    let output = tokio::process::Command::new(program)
         .arg(&script)
         .args(args)
         .output()
         .await
-        .unwrap_or_else(|e| {
-            panic!("node is missing ({e}): run tests/run.sh (Debian: apt-get install nodejs npm)")
-        });
+        .unwrap_or_else(|e| panic!("{missing} ({e})"));
     assert!(
         output.status.success(),
-        "{} failed (are tests/node_modules current? npm ci --prefix tests):\n{}",
+        "{} failed ({failed}):\n{}",
         script.display(),
         String::from_utf8_lossy(&output.stderr)
     );

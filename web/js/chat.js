@@ -42,6 +42,10 @@ export class Chat {
     this.current = null;
     this.answers = new Map(); // request id → {answer, view, title}
     this.following = 0;
+    // Whether the reader is at the bottom of the log, kept by scroll events: reading it at each
+    // frame would lay the page out again each time.
+    this.pinned = true;
+    log.addEventListener("scroll", () => (this.pinned = this.atBottom()), { passive: true });
   }
 
   // Opens conversation `id` (null: a new one). Resolves when its history is on screen.
@@ -117,9 +121,8 @@ export class Chat {
     const chat = frame.request_id && this.answers.get(frame.request_id);
     if (!chat) return;
     const { answer, view } = chat;
-    // Keep the newest text in view if the reader was at the bottom; once per frame, since
-    // reading the scroll height lays the page out.
-    const follow = view === this.current && !this.following && this.atBottom();
+    // Keep the newest text in view if the reader was at the bottom, once per screen frame.
+    const follow = view === this.current && this.pinned && !this.following;
     switch (frame.type) {
       case "start":
         answer.start(frame);

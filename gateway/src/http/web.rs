@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::App;
+use crate::error::Error;
+use crate::http::ApiError;
 use crate::web::{Asset, Site};
 
 /// Fetched fresh each time: it names the current version of everything else.
@@ -45,8 +47,10 @@ pub async fn asset(
     }
 }
 
+/// The error table's 404, as for any route the server does not have.
 fn missing() -> Response {
-    (StatusCode::NOT_FOUND, "no such file").into_response()
+    let error = Error::NotFound("no such file of the browser app".into());
+    ApiError::new(&error, uuid::Uuid::new_v4().to_string()).into_response()
 }
 
 fn send(site: &Site, asset: &Asset, cache: &'static str, request: &HeaderMap) -> Response {
