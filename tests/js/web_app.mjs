@@ -131,9 +131,29 @@ async function chat() {
     left: await page.locator("#attachments li").count(),
   };
 
+  // A document dropped onto the page goes the same way.
+  await page.evaluate(() => {
+    const files = new DataTransfer();
+    files.items.add(new File(["Total: 42 EUR\nPaid by card\n"], "receipt.txt", { type: "text/plain" }));
+    window.dispatchEvent(new DragEvent("drop", { dataTransfer: files, bubbles: true, cancelable: true }));
+  });
+  await page.waitForFunction(() => document.querySelector("#attachments progress")?.value === 1);
+  await ask(page, "How much was paid?");
+  seen.dropped = await (await answered(page, 4)).locator(".body").innerText();
+
+  // Every control has a name, and keyboard focus shows.
+  seen.unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll("button, select, textarea, input:not([type=file]), a[href]")]
+      .filter((e) => e.getClientRects().length)
+      .filter((e) => !(e.labels?.length || e.getAttribute("aria-label") || e.textContent.trim()))
+      .map((e) => e.outerHTML.slice(0, 100)));
+  await page.focus("#message");
+  await page.keyboard.press("Tab");
+  seen.focus = await page.evaluate(() => [document.activeElement.id, getComputedStyle(document.activeElement).outlineWidth]);
+
   // Reload: the conversation comes back from history.
   await page.reload();
-  await page.waitForFunction(() => document.querySelectorAll(".turn.assistant").length === 3);
+  await page.waitForFunction(() => document.querySelectorAll(".turn.assistant").length === 4);
   seen.after_reload = {
     url: page.url(),
     first_answer: await page.locator(".turn.assistant .body").first().innerText(),

@@ -49,7 +49,15 @@ pub async fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
     let python = python();
     let missing = format!("cannot run {}; {INSTALL_PYTHON}", python.display());
     let failed = format!("is the venv current? {INSTALL_PYTHON}");
-    script_json(python.as_os_str(), "python", script, args, &missing, &failed).await
+    script_json(
+        python.as_os_str(),
+        "python",
+        script,
+        args,
+        &missing,
+        &failed,
+    )
+    .await
 }
 
 /// Runs `tests/js/{script}` with `args` in Node.js and reads what it printed as JSON; a script

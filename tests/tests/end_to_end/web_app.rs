@@ -188,6 +188,18 @@ async fn the_browser_app_streams_restores_pages_and_shows_model_text_as_text() {
     assert_eq!(picture["chips"], json!(["dot.png"]));
     assert_eq!(picture["left"], 0, "the attachment was sent and cleared");
 
+    let dropped = seen["dropped"].as_str().unwrap();
+    assert!(
+        dropped.starts_with("I see a txt document named 'receipt'"),
+        "{dropped}"
+    );
+    assert_eq!(seen["unlabelled"], json!([]), "controls without a name");
+    assert_eq!(
+        seen["focus"],
+        json!(["send", "3px"]),
+        "Tab from the message box reaches Send, with a visible ring"
+    );
+
     // Reload: the same conversation, from history.
     let restored = &seen["after_reload"];
     let conversation_url = seen["conversation_url"].as_str().unwrap();
