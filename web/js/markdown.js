@@ -23,10 +23,13 @@ export class Markdown {
     this.settled = 0; // where the unsettled text begins: always a line start outside a fence
     this.tail = []; // the nodes of the unsettled blocks
     this.rendered = 0; // how much of the text the DOM shows
+    this.lineStart = 0; // where the text's last line begins
   }
 
   append(text) {
     this.text += text;
+    const nl = text.lastIndexOf("\n");
+    if (nl !== -1) this.lineStart = this.text.length - text.length + nl + 1;
   }
 
   // Builds what arrived since the last call; `final` settles everything.
@@ -38,7 +41,7 @@ export class Markdown {
     const blocks = parse(this.text, this.settled);
     // The last block may grow. So may the one before it while the last line is incomplete: "-"
     // reads as a paragraph until " two" makes it the next item of the list above.
-    const partial = this.text.lastIndexOf("\n") + 1;
+    const partial = this.lineStart;
     const last = blocks.length - 1;
     const open = last > 0 && blocks[last].start >= partial && partial < this.text.length ? last - 1 : last;
     blocks.forEach((block, i) => {
@@ -52,15 +55,19 @@ export class Markdown {
   // The common case while streaming: plain words added to the paragraph being written, well into
   // its line. They go into its last text node as they are, since they can neither start nor end
   // any markup (no marker characters, no URL); anything else rebuilds the open block. Rebuilding
-  // a long paragraph every frame would lay all of it out again.
+  // a long paragraph every frame would lay all of it out again. Every bit of this is O(added).
   extend() {
     const added = this.text.slice(this.rendered);
     const open = this.tail.length === 1 ? this.tail[0] : null;
     const last = open && open.nodeName === "P" ? open.lastChild : null;
     if (!added || !last || last.nodeType !== Node.TEXT_NODE || !PLAIN.test(added)) return false;
-    const line = this.text.slice(this.text.lastIndexOf("\n", this.rendered - 1) + 1, this.rendered);
-    if (line.length < 12 || (line.slice(-8) + added).includes("http")) return false;
-    last.appendData(added);
+    // `added` has no line break, so the rendered text ends on the text's last line.
+    if (this.rendered - this.lineStart < 12) return false;
+    const before = this.text.slice(Math.max(this.lineStart, this.rendered - 8), this.rendered);
+    if ((before + added).includes("http")) return false;
+    // Text nodes of a few hundred characters: the browser repaints only the one that grew.
+    if (last.length < 512) last.appendData(added);
+    else open.append(added);
     this.rendered = this.text.length;
     return true;
   }
