@@ -349,16 +349,16 @@ impl ChatPipeline {
             None if request.conversation_id.is_some() => return Err(memory_off()),
             // The client keeps the conversation: nothing to recall, and nothing to record unless
             // the operator records this route.
-            Some(memory) if request.messages.is_some() && self.records(route) => {
+            memory if request.messages.is_some() => {
                 let mut sent = request.sent_history().to_vec();
                 attachments::sent_history(attach, principal, &mut sent).await?;
-                let recorder = memory.transcript(principal, &request, &new_turn).await?;
-                (sent, Some(recorder))
-            }
-            _ if request.messages.is_some() => {
-                let mut sent = request.sent_history().to_vec();
-                attachments::sent_history(attach, principal, &mut sent).await?;
-                (sent, None)
+                let recorder = match memory {
+                    Some(memory) if self.records(route) => {
+                        Some(memory.transcript(principal, &request, &new_turn).await?)
+                    }
+                    _ => None,
+                };
+                (sent, recorder)
             }
             None => {
                 check_tool_results("content", &[], &new_turn)?;
