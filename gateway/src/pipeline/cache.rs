@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::chat::{Block, Role, Route};
 use crate::chat::{CacheMode, CacheScope};
 use crate::error::Error;
+use crate::pipeline::embeddings::vector_base64;
 use crate::pipeline::event_stream::EventStream;
 use crate::pipeline::flight::{Delivery, Piece, Store, Upstream, deliver, replay, spawn_producer};
 use crate::pipeline::kept::parts_of;
@@ -159,7 +160,7 @@ impl ChatCache {
         }
         let entry = CachedResponse {
             model: model.to_owned(),
-            text: encode_vector(vector),
+            text: vector_base64(vector),
             breaks: Vec::new(),
             parts: String::new(),
             stop_reason: "embedding".into(),
@@ -242,13 +243,7 @@ pub struct VectorKey<'a> {
     pub text: &'a str,
 }
 
-/// A vector as the cache keeps it: its little-endian `f32`s, base64.
-fn encode_vector(vector: &[f32]) -> String {
-    use base64::Engine;
-    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
+/// The inverse of [`vector_base64`], which is how the cache keeps a vector.
 fn decode_vector(text: &str) -> Option<Vec<f32>> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD

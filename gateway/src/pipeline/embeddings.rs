@@ -201,6 +201,14 @@ impl Embedder<'_> {
     }
 }
 
+/// A vector as its little-endian `f32`s in base64: OpenAI's `encoding_format: "base64"`, and
+/// how the response cache keeps it.
+pub fn vector_base64(vector: &[f32]) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ mod upstream;
 pub use cache::{ChatCache, GLOBAL_SCOPE};
 pub use chat_pipeline::{Admitted, ChatPipeline, PipelineOptions};
 pub use contract::{GuardrailRule, PromptCacheSettings, check_guardrails};
-pub use embeddings::{EmbedAsk, Embedded, EmbeddingSettings};
+pub use embeddings::{EmbedAsk, Embedded, EmbeddingSettings, vector_base64};
 pub use estimate::{estimate_request_tokens, estimate_tokens};
 pub use flight::Upstream;
 pub use knowledge::{Grounder, RetrievalPolicy};

@@ -11,8 +11,6 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use nagare_authorizer::Principal;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -23,7 +21,7 @@ use crate::error::Error;
 use crate::http::chat::{cache_control, read_body};
 use crate::http::dialect::{Dialect, bad};
 use crate::http::with_request_id;
-use crate::pipeline::EmbedAsk;
+use crate::pipeline::{EmbedAsk, vector_base64};
 
 #[derive(Deserialize)]
 struct EmbeddingsRequest {
@@ -87,8 +85,7 @@ impl EmbeddingsRequest {
 
 fn encode(vector: &[f32], base64: bool) -> Value {
     if base64 {
-        let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-        Value::String(BASE64.encode(bytes))
+        Value::String(vector_base64(vector))
     } else {
         json!(vector)
     }
@@ -146,6 +143,9 @@ pub async fn embeddings(
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+
     use super::*;
 
     #[test]
