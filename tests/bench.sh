@@ -9,10 +9,6 @@ seconds=${BENCH_SECONDS:-10}
 warmup=${BENCH_WARMUP:-2}
 rate=${BENCH_RATE:-1000}
 out=${BENCH_OUT:-docs/benchmark-results.md}
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
 
 # Every binary, the Lambda functions deploy/template.yaml names among them. BENCH_PROFILE=dev (CI's
 # smoke run) uses the debug build the tests made, instead of a release build: the figures are then
@@ -43,9 +39,8 @@ export NAGARE__WEBSOCKET__MAX_PER_PRINCIPAL=1000000 NAGARE__SERVER__MAX_CONNECTI
 start fake "$work/fake.log" "$bin/fake-bedrock"
 start mock "$work/mock.log" env $plain NAGARE__PROVIDER__MOCK__TTFT_MS=0 NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 \
   "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data"
-start gw "$work/gw.log" env $plain AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 \
-  AWS_EC2_METADATA_DISABLED=true NAGARE__PROVIDER__BEDROCK__ENDPOINT_URL="$fake" \
-  NAGARE__MODELS__DEFAULT=bench.model NAGARE__MODELS__ALLOW='["bench.model"]' \
+on_fake "$fake"
+start gw "$work/gw.log" env $plain "${fake_env[@]}" \
   "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data" --provider bedrock
 start hits "$work/hits.log" env NAGARE__MEMORY__ENABLED=false NAGARE__PROVIDER__MOCK__TTFT_MS=0 \
   NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=0 "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data/hits"

@@ -11,10 +11,6 @@ cd "$(dirname "$0")/.."
 a=$1 b=$2
 rounds=${ROUNDS:-4} seconds=${BENCH_SECONDS:-10} rate=${BENCH_RATE:-1000}
 cargo build --release --locked --bin nagare-load --bin fake-bedrock >&2
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
 # shellcheck source=tests/bench_lib.sh
 source tests/bench_lib.sh
 start fake "$work/fake.log" target/release/fake-bedrock
@@ -22,10 +18,9 @@ token=$("$b" token --sub bench --data-dir "$work/data")
 # Nothing but the pipeline: no cache, no memory, no limits (one token sends everything).
 export NAGARE__RATE_LIMITS__REQUESTS_PER_MINUTE=0 NAGARE__RATE_LIMITS__TOKENS_PER_MINUTE=0
 export NAGARE__CACHE__ENABLED=false NAGARE__MEMORY__ENABLED=false
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-export NAGARE__PROVIDER__BEDROCK__ENDPOINT_URL="$fake" NAGARE__MODELS__DEFAULT=bench.model NAGARE__MODELS__ALLOW='["bench.model"]'
+on_fake "$fake"
+export "${fake_env[@]}"
 hz=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 load() { target/release/nagare-load --seconds "$seconds" --warmup 2 --json --connections 32 --rate "$rate" "$@"; }
 for round in $(seq 1 "$rounds"); do
   load --url "$fake/model/bench.model/converse-stream" \
@@ -34,9 +29,9 @@ for round in $(seq 1 "$rounds"); do
   for v in $order; do
     bin=$a; [ "$v" = b ] && bin=$b
     start gw "$work/gw.log" "$bin" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$work/data" --provider bedrock
-    before=$(cpu_ticks "${pids[-1]}")
+    before=$(ticks "${pids[-1]}")
     load --url "$gw/v1/chat" --header "authorization: Bearer $token" >"$work/$v-$round.json"
-    echo $(( $(cpu_ticks "${pids[-1]}") - before )) >"$work/$v-$round.cpu"
+    echo $(( $(ticks "${pids[-1]}") - before )) >"$work/$v-$round.cpu"
     kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
   done
 done

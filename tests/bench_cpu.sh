@@ -28,10 +28,6 @@ bin=target/$profile
 # BENCH_NAGARE=PATH measures another build of the gateway (e.g. the one before a change).
 nagare=${BENCH_NAGARE:-$bin/nagare}
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
 # shellcheck source=tests/bench_lib.sh
 source tests/bench_lib.sh
 
@@ -49,9 +45,8 @@ fake_pid=${pids[-1]}
 start mock "$work/mock.log" env NAGARE__CACHE__ENABLED=false $unpaced "${serve[@]}"
 mock_pid=${pids[-1]}
 grpc_url mockgrpc "$work/mock.log"
-start gw "$work/gw.log" env NAGARE__CACHE__ENABLED=false AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
-  AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true NAGARE__PROVIDER__BEDROCK__ENDPOINT_URL="$fake" \
-  NAGARE__MODELS__DEFAULT=bench.model NAGARE__MODELS__ALLOW='["bench.model"]' "${serve[@]}" --provider bedrock
+on_fake "$fake"
+start gw "$work/gw.log" env NAGARE__CACHE__ENABLED=false "${fake_env[@]}" "${serve[@]}" --provider bedrock
 gw_pid=${pids[-1]}
 start hits "$work/hits.log" env $unpaced "${serve[@]}"
 hits_pid=${pids[-1]}
@@ -60,7 +55,6 @@ start wsgw "$work/wsgw.log" env NAGARE__CACHE__ENABLED=false NAGARE__PROVIDER__M
   NAGARE__PROVIDER__MOCK__TOKENS_PER_SECOND=50 "${serve[@]}"
 ws_pid=${pids[-1]}
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 load() { "$bin/nagare-load" --header "authorization: Bearer $token" --json "$@"; }
 # measure NAME RUN SERVER_PID LOAD_ARGS...: warm up, then the measured run; records the report and
 # the ticks the server and the fake spent during it.

@@ -1,4 +1,10 @@
-# Shared by tests/bench.sh, tests/bench_ab.sh and tests/bench_cpu.sh (sourced; callers keep their servers' pids in `pids`).
+# Shared by the benchmark scripts (sourced): a scratch directory and the servers' pids, both gone
+# when the script exits; starting servers; CPU ticks; a gateway's environment on the fake Bedrock.
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
 
 # start VAR LOG CMD...: runs CMD in the background and sets VAR to the URL of its `listening on` line.
 start() {
@@ -20,4 +26,20 @@ grpc_url() {
   addr=$(grep -o 'listening on grpc://[0-9.:]*' "$2" | head -n1 | sed 's|listening on grpc://||')
   [ -n "$addr" ] || { echo "no gRPC listener in $2" >&2; cat "$2" >&2; return 1; }
   printf -v "$1" 'http://%s' "$addr"
+}
+
+# ticks PID: the CPU ticks (user + system) PID and the processes under it have spent.
+ticks() {
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" 2>/dev/null || true); do
+    [ -r "/proc/$p/stat" ] && total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+  done
+  echo "$total"
+}
+
+# on_fake URL: sets `fake_env` to the environment of a gateway that answers with Bedrock at the
+# fake on URL, model bench.model (give it `--provider bedrock`).
+on_fake() {
+  fake_env=(AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+    NAGARE__PROVIDER__BEDROCK__ENDPOINT_URL="$1" NAGARE__MODELS__DEFAULT=bench.model NAGARE__MODELS__ALLOW='["bench.model"]')
 }

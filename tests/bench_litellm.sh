@@ -38,10 +38,6 @@ cargo build --profile "$profile" --locked --bin nagare --bin nagare-load --bin f
 bin=target/$profile
 [ "$profile" = dev ] && bin=target/debug
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
 # shellcheck source=tests/bench_lib.sh
 source tests/bench_lib.sh
 
@@ -49,10 +45,9 @@ start fake "$work/fake.log" "$bin/fake-bedrock"
 fake_pid=${pids[-1]}
 data="$work/data"
 token=$("$bin/nagare" token --sub bench --data-dir "$data")
+on_fake "$fake"
 start nagare "$work/nagare.log" env NAGARE__RATE_LIMITS__REQUESTS_PER_MINUTE=0 NAGARE__RATE_LIMITS__TOKENS_PER_MINUTE=0 \
-  NAGARE__MEMORY__ENABLED=false NAGARE__CACHE__ENABLED=false AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
-  AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true NAGARE__PROVIDER__BEDROCK__ENDPOINT_URL="$fake" \
-  NAGARE__MODELS__DEFAULT=bench.model NAGARE__MODELS__ALLOW='["bench.model"]' \
+  NAGARE__MEMORY__ENABLED=false NAGARE__CACHE__ENABLED=false "${fake_env[@]}" \
   "$bin/nagare" serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --data-dir "$data" --provider bedrock
 nagare_pid=${pids[-1]}
 
@@ -85,14 +80,6 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 
-# CPU ticks of PID and every process under it.
-tree_ticks() {
-  local total=0 p
-  for p in $1 $(pgrep -P "$1" 2>/dev/null || true); do
-    [ -r "/proc/$p/stat" ] && total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
-  done
-  echo "$total"
-}
 body='{"model":"bench.model","messages":[{"role":"user","content":"hello"}]}'
 stream='{"model":"bench.model","messages":[{"role":"user","content":"hello"}],"stream":true}'
 direct='{"messages":[{"role":"user","content":[{"text":"hello"}]}]}'
@@ -101,9 +88,9 @@ measure() {
   local name=$1 run=$2 pid=$3 key=$4; shift 4
   "$bin/nagare-load" --header "authorization: Bearer $key" --json --seconds "$warmup" --warmup 0 "$@" >/dev/null
   local t0
-  t0=$(tree_ticks "$pid")
+  t0=$(ticks "$pid")
   "$bin/nagare-load" --header "authorization: Bearer $key" --json --seconds "$seconds" --warmup 0 "$@" >"$work/$name-$run.json"
-  echo $(( $(tree_ticks "$pid") - t0 )) >"$work/$name-$run.cpu"
+  echo $(( $(ticks "$pid") - t0 )) >"$work/$name-$run.cpu"
 }
 for run in $(seq 1 "$runs"); do
   echo "round $run/$runs" >&2
