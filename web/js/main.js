@@ -7,7 +7,7 @@ import { Auth } from "./auth.js";
 import { Chat } from "./chat.js";
 import { Sidebar } from "./sidebar.js";
 import { Socket } from "./socket.js";
-import { ms, sentence } from "./words.js";
+import { el, ms, sentence } from "./words.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -223,9 +223,5 @@ function run() {
 }
 
 function options(select, names) {
-  for (const name of names) {
-    const option = document.createElement("option");
-    option.value = option.textContent = name;
-    select.appendChild(option);
-  }
+  for (const name of names) select.appendChild(el("option", "", name)).value = name;
 }
